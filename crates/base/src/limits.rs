@@ -1,0 +1,50 @@
+//! Every limit Nuage enforces, as a named constant, with the unit last.
+//!
+//! The S3 limits match what AWS documents so that clients that respect AWS also
+//! respect Nuage; the internal ones bound memory and work per request.
+
+/// Largest object S3 accepts: 5 TiB.
+pub const OBJECT_SIZE_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// Largest single PutObject body (AWS: 5 GiB).
+pub const PUT_OBJECT_SIZE_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest multipart part (AWS: 5 GiB).
+pub const PART_SIZE_BYTES_MAX: u64 = 5 * 1024 * 1024 * 1024;
+/// Smallest part other than the last one (AWS: 5 MiB).
+pub const PART_SIZE_BYTES_MIN: u64 = 5 * 1024 * 1024;
+/// Highest part number (AWS: 10,000).
+pub const MULTIPART_PARTS_MAX: u32 = 10_000;
+/// Longest object key, in UTF-8 bytes (AWS: 1,024).
+pub const KEY_LENGTH_BYTES_MAX: usize = 1024;
+/// Total size of user metadata names and values (AWS: 2 KiB).
+pub const USER_METADATA_BYTES_MAX: usize = 2 * 1024;
+/// Most keys one list page returns (AWS: 1,000).
+pub const LIST_KEYS_MAX: usize = 1000;
+/// Most parts one ListParts page returns (AWS: 1,000).
+pub const LIST_PARTS_MAX: usize = 1000;
+/// Most uploads one ListMultipartUploads page returns (AWS: 1,000).
+pub const LIST_UPLOADS_MAX: usize = 1000;
+/// Most index entries one list request may examine before returning a truncated
+/// page; bounds the work of a listing whatever the bucket holds (delete markers
+/// and rolled-up prefixes are examined but not returned).
+pub const LIST_SCAN_ENTRIES_MAX: usize = 100_000;
+/// Most keys in one DeleteObjects request (AWS: 1,000).
+pub const DELETE_OBJECTS_KEYS_MAX: usize = 1000;
+/// Most tags on an object (AWS: 10).
+pub const OBJECT_TAGS_MAX: usize = 10;
+/// Most tags on a bucket (AWS: 50).
+pub const BUCKET_TAGS_MAX: usize = 50;
+/// Longest tag key, in characters (AWS: 128).
+pub const TAG_KEY_CHARS_MAX: usize = 128;
+/// Longest tag value, in characters (AWS: 256).
+pub const TAG_VALUE_CHARS_MAX: usize = 256;
+/// Most CORS rules on a bucket (AWS: 100).
+pub const CORS_RULES_MAX: usize = 100;
+/// Data bytes per checksummed block in the blob format. A range read touches at
+/// most two partial blocks; a larger block means fewer checksums per byte.
+pub const BLOB_BLOCK_BYTES: usize = 256 * 1024;
+/// Largest request header section the HTTP server accepts.
+pub const REQUEST_HEADER_BYTES_MAX: usize = 64 * 1024;
+/// Largest XML request body (CompleteMultipartUpload with 10,000 parts fits).
+pub const XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Blocks a streaming read may have in flight between disk and socket.
+pub const READ_AHEAD_BLOCKS_MAX: usize = 4;

@@ -1,0 +1,315 @@
+//! Blobs as files under `<root>/<first two hex digits of id>/<id>`.
+//!
+//! Durability: `finish` fsyncs the file and then its directory, so the blob
+//! survives a crash once `finish` returns. Integrity: every block is followed by
+//! its CRC32C, checked on every read; a mismatch ends the stream with
+//! [`BlobError::Corrupt`] before the bad bytes are yielded.
+
+use crate::format;
+use crate::{BlobEntry, BlobError, BlobResult, BlobStore, BlobStream, BlobWriter};
+use bytes::{Bytes, BytesMut};
+use nuage_base::limits;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Blobs in a directory of the local file system.
+#[derive(Clone)]
+pub struct LocalBlobStore {
+    root: Arc<PathBuf>,
+    block_bytes: u32,
+}
+
+impl LocalBlobStore {
+    /// Opens (creating if needed) a blob store rooted at `root`.
+    ///
+    /// # Errors
+    /// Fails when the directories cannot be created.
+    pub fn open(root: &Path) -> BlobResult<Self> {
+        std::fs::create_dir_all(root)?;
+        for shard in 0..=255u8 {
+            let dir = root.join(format!("{shard:02x}"));
+            if !dir.exists() {
+                std::fs::create_dir(&dir)?;
+            }
+        }
+        fsync_dir(root)?;
+        let block_bytes = u32::try_from(limits::BLOB_BLOCK_BYTES).unwrap_or(u32::MAX);
+        Ok(Self { root: Arc::new(root.to_path_buf()), block_bytes })
+    }
+
+    fn path(&self, blob_id: &str) -> Option<PathBuf> {
+        // Ids are ours (hex); refuse anything else rather than touch odd paths.
+        if blob_id.len() < 3 || !blob_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(self.root.join(&blob_id[..2]).join(blob_id))
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+struct LocalWriter {
+    blob_id: String,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    block: BytesMut,
+    block_bytes: usize,
+    written: u64,
+}
+
+impl LocalWriter {
+    /// Writes the buffered block (data then CRC) on the blocking pool.
+    async fn flush_block(&mut self) -> BlobResult<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let data = self.block.split().freeze();
+        let mut file = self.file.take().ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let crc = crc32c::crc32c(&data);
+            file.write_all(&data)?;
+            file.write_all(&crc.to_le_bytes())?;
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobWriter for LocalWriter {
+    fn blob_id(&self) -> &str {
+        &self.blob_id
+    }
+
+    async fn write(&mut self, mut data: Bytes) -> BlobResult<()> {
+        while !data.is_empty() {
+            let room = self.block_bytes - self.block.len();
+            let take = room.min(data.len());
+            self.block.extend_from_slice(&data.split_to(take));
+            self.written += take as u64;
+            if self.block.len() == self.block_bytes {
+                self.flush_block().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
+        self.flush_block().await?;
+        let file = self.file.take().ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let dir = self.path.parent().map(Path::to_path_buf);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            file.sync_all()?;
+            if let Some(dir) = dir {
+                fsync_dir(&dir)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(self.written)
+    }
+
+    async fn abandon(mut self: Box<Self>) {
+        drop(self.file.take());
+        let path = self.path.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn create(&self) -> BlobResult<Box<dyn BlobWriter>> {
+        let blob_id = nuage_base::ids::random_id();
+        let path = self.path(&blob_id).ok_or_else(|| std::io::Error::other("bad blob id"))?;
+        let block_bytes = self.block_bytes;
+        let open_path = path.clone();
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(open_path)?;
+            file.write_all(&format::header(block_bytes))?;
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Box::new(LocalWriter {
+            blob_id,
+            path,
+            file: Some(file),
+            block: BytesMut::with_capacity(self.block_bytes as usize),
+            block_bytes: self.block_bytes as usize,
+            written: 0,
+        }))
+    }
+
+    fn read(&self, blob_id: &str, offset: u64, len: u64) -> BlobStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<BlobResult<Bytes>>(limits::READ_AHEAD_BLOCKS_MAX);
+        let path = self.path(blob_id);
+        let blob_id = blob_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let result = read_blocks(path.as_deref(), &blob_id, offset, len, |chunk| tx.blocking_send(Ok(chunk)).is_ok());
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    }
+
+    async fn delete(&self, blob_id: &str) -> BlobResult<()> {
+        let Some(path) = self.path(blob_id) else { return Ok(()) };
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self) -> BlobResult<Vec<BlobEntry>> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || -> BlobResult<Vec<BlobEntry>> {
+            let mut out = Vec::new();
+            for shard in std::fs::read_dir(root.as_path())? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(shard.path())? {
+                    let entry = entry?;
+                    let modified = entry.metadata()?.modified()?;
+                    if let Some(name) = entry.file_name().to_str() {
+                        out.push(BlobEntry { blob_id: name.to_owned(), modified });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// Reads and verifies the blocks covering `[offset, offset + len)`, handing each
+/// verified slice to `emit`; stops early when `emit` returns false.
+fn read_blocks(path: Option<&Path>, blob_id: &str, offset: u64, len: u64, mut emit: impl FnMut(Bytes) -> bool) -> BlobResult<()> {
+    let corrupt = |detail: String| BlobError::Corrupt { blob_id: blob_id.to_owned(), detail };
+    let path = path.ok_or_else(|| BlobError::NotFound(blob_id.to_owned()))?;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(blob_id.to_owned())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut header = [0u8; 16];
+    file.read_exact(&mut header).map_err(|e| corrupt(format!("header unreadable: {e}")))?;
+    let block_bytes = format::parse_header(&header).ok_or_else(|| corrupt("bad header".into()))?;
+    let file_bytes = file.metadata()?.len();
+    let data_len = format::data_len(file_bytes, block_bytes).ok_or_else(|| corrupt(format!("impossible length {file_bytes}")))?;
+    let end = offset.checked_add(len).filter(|e| *e <= data_len).ok_or_else(|| {
+        corrupt(format!("range {offset}+{len} beyond data length {data_len}"))
+    })?;
+    if len == 0 {
+        return Ok(());
+    }
+    let block = u64::from(block_bytes);
+    let mut index = offset / block;
+    file.seek(SeekFrom::Start(format::block_offset(index, block_bytes)))?;
+    let mut buf = vec![0u8; block_bytes as usize + format::CRC_BYTES as usize];
+    loop {
+        let block_start = index * block;
+        if block_start >= end {
+            return Ok(());
+        }
+        let block_len = block.min(data_len - block_start);
+        let stored = usize::try_from(block_len + format::CRC_BYTES).map_err(std::io::Error::other)?;
+        file.read_exact(&mut buf[..stored])?;
+        let (data, crc) = buf[..stored].split_at(stored - format::CRC_BYTES as usize);
+        let expected = u32::from_le_bytes(crc.try_into().map_err(std::io::Error::other)?);
+        if crc32c::crc32c(data) != expected {
+            return Err(corrupt(format!("checksum mismatch in block {index}")));
+        }
+        let from = usize::try_from(offset.saturating_sub(block_start)).map_err(std::io::Error::other)?;
+        let to = usize::try_from(end.min(block_start + block_len) - block_start).map_err(std::io::Error::other)?;
+        if !emit(Bytes::copy_from_slice(&data[from..to])) {
+            return Ok(());
+        }
+        index += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    async fn read_all(store: &LocalBlobStore, id: &str, offset: u64, len: u64) -> BlobResult<Vec<u8>> {
+        let chunks: Vec<Bytes> = store.read(id, offset, len).try_collect().await?;
+        Ok(chunks.concat())
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| u8::try_from((i * 7 + i / 251) % 256).unwrap_or(0)).collect()
+    }
+
+    #[tokio::test]
+    async fn write_then_read_ranges() -> BlobResult<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalBlobStore::open(dir.path())?;
+        let data = pattern(limits::BLOB_BLOCK_BYTES * 2 + 1234);
+        let mut w = store.create().await?;
+        let id = w.blob_id().to_owned();
+        for chunk in data.chunks(10_000) {
+            w.write(Bytes::copy_from_slice(chunk)).await?;
+        }
+        assert_eq!(w.finish().await?, data.len() as u64);
+        assert_eq!(read_all(&store, &id, 0, data.len() as u64).await?, data);
+        for (off, len) in [(0u64, 1u64), (5, 300_000), (262_143, 2), (524_288, 1234), (524_289, 1233), (100, 0)] {
+            let (o, l) = (usize::try_from(off).unwrap_or(0), usize::try_from(len).unwrap_or(0));
+            assert_eq!(read_all(&store, &id, off, len).await?, data[o..o + l], "range {off}+{len}");
+        }
+        assert!(read_all(&store, &id, 0, data.len() as u64 + 1).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn corruption_is_detected_not_served() -> BlobResult<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalBlobStore::open(dir.path())?;
+        let data = pattern(300_000);
+        let mut w = store.create().await?;
+        let id = w.blob_id().to_owned();
+        w.write(Bytes::from(data.clone())).await?;
+        w.finish().await?;
+        let path = store.path(&id).ok_or_else(|| std::io::Error::other("path"))?;
+        let mut bytes = std::fs::read(&path)?;
+        let flip = bytes.len() - 100; // inside the last block's data
+        bytes[flip] ^= 0x01;
+        std::fs::write(&path, &bytes)?;
+        // The first block is intact and readable; the second is refused.
+        assert_eq!(read_all(&store, &id, 0, 1000).await?, data[..1000]);
+        let err = read_all(&store, &id, 0, data.len() as u64).await;
+        assert!(matches!(err, Err(BlobError::Corrupt { .. })), "{err:?}");
+        // A truncated file is refused too: its length no longer covers the data.
+        std::fs::write(&path, &bytes[..bytes.len() - 2])?;
+        assert!(read_all(&store, &id, 0, data.len() as u64).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn empty_blob_and_delete() -> BlobResult<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalBlobStore::open(dir.path())?;
+        let w = store.create().await?;
+        let id = w.blob_id().to_owned();
+        assert_eq!(w.finish().await?, 0);
+        assert!(read_all(&store, &id, 0, 0).await?.is_empty());
+        assert_eq!(store.list().await?.len(), 1);
+        store.delete(&id).await?;
+        store.delete(&id).await?;
+        assert!(matches!(read_all(&store, &id, 0, 0).await, Err(BlobError::NotFound(_))));
+        Ok(())
+    }
+}

@@ -1,0 +1,630 @@
+//! The embedded backend: one redb file, every commit fsynced before it returns.
+//!
+//! Layout (all tables map bytes to bytes; values are JSON records):
+//! - `buckets`: name -> [`BucketRecord`]
+//! - `versions`: bucket 0x00 key 0x00 (u64::MAX - seq, big-endian) -> [`VersionRecord`];
+//!   so a key's versions sort newest first and keys sort in S3 order. Keys never
+//!   contain NUL (checked at the edge), which keeps the encoding prefix-free.
+//! - `uploads`: bucket 0x00 key 0x00 upload id -> [`UploadRecord`]
+//! - `upload_index`: upload id -> bucket 0x00 key
+//! - `parts`: upload id 0x00 part number (big-endian u32) -> [`PartRecord`]
+//! - `blob_refs`: blob id -> empty; every blob a record references, so the orphan
+//!   collector can tell live blobs from leftovers of a crash.
+
+use crate::{
+    BucketRecord, MetaError, MetaResult, MetaStore, PartRecord, PutVersion, PutVersionOutcome, UploadRecord, VersionRecord,
+    WriteCondition,
+};
+use nuage_base::ids;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+
+const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("buckets");
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
+const UPLOAD_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("upload_index");
+const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+const BLOB_REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blob_refs");
+
+/// Metadata in a single redb file.
+#[derive(Clone)]
+pub struct EmbeddedMetaStore {
+    db: Arc<Database>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> MetaResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> MetaResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(backend)
+}
+
+fn key_prefix(bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bucket.len() + key.len() + 2);
+    out.extend_from_slice(bucket.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    out
+}
+
+fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut out = key_prefix(bucket, key);
+    out.extend_from_slice(&(u64::MAX - seq).to_be_bytes());
+    out
+}
+
+fn bucket_prefix(bucket: &str) -> Vec<u8> {
+    let mut out = bucket.as_bytes().to_vec();
+    out.push(0);
+    out
+}
+
+/// The first encoded key after every entry of object key `after` (keys never hold NUL).
+fn after_key(bucket: &str, after: &[u8]) -> Vec<u8> {
+    let mut out = bucket_prefix(bucket);
+    out.extend_from_slice(after);
+    out.push(1);
+    out
+}
+
+/// The object key inside an encoded `versions` key.
+fn object_key_of(encoded: &[u8], bucket_len: usize) -> &[u8] {
+    encoded.get(bucket_len + 1..encoded.len().saturating_sub(9)).unwrap_or_default()
+}
+
+fn part_key(upload_id: &str, part_number: u32) -> Vec<u8> {
+    let mut out = upload_id.as_bytes().to_vec();
+    out.push(0);
+    out.extend_from_slice(&part_number.to_be_bytes());
+    out
+}
+
+type Table<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// The newest version of a key, if any.
+fn latest_version(versions: &Table<'_>, bucket: &str, key: &str) -> MetaResult<Option<VersionRecord>> {
+    let prefix = key_prefix(bucket, key);
+    let mut range = versions.range(prefix.as_slice()..).map_err(backend)?;
+    if let Some(entry) = range.next() {
+        let (k, v) = entry.map_err(backend)?;
+        if k.value().starts_with(&prefix) {
+            return decode(v.value()).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Finds a version by id among a key's versions.
+fn find_version(
+    versions: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> MetaResult<Option<VersionRecord>> {
+    if let Some(seq) = ids::version_seq(version_id) {
+        if let Some(v) = versions.get(version_key(bucket, key, seq).as_slice()).map_err(backend)? {
+            let record: VersionRecord = decode(v.value())?;
+            if record.version_id == version_id {
+                return Ok(Some(record));
+            }
+        }
+        return Ok(None);
+    }
+    // The `null` version carries no sequence in its id: walk the key's versions.
+    let prefix = key_prefix(bucket, key);
+    for entry in versions.range(prefix.as_slice()..).map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        let record: VersionRecord = decode(v.value())?;
+        if record.version_id == version_id {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
+fn remove_refs(refs: &mut Table<'_>, record: &VersionRecord, freed: &mut Vec<String>) -> MetaResult<()> {
+    for segment in &record.segments {
+        refs.remove(segment.blob_id.as_bytes()).map_err(backend)?;
+        freed.push(segment.blob_id.clone());
+    }
+    Ok(())
+}
+
+fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<PutVersionOutcome> {
+    let PutVersion { mut record, null_version, condition } = put;
+    if txn.open_table(BUCKETS).map_err(backend)?.get(record.bucket.as_bytes()).map_err(backend)?.is_none() {
+        return Err(MetaError::NoSuchBucket);
+    }
+    let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+    let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+    let latest = latest_version(&versions, &record.bucket, &record.key)?;
+    let current = latest.as_ref().filter(|v| !v.delete_marker);
+    match &condition {
+        WriteCondition::None => {}
+        WriteCondition::IfNoneMatchAny => {
+            if current.is_some() {
+                return Err(MetaError::PreconditionFailed);
+            }
+        }
+        WriteCondition::IfMatch(etag) => {
+            if current.is_none_or(|v| &v.etag != etag) {
+                return Err(MetaError::PreconditionFailed);
+            }
+        }
+    }
+    let floor = u64::try_from(record.last_modified_unix_ns).unwrap_or(0);
+    record.seq = latest.as_ref().map_or(floor, |v| floor.max(v.seq.saturating_add(1)));
+    let mut freed = Vec::new();
+    if null_version {
+        if let Some(old) = find_version(&versions, &record.bucket, &record.key, ids::NULL_VERSION_ID)? {
+            versions.remove(version_key(&old.bucket, &old.key, old.seq).as_slice()).map_err(backend)?;
+            remove_refs(&mut refs, &old, &mut freed)?;
+        }
+        record.version_id = ids::NULL_VERSION_ID.to_owned();
+    } else {
+        record.version_id = ids::version_id(record.seq);
+    }
+    for segment in &record.segments {
+        refs.insert(segment.blob_id.as_bytes(), &[][..]).map_err(backend)?;
+        freed.retain(|b| b != &segment.blob_id);
+    }
+    let value = encode(&record)?;
+    versions
+        .insert(version_key(&record.bucket, &record.key, record.seq).as_slice(), value.as_slice())
+        .map_err(backend)?;
+    Ok(PutVersionOutcome { record, freed_blobs: freed })
+}
+
+impl EmbeddedMetaStore {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be opened or is not a redb database.
+    pub fn open(path: &Path) -> MetaResult<Self> {
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        for table in [BUCKETS, VERSIONS, UPLOADS, UPLOAD_INDEX, PARTS, BLOB_REFS] {
+            txn.open_table(table).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> MetaResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> MetaResult<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(backend)?
+    }
+
+    async fn write<T, F>(&self, f: F) -> MetaResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> MetaResult<T> + Send + 'static,
+    {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let out = f(&txn)?;
+            txn.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for EmbeddedMetaStore {
+    async fn create_bucket(&self, bucket: BucketRecord) -> MetaResult<()> {
+        self.write(move |txn| {
+            let mut buckets = txn.open_table(BUCKETS).map_err(backend)?;
+            if buckets.get(bucket.name.as_bytes()).map_err(backend)?.is_some() {
+                return Err(MetaError::BucketAlreadyExists);
+            }
+            let value = encode(&bucket)?;
+            buckets.insert(bucket.name.as_bytes(), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_bucket(&self, name: &str) -> MetaResult<Option<BucketRecord>> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let buckets = txn.open_table(BUCKETS).map_err(backend)?;
+            buckets.get(name.as_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn update_bucket(&self, bucket: BucketRecord) -> MetaResult<()> {
+        self.write(move |txn| {
+            let mut buckets = txn.open_table(BUCKETS).map_err(backend)?;
+            if buckets.get(bucket.name.as_bytes()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let value = encode(&bucket)?;
+            buckets.insert(bucket.name.as_bytes(), value.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> MetaResult<()> {
+        let name = name.to_owned();
+        self.write(move |txn| {
+            let mut buckets = txn.open_table(BUCKETS).map_err(backend)?;
+            if buckets.get(name.as_bytes()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let prefix = bucket_prefix(&name);
+            for table in [VERSIONS, UPLOADS] {
+                let t = txn.open_table(table).map_err(backend)?;
+                let mut range = t.range(prefix.as_slice()..).map_err(backend)?;
+                if let Some(entry) = range.next() {
+                    let (k, _) = entry.map_err(backend)?;
+                    if k.value().starts_with(&prefix) {
+                        return Err(MetaError::BucketNotEmpty);
+                    }
+                }
+            }
+            buckets.remove(name.as_bytes()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_buckets(&self) -> MetaResult<Vec<BucketRecord>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let buckets = txn.open_table(BUCKETS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in buckets.iter().map_err(backend)? {
+                let (_, v) = entry.map_err(backend)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_version(&self, put: PutVersion) -> MetaResult<PutVersionOutcome> {
+        self.write(move |txn| write_version(txn, put)).await
+    }
+
+    async fn get_version(&self, bucket: &str, key: &str, version_id: Option<&str>) -> MetaResult<Option<VersionRecord>> {
+        let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.map(str::to_owned));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            if let Some(version_id) = version_id {
+                return find_version(&versions, &bucket, &key, &version_id);
+            }
+            let prefix = key_prefix(&bucket, &key);
+            let mut range = versions.range(prefix.as_slice()..).map_err(backend)?;
+            if let Some(entry) = range.next() {
+                let (k, v) = entry.map_err(backend)?;
+                if k.value().starts_with(&prefix) {
+                    return decode(v.value()).map(Some);
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> MetaResult<(VersionRecord, Vec<String>)> {
+        let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
+        self.write(move |txn| {
+            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+            let record = find_version(&versions, &bucket, &key, &version_id)?.ok_or(MetaError::NoSuchVersion)?;
+            versions.remove(version_key(&bucket, &key, record.seq).as_slice()).map_err(backend)?;
+            let mut freed = Vec::new();
+            remove_refs(&mut refs, &record, &mut freed)?;
+            Ok((record, freed))
+        })
+        .await
+    }
+
+    async fn set_version_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        tags: Vec<(String, String)>,
+    ) -> MetaResult<VersionRecord> {
+        let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.map(str::to_owned));
+        self.write(move |txn| {
+            let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let record = match version_id {
+                Some(id) => find_version(&versions, &bucket, &key, &id)?,
+                None => latest_version(&versions, &bucket, &key)?,
+            };
+            let mut record = record.ok_or(MetaError::NoSuchVersion)?;
+            if record.delete_marker {
+                return Err(MetaError::NoSuchVersion);
+            }
+            record.tags = tags;
+            let value = encode(&record)?;
+            versions
+                .insert(version_key(&bucket, &key, record.seq).as_slice(), value.as_slice())
+                .map_err(backend)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn scan_latest(&self, bucket: &str, prefix: &str, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<VersionRecord>> {
+        let (bucket, prefix, after) = (bucket.to_owned(), prefix.to_owned(), after.map(<[u8]>::to_vec));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let mut scope = bucket_prefix(&bucket);
+            scope.extend_from_slice(prefix.as_bytes());
+            let start = match after {
+                Some(after) => scope.clone().max(after_key(&bucket, &after)),
+                None => scope.clone(),
+            };
+            let mut out: Vec<VersionRecord> = Vec::new();
+            let mut last_key: Vec<u8> = Vec::new();
+            for entry in versions.range(start.as_slice()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                let k = k.value();
+                if !k.starts_with(&scope) {
+                    break;
+                }
+                let object_key = object_key_of(k, bucket.len());
+                if !out.is_empty() && object_key == last_key.as_slice() {
+                    continue; // an older version of the key just taken
+                }
+                if out.len() == limit {
+                    break;
+                }
+                last_key.clear();
+                last_key.extend_from_slice(object_key);
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn scan_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&[u8], Option<u64>)>,
+        limit: usize,
+    ) -> MetaResult<Vec<VersionRecord>> {
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        let after = after.map(|(k, s)| (k.to_vec(), s));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let mut scope = bucket_prefix(&bucket);
+            scope.extend_from_slice(prefix.as_bytes());
+            let (start, exclusive) = match &after {
+                None => (scope.clone(), None),
+                Some((key, None)) => (scope.clone().max(after_key(&bucket, key)), None),
+                Some((key, Some(seq))) => {
+                    let position = version_key(&bucket, &String::from_utf8_lossy(key), *seq);
+                    (scope.clone().max(position.clone()), Some(position))
+                }
+            };
+            let mut out = Vec::new();
+            for entry in versions.range(start.as_slice()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                let k = k.value();
+                if !k.starts_with(&scope) || out.len() == limit {
+                    break;
+                }
+                if exclusive.as_deref() == Some(k) {
+                    continue;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, upload: UploadRecord) -> MetaResult<()> {
+        self.write(move |txn| {
+            if txn.open_table(BUCKETS).map_err(backend)?.get(upload.bucket.as_bytes()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let mut uploads = txn.open_table(UPLOADS).map_err(backend)?;
+            let mut index = txn.open_table(UPLOAD_INDEX).map_err(backend)?;
+            let mut k = key_prefix(&upload.bucket, &upload.key);
+            k.extend_from_slice(upload.upload_id.as_bytes());
+            let value = encode(&upload)?;
+            uploads.insert(k.as_slice(), value.as_slice()).map_err(backend)?;
+            let mut location = bucket_prefix(&upload.bucket);
+            location.extend_from_slice(upload.key.as_bytes());
+            index.insert(upload.upload_id.as_bytes(), location.as_slice()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Option<UploadRecord>> {
+        let mut k = key_prefix(bucket, key);
+        k.extend_from_slice(upload_id.as_bytes());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let uploads = txn.open_table(UPLOADS).map_err(backend)?;
+            uploads.get(k.as_slice()).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn put_part(&self, bucket: &str, key: &str, upload_id: &str, part: PartRecord) -> MetaResult<Vec<String>> {
+        let mut upload_key = key_prefix(bucket, key);
+        upload_key.extend_from_slice(upload_id.as_bytes());
+        let upload_id = upload_id.to_owned();
+        self.write(move |txn| {
+            if txn.open_table(UPLOADS).map_err(backend)?.get(upload_key.as_slice()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            let mut parts = txn.open_table(PARTS).map_err(backend)?;
+            let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+            let k = part_key(&upload_id, part.part_number);
+            let mut freed = Vec::new();
+            if let Some(old) = parts.get(k.as_slice()).map_err(backend)? {
+                let old: PartRecord = decode(old.value())?;
+                if old.blob_id != part.blob_id {
+                    freed.push(old.blob_id);
+                }
+            }
+            for blob in &freed {
+                refs.remove(blob.as_bytes()).map_err(backend)?;
+            }
+            refs.insert(part.blob_id.as_bytes(), &[][..]).map_err(backend)?;
+            let value = encode(&part)?;
+            parts.insert(k.as_slice(), value.as_slice()).map_err(backend)?;
+            Ok(freed)
+        })
+        .await
+    }
+
+    async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>> {
+        let upload_id = upload_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let parts = txn.open_table(PARTS).map_err(backend)?;
+            let start = part_key(&upload_id, after.saturating_add(1));
+            let end = part_key(&upload_id, u32::MAX);
+            let mut out = Vec::new();
+            if after == u32::MAX {
+                return Ok(out);
+            }
+            for entry in parts.range(start.as_slice()..=end.as_slice()).map_err(backend)? {
+                if out.len() == limit {
+                    break;
+                }
+                let (_, v) = entry.map_err(backend)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str, after: Option<(&str, &str)>, limit: usize) -> MetaResult<Vec<UploadRecord>> {
+        let mut scope = bucket_prefix(bucket);
+        scope.extend_from_slice(prefix.as_bytes());
+        let start = match after {
+            None => scope.clone(),
+            Some((key, upload_id)) => {
+                let mut k = key_prefix(bucket, key);
+                k.extend_from_slice(upload_id.as_bytes());
+                k.push(0); // strictly after this upload
+                scope.clone().max(k)
+            }
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let uploads = txn.open_table(UPLOADS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in uploads.range(start.as_slice()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                if !k.value().starts_with(&scope) || out.len() == limit {
+                    break;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Vec<String>> {
+        let mut upload_key = key_prefix(bucket, key);
+        upload_key.extend_from_slice(upload_id.as_bytes());
+        let upload_id = upload_id.to_owned();
+        self.write(move |txn| {
+            let mut uploads = txn.open_table(UPLOADS).map_err(backend)?;
+            if uploads.remove(upload_key.as_slice()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            txn.open_table(UPLOAD_INDEX).map_err(backend)?.remove(upload_id.as_bytes()).map_err(backend)?;
+            remove_parts(txn, &upload_id, &[])
+        })
+        .await
+    }
+
+    async fn complete_upload(&self, upload_id: &str, put: PutVersion) -> MetaResult<PutVersionOutcome> {
+        let upload_id = upload_id.to_owned();
+        self.write(move |txn| {
+            let mut upload_key = key_prefix(&put.record.bucket, &put.record.key);
+            upload_key.extend_from_slice(upload_id.as_bytes());
+            if txn.open_table(UPLOADS).map_err(backend)?.remove(upload_key.as_slice()).map_err(backend)?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            txn.open_table(UPLOAD_INDEX).map_err(backend)?.remove(upload_id.as_bytes()).map_err(backend)?;
+            let keep: Vec<String> = put.record.segments.iter().map(|s| s.blob_id.clone()).collect();
+            let mut freed = remove_parts(txn, &upload_id, &keep)?;
+            let mut outcome = write_version(txn, put)?;
+            outcome.freed_blobs.append(&mut freed);
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn blob_is_referenced(&self, blob_id: &str) -> MetaResult<bool> {
+        let blob_id = blob_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+            Ok(refs.get(blob_id.as_bytes()).map_err(backend)?.is_some())
+        })
+        .await
+    }
+
+    async fn count_versions(&self) -> MetaResult<u64> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            versions.len().map_err(backend)
+        })
+        .await
+    }
+}
+
+/// Deletes every part of an upload; frees the blobs not in `keep`.
+fn remove_parts(txn: &redb::WriteTransaction, upload_id: &str, keep: &[String]) -> MetaResult<Vec<String>> {
+    let mut parts = txn.open_table(PARTS).map_err(backend)?;
+    let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+    let start = part_key(upload_id, 0);
+    let end = part_key(upload_id, u32::MAX);
+    let mut freed = Vec::new();
+    let mut doomed = Vec::new();
+    for entry in parts.range(start.as_slice()..=end.as_slice()).map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let part: PartRecord = decode(v.value())?;
+        doomed.push(k.value().to_vec());
+        if !keep.contains(&part.blob_id) {
+            freed.push(part.blob_id);
+        }
+    }
+    for k in doomed {
+        parts.remove(k.as_slice()).map_err(backend)?;
+    }
+    for blob in &freed {
+        refs.remove(blob.as_bytes()).map_err(backend)?;
+    }
+    Ok(freed)
+}

@@ -1,0 +1,185 @@
+//! The records the metadata store keeps. Serialized as JSON so that a human (or a
+//! future version of Nuage) can read them; every field added later must default.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Versioning state of a bucket, as S3 defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Versioning {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
+}
+
+/// One CORS rule, as S3's `CORSRule`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CorsRule {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age_seconds: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    pub region: String,
+    pub created_unix_ns: i64,
+    #[serde(default)]
+    pub versioning: Versioning,
+    #[serde(default)]
+    pub tags: Option<Vec<(String, String)>>,
+    #[serde(default)]
+    pub cors: Option<Vec<CorsRule>>,
+}
+
+/// Content checksums in S3's wire form (base64 of the big-endian digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Checksums {
+    #[serde(default)]
+    pub crc32: Option<String>,
+    #[serde(default)]
+    pub crc32c: Option<String>,
+    #[serde(default)]
+    pub crc64nvme: Option<String>,
+    #[serde(default)]
+    pub sha1: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// `FULL_OBJECT` or `COMPOSITE` (checksum of part checksums, suffixed `-N`).
+    #[serde(default)]
+    pub checksum_type: Option<String>,
+}
+
+impl Checksums {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.crc32.is_none() && self.crc32c.is_none() && self.crc64nvme.is_none() && self.sha1.is_none() && self.sha256.is_none()
+    }
+}
+
+/// HTTP content headers stored with an object and returned on GET/HEAD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContentHeaders {
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub content_language: Option<String>,
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub website_redirect_location: Option<String>,
+}
+
+/// A stretch of object data stored as one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSegment {
+    pub blob_id: String,
+    pub size: u64,
+    /// The part's ETag and checksums for multipart objects (for `partNumber` reads
+    /// and GetObjectAttributes); None for single-part objects.
+    #[serde(default)]
+    pub part_etag: Option<String>,
+}
+
+/// One version of an object, or a delete marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: String,
+    /// Orders versions of one key; larger is newer. Assigned by the store.
+    pub seq: u64,
+    pub delete_marker: bool,
+    pub last_modified_unix_ns: i64,
+    pub size: u64,
+    /// Hex MD5 for simple objects, `hex(md5(md5s))-N` for multipart; no quotes.
+    pub etag: String,
+    #[serde(default)]
+    pub content: ContentHeaders,
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub checksums: Checksums,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The data, in order. Empty for delete markers and empty objects.
+    #[serde(default)]
+    pub segments: Vec<DataSegment>,
+}
+
+/// A condition a write must meet, checked inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WriteCondition {
+    #[default]
+    None,
+    /// `If-None-Match: *`: fail if the key has a current (non-delete-marker) version.
+    IfNoneMatchAny,
+    /// `If-Match: etag`: fail unless the current version has this ETag.
+    IfMatch(String),
+}
+
+/// A request to write a version.
+#[derive(Debug, Clone)]
+pub struct PutVersion {
+    pub record: VersionRecord,
+    /// Write as the `null` version (versioning off or suspended): the existing
+    /// `null` version, if any, is replaced and its blobs freed.
+    pub null_version: bool,
+    pub condition: WriteCondition,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutVersionOutcome {
+    pub record: VersionRecord,
+    pub freed_blobs: Vec<String>,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    pub initiated_unix_ns: i64,
+    #[serde(default)]
+    pub content: ContentHeaders,
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The checksum algorithm the client announced (`CRC32`, `SHA256`, ...).
+    #[serde(default)]
+    pub checksum_algorithm: Option<String>,
+    #[serde(default)]
+    pub checksum_type: Option<String>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub blob_id: String,
+    pub size: u64,
+    /// Hex MD5 of the part, no quotes.
+    pub etag: String,
+    pub last_modified_unix_ns: i64,
+    #[serde(default)]
+    pub checksums: Checksums,
+}

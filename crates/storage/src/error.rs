@@ -1,0 +1,96 @@
+//! The storage service's errors, one per distinct thing a client can be told.
+
+use nuage_blob::BlobError;
+use nuage_meta::MetaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    InvalidBucketName(String),
+    #[error("the specified bucket does not exist")]
+    NoSuchBucket,
+    #[error("you already own this bucket")]
+    BucketAlreadyOwnedByYou,
+    #[error("the bucket you tried to delete is not empty")]
+    BucketNotEmpty,
+    #[error("{0}")]
+    InvalidLocationConstraint(String),
+    #[error("the specified key does not exist")]
+    NoSuchKey,
+    #[error("the specified version does not exist")]
+    NoSuchVersion,
+    /// The latest version is a delete marker (GET/HEAD without version id).
+    #[error("the specified key does not exist")]
+    DeleteMarker { version_id: String },
+    /// A delete marker was addressed by version id for a read.
+    #[error("the specified method is not allowed against a delete marker")]
+    MethodNotAllowedOnDeleteMarker { version_id: String },
+    #[error("the specified multipart upload does not exist")]
+    NoSuchUpload,
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("the list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("{0}")]
+    EntityTooSmall(String),
+    #[error("{0}")]
+    EntityTooLarge(String),
+    #[error("at least one of the preconditions you specified did not hold")]
+    PreconditionFailed,
+    #[error("not modified")]
+    NotModified,
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
+    #[error("{0}")]
+    BadDigest(String),
+    #[error("{0}")]
+    InvalidDigest(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    KeyTooLong(String),
+    #[error("{0}")]
+    MetadataTooLarge(String),
+    #[error("{0}")]
+    InvalidTag(String),
+    #[error("the request body ended before its declared length")]
+    IncompleteBody,
+    #[error("stored data failed its integrity check: {0}")]
+    Corrupt(String),
+    #[error("the tag set does not exist")]
+    NoSuchTagSet,
+    #[error("the CORS configuration does not exist")]
+    NoSuchCorsConfiguration,
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The client's body stream failed (disconnect, bad chunk signature).
+    #[error("request body: {0}")]
+    Body(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+impl From<MetaError> for StorageError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoSuchBucket => Self::NoSuchBucket,
+            MetaError::BucketAlreadyExists => Self::BucketAlreadyOwnedByYou,
+            MetaError::BucketNotEmpty => Self::BucketNotEmpty,
+            MetaError::NoSuchVersion => Self::NoSuchVersion,
+            MetaError::NoSuchUpload => Self::NoSuchUpload,
+            MetaError::PreconditionFailed => Self::PreconditionFailed,
+            MetaError::Corrupt(m) => Self::Corrupt(m),
+            MetaError::Backend(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<BlobError> for StorageError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Corrupt { .. } => Self::Corrupt(e.to_string()),
+            BlobError::NotFound(_) => Self::Corrupt(e.to_string()),
+            BlobError::Io(io) => Self::Internal(io.to_string()),
+        }
+    }
+}

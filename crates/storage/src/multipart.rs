@@ -1,0 +1,309 @@
+//! Multipart uploads: create, upload parts (or copy them), list, complete, abort.
+//!
+//! Parts are blobs of their own; completing an upload writes one version whose
+//! segments are the chosen parts' blobs, so no byte is copied. The ETag is
+//! S3's: hex MD5 of the concatenated binary part MD5s, then `-N`.
+
+use crate::digest::ChecksumAlgorithm;
+use crate::service::{ObjectAttributes, Staged};
+use crate::{Storage, StorageError, StorageResult, VersionRecord};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use md5::Digest as _;
+use nuage_base::{ids, limits};
+use nuage_meta::{Checksums, DataSegment, PartRecord, PutVersion, UploadRecord, Versioning, WriteCondition};
+
+/// A part named in CompleteMultipartUpload.
+#[derive(Debug, Clone, Default)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    /// Unquoted.
+    pub etag: String,
+    pub checksums: Checksums,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PartListing {
+    pub parts: Vec<PartRecord>,
+    pub truncated: bool,
+    pub next_part_number_marker: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadListing {
+    pub uploads: Vec<UploadRecord>,
+    pub truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
+}
+
+fn check_part_number(part_number: i32) -> StorageResult<u32> {
+    u32::try_from(part_number)
+        .ok()
+        .filter(|n| (1..=limits::MULTIPART_PARTS_MAX).contains(n))
+        .ok_or_else(|| {
+            StorageError::InvalidArgument(format!(
+                "part number must be an integer between 1 and {}, inclusive",
+                limits::MULTIPART_PARTS_MAX
+            ))
+        })
+}
+
+impl Storage {
+    /// Starts an upload.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, invalid key or attributes, unknown checksum algorithm.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attributes: ObjectAttributes,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+        checksum_type: Option<String>,
+    ) -> StorageResult<UploadRecord> {
+        Self::validate_key(key)?;
+        Self::validate_attributes(&attributes)?;
+        let record = UploadRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: ids::random_id(),
+            initiated_unix_ns: self.now_ns(),
+            content: attributes.content,
+            user_metadata: attributes.user_metadata,
+            tags: attributes.tags,
+            checksum_algorithm: checksum_algorithm.map(|a| a.name().to_owned()),
+            checksum_type,
+        };
+        self.meta.create_upload(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// The upload, which must exist for this bucket and key.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `NoSuchUpload`.
+    pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> StorageResult<UploadRecord> {
+        self.bucket(bucket).await?;
+        self.meta.get_upload(bucket, key, upload_id).await?.ok_or(StorageError::NoSuchUpload)
+    }
+
+    /// Records a staged part.
+    ///
+    /// # Errors
+    /// `NoSuchUpload`, bad part number.
+    pub async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        staged: Staged,
+        checksums: Checksums,
+    ) -> StorageResult<PartRecord> {
+        let number = match check_part_number(part_number) {
+            Ok(n) => n,
+            Err(e) => {
+                self.discard(staged).await;
+                return Err(e);
+            }
+        };
+        let part = PartRecord {
+            part_number: number,
+            blob_id: staged.blob_id.clone(),
+            size: staged.size,
+            etag: staged.digests.md5_hex(),
+            last_modified_unix_ns: self.now_ns(),
+            checksums,
+        };
+        match self.meta.put_part(bucket, key, upload_id, part.clone()).await {
+            Ok(freed) => {
+                self.free_blobs(freed).await;
+                Ok(part)
+            }
+            Err(e) => {
+                self.discard(staged).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Checks a part number before its body is read.
+    ///
+    /// # Errors
+    /// `InvalidArgument`.
+    pub fn validate_part_number(part_number: i32) -> StorageResult<()> {
+        check_part_number(part_number).map(drop)
+    }
+
+    /// # Errors
+    /// `NoSuchUpload`.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        after: u32,
+        max_parts: usize,
+    ) -> StorageResult<PartListing> {
+        self.upload(bucket, key, upload_id).await?;
+        let max_parts = max_parts.min(limits::LIST_PARTS_MAX);
+        let mut parts = self.meta.list_parts(upload_id, after, max_parts + 1).await?;
+        let truncated = parts.len() > max_parts;
+        parts.truncate(max_parts);
+        let next = if truncated { parts.last().map(|p| p.part_number) } else { None };
+        Ok(PartListing { parts, truncated, next_part_number_marker: next })
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: Option<&str>,
+        upload_id_marker: Option<&str>,
+        max_uploads: usize,
+    ) -> StorageResult<UploadListing> {
+        self.bucket(bucket).await?;
+        let max_uploads = max_uploads.min(limits::LIST_UPLOADS_MAX);
+        let after = key_marker.map(|k| (k, upload_id_marker.unwrap_or("\u{10FFFF}")));
+        let mut uploads = self.meta.list_uploads(bucket, prefix, after, max_uploads + 1).await?;
+        let truncated = uploads.len() > max_uploads;
+        uploads.truncate(max_uploads);
+        let last = uploads.last().filter(|_| truncated);
+        Ok(UploadListing {
+            next_key_marker: last.map(|u| u.key.clone()),
+            next_upload_id_marker: last.map(|u| u.upload_id.clone()),
+            uploads,
+            truncated,
+        })
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`, `NoSuchUpload`.
+    pub async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StorageResult<()> {
+        self.bucket(bucket).await?;
+        let freed = self.meta.abort_upload(bucket, key, upload_id).await?;
+        self.free_blobs(freed).await;
+        Ok(())
+    }
+
+    /// Completes an upload with the given parts.
+    ///
+    /// # Errors
+    /// `NoSuchUpload`, `InvalidPart`, `InvalidPartOrder`, `EntityTooSmall`,
+    /// `PreconditionFailed`, `BadDigest`.
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletedPart],
+        condition: WriteCondition,
+        expected_checksums: &Checksums,
+    ) -> StorageResult<VersionRecord> {
+        let bucket_record = self.bucket(bucket).await?;
+        let upload = self.meta.get_upload(bucket, key, upload_id).await?.ok_or(StorageError::NoSuchUpload)?;
+        if requested.is_empty() {
+            return Err(StorageError::InvalidArgument("you must specify at least one part".into()));
+        }
+        if requested.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
+            return Err(StorageError::InvalidPartOrder);
+        }
+        // Parts are at most 10,000; listing them in pages keeps each read bounded.
+        let mut stored = std::collections::BTreeMap::new();
+        let mut after = 0u32;
+        loop {
+            let page = self.meta.list_parts(upload_id, after, limits::LIST_PARTS_MAX).await?;
+            let Some(last) = page.last() else { break };
+            after = last.part_number;
+            for part in page {
+                stored.insert(part.part_number, part);
+            }
+        }
+        let algorithm = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse);
+        let mut md5s = md5::Md5::new();
+        let mut composite = Vec::new();
+        let mut segments = Vec::with_capacity(requested.len());
+        let mut size = 0u64;
+        for (i, want) in requested.iter().enumerate() {
+            let part = stored.get(&want.part_number).ok_or_else(|| {
+                StorageError::InvalidPart(format!("part {} was not uploaded", want.part_number))
+            })?;
+            if part.etag != want.etag.trim_matches('"') {
+                return Err(StorageError::InvalidPart(format!("the ETag of part {} does not match", want.part_number)));
+            }
+            for a in ChecksumAlgorithm::ALL {
+                if let Some(value) = a.get(&want.checksums) {
+                    if a.get(&part.checksums) != Some(value) {
+                        return Err(StorageError::InvalidPart(format!(
+                            "the {} checksum of part {} does not match",
+                            a.name(),
+                            want.part_number
+                        )));
+                    }
+                }
+            }
+            if i + 1 < requested.len() && part.size < limits::PART_SIZE_BYTES_MIN {
+                return Err(StorageError::EntityTooSmall(format!(
+                    "part {} is {} bytes; every part but the last must be at least {} bytes",
+                    part.part_number,
+                    part.size,
+                    limits::PART_SIZE_BYTES_MIN
+                )));
+            }
+            let raw = hex::decode(&part.etag).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            md5s.update(&raw);
+            if let Some(a) = algorithm {
+                let value = a.get(&part.checksums).and_then(|v| STANDARD.decode(v).ok());
+                match value {
+                    Some(bytes) => composite.extend_from_slice(&bytes),
+                    None => {
+                        return Err(StorageError::InvalidPart(format!(
+                            "part {} was uploaded without the upload's {} checksum",
+                            part.part_number,
+                            a.name()
+                        )));
+                    }
+                }
+            }
+            size += part.size;
+            segments.push(DataSegment { blob_id: part.blob_id.clone(), size: part.size, part_etag: Some(part.etag.clone()) });
+        }
+        if size > limits::OBJECT_SIZE_BYTES_MAX {
+            return Err(StorageError::EntityTooLarge("the object exceeds 5 TiB".into()));
+        }
+        let count = requested.len();
+        let mut checksums = Checksums::default();
+        if let Some(a) = algorithm {
+            let value = format!("{}-{count}", STANDARD.encode(a.digest_raw(&composite)));
+            if let Some(expected) = a.get(expected_checksums) {
+                if expected != &value {
+                    return Err(StorageError::BadDigest(format!("the {} of the whole upload did not match", a.name())));
+                }
+            }
+            a.set(&mut checksums, Some(value));
+            checksums.checksum_type = Some("COMPOSITE".into());
+        }
+        let record = VersionRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: String::new(),
+            seq: 0,
+            delete_marker: false,
+            last_modified_unix_ns: self.now_ns(),
+            size,
+            etag: format!("{}-{count}", hex::encode(md5s.finalize())),
+            content: upload.content,
+            user_metadata: upload.user_metadata,
+            checksums,
+            tags: upload.tags,
+            segments,
+        };
+        let put = PutVersion { record, null_version: bucket_record.versioning != Versioning::Enabled, condition };
+        let outcome = self.meta.complete_upload(upload_id, put).await?;
+        self.free_blobs(outcome.freed_blobs).await;
+        Ok(outcome.record)
+    }
+}

@@ -1,0 +1,542 @@
+//! [`Storage`]: buckets and objects over a metadata store and a blob store.
+//!
+//! The write order is the durability invariant: object bytes go to a new blob
+//! that is fsynced ([`Storage::stage`]); only then is the metadata record that
+//! makes it visible committed (fsynced too); only then does the caller answer.
+//! A crash before the commit leaves an unreferenced blob, removed by
+//! [`Storage::collect_orphans`] at the next start.
+
+use crate::digest::{ChecksumAlgorithm, DigestSet, Digests};
+use crate::{StorageError, StorageResult};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use nuage_base::{Clock, ids, limits, names};
+use nuage_blob::BlobStore;
+use nuage_meta::{
+    BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion, VersionRecord, Versioning,
+    WriteCondition,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A region buckets can be created in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country the region's data stays in.
+    pub country: String,
+}
+
+/// What the storage service needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The regions; the first is the default.
+    pub regions: Vec<Region>,
+    /// Region names accepted as aliases of the default region (`us-east-1`,
+    /// which clients sign with when nobody told them better).
+    pub default_region_aliases: Vec<String>,
+}
+
+/// The attributes a writer sets on an object.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectAttributes {
+    pub content: ContentHeaders,
+    pub user_metadata: BTreeMap<String, String>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// Bytes written to a durable blob but not yet visible.
+#[derive(Debug)]
+pub struct Staged {
+    pub blob_id: String,
+    pub size: u64,
+    pub digests: Digests,
+}
+
+/// The result of a DeleteObject.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOutcome {
+    pub version_id: Option<String>,
+    pub delete_marker: bool,
+}
+
+/// A streaming object body.
+pub type ObjectBody = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// The storage service.
+#[derive(Clone)]
+pub struct Storage {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    config: Arc<StorageConfig>,
+}
+
+impl Storage {
+    #[must_use]
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>, config: StorageConfig) -> Self {
+        Self { meta, blobs, clock, config: Arc::new(config) }
+    }
+
+    #[must_use]
+    pub fn default_region(&self) -> &str {
+        self.config.regions.first().map_or("fr-par", |r| r.name.as_str())
+    }
+
+    pub(crate) fn now_ns(&self) -> i64 {
+        self.clock.now_unix_ns()
+    }
+
+    /// Deletes blobs a committed transaction freed. A failure only leaks space
+    /// until the next orphan collection, so it is logged, not returned.
+    pub(crate) async fn free_blobs(&self, blobs: Vec<String>) {
+        for blob in blobs {
+            if let Err(e) = self.blobs.delete(&blob).await {
+                tracing::warn!(blob, error = %e, "could not delete freed blob; the orphan collector will retry");
+            }
+        }
+    }
+
+    // ---- buckets ----
+
+    /// Creates a bucket in `location` (the default region when None).
+    ///
+    /// # Errors
+    /// Invalid name, unknown region, or the name is taken.
+    pub async fn create_bucket(&self, name: &str, location: Option<&str>) -> StorageResult<BucketRecord> {
+        names::validate_bucket_name(name).map_err(|e| StorageError::InvalidBucketName(e.0))?;
+        let region = match location.filter(|l| !l.is_empty()) {
+            None => self.default_region().to_owned(),
+            Some(l) if self.config.default_region_aliases.iter().any(|a| a == l) => self.default_region().to_owned(),
+            Some(l) => {
+                if !self.config.regions.iter().any(|r| r.name == l) {
+                    let known: Vec<&str> = self.config.regions.iter().map(|r| r.name.as_str()).collect();
+                    return Err(StorageError::InvalidLocationConstraint(format!(
+                        "the location constraint `{l}` is not a region of this Nuage (regions: {})",
+                        known.join(", ")
+                    )));
+                }
+                l.to_owned()
+            }
+        };
+        let record = BucketRecord {
+            name: name.to_owned(),
+            region,
+            created_unix_ns: self.now_ns(),
+            versioning: Versioning::Unversioned,
+            tags: None,
+            cors: None,
+        };
+        self.meta.create_bucket(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn bucket(&self, name: &str) -> StorageResult<BucketRecord> {
+        self.meta.get_bucket(name).await?.ok_or(StorageError::NoSuchBucket)
+    }
+
+    /// # Errors
+    /// Backend failure.
+    pub async fn list_buckets(&self) -> StorageResult<Vec<BucketRecord>> {
+        Ok(self.meta.list_buckets().await?)
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`, `BucketNotEmpty`.
+    pub async fn delete_bucket(&self, name: &str) -> StorageResult<()> {
+        Ok(self.meta.delete_bucket(name).await?)
+    }
+
+    async fn update_bucket(&self, name: &str, f: impl FnOnce(&mut BucketRecord)) -> StorageResult<BucketRecord> {
+        let mut record = self.bucket(name).await?;
+        f(&mut record);
+        self.meta.update_bucket(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Sets versioning to Enabled or Suspended (S3 never returns to Unversioned).
+    ///
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn set_versioning(&self, name: &str, enabled: bool) -> StorageResult<()> {
+        let state = if enabled { Versioning::Enabled } else { Versioning::Suspended };
+        self.update_bucket(name, |b| {
+            if enabled || b.versioning != Versioning::Unversioned {
+                b.versioning = state;
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`, `InvalidTag`.
+    pub async fn set_bucket_tags(&self, name: &str, tags: Option<Vec<(String, String)>>) -> StorageResult<()> {
+        if let Some(tags) = &tags {
+            names::validate_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::BUCKET_TAGS_MAX)
+                .map_err(|e| StorageError::InvalidTag(e.0))?;
+        }
+        self.update_bucket(name, |b| b.tags = tags).await.map(drop)
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`, `InvalidArgument` for too many rules or a bad method.
+    pub async fn set_bucket_cors(&self, name: &str, cors: Option<Vec<CorsRule>>) -> StorageResult<()> {
+        if let Some(rules) = &cors {
+            if rules.is_empty() || rules.len() > limits::CORS_RULES_MAX {
+                return Err(StorageError::InvalidArgument(format!(
+                    "a CORS configuration holds 1 to {} rules",
+                    limits::CORS_RULES_MAX
+                )));
+            }
+            for rule in rules {
+                if rule.allowed_origins.is_empty() || rule.allowed_methods.is_empty() {
+                    return Err(StorageError::InvalidArgument("each CORS rule needs an origin and a method".into()));
+                }
+                if let Some(m) = rule.allowed_methods.iter().find(|m| !["GET", "PUT", "POST", "DELETE", "HEAD"].contains(&m.as_str())) {
+                    return Err(StorageError::InvalidArgument(format!("unsupported CORS method `{m}`")));
+                }
+            }
+        }
+        self.update_bucket(name, |b| b.cors = cors).await.map(drop)
+    }
+
+    // ---- writing ----
+
+    /// Streams a body into a new durable blob, computing the MD5 and the given
+    /// checksums. Fails (and removes the blob) past `size_bytes_max`, or when
+    /// `expected_len` is given and the body is shorter or longer.
+    ///
+    /// # Errors
+    /// `EntityTooLarge`, `IncompleteBody`, `Body`, or a blob store failure.
+    pub async fn stage<S, E>(
+        &self,
+        body: S,
+        expected_len: Option<u64>,
+        size_bytes_max: u64,
+        algorithms: &[ChecksumAlgorithm],
+    ) -> StorageResult<Staged>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if expected_len.is_some_and(|l| l > size_bytes_max) {
+            return Err(StorageError::EntityTooLarge(format!(
+                "your proposed upload exceeds the maximum allowed size of {size_bytes_max} bytes"
+            )));
+        }
+        let mut writer = self.blobs.create().await?;
+        let mut digests = DigestSet::new(algorithms);
+        let mut size: u64 = 0;
+        let mut body = std::pin::pin!(body);
+        let result: StorageResult<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > size_bytes_max {
+                    return Err(StorageError::EntityTooLarge(format!(
+                        "your proposed upload exceeds the maximum allowed size of {size_bytes_max} bytes"
+                    )));
+                }
+                digests.update(&chunk);
+                writer.write(chunk).await?;
+            }
+            if expected_len.is_some_and(|l| l != size) {
+                return Err(StorageError::IncompleteBody);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            writer.abandon().await;
+            return Err(e);
+        }
+        let blob_id = writer.blob_id().to_owned();
+        writer.finish().await?;
+        Ok(Staged { blob_id, size, digests: digests.finish() })
+    }
+
+    /// Removes a staged blob that will not be committed.
+    pub async fn discard(&self, staged: Staged) {
+        self.free_blobs(vec![staged.blob_id]).await;
+    }
+
+    /// Checks a staged body against the digests the client sent. On mismatch the
+    /// caller must [`discard`](Self::discard) it.
+    ///
+    /// # Errors
+    /// `BadDigest` on a mismatch, `InvalidDigest` for a malformed `Content-MD5`.
+    pub fn verify(staged: &Staged, content_md5: Option<&str>, expected: &Checksums) -> StorageResult<()> {
+        if let Some(md5) = content_md5 {
+            if crate::digest::parse_content_md5(md5)? != staged.digests.md5 {
+                return Err(StorageError::BadDigest("the Content-MD5 you specified did not match what we received".into()));
+            }
+        }
+        for algorithm in ChecksumAlgorithm::ALL {
+            if let Some(want) = algorithm.get(expected) {
+                let got = algorithm.get(&staged.digests.checksums);
+                if got != Some(want) {
+                    return Err(StorageError::BadDigest(format!(
+                        "the {} you specified did not match the calculated checksum",
+                        algorithm.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates user metadata and tags against S3's limits.
+    ///
+    /// # Errors
+    /// `MetadataTooLarge`, `InvalidTag`.
+    pub fn validate_attributes(attributes: &ObjectAttributes) -> StorageResult<()> {
+        let meta_bytes: usize = attributes.user_metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_bytes > limits::USER_METADATA_BYTES_MAX {
+            return Err(StorageError::MetadataTooLarge(format!(
+                "your metadata headers exceed the maximum allowed metadata size ({meta_bytes} > {} bytes)",
+                limits::USER_METADATA_BYTES_MAX
+            )));
+        }
+        names::validate_tags(attributes.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::OBJECT_TAGS_MAX)
+            .map_err(|e| StorageError::InvalidTag(e.0))
+    }
+
+    pub(crate) fn validate_key(key: &str) -> StorageResult<()> {
+        names::validate_object_key(key).map_err(|e| {
+            if key.len() > limits::KEY_LENGTH_BYTES_MAX {
+                StorageError::KeyTooLong(e.0)
+            } else {
+                StorageError::InvalidArgument(e.0)
+            }
+        })
+    }
+
+    /// Makes a staged body visible as the new version of `key`.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `PreconditionFailed`, invalid key or attributes.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: Staged,
+        attributes: ObjectAttributes,
+        checksums: Checksums,
+        condition: WriteCondition,
+    ) -> StorageResult<VersionRecord> {
+        let result = self.put_object_inner(bucket, key, &staged, attributes, checksums, condition).await;
+        if result.is_err() {
+            self.discard(staged).await;
+        }
+        result
+    }
+
+    async fn put_object_inner(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: &Staged,
+        attributes: ObjectAttributes,
+        mut checksums: Checksums,
+        condition: WriteCondition,
+    ) -> StorageResult<VersionRecord> {
+        Self::validate_key(key)?;
+        Self::validate_attributes(&attributes)?;
+        let bucket_record = self.bucket(bucket).await?;
+        if !checksums.is_empty() {
+            checksums.checksum_type = Some("FULL_OBJECT".into());
+        }
+        let record = VersionRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: String::new(),
+            seq: 0,
+            delete_marker: false,
+            last_modified_unix_ns: self.now_ns(),
+            size: staged.size,
+            etag: staged.digests.md5_hex(),
+            content: attributes.content,
+            user_metadata: attributes.user_metadata,
+            checksums,
+            tags: attributes.tags,
+            segments: vec![DataSegment { blob_id: staged.blob_id.clone(), size: staged.size, part_etag: None }],
+        };
+        let outcome = self
+            .meta
+            .put_version(PutVersion { record, null_version: bucket_record.versioning != Versioning::Enabled, condition })
+            .await?;
+        self.free_blobs(outcome.freed_blobs).await;
+        Ok(outcome.record)
+    }
+
+    // ---- reading ----
+
+    /// The version a GET/HEAD addresses.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `NoSuchKey`, `NoSuchVersion`, `DeleteMarker`,
+    /// `MethodNotAllowedOnDeleteMarker`.
+    pub async fn head_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> StorageResult<VersionRecord> {
+        self.bucket(bucket).await?;
+        let record = self.meta.get_version(bucket, key, version_id).await?;
+        match (record, version_id) {
+            (None, None) => Err(StorageError::NoSuchKey),
+            (None, Some(v)) => {
+                if ids::version_seq(v).is_none() && v != ids::NULL_VERSION_ID {
+                    Err(StorageError::InvalidArgument("invalid version id specified".into()))
+                } else {
+                    Err(StorageError::NoSuchVersion)
+                }
+            }
+            (Some(r), None) if r.delete_marker => Err(StorageError::DeleteMarker { version_id: r.version_id }),
+            (Some(r), Some(_)) if r.delete_marker => Err(StorageError::MethodNotAllowedOnDeleteMarker { version_id: r.version_id }),
+            (Some(r), _) => Ok(r),
+        }
+    }
+
+    /// Streams `len` bytes of a version from `offset`. The first chunk is read
+    /// before this returns, so a missing or corrupt first block is an error the
+    /// caller can still report in the response status.
+    ///
+    /// # Errors
+    /// `Corrupt` when stored data fails its checksum.
+    pub async fn read_object(&self, record: &VersionRecord, offset: u64, len: u64) -> StorageResult<ObjectBody> {
+        let mut pieces = Vec::new();
+        let mut segment_start = 0u64;
+        let end = offset.saturating_add(len);
+        for segment in &record.segments {
+            let segment_end = segment_start + segment.size;
+            if segment_end > offset && segment_start < end && segment.size > 0 {
+                let from = offset.max(segment_start) - segment_start;
+                let to = end.min(segment_end) - segment_start;
+                pieces.push((segment.blob_id.clone(), from, to - from));
+            }
+            segment_start = segment_end;
+        }
+        let blobs = Arc::clone(&self.blobs);
+        let stream = futures::stream::iter(pieces)
+            .map(move |(blob, from, n)| blobs.read(&blob, from, n))
+            .flatten()
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        let mut stream = stream.boxed();
+        match stream.next().await {
+            None => Ok(futures::stream::empty().boxed()),
+            Some(Err(e)) => Err(StorageError::Corrupt(e.to_string())),
+            Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) }).chain(stream).boxed()),
+        }
+    }
+
+    // ---- copying ----
+
+    /// Copies `len` bytes of a version from `offset` into a new staged blob.
+    ///
+    /// # Errors
+    /// `Corrupt` or a blob store failure.
+    pub async fn stage_copy(&self, source: &VersionRecord, offset: u64, len: u64) -> StorageResult<Staged> {
+        let body = self.read_object(source, offset, len).await?;
+        let algorithms: Vec<ChecksumAlgorithm> =
+            ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(&source.checksums).is_some()).collect();
+        self.stage(body, Some(len), limits::OBJECT_SIZE_BYTES_MAX, &algorithms).await
+    }
+
+    // ---- deleting ----
+
+    /// Deletes a key (placing a delete marker when versioning is on) or one version.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `InvalidArgument` for a malformed version id.
+    pub async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> StorageResult<DeleteOutcome> {
+        let bucket_record = self.bucket(bucket).await?;
+        if let Some(version_id) = version_id {
+            if ids::version_seq(version_id).is_none() && version_id != ids::NULL_VERSION_ID {
+                return Err(StorageError::InvalidArgument("invalid version id specified".into()));
+            }
+            return match self.meta.delete_version(bucket, key, version_id).await {
+                Ok((record, freed)) => {
+                    self.free_blobs(freed).await;
+                    Ok(DeleteOutcome { version_id: Some(record.version_id), delete_marker: record.delete_marker })
+                }
+                // Deleting what is not there succeeds, as in S3.
+                Err(nuage_meta::MetaError::NoSuchVersion) => {
+                    Ok(DeleteOutcome { version_id: Some(version_id.to_owned()), delete_marker: false })
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        match bucket_record.versioning {
+            Versioning::Unversioned => match self.meta.delete_version(bucket, key, ids::NULL_VERSION_ID).await {
+                Ok((_, freed)) => {
+                    self.free_blobs(freed).await;
+                    Ok(DeleteOutcome::default())
+                }
+                Err(nuage_meta::MetaError::NoSuchVersion) => Ok(DeleteOutcome::default()),
+                Err(e) => Err(e.into()),
+            },
+            Versioning::Enabled | Versioning::Suspended => {
+                Self::validate_key(key)?;
+                let record = VersionRecord {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    version_id: String::new(),
+                    seq: 0,
+                    delete_marker: true,
+                    last_modified_unix_ns: self.now_ns(),
+                    size: 0,
+                    etag: String::new(),
+                    content: ContentHeaders::default(),
+                    user_metadata: BTreeMap::new(),
+                    checksums: Checksums::default(),
+                    tags: Vec::new(),
+                    segments: Vec::new(),
+                };
+                let null_version = bucket_record.versioning == Versioning::Suspended;
+                let outcome =
+                    self.meta.put_version(PutVersion { record, null_version, condition: WriteCondition::None }).await?;
+                self.free_blobs(outcome.freed_blobs).await;
+                Ok(DeleteOutcome { version_id: Some(outcome.record.version_id), delete_marker: true })
+            }
+        }
+    }
+
+    // ---- tags ----
+
+    /// # Errors
+    /// `NoSuchKey`/`NoSuchVersion`, `InvalidTag`.
+    pub async fn set_object_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        tags: Vec<(String, String)>,
+    ) -> StorageResult<VersionRecord> {
+        names::validate_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::OBJECT_TAGS_MAX)
+            .map_err(|e| StorageError::InvalidTag(e.0))?;
+        self.head_object(bucket, key, version_id).await?;
+        Ok(self.meta.set_version_tags(bucket, key, version_id, tags).await?)
+    }
+
+    // ---- housekeeping ----
+
+    /// Deletes blobs that no record references and that were last modified
+    /// before `older_than` (so blobs being written now are spared). Returns how
+    /// many were removed.
+    ///
+    /// # Errors
+    /// A blob store or metadata failure.
+    pub async fn collect_orphans(&self, older_than: std::time::SystemTime) -> StorageResult<usize> {
+        let mut removed = 0;
+        for entry in self.blobs.list().await? {
+            if entry.modified >= older_than {
+                continue;
+            }
+            if !self.meta.blob_is_referenced(&entry.blob_id).await? {
+                self.blobs.delete(&entry.blob_id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs the S3 clients that the compatibility suite (tests/compat) drives.
+#
+# Why a script and not "whatever is on the machine": CI runs on a fresh machine
+# as often as not, so every tool the tests need must be installed by the
+# project's own files, at pinned versions, so a client upgrade never changes a
+# test result silently.
+#
+# Idempotent and fast on a second run: the venv carries a stamp file holding
+# the exact pin list; when the stamp matches and the tools answer, nothing is
+# downloaded.
+#
+# Environment:
+#   NUAGE_TOOLS_DIR  where the venv lives (default: $HOME/.cache/nuage-tools)
+#   NUAGE_PYTHON     interpreter used to create the venv (default: python3)
+set -euo pipefail
+
+tools_dir="${NUAGE_TOOLS_DIR:-$HOME/.cache/nuage-tools}"
+venv="$tools_dir/venv"
+python="${NUAGE_PYTHON:-python3}"
+
+# Pinned client versions. awscli v1 pins botocore exactly; boto3 must accept
+# the same botocore, so the three move together. awscli 1.45 / botocore 1.43
+# already send CRC checksums by default (the behaviour that broke many
+# S3-compatible servers), which is what we want to exercise.
+pip_pins=(
+  "awscli==1.45.11"
+  "botocore==1.43.11"
+  "boto3==1.43.11"
+  "s3cmd==2.4.0"
+  "pytest==8.4.2"
+)
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------
+apt_missing=()
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v rclone >/dev/null 2>&1 || apt_missing+=(rclone)
+if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt_missing+=(python3-venv)
+fi
+
+if ((${#apt_missing[@]})); then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "missing ${apt_missing[*]} and no apt-get to install them" >&2
+    exit 1
+  fi
+  sudo_cmd=()
+  if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+  log "apt-get installing: ${apt_missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  # If python3 was not able to make venvs and we just installed python3-venv,
+  # it only helps Debian's own python3.
+  if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    python=/usr/bin/python3
+  fi
+else
+  log "curl and rclone already present ($(rclone version 2>/dev/null | head -n1))"
+fi
+
+# --- Python venv -----------------------------------------------------------
+stamp="$venv/.nuage-pins"
+want="$(printf '%s\n' "${pip_pins[@]}")"
+
+venv_ok() {
+  [[ -x "$venv/bin/python" ]] &&
+    [[ -f "$stamp" ]] &&
+    [[ "$(cat "$stamp")" == "$want" ]] &&
+    "$venv/bin/python" -c 'import boto3, botocore, pytest, awscli' >/dev/null 2>&1 &&
+    [[ -x "$venv/bin/aws" && -x "$venv/bin/s3cmd" ]]
+}
+
+if venv_ok; then
+  log "venv $venv already has: $(tr '\n' ' ' <"$stamp")"
+else
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "creating venv $venv with $("$python" --version 2>&1)"
+    rm -rf "$venv"
+    mkdir -p "$tools_dir"
+    "$python" -m venv "$venv"
+  fi
+  log "pip installing: ${pip_pins[*]}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pip_pins[@]}"
+  printf '%s\n' "$want" >"$stamp"
+fi
+
+log "aws: $("$venv/bin/aws" --version 2>&1)"
+log "s3cmd: $("$venv/bin/s3cmd" --version 2>&1)"
+log "pytest: $("$venv/bin/python" -m pytest --version 2>&1)"
+log "rclone: $(rclone version 2>/dev/null | head -n1)"
+log "curl: $(curl --version | head -n1)"
+log "venv bin dir: $venv/bin"
