@@ -49,8 +49,16 @@ if ((${#apt_missing[@]})); then
   sudo_cmd=()
   if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
   log "apt-get installing: ${apt_missing[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  apt_log="$(mktemp)"
+  # apt's chatter goes to a log that is shown only if something fails.
+  if ! { "${sudo_cmd[@]}" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
+      --no-install-recommends "${apt_missing[@]}"; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    log "apt-get failed" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
   # If python3 was not able to make venvs and we just installed python3-venv,
   # it only helps Debian's own python3.
   if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then

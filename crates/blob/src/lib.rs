@@ -13,7 +13,6 @@ pub mod format;
 pub mod local;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 
 /// What can go wrong in the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +28,7 @@ pub enum BlobError {
 pub type BlobResult<T> = Result<T, BlobError>;
 
 /// A stream of verified data chunks.
-pub type BlobStream = BoxStream<'static, BlobResult<Bytes>>;
+pub type BlobStream = std::pin::Pin<Box<dyn futures::Stream<Item = BlobResult<Bytes>> + Send + Sync>>;
 
 /// A blob found in the store, for the orphan collector.
 #[derive(Debug, Clone)]

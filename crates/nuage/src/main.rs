@@ -1,1 +1,83 @@
-fn main() {}
+//! `nuage`: the command line and the wiring. It alone reads flags, environment
+//! and configuration files; it builds typed configuration and hands it to the
+//! library crates, which never look at the process environment.
+
+mod config;
+mod credentials;
+mod server;
+mod tls;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "nuage", version, about = "Nuage: a sovereign cloud platform. S3-compatible object storage with data that stays where its owner says.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs Nuage on this machine: S3 API, embedded metadata, local disk storage.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for metadata, object data, credentials and TLS material.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address for the S3 API (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// TOML configuration file; flags override it. See docs/configuration.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve HTTPS; without a configured certificate, a self-signed one is generated on first start.
+    #[arg(long)]
+    tls: bool,
+    /// Base domain for virtual-host-style addressing (`bucket.DOMAIN`); repeatable.
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// Allow plain HTTP on a non-loopback address (development only).
+    #[arg(long)]
+    allow_insecure_http: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NUAGE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let mut file = match &args.config {
+                Some(path) => config::FileConfig::load(path)?,
+                None => config::FileConfig::default(),
+            };
+            if let Some(d) = args.data_dir {
+                file.data_dir = Some(d);
+            }
+            if let Some(l) = args.listen {
+                file.listen = Some(l);
+            }
+            if args.tls {
+                file.tls.enabled = true;
+            }
+            if !args.domains.is_empty() {
+                file.domains = args.domains;
+            }
+            if args.allow_insecure_http {
+                file.allow_insecure_http = true;
+            }
+            let config = file.resolve().context("invalid configuration")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(server::serve(config))
+        }
+    }
+}

@@ -61,7 +61,7 @@ pub struct DeleteOutcome {
 }
 
 /// A streaming object body.
-pub type ObjectBody = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+pub type ObjectBody = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
 /// The storage service.
 #[derive(Clone)]
@@ -421,11 +421,11 @@ impl Storage {
             .map(move |(blob, from, n)| blobs.read(&blob, from, n))
             .flatten()
             .map_err(|e| std::io::Error::other(e.to_string()));
-        let mut stream = stream.boxed();
+        let mut stream: ObjectBody = Box::pin(stream);
         match stream.next().await {
-            None => Ok(futures::stream::empty().boxed()),
+            None => Ok(Box::pin(futures::stream::empty())),
             Some(Err(e)) => Err(StorageError::Corrupt(e.to_string())),
-            Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) }).chain(stream).boxed()),
+            Some(Ok(first)) => Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(stream))),
         }
     }
 

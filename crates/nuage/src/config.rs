@@ -1,0 +1,123 @@
+//! The configuration file (TOML) and its resolution into typed settings.
+//! Every key is documented in `docs/configuration.md`; keep the two in step.
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    #[serde(default)]
+    pub tls: TlsFileConfig,
+    #[serde(default)]
+    pub regions: Vec<RegionFileConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFileConfig {
+    pub name: String,
+    pub country: String,
+}
+
+/// Settings after defaults and checks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub domains: Vec<String>,
+    pub tls: Option<TlsSource>,
+    pub regions: Vec<nuage_storage::Region>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { certificate: PathBuf, private_key: PathBuf },
+    SelfSigned,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_DATA_DIR: &str = "./nuage-data";
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
+    }
+
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().with_context(|| format!("`{listen_text}` is not an IP address and port"))?;
+        let tls = match (self.tls.enabled, self.tls.certificate, self.tls.private_key) {
+            (false, None, None) => None,
+            (_, Some(certificate), Some(private_key)) => Some(TlsSource::Files { certificate, private_key }),
+            (true, None, None) => Some(TlsSource::SelfSigned),
+            _ => bail!("tls.certificate and tls.private_key must be given together"),
+        };
+        if tls.is_none() && !listen.ip().is_loopback() && !self.allow_insecure_http {
+            bail!(
+                "refusing to serve plain HTTP on {listen}, which is not a loopback address: enable TLS (--tls) or pass --allow-insecure-http"
+            );
+        }
+        let regions = if self.regions.is_empty() {
+            vec![nuage_storage::Region { name: "fr-par".into(), country: "FR".into() }]
+        } else {
+            self.regions.into_iter().map(|r| nuage_storage::Region { name: r.name, country: r.country }).collect()
+        };
+        for region in &regions {
+            if region.name.is_empty() || region.country.len() != 2 {
+                bail!("region `{}` needs a name and a two-letter country code", region.name);
+            }
+        }
+        Ok(Config {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            domains: self.domains,
+            tls,
+            regions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_http_in_fr_par() -> anyhow::Result<()> {
+        let c = FileConfig::default().resolve()?;
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.tls.is_none());
+        assert_eq!(c.regions[0].name, "fr-par");
+        Ok(())
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused() {
+        let c = FileConfig { listen: Some("0.0.0.0:9000".into()), ..Default::default() };
+        assert!(c.resolve().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlsiten = 3").is_err());
+        assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\n[[regions]]\nname = \"fr-par\"\ncountry = \"FR\"").is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! Wiring and the HTTP server: opens the stores, builds the storage service and
+//! the S3 service, accepts connections (TCP_NODELAY on every socket), and adds
+//! a request id to every response.
+
+use crate::config::Config;
+use crate::credentials;
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nuage_base::{SystemClock, limits};
+use nuage_blob::local::LocalBlobStore;
+use nuage_meta::embedded::EmbeddedMetaStore;
+use nuage_s3::{NuageS3, RequestId};
+use nuage_storage::{Storage, StorageConfig};
+use s3s::auth::SimpleAuth;
+use s3s::host::{S3Host, VirtualHost};
+use s3s::service::S3ServiceBuilder;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Virtual-host addressing for `bucket.DOMAIN`; everything else is path-style.
+struct Hosts {
+    domains: Vec<String>,
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+        let name = if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
+            &host[..end + 2] // a bracketed IPv6 literal, with or without port
+        } else {
+            match host.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => host,
+            }
+        };
+        for domain in &self.domains {
+            if let Some(bucket) = name.strip_suffix(domain.as_str()).and_then(|b| b.strip_suffix('.')) {
+                if !bucket.is_empty() {
+                    return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
+                }
+            }
+        }
+        Ok(VirtualHost::new(name))
+    }
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let default_region = config.regions.first().map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
+    let (creds, created) = credentials::load_or_create(&config.data_dir, &default_region)?;
+    let meta = EmbeddedMetaStore::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
+    let blobs = LocalBlobStore::open(&config.data_dir.join("blobs")).context("cannot open the blob store")?;
+    let storage = Storage::new(
+        Arc::new(meta),
+        Arc::new(blobs),
+        Arc::new(SystemClock),
+        StorageConfig { regions: config.regions.clone(), default_region_aliases: vec!["us-east-1".into()] },
+    );
+
+    // Blobs older than this start and referenced by nothing are leftovers of
+    // an interrupted write: collect them in the background.
+    let started = SystemTime::now();
+    let collector = storage.clone();
+    tokio::spawn(async move {
+        match collector.collect_orphans(started).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed orphaned blobs left by an interrupted write"),
+            Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+        }
+    });
+
+    let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
+    builder.set_auth(SimpleAuth::from_single(creds.access_key_id.clone(), creds.secret_access_key.clone()));
+    builder.set_host(Hosts { domains: config.domains.clone() });
+    let mut s3_config = s3s::config::S3Config::default();
+    s3_config.xml_max_body_size = limits::XML_BODY_BYTES_MAX;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+    let s3 = builder.build();
+
+    let tls = match &config.tls {
+        Some(source) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(source, &config.data_dir)?)),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{local}");
+    if created {
+        println!("nuage: first start; created region {} and an administrator access key.", creds.region);
+        println!("nuage: the key is stored in {} (readable by you only):", config.data_dir.join(credentials::FILE_NAME).display());
+        println!();
+        println!("    aws configure set aws_access_key_id {}", creds.access_key_id);
+        println!("    aws configure set aws_secret_access_key {}", creds.secret_access_key);
+        println!("    aws configure set region {}", creds.region);
+        println!("    aws --endpoint-url {endpoint} s3 mb s3://my-first-bucket");
+        println!();
+    }
+    println!("nuage: S3 endpoint listening on {endpoint}");
+
+    let s3 = Arc::new(s3);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let s3 = Arc::clone(&s3);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let s3 = Arc::clone(&s3);
+                async move {
+                    let id = nuage_base::ids::random_id()[..16].to_uppercase();
+                    req.extensions_mut().insert(RequestId(id.clone()));
+                    let mut response = s3.call(req.map(s3s::Body::from)).await?;
+                    if let Ok(v) = http::HeaderValue::from_str(&id) {
+                        response.headers_mut().insert("x-amz-request-id", v);
+                    }
+                    Ok::<_, s3s::HttpError>(response)
+                }
+            });
+            let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            http.http1().max_buf_size(limits::REQUEST_HEADER_BYTES_MAX.max(8192)).timer(hyper_util::rt::TokioTimer::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls_stream) => http.serve_connection(TokioIo::new(tls_stream), service).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,1102 @@
+//! One method per S3 operation: parse the DTO, call the storage service, build
+//! the output. Semantics live in the storage service.
+
+use crate::NuageS3;
+use crate::convert::{self, ContentInput, timestamp};
+use crate::errors::to_s3;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
+use nuage_base::limits;
+use nuage_storage::{
+    ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, ListQuery, ObjectAttributes, Storage, StorageError,
+    VersionListQuery, VersionRecord, Versioning, WriteCondition, evaluate_read_conditions,
+};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+type Res<T> = S3Result<S3Response<T>>;
+
+fn ok<T>(output: T) -> Res<T> {
+    Ok(S3Response::new(output))
+}
+
+fn invalid(message: impl Into<String>) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InvalidArgument, message.into())
+}
+
+fn max_keys(value: Option<i32>) -> S3Result<usize> {
+    match value {
+        None => Ok(limits::LIST_KEYS_MAX),
+        Some(n) if n < 0 => Err(invalid("max-keys must be a non-negative integer")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(0).min(limits::LIST_KEYS_MAX)),
+    }
+}
+
+fn size_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn url_encoded(encoding: Option<&EncodingType>) -> bool {
+    encoding.is_some_and(|e| e.as_str().eq_ignore_ascii_case("url"))
+}
+
+/// The algorithms to compute for a body: every one the client announced, by
+/// value, by name, or as a trailer; CRC64NVME when none (S3's default).
+fn algorithms_for(headers: &http::HeaderMap, announced: &Checksums, named: Option<&s3s::dto::ChecksumAlgorithm>) -> Vec<ChecksumAlgorithm> {
+    let mut out: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(announced).is_some()).collect();
+    if let Some(a) = named.and_then(|n| ChecksumAlgorithm::parse(n.as_str())) {
+        out.push(a);
+    }
+    if let Some(trailer) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
+        for name in trailer.split(',') {
+            if let Some(a) = name.trim().strip_prefix("x-amz-checksum-").and_then(ChecksumAlgorithm::parse) {
+                out.push(a);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(ChecksumAlgorithm::Crc64Nvme);
+    }
+    out.dedup();
+    out
+}
+
+/// The checksums to store: those computed for the announced algorithms.
+fn stored_checksums(computed: &Checksums, algorithms: &[ChecksumAlgorithm]) -> Checksums {
+    let mut out = Checksums::default();
+    for a in algorithms {
+        a.set(&mut out, a.get(computed).cloned());
+    }
+    out
+}
+
+fn write_condition(if_none_match: Option<&ETagCondition>, if_match: Option<&ETagCondition>) -> S3Result<WriteCondition> {
+    match (if_none_match, if_match) {
+        (Some(ETagCondition::Any), _) => Ok(WriteCondition::IfNoneMatchAny),
+        (Some(ETagCondition::ETag(_)), _) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "If-None-Match on writes supports only `*`",
+        )),
+        (None, Some(ETagCondition::ETag(e))) => Ok(WriteCondition::IfMatch(e.value().to_owned())),
+        (None, Some(ETagCondition::Any)) => Err(S3Error::with_message(S3ErrorCode::NotImplemented, "If-Match on writes needs an ETag")),
+        (None, None) => Ok(WriteCondition::None),
+    }
+}
+
+fn copy_source(source: &CopySource) -> S3Result<(String, String, Option<String>)> {
+    match source {
+        CopySource::Bucket { bucket, key, version_id } => {
+            Ok((bucket.to_string(), key.to_string(), version_id.as_deref().map(str::to_owned)))
+        }
+        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
+            Err(S3Error::with_message(S3ErrorCode::NotImplemented, "access point copy sources are not supported"))
+        }
+    }
+}
+
+/// Resolves a byte range against an object length; `None` is the whole object.
+fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<Option<(u64, u64)>> {
+    match range {
+        None => Ok(None),
+        Some(r) => {
+            let span = r.check(size).map_err(|_| to_s3(StorageError::InvalidRange))?;
+            Ok(Some((span.start, span.end - span.start)))
+        }
+    }
+}
+
+/// Parses `bytes=first-last` from x-amz-copy-source-range.
+fn copy_range(value: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
+    let Some(value) = value else { return Ok((0, size)) };
+    let spec = value.strip_prefix("bytes=").ok_or_else(|| invalid("the x-amz-copy-source-range value must be of the form bytes=first-last"))?;
+    let (a, b) = spec.split_once('-').ok_or_else(|| invalid("the x-amz-copy-source-range value must be of the form bytes=first-last"))?;
+    let first: u64 = a.parse().map_err(|_| invalid("bad x-amz-copy-source-range"))?;
+    let last: u64 = b.parse().map_err(|_| invalid("bad x-amz-copy-source-range"))?;
+    if first > last || last >= size {
+        return Err(to_s3(StorageError::InvalidRange));
+    }
+    Ok((first, last - first + 1))
+}
+
+/// The byte span of part `n` of a multipart object.
+fn part_span(record: &VersionRecord, part_number: i32) -> S3Result<(u64, u64)> {
+    let index = usize::try_from(part_number).ok().filter(|n| *n >= 1).ok_or_else(|| invalid("part number must be at least 1"))? - 1;
+    let single = record.segments.len() <= 1 && record.segments.first().is_none_or(|s| s.part_etag.is_none());
+    if single {
+        return if index == 0 { Ok((0, record.size)) } else { Err(to_s3(StorageError::InvalidRange)) };
+    }
+    let offset: u64 = record.segments.iter().take(index).map(|s| s.size).sum();
+    let segment = record.segments.get(index).ok_or_else(|| to_s3(StorageError::InvalidRange))?;
+    Ok((offset, segment.size))
+}
+
+fn parts_count(record: &VersionRecord) -> Option<i32> {
+    record.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+}
+
+fn versioning_status(v: Versioning) -> Option<BucketVersioningStatus> {
+    match v {
+        Versioning::Unversioned => None,
+        Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
+        Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+    }
+}
+
+fn version_id_out(record: &VersionRecord) -> Option<String> {
+    (record.version_id != nuage_base::ids::NULL_VERSION_ID).then(|| record.version_id.clone())
+}
+
+/// Version id header for a write: the id when the bucket is versioned
+/// (including `null` under suspension), nothing when it never was.
+async fn written_version_id(storage: &Storage, record: &VersionRecord) -> Option<String> {
+    match storage.bucket(&record.bucket).await.map(|b| b.versioning) {
+        Ok(Versioning::Unversioned) | Err(_) => None,
+        Ok(_) => Some(record.version_id.clone()),
+    }
+}
+
+fn read_conditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> Conditions {
+    Conditions {
+        if_match: convert::condition_list(if_match),
+        if_none_match: convert::condition_list(if_none_match),
+        if_modified_since_unix_s: if_modified_since.map(convert::unix_seconds),
+        if_unmodified_since_unix_s: if_unmodified_since.map(convert::unix_seconds),
+    }
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| invalid("the continuation token provided is incorrect"))
+}
+
+fn cors_to_dto(rule: &CorsRule) -> CORSRule {
+    CORSRule {
+        id: rule.id.clone(),
+        allowed_methods: rule.allowed_methods.clone(),
+        allowed_origins: rule.allowed_origins.clone(),
+        allowed_headers: (!rule.allowed_headers.is_empty()).then(|| rule.allowed_headers.clone()),
+        expose_headers: (!rule.expose_headers.is_empty()).then(|| rule.expose_headers.clone()),
+        max_age_seconds: rule.max_age_seconds,
+    }
+}
+
+fn cors_from_dto(rule: CORSRule) -> CorsRule {
+    CorsRule {
+        id: rule.id,
+        allowed_methods: rule.allowed_methods,
+        allowed_origins: rule.allowed_origins,
+        allowed_headers: rule.allowed_headers.unwrap_or_default(),
+        expose_headers: rule.expose_headers.unwrap_or_default(),
+        max_age_seconds: rule.max_age_seconds,
+    }
+}
+
+fn owner() -> Owner {
+    Owner { display_name: Some("nuage".into()), id: Some("nuage".into()) }
+}
+
+/// Reads a request body into a staged blob and checks it against the digests
+/// the client sent (headers and `aws-chunked` trailers).
+async fn stage_body(
+    storage: &Storage,
+    body: Option<StreamingBlob>,
+    content_length: Option<i64>,
+    size_bytes_max: u64,
+    algorithms: &[ChecksumAlgorithm],
+    content_md5: Option<&str>,
+    mut expected: Checksums,
+    trailers: Option<&s3s::TrailingHeaders>,
+) -> S3Result<nuage_storage::Staged> {
+    let expected_len = content_length.and_then(|l| u64::try_from(l).ok());
+    let staged = match body {
+        Some(body) => storage.stage(body, expected_len, size_bytes_max, algorithms).await,
+        None => storage.stage(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(), expected_len, size_bytes_max, algorithms).await,
+    }
+    .map_err(to_s3)?;
+    let verified = convert::apply_trailers(&mut expected, trailers).and_then(|()| Storage::verify(&staged, content_md5, &expected).map_err(to_s3));
+    if let Err(e) = verified {
+        storage.discard(staged).await;
+        return Err(e);
+    }
+    Ok(staged)
+}
+
+#[async_trait::async_trait]
+impl S3 for NuageS3 {
+    // ---------------- buckets ----------------
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> Res<CreateBucketOutput> {
+        let input = req.input;
+        let location = input
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
+            .map(|l| l.as_str().to_owned());
+        let record = self.storage.create_bucket(&input.bucket, location.as_deref()).await.map_err(to_s3)?;
+        ok(CreateBucketOutput { location: Some(format!("/{}", record.name)), ..Default::default() })
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> Res<HeadBucketOutput> {
+        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
+        ok(HeadBucketOutput { bucket_region: Some(record.region), ..Default::default() })
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> Res<DeleteBucketOutput> {
+        self.storage.delete_bucket(&req.input.bucket).await.map_err(to_s3)?;
+        ok(DeleteBucketOutput {})
+    }
+
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> Res<ListBucketsOutput> {
+        let prefix = req.input.prefix.unwrap_or_default();
+        let buckets = self
+            .storage
+            .list_buckets()
+            .await
+            .map_err(to_s3)?
+            .into_iter()
+            .filter(|b| b.name.starts_with(&prefix))
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(timestamp(b.created_unix_ns)),
+                bucket_region: Some(b.region),
+            })
+            .collect();
+        ok(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), ..Default::default() })
+    }
+
+    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> Res<GetBucketLocationOutput> {
+        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
+        ok(GetBucketLocationOutput { location_constraint: Some(BucketLocationConstraint::from(record.region)) })
+    }
+
+    async fn get_bucket_versioning(&self, req: S3Request<GetBucketVersioningInput>) -> Res<GetBucketVersioningOutput> {
+        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
+        ok(GetBucketVersioningOutput { status: versioning_status(record.versioning), mfa_delete: None })
+    }
+
+    async fn put_bucket_versioning(&self, req: S3Request<PutBucketVersioningInput>) -> Res<PutBucketVersioningOutput> {
+        let input = req.input;
+        let enabled = match input.versioning_configuration.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(BucketVersioningStatus::ENABLED) => true,
+            Some(BucketVersioningStatus::SUSPENDED) => false,
+            _ => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::MalformedXML,
+                    "the versioning status must be Enabled or Suspended",
+                ));
+            }
+        };
+        self.storage.set_versioning(&input.bucket, enabled).await.map_err(to_s3)?;
+        ok(PutBucketVersioningOutput {})
+    }
+
+    async fn get_bucket_tagging(&self, req: S3Request<GetBucketTaggingInput>) -> Res<GetBucketTaggingOutput> {
+        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
+        let tags = record.tags.ok_or_else(|| to_s3(StorageError::NoSuchTagSet))?;
+        ok(GetBucketTaggingOutput { tag_set: convert::tags_to_dto(&tags) })
+    }
+
+    async fn put_bucket_tagging(&self, req: S3Request<PutBucketTaggingInput>) -> Res<PutBucketTaggingOutput> {
+        let input = req.input;
+        let tags = convert::tags_from_dto(input.tagging.tag_set);
+        self.storage.set_bucket_tags(&input.bucket, Some(tags)).await.map_err(to_s3)?;
+        ok(PutBucketTaggingOutput {})
+    }
+
+    async fn delete_bucket_tagging(&self, req: S3Request<DeleteBucketTaggingInput>) -> Res<DeleteBucketTaggingOutput> {
+        self.storage.set_bucket_tags(&req.input.bucket, None).await.map_err(to_s3)?;
+        ok(DeleteBucketTaggingOutput {})
+    }
+
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> Res<GetBucketCorsOutput> {
+        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
+        let rules = record.cors.ok_or_else(|| to_s3(StorageError::NoSuchCorsConfiguration))?;
+        ok(GetBucketCorsOutput { cors_rules: Some(rules.iter().map(cors_to_dto).collect()) })
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> Res<PutBucketCorsOutput> {
+        let input = req.input;
+        let rules = input.cors_configuration.cors_rules.into_iter().map(cors_from_dto).collect();
+        self.storage.set_bucket_cors(&input.bucket, Some(rules)).await.map_err(to_s3)?;
+        ok(PutBucketCorsOutput {})
+    }
+
+    async fn delete_bucket_cors(&self, req: S3Request<DeleteBucketCorsInput>) -> Res<DeleteBucketCorsOutput> {
+        self.storage.set_bucket_cors(&req.input.bucket, None).await.map_err(to_s3)?;
+        ok(DeleteBucketCorsOutput {})
+    }
+
+    // ---------------- objects ----------------
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> Res<PutObjectOutput> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+        let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
+        let attributes = ObjectAttributes {
+            content: convert::content(ContentInput {
+                content_type: input.content_type.map(|m| m.to_string()),
+                content_encoding: input.content_encoding,
+                content_disposition: input.content_disposition,
+                content_language: input.content_language,
+                cache_control: input.cache_control,
+                expires: input.expires,
+                website_redirect_location: input.website_redirect_location,
+            }),
+            user_metadata: convert::user_metadata(input.metadata),
+            tags,
+        };
+        Storage::validate_attributes(&attributes).map_err(to_s3)?;
+        let announced = convert::announced_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        );
+        let algorithms = algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
+        let staged = stage_body(
+            &self.storage,
+            input.body,
+            input.content_length,
+            limits::PUT_OBJECT_SIZE_BYTES_MAX,
+            &algorithms,
+            input.content_md5.as_deref(),
+            announced,
+            trailers.as_ref(),
+        )
+        .await?;
+        let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+        let record = self
+            .storage
+            .put_object(&input.bucket, &input.key, staged, attributes, checksums, condition)
+            .await
+            .map_err(to_s3)?;
+        let c = &record.checksums;
+        ok(PutObjectOutput {
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: written_version_id(&self.storage, &record).await,
+            checksum_crc32: c.crc32.clone(),
+            checksum_crc32c: c.crc32c.clone(),
+            checksum_crc64nvme: c.crc64nvme.clone(),
+            checksum_sha1: c.sha1.clone(),
+            checksum_sha256: c.sha256.clone(),
+            checksum_type: convert::checksum_type(c),
+            size: Some(size_i64(record.size)),
+            ..Default::default()
+        })
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
+        let input = req.input;
+        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let conditions = read_conditions(
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        );
+        evaluate_read_conditions(&record, &conditions).map_err(to_s3)?;
+        let span = match (input.part_number, input.range.as_ref()) {
+            (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
+            (Some(n), None) => Some(part_span(&record, n)?),
+            (None, range) => resolve_range(range, record.size)?,
+        };
+        let (offset, len) = span.unwrap_or((0, record.size));
+        let body = self.storage.read_object(&record, offset, len).await.map_err(to_s3)?;
+        let whole = span.is_none();
+        let c = &record.checksums;
+        let checksums_on = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let content = &record.content;
+        let mut output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body.map(|r| r.map_err(std::io::Error::other)))),
+            content_length: Some(size_i64(len)),
+            content_range: span.map(|(o, l)| format!("bytes {o}-{}/{}", o + l - 1, record.size)).filter(|_| len > 0),
+            accept_ranges: Some("bytes".into()),
+            last_modified: Some(timestamp(record.last_modified_unix_ns)),
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
+            metadata: convert::metadata_out(&record.user_metadata),
+            content_type: input.response_content_type.or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
+            content_encoding: input.response_content_encoding.or_else(|| content.content_encoding.clone()),
+            content_disposition: input.response_content_disposition.or_else(|| content.content_disposition.clone()),
+            content_language: input.response_content_language.or_else(|| content.content_language.clone()),
+            cache_control: input.response_cache_control.or_else(|| content.cache_control.clone()),
+            expires: input.response_expires.or_else(|| convert::expires_timestamp(content.expires.as_ref())),
+            website_redirect_location: content.website_redirect_location.clone(),
+            tag_count: (!record.tags.is_empty()).then(|| i32::try_from(record.tags.len()).unwrap_or(0)),
+            parts_count: input.part_number.and_then(|_| parts_count(&record)),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        };
+        if checksums_on {
+            output.checksum_crc32 = c.crc32.clone();
+            output.checksum_crc32c = c.crc32c.clone();
+            output.checksum_crc64nvme = c.crc64nvme.clone();
+            output.checksum_sha1 = c.sha1.clone();
+            output.checksum_sha256 = c.sha256.clone();
+            output.checksum_type = convert::checksum_type(c);
+        }
+        let mut response = S3Response::new(output);
+        if span.is_some() && len > 0 {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> Res<HeadObjectOutput> {
+        let input = req.input;
+        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let conditions = read_conditions(
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        );
+        evaluate_read_conditions(&record, &conditions).map_err(to_s3)?;
+        let span = match (input.part_number, input.range.as_ref()) {
+            (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
+            (Some(n), None) => Some(part_span(&record, n)?),
+            (None, range) => resolve_range(range, record.size)?,
+        };
+        let (_, len) = span.unwrap_or((0, record.size));
+        let c = &record.checksums;
+        let checksums_on = span.is_none() && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let content = &record.content;
+        let mut output = HeadObjectOutput {
+            content_length: Some(size_i64(len)),
+            content_range: span.map(|(o, l)| format!("bytes {o}-{}/{}", o + l.max(1) - 1, record.size)),
+            accept_ranges: Some("bytes".into()),
+            last_modified: Some(timestamp(record.last_modified_unix_ns)),
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
+            metadata: convert::metadata_out(&record.user_metadata),
+            content_type: input.response_content_type.or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
+            content_encoding: input.response_content_encoding.or_else(|| content.content_encoding.clone()),
+            content_disposition: input.response_content_disposition.or_else(|| content.content_disposition.clone()),
+            content_language: input.response_content_language.or_else(|| content.content_language.clone()),
+            cache_control: input.response_cache_control.or_else(|| content.cache_control.clone()),
+            expires: input.response_expires.or_else(|| convert::expires_timestamp(content.expires.as_ref())),
+            website_redirect_location: content.website_redirect_location.clone(),
+            parts_count: input.part_number.and_then(|_| parts_count(&record)),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        };
+        if checksums_on {
+            output.checksum_crc32 = c.crc32.clone();
+            output.checksum_crc32c = c.crc32c.clone();
+            output.checksum_crc64nvme = c.crc64nvme.clone();
+            output.checksum_sha1 = c.sha1.clone();
+            output.checksum_sha256 = c.sha256.clone();
+            output.checksum_type = convert::checksum_type(c);
+        }
+        let mut response = S3Response::new(output);
+        if span.is_some() {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> Res<DeleteObjectOutput> {
+        let input = req.input;
+        let outcome = self.storage.delete_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let mut response = S3Response::new(DeleteObjectOutput {
+            delete_marker: outcome.delete_marker.then_some(true),
+            version_id: outcome.version_id,
+            ..Default::default()
+        });
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> Res<DeleteObjectsOutput> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.len() > limits::DELETE_OBJECTS_KEYS_MAX {
+            return Err(S3Error::with_message(
+                S3ErrorCode::MalformedXML,
+                format!("a DeleteObjects request names at most {} keys", limits::DELETE_OBJECTS_KEYS_MAX),
+            ));
+        }
+        self.storage.bucket(&input.bucket).await.map_err(to_s3)?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in objects {
+            match self.storage.delete_object(&input.bucket, &object.key, object.version_id.as_deref()).await {
+                Ok(outcome) => {
+                    if !quiet {
+                        let marker_id = outcome.delete_marker.then(|| outcome.version_id.clone()).flatten();
+                        deleted.push(DeletedObject {
+                            key: Some(object.key),
+                            version_id: object.version_id,
+                            delete_marker: outcome.delete_marker.then_some(true),
+                            delete_marker_version_id: marker_id,
+                        });
+                    }
+                }
+                Err(e) => {
+                    let s3 = to_s3(e);
+                    errors.push(Error {
+                        code: Some(s3.code().as_str().to_owned()),
+                        message: s3.message().map(str::to_owned),
+                        key: Some(object.key),
+                        version_id: object.version_id,
+                    });
+                }
+            }
+        }
+        ok(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() })
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
+        let input = req.input;
+        let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
+        let source = self.storage.head_object(&src_bucket, &src_key, src_version.as_deref()).await.map_err(|e| match e {
+            StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
+            other => to_s3(other),
+        })?;
+        let conditions = read_conditions(
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        );
+        // For copies every failed condition is 412, never 304.
+        evaluate_read_conditions(&source, &conditions).map_err(|_| to_s3(StorageError::PreconditionFailed))?;
+        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace_tags = input.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        if src_bucket == input.bucket && src_key == input.key && src_version.is_none() && !replace && !replace_tags {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
+            ));
+        }
+        let attributes = ObjectAttributes {
+            content: if replace {
+                convert::content(ContentInput {
+                    content_type: input.content_type.map(|m| m.to_string()),
+                    content_encoding: input.content_encoding,
+                    content_disposition: input.content_disposition,
+                    content_language: input.content_language,
+                    cache_control: input.cache_control,
+                    expires: input.expires,
+                    website_redirect_location: input.website_redirect_location,
+                })
+            } else {
+                source.content.clone()
+            },
+            user_metadata: if replace { convert::user_metadata(input.metadata) } else { source.user_metadata.clone() },
+            tags: if replace_tags { convert::parse_tagging_header(input.tagging.as_deref())? } else { source.tags.clone() },
+        };
+        Storage::validate_attributes(&attributes).map_err(to_s3)?;
+        let staged = self.storage.stage_copy(&source, 0, source.size).await.map_err(to_s3)?;
+        let mut algorithms: Vec<ChecksumAlgorithm> =
+            ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(&source.checksums).is_some()).collect();
+        if let Some(a) = input.checksum_algorithm.as_ref().and_then(|a| ChecksumAlgorithm::parse(a.as_str())) {
+            algorithms = vec![a];
+        }
+        if algorithms.is_empty() {
+            algorithms.push(ChecksumAlgorithm::Crc64Nvme);
+        }
+        // The staged copy computed the source's algorithms; compute any other on demand.
+        let checksums = if algorithms.iter().all(|a| a.get(&staged.digests.checksums).is_some()) {
+            stored_checksums(&staged.digests.checksums, &algorithms)
+        } else {
+            let body = self.storage.read_object(&source, 0, source.size).await.map_err(to_s3)?;
+            let again = self.storage.stage(body, Some(source.size), limits::OBJECT_SIZE_BYTES_MAX, &algorithms).await.map_err(to_s3)?;
+            let c = stored_checksums(&again.digests.checksums, &algorithms);
+            self.storage.discard(again).await;
+            c
+        };
+        let record = self
+            .storage
+            .put_object(&input.bucket, &input.key, staged, attributes, checksums, WriteCondition::None)
+            .await
+            .map_err(to_s3)?;
+        let c = &record.checksums;
+        ok(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(convert::etag(&record.etag)),
+                last_modified: Some(timestamp(record.last_modified_unix_ns)),
+                checksum_crc32: c.crc32.clone(),
+                checksum_crc32c: c.crc32c.clone(),
+                checksum_crc64nvme: c.crc64nvme.clone(),
+                checksum_sha1: c.sha1.clone(),
+                checksum_sha256: c.sha256.clone(),
+                checksum_type: convert::checksum_type(c),
+            }),
+            copy_source_version_id: version_id_out(&source),
+            version_id: written_version_id(&self.storage, &record).await,
+            ..Default::default()
+        })
+    }
+
+    async fn get_object_tagging(&self, req: S3Request<GetObjectTaggingInput>) -> Res<GetObjectTaggingOutput> {
+        let input = req.input;
+        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        ok(GetObjectTaggingOutput { tag_set: convert::tags_to_dto(&record.tags), version_id: version_id_out(&record) })
+    }
+
+    async fn put_object_tagging(&self, req: S3Request<PutObjectTaggingInput>) -> Res<PutObjectTaggingOutput> {
+        let input = req.input;
+        let tags = convert::tags_from_dto(input.tagging.tag_set);
+        let record = self
+            .storage
+            .set_object_tags(&input.bucket, &input.key, input.version_id.as_deref(), tags)
+            .await
+            .map_err(to_s3)?;
+        ok(PutObjectTaggingOutput { version_id: version_id_out(&record) })
+    }
+
+    async fn delete_object_tagging(&self, req: S3Request<DeleteObjectTaggingInput>) -> Res<DeleteObjectTaggingOutput> {
+        let input = req.input;
+        let record = self
+            .storage
+            .set_object_tags(&input.bucket, &input.key, input.version_id.as_deref(), Vec::new())
+            .await
+            .map_err(to_s3)?;
+        ok(DeleteObjectTaggingOutput { version_id: version_id_out(&record) })
+    }
+
+    // ---------------- listing ----------------
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> Res<ListObjectsV2Output> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(token), _) => Some(decode_token(token)?),
+            (None, start_after) => start_after.clone().filter(|s| !s.is_empty()),
+        };
+        let max = max_keys(input.max_keys)?;
+        let query = ListQuery { prefix: prefix.clone(), delimiter: input.delimiter.clone().filter(|d| !d.is_empty()), after, max_keys: max };
+        let page = self.storage.list_objects(&input.bucket, &query).await.map_err(to_s3)?;
+        let encode = url_encoded(input.encoding_type.as_ref());
+        let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
+        let key_count = page.objects.len() + page.common_prefixes.len();
+        let fetch_owner = input.fetch_owner.unwrap_or(false);
+        let contents = page
+            .objects
+            .iter()
+            .map(|r| {
+                let mut o = convert::object_summary(r);
+                o.key = o.key.map(&enc);
+                if fetch_owner {
+                    o.owner = Some(owner());
+                }
+                o
+            })
+            .collect();
+        ok(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            delimiter: input.delimiter.map(&enc),
+            max_keys: input.max_keys.or(Some(1000)),
+            key_count: Some(i32::try_from(key_count).unwrap_or(i32::MAX)),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after.map(&enc),
+            is_truncated: Some(page.truncated),
+            next_continuation_token: page.next_after.map(|n| URL_SAFE_NO_PAD.encode(n.as_bytes())),
+            contents: Some(contents),
+            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        })
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> Res<ListObjectsOutput> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = max_keys(input.max_keys)?;
+        let query = ListQuery {
+            prefix: prefix.clone(),
+            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+            after: input.marker.clone().filter(|m| !m.is_empty()),
+            max_keys: max,
+        };
+        let page = self.storage.list_objects(&input.bucket, &query).await.map_err(to_s3)?;
+        let encode = url_encoded(input.encoding_type.as_ref());
+        let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
+        let contents = page
+            .objects
+            .iter()
+            .map(|r| {
+                let mut o = convert::object_summary(r);
+                o.key = o.key.map(&enc);
+                o.owner = Some(owner());
+                o
+            })
+            .collect();
+        ok(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            delimiter: input.delimiter.map(&enc),
+            marker: Some(enc(input.marker.unwrap_or_default())),
+            max_keys: input.max_keys.or(Some(1000)),
+            is_truncated: Some(page.truncated),
+            next_marker: page.next_after.map(&enc),
+            contents: Some(contents),
+            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        })
+    }
+
+    async fn list_object_versions(&self, req: S3Request<ListObjectVersionsInput>) -> Res<ListObjectVersionsOutput> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let query = VersionListQuery {
+            prefix: prefix.clone(),
+            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+            key_marker: input.key_marker.clone().filter(|k| !k.is_empty()),
+            version_id_marker: input.version_id_marker.clone().filter(|v| !v.is_empty()),
+            max_keys: max_keys(input.max_keys)?,
+        };
+        let page = self.storage.list_object_versions(&input.bucket, &query).await.map_err(to_s3)?;
+        let encode = url_encoded(input.encoding_type.as_ref());
+        let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
+        // The newest version of a key is the first one listed for it, unless the
+        // page resumed inside that key.
+        let mut previous_key = query.version_id_marker.as_ref().and(query.key_marker.clone());
+        let mut versions = Vec::new();
+        let mut markers = Vec::new();
+        for r in &page.versions {
+            let is_latest = previous_key.as_deref() != Some(r.key.as_str());
+            previous_key = Some(r.key.clone());
+            if r.delete_marker {
+                markers.push(DeleteMarkerEntry {
+                    key: Some(enc(r.key.clone())),
+                    version_id: Some(r.version_id.clone()),
+                    is_latest: Some(is_latest),
+                    last_modified: Some(timestamp(r.last_modified_unix_ns)),
+                    owner: Some(owner()),
+                });
+            } else {
+                versions.push(ObjectVersion {
+                    key: Some(enc(r.key.clone())),
+                    version_id: Some(r.version_id.clone()),
+                    is_latest: Some(is_latest),
+                    last_modified: Some(timestamp(r.last_modified_unix_ns)),
+                    e_tag: Some(convert::etag(&r.etag)),
+                    size: Some(size_i64(r.size)),
+                    owner: Some(owner()),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
+                    checksum_algorithm: convert::checksum_algorithms(&r.checksums),
+                    checksum_type: convert::checksum_type(&r.checksums),
+                    ..Default::default()
+                });
+            }
+        }
+        ok(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            delimiter: input.delimiter.map(&enc),
+            key_marker: input.key_marker.map(&enc),
+            version_id_marker: input.version_id_marker,
+            max_keys: input.max_keys.or(Some(1000)),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.next_key_marker.map(&enc),
+            next_version_id_marker: page.next_version_id_marker,
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        })
+    }
+
+    // ---------------- multipart ----------------
+
+    async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> Res<CreateMultipartUploadOutput> {
+        let input = req.input;
+        let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
+        let attributes = ObjectAttributes {
+            content: convert::content(ContentInput {
+                content_type: input.content_type.map(|m| m.to_string()),
+                content_encoding: input.content_encoding,
+                content_disposition: input.content_disposition,
+                content_language: input.content_language,
+                cache_control: input.cache_control,
+                expires: input.expires,
+                website_redirect_location: input.website_redirect_location,
+            }),
+            user_metadata: convert::user_metadata(input.metadata),
+            tags,
+        };
+        let algorithm = match input.checksum_algorithm.as_ref() {
+            None => None,
+            Some(a) => Some(ChecksumAlgorithm::parse(a.as_str()).ok_or_else(|| invalid(format!("unsupported checksum algorithm `{}`", a.as_str())))?),
+        };
+        let checksum_type = input.checksum_type.as_ref().map(|t| t.as_str().to_owned());
+        if checksum_type.as_deref() == Some("FULL_OBJECT") {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "full-object checksums for multipart uploads are not supported yet; use COMPOSITE",
+            ));
+        }
+        let upload = self
+            .storage
+            .create_upload(&input.bucket, &input.key, attributes, algorithm, checksum_type.clone().or(algorithm.map(|_| "COMPOSITE".to_owned())))
+            .await
+            .map_err(to_s3)?;
+        ok(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload.upload_id),
+            checksum_algorithm: input.checksum_algorithm,
+            checksum_type: upload.checksum_type.map(ChecksumType::from),
+            ..Default::default()
+        })
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> Res<UploadPartOutput> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        Storage::validate_part_number(input.part_number).map_err(to_s3)?;
+        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let announced = convert::announced_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        );
+        let mut algorithms = algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
+        if let Some(a) = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse) {
+            algorithms.push(a);
+            algorithms.dedup();
+        }
+        let staged = stage_body(
+            &self.storage,
+            input.body,
+            input.content_length,
+            limits::PART_SIZE_BYTES_MAX,
+            &algorithms,
+            input.content_md5.as_deref(),
+            announced,
+            trailers.as_ref(),
+        )
+        .await?;
+        let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+        let part = self
+            .storage
+            .put_part(&input.bucket, &input.key, &input.upload_id, input.part_number, staged, checksums)
+            .await
+            .map_err(to_s3)?;
+        let c = &part.checksums;
+        ok(UploadPartOutput {
+            e_tag: Some(convert::etag(&part.etag)),
+            checksum_crc32: c.crc32.clone(),
+            checksum_crc32c: c.crc32c.clone(),
+            checksum_crc64nvme: c.crc64nvme.clone(),
+            checksum_sha1: c.sha1.clone(),
+            checksum_sha256: c.sha256.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> Res<UploadPartCopyOutput> {
+        let input = req.input;
+        Storage::validate_part_number(input.part_number).map_err(to_s3)?;
+        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
+        let source = self.storage.head_object(&src_bucket, &src_key, src_version.as_deref()).await.map_err(|e| match e {
+            StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
+            other => to_s3(other),
+        })?;
+        let conditions = read_conditions(
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        );
+        evaluate_read_conditions(&source, &conditions).map_err(|_| to_s3(StorageError::PreconditionFailed))?;
+        let (offset, len) = copy_range(input.copy_source_range.as_deref(), source.size)?;
+        if len > limits::PART_SIZE_BYTES_MAX {
+            return Err(to_s3(StorageError::EntityTooLarge("a copied part may be at most 5 GiB".into())));
+        }
+        let body = self.storage.read_object(&source, offset, len).await.map_err(to_s3)?;
+        let mut algorithms = vec![ChecksumAlgorithm::Crc64Nvme];
+        if let Some(a) = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse) {
+            algorithms = vec![a];
+        }
+        let staged = self.storage.stage(body, Some(len), limits::PART_SIZE_BYTES_MAX, &algorithms).await.map_err(to_s3)?;
+        let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+        let part = self
+            .storage
+            .put_part(&input.bucket, &input.key, &input.upload_id, input.part_number, staged, checksums)
+            .await
+            .map_err(to_s3)?;
+        let c = &part.checksums;
+        ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(convert::etag(&part.etag)),
+                last_modified: Some(timestamp(part.last_modified_unix_ns)),
+                checksum_crc32: c.crc32.clone(),
+                checksum_crc32c: c.crc32c.clone(),
+                checksum_crc64nvme: c.crc64nvme.clone(),
+                checksum_sha1: c.sha1.clone(),
+                checksum_sha256: c.sha256.clone(),
+            }),
+            copy_source_version_id: version_id_out(&source),
+            ..Default::default()
+        })
+    }
+
+    async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> Res<CompleteMultipartUploadOutput> {
+        let input = req.input;
+        let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+        let parts = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                Ok(CompletedPart {
+                    part_number: p
+                        .part_number
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| invalid("each part needs a valid PartNumber"))?,
+                    etag: p.e_tag.map(|e| e.value().to_owned()).ok_or_else(|| invalid("each part needs an ETag"))?,
+                    checksums: convert::announced_checksums(p.checksum_crc32, p.checksum_crc32c, p.checksum_crc64nvme, p.checksum_sha1, p.checksum_sha256),
+                })
+            })
+            .collect::<S3Result<Vec<_>>>()?;
+        let expected = convert::announced_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        );
+        let record = self
+            .storage
+            .complete_upload(&input.bucket, &input.key, &input.upload_id, &parts, condition, &expected)
+            .await
+            .map_err(to_s3)?;
+        let c = &record.checksums;
+        ok(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: written_version_id(&self.storage, &record).await,
+            checksum_crc32: c.crc32.clone(),
+            checksum_crc32c: c.crc32c.clone(),
+            checksum_crc64nvme: c.crc64nvme.clone(),
+            checksum_sha1: c.sha1.clone(),
+            checksum_sha256: c.sha256.clone(),
+            checksum_type: convert::checksum_type(c),
+            ..Default::default()
+        })
+    }
+
+    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> Res<AbortMultipartUploadOutput> {
+        let input = req.input;
+        self.storage.abort_upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let mut response = S3Response::new(AbortMultipartUploadOutput::default());
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> Res<ListPartsOutput> {
+        let input = req.input;
+        let after = match input.part_number_marker {
+            None => 0,
+            Some(m) => u32::try_from(m).map_err(|_| invalid("part-number-marker must be a non-negative integer"))?,
+        };
+        let max = match input.max_parts {
+            None => limits::LIST_PARTS_MAX,
+            Some(n) if n < 0 => return Err(invalid("max-parts must be a non-negative integer")),
+            Some(n) => usize::try_from(n).unwrap_or(0),
+        };
+        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let listing = self.storage.list_parts(&input.bucket, &input.key, &input.upload_id, after, max).await.map_err(to_s3)?;
+        let parts = listing
+            .parts
+            .iter()
+            .map(|p| Part {
+                part_number: i32::try_from(p.part_number).ok(),
+                e_tag: Some(convert::etag(&p.etag)),
+                size: Some(size_i64(p.size)),
+                last_modified: Some(timestamp(p.last_modified_unix_ns)),
+                checksum_crc32: p.checksums.crc32.clone(),
+                checksum_crc32c: p.checksums.crc32c.clone(),
+                checksum_crc64nvme: p.checksums.crc64nvme.clone(),
+                checksum_sha1: p.checksums.sha1.clone(),
+                checksum_sha256: p.checksums.sha256.clone(),
+            })
+            .collect();
+        ok(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: listing.next_part_number_marker.and_then(|n| i32::try_from(n).ok()),
+            max_parts: Some(i32::try_from(max.min(limits::LIST_PARTS_MAX)).unwrap_or(1000)),
+            is_truncated: Some(listing.truncated),
+            parts: Some(parts),
+            owner: Some(owner()),
+            initiator: Some(Initiator { display_name: Some("nuage".into()), id: Some("nuage".into()) }),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            checksum_algorithm: upload.checksum_algorithm.map(s3s::dto::ChecksumAlgorithm::from),
+            checksum_type: upload.checksum_type.map(ChecksumType::from),
+            ..Default::default()
+        })
+    }
+
+    async fn list_multipart_uploads(&self, req: S3Request<ListMultipartUploadsInput>) -> Res<ListMultipartUploadsOutput> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = match input.max_uploads {
+            None => limits::LIST_UPLOADS_MAX,
+            Some(n) if n < 0 => return Err(invalid("max-uploads must be a non-negative integer")),
+            Some(n) => usize::try_from(n).unwrap_or(0),
+        };
+        let listing = self
+            .storage
+            .list_uploads(&input.bucket, &prefix, input.key_marker.as_deref().filter(|k| !k.is_empty()), input.upload_id_marker.as_deref(), max)
+            .await
+            .map_err(to_s3)?;
+        let encode = url_encoded(input.encoding_type.as_ref());
+        let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
+        let uploads = listing
+            .uploads
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(enc(u.key)),
+                upload_id: Some(u.upload_id),
+                initiated: Some(timestamp(u.initiated_unix_ns)),
+                owner: Some(owner()),
+                initiator: Some(Initiator { display_name: Some("nuage".into()), id: Some("nuage".into()) }),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                checksum_algorithm: u.checksum_algorithm.map(s3s::dto::ChecksumAlgorithm::from),
+                checksum_type: u.checksum_type.map(ChecksumType::from),
+            })
+            .collect();
+        ok(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: Some(enc(prefix)),
+            key_marker: input.key_marker.map(&enc),
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: listing.next_key_marker.map(&enc),
+            next_upload_id_marker: listing.next_upload_id_marker,
+            max_uploads: Some(i32::try_from(max.min(limits::LIST_UPLOADS_MAX)).unwrap_or(1000)),
+            is_truncated: Some(listing.truncated),
+            uploads: Some(uploads),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        })
+    }
+}
