@@ -1,0 +1,153 @@
+//! Test harness: spawns the real `nuage` binary on a temporary data directory
+//! and an ephemeral port, and builds AWS SDK clients for it.
+#![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a start may take before the test fails (a generous bound, not a sleep).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub endpoint: String,
+    pub data_dir: PathBuf,
+    pub credentials: Credentials,
+    /// Everything the server printed on stdout before it was ready.
+    pub banner: String,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn read_credentials(data_dir: &Path) -> Credentials {
+    let text = std::fs::read_to_string(data_dir.join("credentials.toml")).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    let get = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap().to_owned();
+    Credentials { access_key_id: get("access_key_id"), secret_access_key: get("secret_access_key"), region: get("region") }
+}
+
+impl Server {
+    /// Starts a fresh server on a new temporary data directory.
+    pub fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(temp.path(), &[]);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on an existing data directory (a restart), with extra flags.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("NUAGE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on a full pipe.
+                }
+            }
+        });
+        let mut banner = String::new();
+        let endpoint = loop {
+            let line = rx.recv_timeout(START_TIMEOUT).expect("nuage did not report its endpoint in time");
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(url) = line.strip_prefix("nuage: S3 endpoint listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        let credentials = read_credentials(data_dir);
+        Self { child: Some(child), endpoint, data_dir: data_dir.to_path_buf(), credentials, banner, _temp: None }
+    }
+
+    /// Kills the process abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        let temp = self._temp.take();
+        let mut next = Self::start_in(&self.data_dir, &[]);
+        next._temp = temp;
+        *self = next;
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        self.client_with(|b| b)
+    }
+
+    pub fn client_with(&self, f: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder) -> aws_sdk_s3::Client {
+        let creds = aws_credential_types::Credentials::new(
+            &self.credentials.access_key_id,
+            &self.credentials.secret_access_key,
+            None,
+            None,
+            "nuage-test",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_s3::config::Region::new(self.credentials.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(true);
+        aws_sdk_s3::Client::from_conf(f(config).build())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Incompressible test data, reproducible from a seed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = vec![0u8; len];
+    rng.fill_bytes(&mut out);
+    out
+}
+
+/// A unique bucket name for a test.
+pub fn bucket_name(test: &str) -> String {
+    format!("{}-{}", test.replace('_', "-"), &nuage_random_suffix())
+}
+
+fn nuage_random_suffix() -> String {
+    use rand::Rng;
+    let n: u32 = rand::thread_rng().r#gen();
+    format!("{n:08x}")
+}
