@@ -16,7 +16,10 @@ pub fn validate_bucket_name(name: &str) -> Result<(), InvalidName> {
     if name.len() < 3 || name.len() > 63 {
         return bad("must be between 3 and 63 characters long");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
         return bad("may contain only lowercase letters, digits, dots and hyphens");
     }
     let first = name.as_bytes()[0];
@@ -30,10 +33,15 @@ pub fn validate_bucket_name(name: &str) -> Result<(), InvalidName> {
     if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
         return bad("must not be formatted as an IP address");
     }
-    if name.starts_with("xn--") || name.starts_with("sthree-") || name.starts_with("amzn-s3-demo-") {
+    if name.starts_with("xn--") || name.starts_with("sthree-") || name.starts_with("amzn-s3-demo-")
+    {
         return bad("must not start with a reserved prefix");
     }
-    if name.ends_with("-s3alias") || name.ends_with("--ol-s3") || name.ends_with(".mrap") || name.ends_with("--x-s3") {
+    if name.ends_with("-s3alias")
+        || name.ends_with("--ol-s3")
+        || name.ends_with(".mrap")
+        || name.ends_with("--x-s3")
+    {
         return bad("must not end with a reserved suffix");
     }
     Ok(())
@@ -57,7 +65,9 @@ pub fn validate_object_key(key: &str) -> Result<(), InvalidName> {
         )));
     }
     if key.contains('\0') {
-        return Err(InvalidName("object key must not contain the NUL character".into()));
+        return Err(InvalidName(
+            "object key must not contain the NUL character".into(),
+        ));
     }
     Ok(())
 }
@@ -66,21 +76,31 @@ pub fn validate_object_key(key: &str) -> Result<(), InvalidName> {
 ///
 /// # Errors
 /// Returns why the tag set is invalid.
-pub fn validate_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>, tags_max: usize) -> Result<(), InvalidName> {
+pub fn validate_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    tags_max: usize,
+) -> Result<(), InvalidName> {
     let mut seen = std::collections::BTreeSet::new();
     for (key, value) in tags {
         if key.is_empty() || key.chars().count() > limits::TAG_KEY_CHARS_MAX {
-            return Err(InvalidName(format!("tag key `{key}` must be 1 to 128 characters")));
+            return Err(InvalidName(format!(
+                "tag key `{key}` must be 1 to 128 characters"
+            )));
         }
         if value.chars().count() > limits::TAG_VALUE_CHARS_MAX {
-            return Err(InvalidName(format!("tag value for `{key}` exceeds 256 characters")));
+            return Err(InvalidName(format!(
+                "tag value for `{key}` exceeds 256 characters"
+            )));
         }
         if !seen.insert(key) {
             return Err(InvalidName(format!("tag key `{key}` appears twice")));
         }
     }
     if seen.len() > tags_max {
-        return Err(InvalidName(format!("{} tags given, the limit is {tags_max}", seen.len())));
+        return Err(InvalidName(format!(
+            "{} tags given, the limit is {tags_max}",
+            seen.len()
+        )));
     }
     Ok(())
 }
@@ -95,7 +115,16 @@ mod tests {
             assert!(validate_bucket_name(good).is_ok(), "{good}");
         }
         for bad in [
-            "ab", "ABC", "-abc", "abc-", "a..b", "a.-b", "192.168.1.1", "xn--abc", "my_bucket", &"a".repeat(64),
+            "ab",
+            "ABC",
+            "-abc",
+            "abc-",
+            "a..b",
+            "a.-b",
+            "192.168.1.1",
+            "xn--abc",
+            "my_bucket",
+            &"a".repeat(64),
             "abc-s3alias",
         ] {
             assert!(validate_bucket_name(bad).is_err(), "{bad}");

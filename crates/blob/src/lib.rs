@@ -28,7 +28,8 @@ pub enum BlobError {
 pub type BlobResult<T> = Result<T, BlobError>;
 
 /// A stream of verified data chunks.
-pub type BlobStream = std::pin::Pin<Box<dyn futures::Stream<Item = BlobResult<Bytes>> + Send + Sync>>;
+pub type BlobStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = BlobResult<Bytes>> + Send + Sync>>;
 
 /// A blob found in the store, for the orphan collector.
 #[derive(Debug, Clone)]

@@ -35,7 +35,10 @@ impl LocalBlobStore {
         }
         fsync_dir(root)?;
         let block_bytes = u32::try_from(limits::BLOB_BLOCK_BYTES).unwrap_or(u32::MAX);
-        Ok(Self { root: Arc::new(root.to_path_buf()), block_bytes })
+        Ok(Self {
+            root: Arc::new(root.to_path_buf()),
+            block_bytes,
+        })
     }
 
     fn path(&self, blob_id: &str) -> Option<PathBuf> {
@@ -67,7 +70,10 @@ impl LocalWriter {
             return Ok(());
         }
         let data = self.block.split().freeze();
-        let mut file = self.file.take().ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
         let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let crc = crc32c::crc32c(&data);
             file.write_all(&data)?;
@@ -102,7 +108,10 @@ impl BlobWriter for LocalWriter {
 
     async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
         self.flush_block().await?;
-        let file = self.file.take().ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
         let dir = self.path.parent().map(Path::to_path_buf);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             file.sync_all()?;
@@ -127,11 +136,16 @@ impl BlobWriter for LocalWriter {
 impl BlobStore for LocalBlobStore {
     async fn create(&self) -> BlobResult<Box<dyn BlobWriter>> {
         let blob_id = nuage_base::ids::random_id();
-        let path = self.path(&blob_id).ok_or_else(|| std::io::Error::other("bad blob id"))?;
+        let path = self
+            .path(&blob_id)
+            .ok_or_else(|| std::io::Error::other("bad blob id"))?;
         let block_bytes = self.block_bytes;
         let open_path = path.clone();
         let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(open_path)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(open_path)?;
             file.write_all(&format::header(block_bytes))?;
             Ok(file)
         })
@@ -148,20 +162,27 @@ impl BlobStore for LocalBlobStore {
     }
 
     fn read(&self, blob_id: &str, offset: u64, len: u64) -> BlobStream {
-        let (tx, rx) = tokio::sync::mpsc::channel::<BlobResult<Bytes>>(limits::READ_AHEAD_BLOCKS_MAX);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<BlobResult<Bytes>>(limits::READ_AHEAD_BLOCKS_MAX);
         let path = self.path(blob_id);
         let blob_id = blob_id.to_owned();
         tokio::task::spawn_blocking(move || {
-            let result = read_blocks(path.as_deref(), &blob_id, offset, len, |chunk| tx.blocking_send(Ok(chunk)).is_ok());
+            let result = read_blocks(path.as_deref(), &blob_id, offset, len, |chunk| {
+                tx.blocking_send(Ok(chunk)).is_ok()
+            });
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
     }
 
     async fn delete(&self, blob_id: &str) -> BlobResult<()> {
-        let Some(path) = self.path(blob_id) else { return Ok(()) };
+        let Some(path) = self.path(blob_id) else {
+            return Ok(());
+        };
         match tokio::fs::remove_file(path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -182,7 +203,10 @@ impl BlobStore for LocalBlobStore {
                     let entry = entry?;
                     let modified = entry.metadata()?.modified()?;
                     if let Some(name) = entry.file_name().to_str() {
-                        out.push(BlobEntry { blob_id: name.to_owned(), modified });
+                        out.push(BlobEntry {
+                            blob_id: name.to_owned(),
+                            modified,
+                        });
                     }
                 }
             }
@@ -195,22 +219,40 @@ impl BlobStore for LocalBlobStore {
 
 /// Reads and verifies the blocks covering `[offset, offset + len)`, handing each
 /// verified slice to `emit`; stops early when `emit` returns false.
-fn read_blocks(path: Option<&Path>, blob_id: &str, offset: u64, len: u64, mut emit: impl FnMut(Bytes) -> bool) -> BlobResult<()> {
-    let corrupt = |detail: String| BlobError::Corrupt { blob_id: blob_id.to_owned(), detail };
+fn read_blocks(
+    path: Option<&Path>,
+    blob_id: &str,
+    offset: u64,
+    len: u64,
+    mut emit: impl FnMut(Bytes) -> bool,
+) -> BlobResult<()> {
+    let corrupt = |detail: String| BlobError::Corrupt {
+        blob_id: blob_id.to_owned(),
+        detail,
+    };
     let path = path.ok_or_else(|| BlobError::NotFound(blob_id.to_owned()))?;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(blob_id.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BlobError::NotFound(blob_id.to_owned()));
+        }
         Err(e) => return Err(e.into()),
     };
     let mut header = [0u8; 16];
-    file.read_exact(&mut header).map_err(|e| corrupt(format!("header unreadable: {e}")))?;
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("header unreadable: {e}")))?;
     let block_bytes = format::parse_header(&header).ok_or_else(|| corrupt("bad header".into()))?;
     let file_bytes = file.metadata()?.len();
-    let data_len = format::data_len(file_bytes, block_bytes).ok_or_else(|| corrupt(format!("impossible length {file_bytes}")))?;
-    let end = offset.checked_add(len).filter(|e| *e <= data_len).ok_or_else(|| {
-        corrupt(format!("range {offset}+{len} beyond data length {data_len}"))
-    })?;
+    let data_len = format::data_len(file_bytes, block_bytes)
+        .ok_or_else(|| corrupt(format!("impossible length {file_bytes}")))?;
+    let end = offset
+        .checked_add(len)
+        .filter(|e| *e <= data_len)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "range {offset}+{len} beyond data length {data_len}"
+            ))
+        })?;
     if len == 0 {
         return Ok(());
     }
@@ -224,15 +266,18 @@ fn read_blocks(path: Option<&Path>, blob_id: &str, offset: u64, len: u64, mut em
             return Ok(());
         }
         let block_len = block.min(data_len - block_start);
-        let stored = usize::try_from(block_len + format::CRC_BYTES).map_err(std::io::Error::other)?;
+        let stored =
+            usize::try_from(block_len + format::CRC_BYTES).map_err(std::io::Error::other)?;
         file.read_exact(&mut buf[..stored])?;
         let (data, crc) = buf[..stored].split_at(stored - format::CRC_BYTES as usize);
         let expected = u32::from_le_bytes(crc.try_into().map_err(std::io::Error::other)?);
         if crc32c::crc32c(data) != expected {
             return Err(corrupt(format!("checksum mismatch in block {index}")));
         }
-        let from = usize::try_from(offset.saturating_sub(block_start)).map_err(std::io::Error::other)?;
-        let to = usize::try_from(end.min(block_start + block_len) - block_start).map_err(std::io::Error::other)?;
+        let from =
+            usize::try_from(offset.saturating_sub(block_start)).map_err(std::io::Error::other)?;
+        let to = usize::try_from(end.min(block_start + block_len) - block_start)
+            .map_err(std::io::Error::other)?;
         if !emit(Bytes::copy_from_slice(&data[from..to])) {
             return Ok(());
         }
@@ -245,13 +290,20 @@ mod tests {
     use super::*;
     use futures::TryStreamExt;
 
-    async fn read_all(store: &LocalBlobStore, id: &str, offset: u64, len: u64) -> BlobResult<Vec<u8>> {
+    async fn read_all(
+        store: &LocalBlobStore,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> BlobResult<Vec<u8>> {
         let chunks: Vec<Bytes> = store.read(id, offset, len).try_collect().await?;
         Ok(chunks.concat())
     }
 
     fn pattern(n: usize) -> Vec<u8> {
-        (0..n).map(|i| u8::try_from((i * 7 + i / 251) % 256).unwrap_or(0)).collect()
+        (0..n)
+            .map(|i| u8::try_from((i * 7 + i / 251) % 256).unwrap_or(0))
+            .collect()
     }
 
     #[tokio::test]
@@ -266,11 +318,29 @@ mod tests {
         }
         assert_eq!(w.finish().await?, data.len() as u64);
         assert_eq!(read_all(&store, &id, 0, data.len() as u64).await?, data);
-        for (off, len) in [(0u64, 1u64), (5, 300_000), (262_143, 2), (524_288, 1234), (524_289, 1233), (100, 0)] {
-            let (o, l) = (usize::try_from(off).unwrap_or(0), usize::try_from(len).unwrap_or(0));
-            assert_eq!(read_all(&store, &id, off, len).await?, data[o..o + l], "range {off}+{len}");
+        for (off, len) in [
+            (0u64, 1u64),
+            (5, 300_000),
+            (262_143, 2),
+            (524_288, 1234),
+            (524_289, 1233),
+            (100, 0),
+        ] {
+            let (o, l) = (
+                usize::try_from(off).unwrap_or(0),
+                usize::try_from(len).unwrap_or(0),
+            );
+            assert_eq!(
+                read_all(&store, &id, off, len).await?,
+                data[o..o + l],
+                "range {off}+{len}"
+            );
         }
-        assert!(read_all(&store, &id, 0, data.len() as u64 + 1).await.is_err());
+        assert!(
+            read_all(&store, &id, 0, data.len() as u64 + 1)
+                .await
+                .is_err()
+        );
         Ok(())
     }
 
@@ -283,7 +353,9 @@ mod tests {
         let id = w.blob_id().to_owned();
         w.write(Bytes::from(data.clone())).await?;
         w.finish().await?;
-        let path = store.path(&id).ok_or_else(|| std::io::Error::other("path"))?;
+        let path = store
+            .path(&id)
+            .ok_or_else(|| std::io::Error::other("path"))?;
         let mut bytes = std::fs::read(&path)?;
         let flip = bytes.len() - 100; // inside the last block's data
         bytes[flip] ^= 0x01;
@@ -309,7 +381,10 @@ mod tests {
         assert_eq!(store.list().await?.len(), 1);
         store.delete(&id).await?;
         store.delete(&id).await?;
-        assert!(matches!(read_all(&store, &id, 0, 0).await, Err(BlobError::NotFound(_))));
+        assert!(matches!(
+            read_all(&store, &id, 0, 0).await,
+            Err(BlobError::NotFound(_))
+        ));
         Ok(())
     }
 }

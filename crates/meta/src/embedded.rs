@@ -12,8 +12,8 @@
 //!   collector can tell live blobs from leftovers of a crash.
 
 use crate::{
-    BucketRecord, MetaError, MetaResult, MetaStore, PartRecord, PutVersion, PutVersionOutcome, UploadRecord, VersionRecord,
-    WriteCondition,
+    BucketRecord, MetaError, MetaResult, MetaStore, PartRecord, PutVersion, PutVersionOutcome,
+    UploadRecord, VersionRecord, WriteCondition,
 };
 use nuage_base::ids;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -76,7 +76,9 @@ fn after_key(bucket: &str, after: &[u8]) -> Vec<u8> {
 
 /// The object key inside an encoded `versions` key.
 fn object_key_of(encoded: &[u8], bucket_len: usize) -> &[u8] {
-    encoded.get(bucket_len + 1..encoded.len().saturating_sub(9)).unwrap_or_default()
+    encoded
+        .get(bucket_len + 1..encoded.len().saturating_sub(9))
+        .unwrap_or_default()
 }
 
 fn part_key(upload_id: &str, part_number: u32) -> Vec<u8> {
@@ -89,7 +91,11 @@ fn part_key(upload_id: &str, part_number: u32) -> Vec<u8> {
 type Table<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 /// The newest version of a key, if any.
-fn latest_version(versions: &Table<'_>, bucket: &str, key: &str) -> MetaResult<Option<VersionRecord>> {
+fn latest_version(
+    versions: &Table<'_>,
+    bucket: &str,
+    key: &str,
+) -> MetaResult<Option<VersionRecord>> {
     let prefix = key_prefix(bucket, key);
     let mut range = versions.range(prefix.as_slice()..).map_err(backend)?;
     if let Some(entry) = range.next() {
@@ -109,7 +115,10 @@ fn find_version(
     version_id: &str,
 ) -> MetaResult<Option<VersionRecord>> {
     if let Some(seq) = ids::version_seq(version_id) {
-        if let Some(v) = versions.get(version_key(bucket, key, seq).as_slice()).map_err(backend)? {
+        if let Some(v) = versions
+            .get(version_key(bucket, key, seq).as_slice())
+            .map_err(backend)?
+        {
             let record: VersionRecord = decode(v.value())?;
             if record.version_id == version_id {
                 return Ok(Some(record));
@@ -132,7 +141,11 @@ fn find_version(
     Ok(None)
 }
 
-fn remove_refs(refs: &mut Table<'_>, record: &VersionRecord, freed: &mut Vec<String>) -> MetaResult<()> {
+fn remove_refs(
+    refs: &mut Table<'_>,
+    record: &VersionRecord,
+    freed: &mut Vec<String>,
+) -> MetaResult<()> {
     for segment in &record.segments {
         refs.remove(segment.blob_id.as_bytes()).map_err(backend)?;
         freed.push(segment.blob_id.clone());
@@ -141,8 +154,18 @@ fn remove_refs(refs: &mut Table<'_>, record: &VersionRecord, freed: &mut Vec<Str
 }
 
 fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<PutVersionOutcome> {
-    let PutVersion { mut record, null_version, condition } = put;
-    if txn.open_table(BUCKETS).map_err(backend)?.get(record.bucket.as_bytes()).map_err(backend)?.is_none() {
+    let PutVersion {
+        mut record,
+        null_version,
+        condition,
+    } = put;
+    if txn
+        .open_table(BUCKETS)
+        .map_err(backend)?
+        .get(record.bucket.as_bytes())
+        .map_err(backend)?
+        .is_none()
+    {
         return Err(MetaError::NoSuchBucket);
     }
     let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
@@ -163,11 +186,17 @@ fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<Pu
         }
     }
     let floor = u64::try_from(record.last_modified_unix_ns).unwrap_or(0);
-    record.seq = latest.as_ref().map_or(floor, |v| floor.max(v.seq.saturating_add(1)));
+    record.seq = latest
+        .as_ref()
+        .map_or(floor, |v| floor.max(v.seq.saturating_add(1)));
     let mut freed = Vec::new();
     if null_version {
-        if let Some(old) = find_version(&versions, &record.bucket, &record.key, ids::NULL_VERSION_ID)? {
-            versions.remove(version_key(&old.bucket, &old.key, old.seq).as_slice()).map_err(backend)?;
+        if let Some(old) =
+            find_version(&versions, &record.bucket, &record.key, ids::NULL_VERSION_ID)?
+        {
+            versions
+                .remove(version_key(&old.bucket, &old.key, old.seq).as_slice())
+                .map_err(backend)?;
             remove_refs(&mut refs, &old, &mut freed)?;
         }
         record.version_id = ids::NULL_VERSION_ID.to_owned();
@@ -175,14 +204,21 @@ fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<Pu
         record.version_id = ids::version_id(record.seq);
     }
     for segment in &record.segments {
-        refs.insert(segment.blob_id.as_bytes(), &[][..]).map_err(backend)?;
+        refs.insert(segment.blob_id.as_bytes(), &[][..])
+            .map_err(backend)?;
         freed.retain(|b| b != &segment.blob_id);
     }
     let value = encode(&record)?;
     versions
-        .insert(version_key(&record.bucket, &record.key, record.seq).as_slice(), value.as_slice())
+        .insert(
+            version_key(&record.bucket, &record.key, record.seq).as_slice(),
+            value.as_slice(),
+        )
         .map_err(backend)?;
-    Ok(PutVersionOutcome { record, freed_blobs: freed })
+    Ok(PutVersionOutcome {
+        record,
+        freed_blobs: freed,
+    })
 }
 
 impl EmbeddedMetaStore {
@@ -206,7 +242,9 @@ impl EmbeddedMetaStore {
         F: FnOnce(&Database) -> MetaResult<T> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(backend)?
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(backend)?
     }
 
     async fn write<T, F>(&self, f: F) -> MetaResult<T>
@@ -229,11 +267,17 @@ impl MetaStore for EmbeddedMetaStore {
     async fn create_bucket(&self, bucket: BucketRecord) -> MetaResult<()> {
         self.write(move |txn| {
             let mut buckets = txn.open_table(BUCKETS).map_err(backend)?;
-            if buckets.get(bucket.name.as_bytes()).map_err(backend)?.is_some() {
+            if buckets
+                .get(bucket.name.as_bytes())
+                .map_err(backend)?
+                .is_some()
+            {
                 return Err(MetaError::BucketAlreadyExists);
             }
             let value = encode(&bucket)?;
-            buckets.insert(bucket.name.as_bytes(), value.as_slice()).map_err(backend)?;
+            buckets
+                .insert(bucket.name.as_bytes(), value.as_slice())
+                .map_err(backend)?;
             Ok(())
         })
         .await
@@ -244,7 +288,11 @@ impl MetaStore for EmbeddedMetaStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let buckets = txn.open_table(BUCKETS).map_err(backend)?;
-            buckets.get(name.as_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()
+            buckets
+                .get(name.as_bytes())
+                .map_err(backend)?
+                .map(|v| decode(v.value()))
+                .transpose()
         })
         .await
     }
@@ -252,11 +300,17 @@ impl MetaStore for EmbeddedMetaStore {
     async fn update_bucket(&self, bucket: BucketRecord) -> MetaResult<()> {
         self.write(move |txn| {
             let mut buckets = txn.open_table(BUCKETS).map_err(backend)?;
-            if buckets.get(bucket.name.as_bytes()).map_err(backend)?.is_none() {
+            if buckets
+                .get(bucket.name.as_bytes())
+                .map_err(backend)?
+                .is_none()
+            {
                 return Err(MetaError::NoSuchBucket);
             }
             let value = encode(&bucket)?;
-            buckets.insert(bucket.name.as_bytes(), value.as_slice()).map_err(backend)?;
+            buckets
+                .insert(bucket.name.as_bytes(), value.as_slice())
+                .map_err(backend)?;
             Ok(())
         })
         .await
@@ -304,8 +358,17 @@ impl MetaStore for EmbeddedMetaStore {
         self.write(move |txn| write_version(txn, put)).await
     }
 
-    async fn get_version(&self, bucket: &str, key: &str, version_id: Option<&str>) -> MetaResult<Option<VersionRecord>> {
-        let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.map(str::to_owned));
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> MetaResult<Option<VersionRecord>> {
+        let (bucket, key, version_id) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.map(str::to_owned),
+        );
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let versions = txn.open_table(VERSIONS).map_err(backend)?;
@@ -325,13 +388,21 @@ impl MetaStore for EmbeddedMetaStore {
         .await
     }
 
-    async fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> MetaResult<(VersionRecord, Vec<String>)> {
+    async fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> MetaResult<(VersionRecord, Vec<String>)> {
         let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
         self.write(move |txn| {
             let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
             let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
-            let record = find_version(&versions, &bucket, &key, &version_id)?.ok_or(MetaError::NoSuchVersion)?;
-            versions.remove(version_key(&bucket, &key, record.seq).as_slice()).map_err(backend)?;
+            let record = find_version(&versions, &bucket, &key, &version_id)?
+                .ok_or(MetaError::NoSuchVersion)?;
+            versions
+                .remove(version_key(&bucket, &key, record.seq).as_slice())
+                .map_err(backend)?;
             let mut freed = Vec::new();
             remove_refs(&mut refs, &record, &mut freed)?;
             Ok((record, freed))
@@ -346,7 +417,11 @@ impl MetaStore for EmbeddedMetaStore {
         version_id: Option<&str>,
         tags: Vec<(String, String)>,
     ) -> MetaResult<VersionRecord> {
-        let (bucket, key, version_id) = (bucket.to_owned(), key.to_owned(), version_id.map(str::to_owned));
+        let (bucket, key, version_id) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.map(str::to_owned),
+        );
         self.write(move |txn| {
             let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
             let record = match version_id {
@@ -360,15 +435,28 @@ impl MetaStore for EmbeddedMetaStore {
             record.tags = tags;
             let value = encode(&record)?;
             versions
-                .insert(version_key(&bucket, &key, record.seq).as_slice(), value.as_slice())
+                .insert(
+                    version_key(&bucket, &key, record.seq).as_slice(),
+                    value.as_slice(),
+                )
                 .map_err(backend)?;
             Ok(record)
         })
         .await
     }
 
-    async fn scan_latest(&self, bucket: &str, prefix: &str, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<VersionRecord>> {
-        let (bucket, prefix, after) = (bucket.to_owned(), prefix.to_owned(), after.map(<[u8]>::to_vec));
+    async fn scan_latest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<VersionRecord>> {
+        let (bucket, prefix, after) = (
+            bucket.to_owned(),
+            prefix.to_owned(),
+            after.map(<[u8]>::to_vec),
+        );
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let versions = txn.open_table(VERSIONS).map_err(backend)?;
@@ -443,7 +531,13 @@ impl MetaStore for EmbeddedMetaStore {
 
     async fn create_upload(&self, upload: UploadRecord) -> MetaResult<()> {
         self.write(move |txn| {
-            if txn.open_table(BUCKETS).map_err(backend)?.get(upload.bucket.as_bytes()).map_err(backend)?.is_none() {
+            if txn
+                .open_table(BUCKETS)
+                .map_err(backend)?
+                .get(upload.bucket.as_bytes())
+                .map_err(backend)?
+                .is_none()
+            {
                 return Err(MetaError::NoSuchBucket);
             }
             let mut uploads = txn.open_table(UPLOADS).map_err(backend)?;
@@ -451,32 +545,57 @@ impl MetaStore for EmbeddedMetaStore {
             let mut k = key_prefix(&upload.bucket, &upload.key);
             k.extend_from_slice(upload.upload_id.as_bytes());
             let value = encode(&upload)?;
-            uploads.insert(k.as_slice(), value.as_slice()).map_err(backend)?;
+            uploads
+                .insert(k.as_slice(), value.as_slice())
+                .map_err(backend)?;
             let mut location = bucket_prefix(&upload.bucket);
             location.extend_from_slice(upload.key.as_bytes());
-            index.insert(upload.upload_id.as_bytes(), location.as_slice()).map_err(backend)?;
+            index
+                .insert(upload.upload_id.as_bytes(), location.as_slice())
+                .map_err(backend)?;
             Ok(())
         })
         .await
     }
 
-    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Option<UploadRecord>> {
+    async fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Option<UploadRecord>> {
         let mut k = key_prefix(bucket, key);
         k.extend_from_slice(upload_id.as_bytes());
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let uploads = txn.open_table(UPLOADS).map_err(backend)?;
-            uploads.get(k.as_slice()).map_err(backend)?.map(|v| decode(v.value())).transpose()
+            uploads
+                .get(k.as_slice())
+                .map_err(backend)?
+                .map(|v| decode(v.value()))
+                .transpose()
         })
         .await
     }
 
-    async fn put_part(&self, bucket: &str, key: &str, upload_id: &str, part: PartRecord) -> MetaResult<Vec<String>> {
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: PartRecord,
+    ) -> MetaResult<Vec<String>> {
         let mut upload_key = key_prefix(bucket, key);
         upload_key.extend_from_slice(upload_id.as_bytes());
         let upload_id = upload_id.to_owned();
         self.write(move |txn| {
-            if txn.open_table(UPLOADS).map_err(backend)?.get(upload_key.as_slice()).map_err(backend)?.is_none() {
+            if txn
+                .open_table(UPLOADS)
+                .map_err(backend)?
+                .get(upload_key.as_slice())
+                .map_err(backend)?
+                .is_none()
+            {
                 return Err(MetaError::NoSuchUpload);
             }
             let mut parts = txn.open_table(PARTS).map_err(backend)?;
@@ -492,15 +611,23 @@ impl MetaStore for EmbeddedMetaStore {
             for blob in &freed {
                 refs.remove(blob.as_bytes()).map_err(backend)?;
             }
-            refs.insert(part.blob_id.as_bytes(), &[][..]).map_err(backend)?;
+            refs.insert(part.blob_id.as_bytes(), &[][..])
+                .map_err(backend)?;
             let value = encode(&part)?;
-            parts.insert(k.as_slice(), value.as_slice()).map_err(backend)?;
+            parts
+                .insert(k.as_slice(), value.as_slice())
+                .map_err(backend)?;
             Ok(freed)
         })
         .await
     }
 
-    async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>> {
+    async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: usize,
+    ) -> MetaResult<Vec<PartRecord>> {
         let upload_id = upload_id.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
@@ -511,7 +638,10 @@ impl MetaStore for EmbeddedMetaStore {
             if after == u32::MAX {
                 return Ok(out);
             }
-            for entry in parts.range(start.as_slice()..=end.as_slice()).map_err(backend)? {
+            for entry in parts
+                .range(start.as_slice()..=end.as_slice())
+                .map_err(backend)?
+            {
                 if out.len() == limit {
                     break;
                 }
@@ -523,7 +653,13 @@ impl MetaStore for EmbeddedMetaStore {
         .await
     }
 
-    async fn list_uploads(&self, bucket: &str, prefix: &str, after: Option<(&str, &str)>, limit: usize) -> MetaResult<Vec<UploadRecord>> {
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> MetaResult<Vec<UploadRecord>> {
         let mut scope = bucket_prefix(bucket);
         scope.extend_from_slice(prefix.as_bytes());
         let start = match after {
@@ -551,31 +687,61 @@ impl MetaStore for EmbeddedMetaStore {
         .await
     }
 
-    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Vec<String>> {
+    async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Vec<String>> {
         let mut upload_key = key_prefix(bucket, key);
         upload_key.extend_from_slice(upload_id.as_bytes());
         let upload_id = upload_id.to_owned();
         self.write(move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(backend)?;
-            if uploads.remove(upload_key.as_slice()).map_err(backend)?.is_none() {
+            if uploads
+                .remove(upload_key.as_slice())
+                .map_err(backend)?
+                .is_none()
+            {
                 return Err(MetaError::NoSuchUpload);
             }
-            txn.open_table(UPLOAD_INDEX).map_err(backend)?.remove(upload_id.as_bytes()).map_err(backend)?;
+            txn.open_table(UPLOAD_INDEX)
+                .map_err(backend)?
+                .remove(upload_id.as_bytes())
+                .map_err(backend)?;
             remove_parts(txn, &upload_id, &[])
         })
         .await
     }
 
-    async fn complete_upload(&self, upload_id: &str, put: PutVersion) -> MetaResult<PutVersionOutcome> {
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        put: PutVersion,
+    ) -> MetaResult<PutVersionOutcome> {
         let upload_id = upload_id.to_owned();
         self.write(move |txn| {
             let mut upload_key = key_prefix(&put.record.bucket, &put.record.key);
             upload_key.extend_from_slice(upload_id.as_bytes());
-            if txn.open_table(UPLOADS).map_err(backend)?.remove(upload_key.as_slice()).map_err(backend)?.is_none() {
+            if txn
+                .open_table(UPLOADS)
+                .map_err(backend)?
+                .remove(upload_key.as_slice())
+                .map_err(backend)?
+                .is_none()
+            {
                 return Err(MetaError::NoSuchUpload);
             }
-            txn.open_table(UPLOAD_INDEX).map_err(backend)?.remove(upload_id.as_bytes()).map_err(backend)?;
-            let keep: Vec<String> = put.record.segments.iter().map(|s| s.blob_id.clone()).collect();
+            txn.open_table(UPLOAD_INDEX)
+                .map_err(backend)?
+                .remove(upload_id.as_bytes())
+                .map_err(backend)?;
+            let keep: Vec<String> = put
+                .record
+                .segments
+                .iter()
+                .map(|s| s.blob_id.clone())
+                .collect();
             let mut freed = remove_parts(txn, &upload_id, &keep)?;
             let mut outcome = write_version(txn, put)?;
             outcome.freed_blobs.append(&mut freed);
@@ -605,14 +771,21 @@ impl MetaStore for EmbeddedMetaStore {
 }
 
 /// Deletes every part of an upload; frees the blobs not in `keep`.
-fn remove_parts(txn: &redb::WriteTransaction, upload_id: &str, keep: &[String]) -> MetaResult<Vec<String>> {
+fn remove_parts(
+    txn: &redb::WriteTransaction,
+    upload_id: &str,
+    keep: &[String],
+) -> MetaResult<Vec<String>> {
     let mut parts = txn.open_table(PARTS).map_err(backend)?;
     let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
     let start = part_key(upload_id, 0);
     let end = part_key(upload_id, u32::MAX);
     let mut freed = Vec::new();
     let mut doomed = Vec::new();
-    for entry in parts.range(start.as_slice()..=end.as_slice()).map_err(backend)? {
+    for entry in parts
+        .range(start.as_slice()..=end.as_slice())
+        .map_err(backend)?
+    {
         let (k, v) = entry.map_err(backend)?;
         let part: PartRecord = decode(v.value())?;
         doomed.push(k.value().to_vec());

@@ -60,9 +60,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// blobs no longer referenced (to delete after the commit).
     async fn put_version(&self, put: PutVersion) -> MetaResult<PutVersionOutcome>;
     /// The latest version of a key (which may be a delete marker), or a given version.
-    async fn get_version(&self, bucket: &str, key: &str, version_id: Option<&str>) -> MetaResult<Option<VersionRecord>>;
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> MetaResult<Option<VersionRecord>>;
     /// Permanently removes one version. Returns it and the blobs it freed.
-    async fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> MetaResult<(VersionRecord, Vec<String>)>;
+    async fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> MetaResult<(VersionRecord, Vec<String>)>;
     /// Replaces the tag set of a version (the latest when `version_id` is None).
     async fn set_version_tags(
         &self,
@@ -74,7 +84,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Up to `limit` keys with their latest version, in key order, starting
     /// strictly after `after` (or at the first key when None) and limited to
     /// keys that start with `prefix`.
-    async fn scan_latest(&self, bucket: &str, prefix: &str, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<VersionRecord>>;
+    async fn scan_latest(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<VersionRecord>>;
     /// Up to `limit` versions in (key ascending, newest first) order, starting
     /// strictly after the position `after` (key, seq) or at `prefix`'s start.
     async fn scan_versions(
@@ -86,19 +102,50 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> MetaResult<Vec<VersionRecord>>;
 
     async fn create_upload(&self, upload: UploadRecord) -> MetaResult<()>;
-    async fn get_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Option<UploadRecord>>;
+    async fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Option<UploadRecord>>;
     /// Records a part (replacing one with the same number). Returns blobs freed.
-    async fn put_part(&self, bucket: &str, key: &str, upload_id: &str, part: PartRecord) -> MetaResult<Vec<String>>;
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: PartRecord,
+    ) -> MetaResult<Vec<String>>;
     /// Parts with number greater than `after`, ascending, at most `limit`.
-    async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>>;
+    async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: usize,
+    ) -> MetaResult<Vec<PartRecord>>;
     /// Uploads in (key, upload id) order after the given marker.
-    async fn list_uploads(&self, bucket: &str, prefix: &str, after: Option<(&str, &str)>, limit: usize) -> MetaResult<Vec<UploadRecord>>;
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> MetaResult<Vec<UploadRecord>>;
     /// Removes an upload and its parts; returns the blobs freed.
-    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> MetaResult<Vec<String>>;
+    async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> MetaResult<Vec<String>>;
     /// Atomically turns an upload into a version: removes the upload and all its
     /// parts, writes the version (whose blobs must be among the parts'), returns
     /// the blobs freed (unused parts, replaced null version).
-    async fn complete_upload(&self, upload_id: &str, put: PutVersion) -> MetaResult<PutVersionOutcome>;
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        put: PutVersion,
+    ) -> MetaResult<PutVersionOutcome>;
 
     /// Whether any record references the blob. Used by the orphan collector.
     async fn blob_is_referenced(&self, blob_id: &str) -> MetaResult<bool>;

@@ -64,7 +64,11 @@ pub struct Checksums {
 impl Checksums {
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.crc32.is_none() && self.crc32c.is_none() && self.crc64nvme.is_none() && self.sha1.is_none() && self.sha256.is_none()
+        self.crc32.is_none()
+            && self.crc32c.is_none()
+            && self.crc64nvme.is_none()
+            && self.sha1.is_none()
+            && self.sha256.is_none()
     }
 }
 

@@ -14,7 +14,14 @@ fn backends() -> Vec<(&'static str, Arc<dyn MetaStore>, tempfile::TempDir)> {
 }
 
 fn bucket(name: &str) -> BucketRecord {
-    BucketRecord { name: name.into(), region: "fr-par".into(), created_unix_ns: 1, versioning: Versioning::Unversioned, tags: None, cors: None }
+    BucketRecord {
+        name: name.into(),
+        region: "fr-par".into(),
+        created_unix_ns: 1,
+        versioning: Versioning::Unversioned,
+        tags: None,
+        cors: None,
+    }
 }
 
 fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
@@ -31,12 +38,20 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
         user_metadata: Default::default(),
         checksums: Checksums::default(),
         tags: vec![],
-        segments: vec![DataSegment { blob_id: blob.into(), size: 1, part_etag: None }],
+        segments: vec![DataSegment {
+            blob_id: blob.into(),
+            size: 1,
+            part_etag: None,
+        }],
     }
 }
 
 fn put(record: VersionRecord, null_version: bool, condition: WriteCondition) -> PutVersion {
-    PutVersion { record, null_version, condition }
+    PutVersion {
+        record,
+        null_version,
+        condition,
+    }
 }
 
 #[tokio::test]
@@ -44,11 +59,36 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
     for (name, store, _dir) in backends() {
         store.create_bucket(bucket("b1")).await.unwrap();
         store.create_bucket(bucket("a0")).await.unwrap();
-        assert!(matches!(store.create_bucket(bucket("b1")).await, Err(MetaError::BucketAlreadyExists)), "{name}");
-        let names: Vec<String> = store.list_buckets().await.unwrap().into_iter().map(|b| b.name).collect();
+        assert!(
+            matches!(
+                store.create_bucket(bucket("b1")).await,
+                Err(MetaError::BucketAlreadyExists)
+            ),
+            "{name}"
+        );
+        let names: Vec<String> = store
+            .list_buckets()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
         assert_eq!(names, ["a0", "b1"], "{name}");
-        store.put_version(put(version("b1", "k", "blob1", 10), true, WriteCondition::None)).await.unwrap();
-        assert!(matches!(store.delete_bucket("b1").await, Err(MetaError::BucketNotEmpty)), "{name}");
+        store
+            .put_version(put(
+                version("b1", "k", "blob1", 10),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.delete_bucket("b1").await,
+                Err(MetaError::BucketNotEmpty)
+            ),
+            "{name}"
+        );
         store.delete_version("b1", "k", "null").await.unwrap();
         store
             .create_upload(UploadRecord {
@@ -64,13 +104,27 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
             })
             .await
             .unwrap();
-        assert!(matches!(store.delete_bucket("b1").await, Err(MetaError::BucketNotEmpty)), "{name}");
+        assert!(
+            matches!(
+                store.delete_bucket("b1").await,
+                Err(MetaError::BucketNotEmpty)
+            ),
+            "{name}"
+        );
         store.abort_upload("b1", "u", "up1").await.unwrap();
         store.delete_bucket("b1").await.unwrap();
         assert!(store.get_bucket("b1").await.unwrap().is_none(), "{name}");
-        assert!(matches!(store.delete_bucket("b1").await, Err(MetaError::NoSuchBucket)), "{name}");
+        assert!(
+            matches!(
+                store.delete_bucket("b1").await,
+                Err(MetaError::NoSuchBucket)
+            ),
+            "{name}"
+        );
         // Writing into a missing bucket fails inside the transaction.
-        let r = store.put_version(put(version("b1", "k", "x", 1), true, WriteCondition::None)).await;
+        let r = store
+            .put_version(put(version("b1", "k", "x", 1), true, WriteCondition::None))
+            .await;
         assert!(matches!(r, Err(MetaError::NoSuchBucket)), "{name}");
     }
 }
@@ -79,31 +133,95 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
 async fn versions_order_newest_first_and_null_version_is_replaced() {
     for (name, store, _dir) in backends() {
         store.create_bucket(bucket("b")).await.unwrap();
-        let v1 = store.put_version(put(version("b", "k", "b1", 100), false, WriteCondition::None)).await.unwrap().record;
+        let v1 = store
+            .put_version(put(
+                version("b", "k", "b1", 100),
+                false,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap()
+            .record;
         // A clock that goes backwards still yields a newer sequence.
-        let v2 = store.put_version(put(version("b", "k", "b2", 50), false, WriteCondition::None)).await.unwrap().record;
+        let v2 = store
+            .put_version(put(
+                version("b", "k", "b2", 50),
+                false,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap()
+            .record;
         assert!(v2.seq > v1.seq, "{name}");
         assert_ne!(v1.version_id, v2.version_id);
-        assert_eq!(store.get_version("b", "k", None).await.unwrap().unwrap().version_id, v2.version_id, "{name}");
-        assert_eq!(store.get_version("b", "k", Some(&v1.version_id)).await.unwrap().unwrap().etag, "etag-b1");
-        let n1 = store.put_version(put(version("b", "k", "b3", 200), true, WriteCondition::None)).await.unwrap();
+        assert_eq!(
+            store
+                .get_version("b", "k", None)
+                .await
+                .unwrap()
+                .unwrap()
+                .version_id,
+            v2.version_id,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .get_version("b", "k", Some(&v1.version_id))
+                .await
+                .unwrap()
+                .unwrap()
+                .etag,
+            "etag-b1"
+        );
+        let n1 = store
+            .put_version(put(
+                version("b", "k", "b3", 200),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
         assert_eq!(n1.record.version_id, "null");
         assert!(n1.freed_blobs.is_empty());
-        let n2 = store.put_version(put(version("b", "k", "b4", 300), true, WriteCondition::None)).await.unwrap();
-        assert_eq!(n2.freed_blobs, ["b3"], "{name}: the replaced null version's blob is freed");
+        let n2 = store
+            .put_version(put(
+                version("b", "k", "b4", 300),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            n2.freed_blobs,
+            ["b3"],
+            "{name}: the replaced null version's blob is freed"
+        );
         assert!(!store.blob_is_referenced("b3").await.unwrap());
         assert!(store.blob_is_referenced("b4").await.unwrap());
         let all = store.scan_versions("b", "", None, 100).await.unwrap();
         let ids: Vec<&str> = all.iter().map(|v| v.version_id.as_str()).collect();
-        assert_eq!(ids, ["null", v2.version_id.as_str(), v1.version_id.as_str()], "{name}");
+        assert_eq!(
+            ids,
+            ["null", v2.version_id.as_str(), v1.version_id.as_str()],
+            "{name}"
+        );
         // Resuming after a version continues with the next older one.
-        let rest = store.scan_versions("b", "", Some((b"k", Some(v2.seq))), 100).await.unwrap();
+        let rest = store
+            .scan_versions("b", "", Some((b"k", Some(v2.seq))), 100)
+            .await
+            .unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].version_id, v1.version_id);
-        let (deleted, freed) = store.delete_version("b", "k", &v1.version_id).await.unwrap();
+        let (deleted, freed) = store
+            .delete_version("b", "k", &v1.version_id)
+            .await
+            .unwrap();
         assert_eq!(deleted.version_id, v1.version_id);
         assert_eq!(freed, ["b1"]);
-        assert!(matches!(store.delete_version("b", "k", &v1.version_id).await, Err(MetaError::NoSuchVersion)));
+        assert!(matches!(
+            store.delete_version("b", "k", &v1.version_id).await,
+            Err(MetaError::NoSuchVersion)
+        ));
     }
 }
 
@@ -115,7 +233,13 @@ async fn conditional_writes_are_atomic() {
         for i in 0..16 {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                store.put_version(put(version("b", "once", &format!("blob{i}"), 1), true, WriteCondition::IfNoneMatchAny)).await
+                store
+                    .put_version(put(
+                        version("b", "once", &format!("blob{i}"), 1),
+                        true,
+                        WriteCondition::IfNoneMatchAny,
+                    ))
+                    .await
             }));
         }
         let mut won = 0;
@@ -128,11 +252,33 @@ async fn conditional_writes_are_atomic() {
         }
         assert_eq!(won, 1, "{name}: exactly one If-None-Match:* write wins");
         let current = store.get_version("b", "once", None).await.unwrap().unwrap();
-        let bad = store.put_version(put(version("b", "once", "x", 2), true, WriteCondition::IfMatch("nope".into()))).await;
+        let bad = store
+            .put_version(put(
+                version("b", "once", "x", 2),
+                true,
+                WriteCondition::IfMatch("nope".into()),
+            ))
+            .await;
         assert!(matches!(bad, Err(MetaError::PreconditionFailed)));
-        store.put_version(put(version("b", "once", "y", 2), true, WriteCondition::IfMatch(current.etag))).await.unwrap();
-        let missing = store.put_version(put(version("b", "absent", "z", 2), true, WriteCondition::IfMatch("etag-y".into()))).await;
-        assert!(matches!(missing, Err(MetaError::PreconditionFailed)), "{name}: If-Match on a missing key fails");
+        store
+            .put_version(put(
+                version("b", "once", "y", 2),
+                true,
+                WriteCondition::IfMatch(current.etag),
+            ))
+            .await
+            .unwrap();
+        let missing = store
+            .put_version(put(
+                version("b", "absent", "z", 2),
+                true,
+                WriteCondition::IfMatch("etag-y".into()),
+            ))
+            .await;
+        assert!(
+            matches!(missing, Err(MetaError::PreconditionFailed)),
+            "{name}: If-Match on a missing key fails"
+        );
     }
 }
 
@@ -145,23 +291,46 @@ async fn scan_latest_walks_keys_in_byte_order() {
         for (i, k) in keys.iter().enumerate() {
             for j in 0..2 {
                 let t = i64::try_from(i * 10 + j).unwrap();
-                store.put_version(put(version("b", k, &format!("{i}-{j}"), t), false, WriteCondition::None)).await.unwrap();
+                store
+                    .put_version(put(
+                        version("b", k, &format!("{i}-{j}"), t),
+                        false,
+                        WriteCondition::None,
+                    ))
+                    .await
+                    .unwrap();
             }
         }
-        store.put_version(put(version("b-other", "a", "o", 1), true, WriteCondition::None)).await.unwrap();
+        store
+            .put_version(put(
+                version("b-other", "a", "o", 1),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
         let mut sorted: Vec<&str> = keys.to_vec();
         sorted.sort_unstable();
         let all = store.scan_latest("b", "", None, 100).await.unwrap();
         let got: Vec<&str> = all.iter().map(|v| v.key.as_str()).collect();
-        assert_eq!(got, sorted, "{name}: one entry per key, byte order, no other bucket");
-        assert!(all.iter().all(|v| v.segments[0].blob_id.ends_with("-1")), "{name}: the latest version of each key");
+        assert_eq!(
+            got, sorted,
+            "{name}: one entry per key, byte order, no other bucket"
+        );
+        assert!(
+            all.iter().all(|v| v.segments[0].blob_id.ends_with("-1")),
+            "{name}: the latest version of each key"
+        );
         let page = store.scan_latest("b", "", Some(b"a/"), 2).await.unwrap();
         let got: Vec<&str> = page.iter().map(|v| v.key.as_str()).collect();
         assert_eq!(got, ["a/b", "a0"], "{name}");
         let prefixed = store.scan_latest("b", "a/", None, 100).await.unwrap();
         assert_eq!(prefixed.len(), 2);
         // A position past a whole prefix skips it.
-        let past = store.scan_latest("b", "", Some(b"a/\xFF"), 100).await.unwrap();
+        let past = store
+            .scan_latest("b", "", Some(b"a/\xFF"), 100)
+            .await
+            .unwrap();
         assert_eq!(past.first().map(|v| v.key.as_str()), Some("a0"), "{name}");
         assert_eq!(store.count_versions().await.unwrap(), 17);
     }
@@ -192,26 +361,68 @@ async fn uploads_parts_and_completion() {
             checksums: Checksums::default(),
         };
         for n in 1..=3 {
-            assert!(store.put_part("b", "big", "u1", part(n, &format!("p{n}"))).await.unwrap().is_empty());
+            assert!(
+                store
+                    .put_part("b", "big", "u1", part(n, &format!("p{n}")))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
-        assert_eq!(store.put_part("b", "big", "u1", part(2, "p2b")).await.unwrap(), ["p2"], "{name}: re-uploading frees the old part");
-        assert!(matches!(store.put_part("b", "big", "nope", part(1, "x")).await, Err(MetaError::NoSuchUpload)));
+        assert_eq!(
+            store
+                .put_part("b", "big", "u1", part(2, "p2b"))
+                .await
+                .unwrap(),
+            ["p2"],
+            "{name}: re-uploading frees the old part"
+        );
+        assert!(matches!(
+            store.put_part("b", "big", "nope", part(1, "x")).await,
+            Err(MetaError::NoSuchUpload)
+        ));
         let listed = store.list_parts("u1", 0, 2).await.unwrap();
-        assert_eq!(listed.iter().map(|p| p.part_number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            listed.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+            [1, 2]
+        );
         assert_eq!(store.list_parts("u1", 2, 10).await.unwrap().len(), 1);
-        assert_eq!(store.list_uploads("b", "", None, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.list_uploads("b", "", None, 10).await.unwrap().len(),
+            1
+        );
         let mut record = version("b", "big", "p1", 5);
         record.segments = vec![
-            DataSegment { blob_id: "p1".into(), size: 5, part_etag: Some("e1".into()) },
-            DataSegment { blob_id: "p2b".into(), size: 5, part_etag: Some("e2".into()) },
+            DataSegment {
+                blob_id: "p1".into(),
+                size: 5,
+                part_etag: Some("e1".into()),
+            },
+            DataSegment {
+                blob_id: "p2b".into(),
+                size: 5,
+                part_etag: Some("e2".into()),
+            },
         ];
-        let outcome = store.complete_upload("u1", put(record, true, WriteCondition::None)).await.unwrap();
-        assert_eq!(outcome.freed_blobs, ["p3"], "{name}: the unused part is freed");
+        let outcome = store
+            .complete_upload("u1", put(record, true, WriteCondition::None))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.freed_blobs,
+            ["p3"],
+            "{name}: the unused part is freed"
+        );
         assert!(store.blob_is_referenced("p1").await.unwrap());
         assert!(store.blob_is_referenced("p2b").await.unwrap());
         assert!(store.get_upload("b", "big", "u1").await.unwrap().is_none());
         assert!(store.list_parts("u1", 0, 10).await.unwrap().is_empty());
-        let again = store.complete_upload("u1", put(version("b", "big", "q", 6), true, WriteCondition::None)).await;
+        let again = store
+            .complete_upload(
+                "u1",
+                put(version("b", "big", "q", 6), true, WriteCondition::None),
+            )
+            .await;
         assert!(matches!(again, Err(MetaError::NoSuchUpload)), "{name}");
     }
 }
@@ -223,8 +434,24 @@ async fn data_survives_reopen() {
     {
         let store = EmbeddedMetaStore::open(&path).unwrap();
         store.create_bucket(bucket("b")).await.unwrap();
-        store.put_version(put(version("b", "k", "blob", 1), true, WriteCondition::None)).await.unwrap();
+        store
+            .put_version(put(
+                version("b", "k", "blob", 1),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
     }
     let store = EmbeddedMetaStore::open(&path).unwrap();
-    assert_eq!(store.get_version("b", "k", None).await.unwrap().unwrap().segments[0].blob_id, "blob");
+    assert_eq!(
+        store
+            .get_version("b", "k", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .segments[0]
+            .blob_id,
+        "blob"
+    );
 }

@@ -49,7 +49,10 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub enum TlsSource {
-    Files { certificate: PathBuf, private_key: PathBuf },
+    Files {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
     SelfSigned,
 }
 
@@ -58,16 +61,22 @@ pub const DEFAULT_DATA_DIR: &str = "./nuage-data";
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
     }
 
     pub fn resolve(self) -> anyhow::Result<Config> {
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text.parse().with_context(|| format!("`{listen_text}` is not an IP address and port"))?;
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("`{listen_text}` is not an IP address and port"))?;
         let tls = match (self.tls.enabled, self.tls.certificate, self.tls.private_key) {
             (false, None, None) => None,
-            (_, Some(certificate), Some(private_key)) => Some(TlsSource::Files { certificate, private_key }),
+            (_, Some(certificate), Some(private_key)) => Some(TlsSource::Files {
+                certificate,
+                private_key,
+            }),
             (true, None, None) => Some(TlsSource::SelfSigned),
             _ => bail!("tls.certificate and tls.private_key must be given together"),
         };
@@ -77,17 +86,31 @@ impl FileConfig {
             );
         }
         let regions = if self.regions.is_empty() {
-            vec![nuage_storage::Region { name: "fr-par".into(), country: "FR".into() }]
+            vec![nuage_storage::Region {
+                name: "fr-par".into(),
+                country: "FR".into(),
+            }]
         } else {
-            self.regions.into_iter().map(|r| nuage_storage::Region { name: r.name, country: r.country }).collect()
+            self.regions
+                .into_iter()
+                .map(|r| nuage_storage::Region {
+                    name: r.name,
+                    country: r.country,
+                })
+                .collect()
         };
         for region in &regions {
             if region.name.is_empty() || region.country.len() != 2 {
-                bail!("region `{}` needs a name and a two-letter country code", region.name);
+                bail!(
+                    "region `{}` needs a name and a two-letter country code",
+                    region.name
+                );
             }
         }
         Ok(Config {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             domains: self.domains,
             tls,
@@ -111,13 +134,21 @@ mod tests {
 
     #[test]
     fn plain_http_off_loopback_is_refused() {
-        let c = FileConfig { listen: Some("0.0.0.0:9000".into()), ..Default::default() };
+        let c = FileConfig {
+            listen: Some("0.0.0.0:9000".into()),
+            ..Default::default()
+        };
         assert!(c.resolve().is_err());
     }
 
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlsiten = 3").is_err());
-        assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\n[[regions]]\nname = \"fr-par\"\ncountry = \"FR\"").is_ok());
+        assert!(
+            toml::from_str::<FileConfig>(
+                "listen = \"127.0.0.1:1\"\n[[regions]]\nname = \"fr-par\"\ncountry = \"FR\""
+            )
+            .is_ok()
+        );
     }
 }

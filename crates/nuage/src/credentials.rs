@@ -19,25 +19,40 @@ pub const FILE_NAME: &str = "credentials.toml";
 
 fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())])).collect()
+    (0..len)
+        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+        .collect()
 }
 
 /// Loads the credentials, or creates them. Returns whether they were created.
 pub fn load_or_create(data_dir: &Path, region: &str) -> anyhow::Result<(AdminCredentials, bool)> {
     let path = data_dir.join(FILE_NAME);
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let creds: AdminCredentials = toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let creds: AdminCredentials =
+            toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
         return Ok((creds, false));
     }
     let creds = AdminCredentials {
-        access_key_id: format!("NU{}", random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 18)),
-        secret_access_key: random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
+        access_key_id: format!(
+            "NU{}",
+            random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 18)
+        ),
+        secret_access_key: random_string(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            40,
+        ),
         region: region.to_owned(),
     };
     let text = toml::to_string(&creds)?;
     let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;

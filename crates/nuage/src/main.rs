@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "nuage", version, about = "Nuage: a sovereign cloud platform. S3-compatible object storage with data that stays where its owner says.")]
+#[command(
+    name = "nuage",
+    version,
+    about = "Nuage: a sovereign cloud platform. S3-compatible object storage with data that stays where its owner says."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NUAGE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("NUAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -76,7 +81,9 @@ fn main() -> anyhow::Result<()> {
                 file.allow_insecure_http = true;
             }
             let config = file.resolve().context("invalid configuration")?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(server::serve(config))
         }
     }

@@ -34,10 +34,12 @@ impl S3Host for Hosts {
             }
         };
         for domain in &self.domains {
-            if let Some(bucket) = name.strip_suffix(domain.as_str()).and_then(|b| b.strip_suffix('.')) {
-                if !bucket.is_empty() {
-                    return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
-                }
+            if let Some(bucket) = name
+                .strip_suffix(domain.as_str())
+                .and_then(|b| b.strip_suffix('.'))
+                .filter(|b| !b.is_empty())
+            {
+                return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
             }
         }
         Ok(VirtualHost::new(name))
@@ -47,15 +49,23 @@ impl S3Host for Hosts {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let default_region = config.regions.first().map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
+    let default_region = config
+        .regions
+        .first()
+        .map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
     let (creds, created) = credentials::load_or_create(&config.data_dir, &default_region)?;
-    let meta = EmbeddedMetaStore::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
-    let blobs = LocalBlobStore::open(&config.data_dir.join("blobs")).context("cannot open the blob store")?;
+    let meta = EmbeddedMetaStore::open(&config.data_dir.join("meta.redb"))
+        .context("cannot open the metadata store")?;
+    let blobs = LocalBlobStore::open(&config.data_dir.join("blobs"))
+        .context("cannot open the blob store")?;
     let storage = Storage::new(
         Arc::new(meta),
         Arc::new(blobs),
         Arc::new(SystemClock),
-        StorageConfig { regions: config.regions.clone(), default_region_aliases: vec!["us-east-1".into()] },
+        StorageConfig {
+            regions: config.regions.clone(),
+            default_region_aliases: vec!["us-east-1".into()],
+        },
     );
 
     // Blobs older than this start and referenced by nothing are leftovers of
@@ -65,21 +75,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         match collector.collect_orphans(started).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed orphaned blobs left by an interrupted write"),
+            Ok(n) => tracing::info!(
+                removed = n,
+                "removed orphaned blobs left by an interrupted write"
+            ),
             Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
         }
     });
 
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
-    builder.set_auth(SimpleAuth::from_single(creds.access_key_id.clone(), creds.secret_access_key.clone()));
-    builder.set_host(Hosts { domains: config.domains.clone() });
+    builder.set_auth(SimpleAuth::from_single(
+        creds.access_key_id.clone(),
+        creds.secret_access_key.clone(),
+    ));
+    builder.set_host(Hosts {
+        domains: config.domains.clone(),
+    });
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = limits::XML_BODY_BYTES_MAX;
-    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3_config,
+    ))));
     let s3 = builder.build();
 
     let tls = match &config.tls {
-        Some(source) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(source, &config.data_dir)?)),
+        Some(source) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            source,
+            &config.data_dir,
+        )?)),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -89,11 +112,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = format!("{scheme}://{local}");
     if created {
-        println!("nuage: first start; created region {} and an administrator access key.", creds.region);
-        println!("nuage: the key is stored in {} (readable by you only):", config.data_dir.join(credentials::FILE_NAME).display());
+        println!(
+            "nuage: first start; created region {} and an administrator access key.",
+            creds.region
+        );
+        println!(
+            "nuage: the key is stored in {} (readable by you only):",
+            config.data_dir.join(credentials::FILE_NAME).display()
+        );
         println!();
-        println!("    aws configure set aws_access_key_id {}", creds.access_key_id);
-        println!("    aws configure set aws_secret_access_key {}", creds.secret_access_key);
+        println!(
+            "    aws configure set aws_access_key_id {}",
+            creds.access_key_id
+        );
+        println!(
+            "    aws configure set aws_secret_access_key {}",
+            creds.secret_access_key
+        );
         println!("    aws configure set region {}", creds.region);
         println!("    aws --endpoint-url {endpoint} s3 mb s3://my-first-bucket");
         println!();
@@ -131,10 +166,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            http.http1().max_buf_size(limits::REQUEST_HEADER_BYTES_MAX.max(8192)).timer(hyper_util::rt::TokioTimer::new());
+            http.http1()
+                .max_buf_size(limits::REQUEST_HEADER_BYTES_MAX.max(8192))
+                .timer(hyper_util::rt::TokioTimer::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => http.serve_connection(TokioIo::new(tls_stream), service).await,
+                    Ok(tls_stream) => {
+                        http.serve_connection(TokioIo::new(tls_stream), service)
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
                         return;
@@ -155,10 +195,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

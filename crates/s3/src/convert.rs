@@ -6,9 +6,12 @@ use s3s::{S3Error, S3ErrorCode};
 use std::collections::BTreeMap;
 
 pub fn timestamp(unix_ns: i64) -> Timestamp {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     // S3 timestamps have millisecond precision; HTTP dates have seconds.
-    let t = t.replace_nanosecond(u32::from(t.millisecond()) * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+        .unwrap_or(t);
     Timestamp::from(t)
 }
 
@@ -28,7 +31,12 @@ pub fn condition_list(c: Option<&ETagCondition>) -> Option<Vec<String>> {
 }
 
 pub fn user_metadata(m: Option<s3s::dto::Metadata>) -> BTreeMap<String, String> {
-    m.map(|m| m.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()).unwrap_or_default()
+    m.map(|m| {
+        m.into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 pub fn metadata_out(m: &BTreeMap<String, String>) -> Option<s3s::dto::Metadata> {
@@ -37,12 +45,19 @@ pub fn metadata_out(m: &BTreeMap<String, String>) -> Option<s3s::dto::Metadata> 
 
 /// Parses the `x-amz-tagging` header (URL query encoding).
 pub fn parse_tagging_header(value: Option<&str>) -> Result<Vec<(String, String)>, S3Error> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else { return Ok(Vec::new()) };
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
     let mut tags = Vec::new();
     for pair in value.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| -> Result<String, S3Error> {
-            percent_decode(&s.replace('+', " ")).ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidTag, "the tagging header is not valid URL encoding"))
+            percent_decode(&s.replace('+', " ")).ok_or_else(|| {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidTag,
+                    "the tagging header is not valid URL encoding",
+                )
+            })
         };
         tags.push((decode(k)?, decode(v)?));
     }
@@ -80,11 +95,18 @@ pub fn url_encode(s: &str) -> String {
 }
 
 pub fn tags_to_dto(tags: &[(String, String)]) -> Vec<s3s::dto::Tag> {
-    tags.iter().map(|(k, v)| s3s::dto::Tag { key: Some(k.clone()), value: Some(v.clone()) }).collect()
+    tags.iter()
+        .map(|(k, v)| s3s::dto::Tag {
+            key: Some(k.clone()),
+            value: Some(v.clone()),
+        })
+        .collect()
 }
 
 pub fn tags_from_dto(tags: Vec<s3s::dto::Tag>) -> Vec<(String, String)> {
-    tags.into_iter().map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())).collect()
+    tags.into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+        .collect()
 }
 
 pub fn expires_string(t: Option<Timestamp>) -> Option<String> {
@@ -115,7 +137,13 @@ pub fn content(c: ContentInput) -> ContentHeaders {
         // aws-chunked is a transfer detail, not the object's encoding.
         content_encoding: c
             .content_encoding
-            .map(|e| e.split(',').map(str::trim).filter(|p| !p.eq_ignore_ascii_case("aws-chunked")).collect::<Vec<_>>().join(","))
+            .map(|e| {
+                e.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.eq_ignore_ascii_case("aws-chunked"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .filter(|e| !e.is_empty()),
         content_disposition: c.content_disposition,
         content_language: c.content_language,
@@ -134,11 +162,23 @@ pub fn announced_checksums(
     sha1: Option<String>,
     sha256: Option<String>,
 ) -> Checksums {
-    Checksums { crc32, crc32c, crc64nvme, sha1, sha256, checksum_type: None }
+    Checksums {
+        crc32,
+        crc32c,
+        crc64nvme,
+        sha1,
+        sha256,
+        checksum_type: None,
+    }
 }
 
-pub fn apply_trailers(checksums: &mut Checksums, trailers: Option<&s3s::TrailingHeaders>) -> Result<(), S3Error> {
-    let Some(trailers) = trailers.and_then(s3s::TrailingHeaders::take) else { return Ok(()) };
+pub fn apply_trailers(
+    checksums: &mut Checksums,
+    trailers: Option<&s3s::TrailingHeaders>,
+) -> Result<(), S3Error> {
+    let Some(trailers) = trailers.and_then(s3s::TrailingHeaders::take) else {
+        return Ok(());
+    };
     for (name, slot) in [
         ("x-amz-checksum-crc32", &mut checksums.crc32),
         ("x-amz-checksum-crc32c", &mut checksums.crc32c),
@@ -147,7 +187,9 @@ pub fn apply_trailers(checksums: &mut Checksums, trailers: Option<&s3s::Trailing
         ("x-amz-checksum-sha256", &mut checksums.sha256),
     ] {
         if let Some(v) = trailers.get(name) {
-            let v = v.to_str().map_err(|_| S3Error::with_message(S3ErrorCode::InvalidArgument, "invalid checksum trailer"))?;
+            let v = v.to_str().map_err(|_| {
+                S3Error::with_message(S3ErrorCode::InvalidArgument, "invalid checksum trailer")
+            })?;
             *slot = Some(v.to_owned());
         }
     }
@@ -164,7 +206,9 @@ pub fn object_summary(r: &VersionRecord) -> s3s::dto::Object {
         e_tag: Some(etag(&r.etag)),
         last_modified: Some(timestamp(r.last_modified_unix_ns)),
         size: Some(i64::try_from(r.size).unwrap_or(i64::MAX)),
-        storage_class: Some(s3s::dto::ObjectStorageClass::from_static(s3s::dto::ObjectStorageClass::STANDARD)),
+        storage_class: Some(s3s::dto::ObjectStorageClass::from_static(
+            s3s::dto::ObjectStorageClass::STANDARD,
+        )),
         checksum_algorithm: checksum_algorithms(&r.checksums),
         checksum_type: checksum_type(&r.checksums),
         ..Default::default()

@@ -1,7 +1,7 @@
 //! The one place where storage errors become S3 wire errors.
 
-use s3s::{S3Error, S3ErrorCode};
 use nuage_storage::StorageError;
+use s3s::{S3Error, S3ErrorCode};
 
 /// Maps a storage error to S3's code, status and message.
 #[must_use]
@@ -16,10 +16,13 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::InvalidLocationConstraint(_) => (C::InvalidLocationConstraint, None),
         StorageError::NoSuchKey => (C::NoSuchKey, None),
         StorageError::NoSuchVersion => (C::NoSuchVersion, None),
-        StorageError::DeleteMarker { version_id } => (C::NoSuchKey, Some(delete_marker_headers(&version_id))),
-        StorageError::MethodNotAllowedOnDeleteMarker { version_id } => {
-            (C::MethodNotAllowed, Some(delete_marker_headers(&version_id)))
+        StorageError::DeleteMarker { version_id } => {
+            (C::NoSuchKey, Some(delete_marker_headers(&version_id)))
         }
+        StorageError::MethodNotAllowedOnDeleteMarker { version_id } => (
+            C::MethodNotAllowed,
+            Some(delete_marker_headers(&version_id)),
+        ),
         StorageError::NoSuchUpload => (C::NoSuchUpload, None),
         StorageError::InvalidPart(_) => (C::InvalidPart, None),
         StorageError::InvalidPartOrder => (C::InvalidPartOrder, None),
@@ -51,7 +54,10 @@ pub fn to_s3(e: StorageError) -> S3Error {
 
 fn delete_marker_headers(version_id: &str) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
-    headers.insert("x-amz-delete-marker", http::HeaderValue::from_static("true"));
+    headers.insert(
+        "x-amz-delete-marker",
+        http::HeaderValue::from_static("true"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(version_id) {
         headers.insert("x-amz-version-id", v);
     }

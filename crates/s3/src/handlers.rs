@@ -9,8 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use nuage_base::limits;
 use nuage_storage::{
-    ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, ListQuery, ObjectAttributes, Storage, StorageError,
-    VersionListQuery, VersionRecord, Versioning, WriteCondition, evaluate_read_conditions,
+    ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, ListQuery, ObjectAttributes,
+    Storage, StorageError, VersionListQuery, VersionRecord, Versioning, WriteCondition,
+    evaluate_read_conditions,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -43,14 +44,25 @@ fn url_encoded(encoding: Option<&EncodingType>) -> bool {
 
 /// The algorithms to compute for a body: every one the client announced, by
 /// value, by name, or as a trailer; CRC64NVME when none (S3's default).
-fn algorithms_for(headers: &http::HeaderMap, announced: &Checksums, named: Option<&s3s::dto::ChecksumAlgorithm>) -> Vec<ChecksumAlgorithm> {
-    let mut out: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(announced).is_some()).collect();
+fn algorithms_for(
+    headers: &http::HeaderMap,
+    announced: &Checksums,
+    named: Option<&s3s::dto::ChecksumAlgorithm>,
+) -> Vec<ChecksumAlgorithm> {
+    let mut out: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
+        .into_iter()
+        .filter(|a| a.get(announced).is_some())
+        .collect();
     if let Some(a) = named.and_then(|n| ChecksumAlgorithm::parse(n.as_str())) {
         out.push(a);
     }
     if let Some(trailer) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
         for name in trailer.split(',') {
-            if let Some(a) = name.trim().strip_prefix("x-amz-checksum-").and_then(ChecksumAlgorithm::parse) {
+            if let Some(a) = name
+                .trim()
+                .strip_prefix("x-amz-checksum-")
+                .and_then(ChecksumAlgorithm::parse)
+            {
                 out.push(a);
             }
         }
@@ -71,7 +83,10 @@ fn stored_checksums(computed: &Checksums, algorithms: &[ChecksumAlgorithm]) -> C
     out
 }
 
-fn write_condition(if_none_match: Option<&ETagCondition>, if_match: Option<&ETagCondition>) -> S3Result<WriteCondition> {
+fn write_condition(
+    if_none_match: Option<&ETagCondition>,
+    if_match: Option<&ETagCondition>,
+) -> S3Result<WriteCondition> {
     match (if_none_match, if_match) {
         (Some(ETagCondition::Any), _) => Ok(WriteCondition::IfNoneMatchAny),
         (Some(ETagCondition::ETag(_)), _) => Err(S3Error::with_message(
@@ -79,19 +94,29 @@ fn write_condition(if_none_match: Option<&ETagCondition>, if_match: Option<&ETag
             "If-None-Match on writes supports only `*`",
         )),
         (None, Some(ETagCondition::ETag(e))) => Ok(WriteCondition::IfMatch(e.value().to_owned())),
-        (None, Some(ETagCondition::Any)) => Err(S3Error::with_message(S3ErrorCode::NotImplemented, "If-Match on writes needs an ETag")),
+        (None, Some(ETagCondition::Any)) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "If-Match on writes needs an ETag",
+        )),
         (None, None) => Ok(WriteCondition::None),
     }
 }
 
 fn copy_source(source: &CopySource) -> S3Result<(String, String, Option<String>)> {
     match source {
-        CopySource::Bucket { bucket, key, version_id } => {
-            Ok((bucket.to_string(), key.to_string(), version_id.as_deref().map(str::to_owned)))
-        }
-        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
-            Err(S3Error::with_message(S3ErrorCode::NotImplemented, "access point copy sources are not supported"))
-        }
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => Ok((
+            bucket.to_string(),
+            key.to_string(),
+            version_id.as_deref().map(str::to_owned),
+        )),
+        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "access point copy sources are not supported",
+        )),
     }
 }
 
@@ -100,7 +125,9 @@ fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<Option<(u64, u64)
     match range {
         None => Ok(None),
         Some(r) => {
-            let span = r.check(size).map_err(|_| to_s3(StorageError::InvalidRange))?;
+            let span = r
+                .check(size)
+                .map_err(|_| to_s3(StorageError::InvalidRange))?;
             Ok(Some((span.start, span.end - span.start)))
         }
     }
@@ -108,11 +135,21 @@ fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<Option<(u64, u64)
 
 /// Parses `bytes=first-last` from x-amz-copy-source-range.
 fn copy_range(value: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
-    let Some(value) = value else { return Ok((0, size)) };
-    let spec = value.strip_prefix("bytes=").ok_or_else(|| invalid("the x-amz-copy-source-range value must be of the form bytes=first-last"))?;
-    let (a, b) = spec.split_once('-').ok_or_else(|| invalid("the x-amz-copy-source-range value must be of the form bytes=first-last"))?;
-    let first: u64 = a.parse().map_err(|_| invalid("bad x-amz-copy-source-range"))?;
-    let last: u64 = b.parse().map_err(|_| invalid("bad x-amz-copy-source-range"))?;
+    let Some(value) = value else {
+        return Ok((0, size));
+    };
+    let spec = value.strip_prefix("bytes=").ok_or_else(|| {
+        invalid("the x-amz-copy-source-range value must be of the form bytes=first-last")
+    })?;
+    let (a, b) = spec.split_once('-').ok_or_else(|| {
+        invalid("the x-amz-copy-source-range value must be of the form bytes=first-last")
+    })?;
+    let first: u64 = a
+        .parse()
+        .map_err(|_| invalid("bad x-amz-copy-source-range"))?;
+    let last: u64 = b
+        .parse()
+        .map_err(|_| invalid("bad x-amz-copy-source-range"))?;
     if first > last || last >= size {
         return Err(to_s3(StorageError::InvalidRange));
     }
@@ -121,25 +158,47 @@ fn copy_range(value: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
 
 /// The byte span of part `n` of a multipart object.
 fn part_span(record: &VersionRecord, part_number: i32) -> S3Result<(u64, u64)> {
-    let index = usize::try_from(part_number).ok().filter(|n| *n >= 1).ok_or_else(|| invalid("part number must be at least 1"))? - 1;
-    let single = record.segments.len() <= 1 && record.segments.first().is_none_or(|s| s.part_etag.is_none());
+    let index = usize::try_from(part_number)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| invalid("part number must be at least 1"))?
+        - 1;
+    let single = record.segments.len() <= 1
+        && record
+            .segments
+            .first()
+            .is_none_or(|s| s.part_etag.is_none());
     if single {
-        return if index == 0 { Ok((0, record.size)) } else { Err(to_s3(StorageError::InvalidRange)) };
+        return if index == 0 {
+            Ok((0, record.size))
+        } else {
+            Err(to_s3(StorageError::InvalidRange))
+        };
     }
     let offset: u64 = record.segments.iter().take(index).map(|s| s.size).sum();
-    let segment = record.segments.get(index).ok_or_else(|| to_s3(StorageError::InvalidRange))?;
+    let segment = record
+        .segments
+        .get(index)
+        .ok_or_else(|| to_s3(StorageError::InvalidRange))?;
     Ok((offset, segment.size))
 }
 
 fn parts_count(record: &VersionRecord) -> Option<i32> {
-    record.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+    record
+        .etag
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
 }
 
 fn versioning_status(v: Versioning) -> Option<BucketVersioningStatus> {
     match v {
         Versioning::Unversioned => None,
-        Versioning::Enabled => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::ENABLED)),
-        Versioning::Suspended => Some(BucketVersioningStatus::from_static(BucketVersioningStatus::SUSPENDED)),
+        Versioning::Enabled => Some(BucketVersioningStatus::from_static(
+            BucketVersioningStatus::ENABLED,
+        )),
+        Versioning::Suspended => Some(BucketVersioningStatus::from_static(
+            BucketVersioningStatus::SUSPENDED,
+        )),
     }
 }
 
@@ -201,28 +260,56 @@ fn cors_from_dto(rule: CORSRule) -> CorsRule {
 }
 
 fn owner() -> Owner {
-    Owner { display_name: Some("nuage".into()), id: Some("nuage".into()) }
+    Owner {
+        display_name: Some("nuage".into()),
+        id: Some("nuage".into()),
+    }
+}
+
+/// The digests a client sent with a body: `Content-MD5`, checksum headers,
+/// and the trailers of an `aws-chunked` body (readable once the body is).
+struct ClientDigests<'a> {
+    content_md5: Option<&'a str>,
+    announced: Checksums,
+    trailers: Option<&'a s3s::TrailingHeaders>,
 }
 
 /// Reads a request body into a staged blob and checks it against the digests
-/// the client sent (headers and `aws-chunked` trailers).
+/// the client sent.
 async fn stage_body(
     storage: &Storage,
     body: Option<StreamingBlob>,
     content_length: Option<i64>,
     size_bytes_max: u64,
     algorithms: &[ChecksumAlgorithm],
-    content_md5: Option<&str>,
-    mut expected: Checksums,
-    trailers: Option<&s3s::TrailingHeaders>,
+    digests: ClientDigests<'_>,
 ) -> S3Result<nuage_storage::Staged> {
+    let ClientDigests {
+        content_md5,
+        announced: mut expected,
+        trailers,
+    } = digests;
     let expected_len = content_length.and_then(|l| u64::try_from(l).ok());
     let staged = match body {
-        Some(body) => storage.stage(body, expected_len, size_bytes_max, algorithms).await,
-        None => storage.stage(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(), expected_len, size_bytes_max, algorithms).await,
+        Some(body) => {
+            storage
+                .stage(body, expected_len, size_bytes_max, algorithms)
+                .await
+        }
+        None => {
+            storage
+                .stage(
+                    futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+                    expected_len,
+                    size_bytes_max,
+                    algorithms,
+                )
+                .await
+        }
     }
     .map_err(to_s3)?;
-    let verified = convert::apply_trailers(&mut expected, trailers).and_then(|()| Storage::verify(&staged, content_md5, &expected).map_err(to_s3));
+    let verified = convert::apply_trailers(&mut expected, trailers)
+        .and_then(|()| Storage::verify(&staged, content_md5, &expected).map_err(to_s3));
     if let Err(e) = verified {
         storage.discard(staged).await;
         return Err(e);
@@ -241,17 +328,33 @@ impl S3 for NuageS3 {
             .as_ref()
             .and_then(|c| c.location_constraint.as_ref())
             .map(|l| l.as_str().to_owned());
-        let record = self.storage.create_bucket(&input.bucket, location.as_deref()).await.map_err(to_s3)?;
-        ok(CreateBucketOutput { location: Some(format!("/{}", record.name)), ..Default::default() })
+        let record = self
+            .storage
+            .create_bucket(&input.bucket, location.as_deref())
+            .await
+            .map_err(to_s3)?;
+        ok(CreateBucketOutput {
+            location: Some(format!("/{}", record.name)),
+        })
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> Res<HeadBucketOutput> {
-        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
-        ok(HeadBucketOutput { bucket_region: Some(record.region), ..Default::default() })
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        ok(HeadBucketOutput {
+            bucket_region: Some(record.region),
+            ..Default::default()
+        })
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> Res<DeleteBucketOutput> {
-        self.storage.delete_bucket(&req.input.bucket).await.map_err(to_s3)?;
+        self.storage
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
         ok(DeleteBucketOutput {})
     }
 
@@ -270,22 +373,53 @@ impl S3 for NuageS3 {
                 bucket_region: Some(b.region),
             })
             .collect();
-        ok(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), ..Default::default() })
+        ok(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(owner()),
+            ..Default::default()
+        })
     }
 
-    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> Res<GetBucketLocationOutput> {
-        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
-        ok(GetBucketLocationOutput { location_constraint: Some(BucketLocationConstraint::from(record.region)) })
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> Res<GetBucketLocationOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        ok(GetBucketLocationOutput {
+            location_constraint: Some(BucketLocationConstraint::from(record.region)),
+        })
     }
 
-    async fn get_bucket_versioning(&self, req: S3Request<GetBucketVersioningInput>) -> Res<GetBucketVersioningOutput> {
-        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
-        ok(GetBucketVersioningOutput { status: versioning_status(record.versioning), mfa_delete: None })
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> Res<GetBucketVersioningOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        ok(GetBucketVersioningOutput {
+            status: versioning_status(record.versioning),
+            mfa_delete: None,
+        })
     }
 
-    async fn put_bucket_versioning(&self, req: S3Request<PutBucketVersioningInput>) -> Res<PutBucketVersioningOutput> {
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> Res<PutBucketVersioningOutput> {
         let input = req.input;
-        let enabled = match input.versioning_configuration.status.as_ref().map(BucketVersioningStatus::as_str) {
+        let enabled = match input
+            .versioning_configuration
+            .status
+            .as_ref()
+            .map(BucketVersioningStatus::as_str)
+        {
             Some(BucketVersioningStatus::ENABLED) => true,
             Some(BucketVersioningStatus::SUSPENDED) => false,
             _ => {
@@ -295,43 +429,97 @@ impl S3 for NuageS3 {
                 ));
             }
         };
-        self.storage.set_versioning(&input.bucket, enabled).await.map_err(to_s3)?;
+        self.storage
+            .set_versioning(&input.bucket, enabled)
+            .await
+            .map_err(to_s3)?;
         ok(PutBucketVersioningOutput {})
     }
 
-    async fn get_bucket_tagging(&self, req: S3Request<GetBucketTaggingInput>) -> Res<GetBucketTaggingOutput> {
-        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
-        let tags = record.tags.ok_or_else(|| to_s3(StorageError::NoSuchTagSet))?;
-        ok(GetBucketTaggingOutput { tag_set: convert::tags_to_dto(&tags) })
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> Res<GetBucketTaggingOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        let tags = record
+            .tags
+            .ok_or_else(|| to_s3(StorageError::NoSuchTagSet))?;
+        ok(GetBucketTaggingOutput {
+            tag_set: convert::tags_to_dto(&tags),
+        })
     }
 
-    async fn put_bucket_tagging(&self, req: S3Request<PutBucketTaggingInput>) -> Res<PutBucketTaggingOutput> {
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> Res<PutBucketTaggingOutput> {
         let input = req.input;
         let tags = convert::tags_from_dto(input.tagging.tag_set);
-        self.storage.set_bucket_tags(&input.bucket, Some(tags)).await.map_err(to_s3)?;
+        self.storage
+            .set_bucket_tags(&input.bucket, Some(tags))
+            .await
+            .map_err(to_s3)?;
         ok(PutBucketTaggingOutput {})
     }
 
-    async fn delete_bucket_tagging(&self, req: S3Request<DeleteBucketTaggingInput>) -> Res<DeleteBucketTaggingOutput> {
-        self.storage.set_bucket_tags(&req.input.bucket, None).await.map_err(to_s3)?;
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> Res<DeleteBucketTaggingOutput> {
+        self.storage
+            .set_bucket_tags(&req.input.bucket, None)
+            .await
+            .map_err(to_s3)?;
         ok(DeleteBucketTaggingOutput {})
     }
 
-    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> Res<GetBucketCorsOutput> {
-        let record = self.storage.bucket(&req.input.bucket).await.map_err(to_s3)?;
-        let rules = record.cors.ok_or_else(|| to_s3(StorageError::NoSuchCorsConfiguration))?;
-        ok(GetBucketCorsOutput { cors_rules: Some(rules.iter().map(cors_to_dto).collect()) })
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> Res<GetBucketCorsOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        let rules = record
+            .cors
+            .ok_or_else(|| to_s3(StorageError::NoSuchCorsConfiguration))?;
+        ok(GetBucketCorsOutput {
+            cors_rules: Some(rules.iter().map(cors_to_dto).collect()),
+        })
     }
 
-    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> Res<PutBucketCorsOutput> {
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> Res<PutBucketCorsOutput> {
         let input = req.input;
-        let rules = input.cors_configuration.cors_rules.into_iter().map(cors_from_dto).collect();
-        self.storage.set_bucket_cors(&input.bucket, Some(rules)).await.map_err(to_s3)?;
+        let rules = input
+            .cors_configuration
+            .cors_rules
+            .into_iter()
+            .map(cors_from_dto)
+            .collect();
+        self.storage
+            .set_bucket_cors(&input.bucket, Some(rules))
+            .await
+            .map_err(to_s3)?;
         ok(PutBucketCorsOutput {})
     }
 
-    async fn delete_bucket_cors(&self, req: S3Request<DeleteBucketCorsInput>) -> Res<DeleteBucketCorsOutput> {
-        self.storage.set_bucket_cors(&req.input.bucket, None).await.map_err(to_s3)?;
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> Res<DeleteBucketCorsOutput> {
+        self.storage
+            .set_bucket_cors(&req.input.bucket, None)
+            .await
+            .map_err(to_s3)?;
         ok(DeleteBucketCorsOutput {})
     }
 
@@ -371,15 +559,24 @@ impl S3 for NuageS3 {
             input.content_length,
             limits::PUT_OBJECT_SIZE_BYTES_MAX,
             &algorithms,
-            input.content_md5.as_deref(),
-            announced,
-            trailers.as_ref(),
+            ClientDigests {
+                content_md5: input.content_md5.as_deref(),
+                announced,
+                trailers: trailers.as_ref(),
+            },
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
         let record = self
             .storage
-            .put_object(&input.bucket, &input.key, staged, attributes, checksums, condition)
+            .put_object(
+                &input.bucket,
+                &input.key,
+                staged,
+                attributes,
+                checksums,
+                condition,
+            )
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
@@ -399,7 +596,11 @@ impl S3 for NuageS3 {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
         let input = req.input;
-        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let record = self
+            .storage
+            .head_object(&input.bucket, &input.key, input.version_id.as_deref())
+            .await
+            .map_err(to_s3)?;
         let conditions = read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
@@ -413,28 +614,53 @@ impl S3 for NuageS3 {
             (None, range) => resolve_range(range, record.size)?,
         };
         let (offset, len) = span.unwrap_or((0, record.size));
-        let body = self.storage.read_object(&record, offset, len).await.map_err(to_s3)?;
+        let body = self
+            .storage
+            .read_object(&record, offset, len)
+            .await
+            .map_err(to_s3)?;
         let whole = span.is_none();
         let c = &record.checksums;
-        let checksums_on = whole && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let checksums_on = whole
+            && input
+                .checksum_mode
+                .as_ref()
+                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let content = &record.content;
         let mut output = GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body.map(|r| r.map_err(std::io::Error::other)))),
+            body: Some(StreamingBlob::wrap(
+                body.map(|r| r.map_err(std::io::Error::other)),
+            )),
             content_length: Some(size_i64(len)),
-            content_range: span.map(|(o, l)| format!("bytes {o}-{}/{}", o + l - 1, record.size)).filter(|_| len > 0),
+            content_range: span
+                .map(|(o, l)| format!("bytes {o}-{}/{}", o + l - 1, record.size))
+                .filter(|_| len > 0),
             accept_ranges: Some("bytes".into()),
             last_modified: Some(timestamp(record.last_modified_unix_ns)),
             e_tag: Some(convert::etag(&record.etag)),
             version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
             metadata: convert::metadata_out(&record.user_metadata),
-            content_type: input.response_content_type.or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
-            content_encoding: input.response_content_encoding.or_else(|| content.content_encoding.clone()),
-            content_disposition: input.response_content_disposition.or_else(|| content.content_disposition.clone()),
-            content_language: input.response_content_language.or_else(|| content.content_language.clone()),
-            cache_control: input.response_cache_control.or_else(|| content.cache_control.clone()),
-            expires: input.response_expires.or_else(|| convert::expires_timestamp(content.expires.as_ref())),
+            content_type: input
+                .response_content_type
+                .or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
+            content_encoding: input
+                .response_content_encoding
+                .or_else(|| content.content_encoding.clone()),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| content.content_disposition.clone()),
+            content_language: input
+                .response_content_language
+                .or_else(|| content.content_language.clone()),
+            cache_control: input
+                .response_cache_control
+                .or_else(|| content.cache_control.clone()),
+            expires: input
+                .response_expires
+                .or_else(|| convert::expires_timestamp(content.expires.as_ref())),
             website_redirect_location: content.website_redirect_location.clone(),
-            tag_count: (!record.tags.is_empty()).then(|| i32::try_from(record.tags.len()).unwrap_or(0)),
+            tag_count: (!record.tags.is_empty())
+                .then(|| i32::try_from(record.tags.len()).unwrap_or(0)),
             parts_count: input.part_number.and_then(|_| parts_count(&record)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             ..Default::default()
@@ -456,7 +682,11 @@ impl S3 for NuageS3 {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> Res<HeadObjectOutput> {
         let input = req.input;
-        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let record = self
+            .storage
+            .head_object(&input.bucket, &input.key, input.version_id.as_deref())
+            .await
+            .map_err(to_s3)?;
         let conditions = read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
@@ -471,22 +701,39 @@ impl S3 for NuageS3 {
         };
         let (_, len) = span.unwrap_or((0, record.size));
         let c = &record.checksums;
-        let checksums_on = span.is_none() && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let checksums_on = span.is_none()
+            && input
+                .checksum_mode
+                .as_ref()
+                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
         let content = &record.content;
         let mut output = HeadObjectOutput {
             content_length: Some(size_i64(len)),
-            content_range: span.map(|(o, l)| format!("bytes {o}-{}/{}", o + l.max(1) - 1, record.size)),
+            content_range: span
+                .map(|(o, l)| format!("bytes {o}-{}/{}", o + l.max(1) - 1, record.size)),
             accept_ranges: Some("bytes".into()),
             last_modified: Some(timestamp(record.last_modified_unix_ns)),
             e_tag: Some(convert::etag(&record.etag)),
             version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
             metadata: convert::metadata_out(&record.user_metadata),
-            content_type: input.response_content_type.or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
-            content_encoding: input.response_content_encoding.or_else(|| content.content_encoding.clone()),
-            content_disposition: input.response_content_disposition.or_else(|| content.content_disposition.clone()),
-            content_language: input.response_content_language.or_else(|| content.content_language.clone()),
-            cache_control: input.response_cache_control.or_else(|| content.cache_control.clone()),
-            expires: input.response_expires.or_else(|| convert::expires_timestamp(content.expires.as_ref())),
+            content_type: input
+                .response_content_type
+                .or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
+            content_encoding: input
+                .response_content_encoding
+                .or_else(|| content.content_encoding.clone()),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| content.content_disposition.clone()),
+            content_language: input
+                .response_content_language
+                .or_else(|| content.content_language.clone()),
+            cache_control: input
+                .response_cache_control
+                .or_else(|| content.cache_control.clone()),
+            expires: input
+                .response_expires
+                .or_else(|| convert::expires_timestamp(content.expires.as_ref())),
             website_redirect_location: content.website_redirect_location.clone(),
             parts_count: input.part_number.and_then(|_| parts_count(&record)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
@@ -509,7 +756,11 @@ impl S3 for NuageS3 {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> Res<DeleteObjectOutput> {
         let input = req.input;
-        let outcome = self.storage.delete_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
+        let outcome = self
+            .storage
+            .delete_object(&input.bucket, &input.key, input.version_id.as_deref())
+            .await
+            .map_err(to_s3)?;
         let mut response = S3Response::new(DeleteObjectOutput {
             delete_marker: outcome.delete_marker.then_some(true),
             version_id: outcome.version_id,
@@ -525,7 +776,10 @@ impl S3 for NuageS3 {
         if objects.len() > limits::DELETE_OBJECTS_KEYS_MAX {
             return Err(S3Error::with_message(
                 S3ErrorCode::MalformedXML,
-                format!("a DeleteObjects request names at most {} keys", limits::DELETE_OBJECTS_KEYS_MAX),
+                format!(
+                    "a DeleteObjects request names at most {} keys",
+                    limits::DELETE_OBJECTS_KEYS_MAX
+                ),
             ));
         }
         self.storage.bucket(&input.bucket).await.map_err(to_s3)?;
@@ -533,10 +787,17 @@ impl S3 for NuageS3 {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for object in objects {
-            match self.storage.delete_object(&input.bucket, &object.key, object.version_id.as_deref()).await {
+            match self
+                .storage
+                .delete_object(&input.bucket, &object.key, object.version_id.as_deref())
+                .await
+            {
                 Ok(outcome) => {
                     if !quiet {
-                        let marker_id = outcome.delete_marker.then(|| outcome.version_id.clone()).flatten();
+                        let marker_id = outcome
+                            .delete_marker
+                            .then(|| outcome.version_id.clone())
+                            .flatten();
                         deleted.push(DeletedObject {
                             key: Some(object.key),
                             version_id: object.version_id,
@@ -556,16 +817,24 @@ impl S3 for NuageS3 {
                 }
             }
         }
-        ok(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() })
+        ok(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        })
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
         let input = req.input;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
-        let source = self.storage.head_object(&src_bucket, &src_key, src_version.as_deref()).await.map_err(|e| match e {
-            StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
-            other => to_s3(other),
-        })?;
+        let source = self
+            .storage
+            .head_object(&src_bucket, &src_key, src_version.as_deref())
+            .await
+            .map_err(|e| match e {
+                StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
+                other => to_s3(other),
+            })?;
         let conditions = read_conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -573,10 +842,22 @@ impl S3 for NuageS3 {
             input.copy_source_if_unmodified_since.as_ref(),
         );
         // For copies every failed condition is 412, never 304.
-        evaluate_read_conditions(&source, &conditions).map_err(|_| to_s3(StorageError::PreconditionFailed))?;
-        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        let replace_tags = input.tagging_directive.as_ref().is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
-        if src_bucket == input.bucket && src_key == input.key && src_version.is_none() && !replace && !replace_tags {
+        evaluate_read_conditions(&source, &conditions)
+            .map_err(|_| to_s3(StorageError::PreconditionFailed))?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace_tags = input
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        if src_bucket == input.bucket
+            && src_key == input.key
+            && src_version.is_none()
+            && !replace
+            && !replace_tags
+        {
             return Err(S3Error::with_message(
                 S3ErrorCode::InvalidRequest,
                 "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
@@ -596,32 +877,73 @@ impl S3 for NuageS3 {
             } else {
                 source.content.clone()
             },
-            user_metadata: if replace { convert::user_metadata(input.metadata) } else { source.user_metadata.clone() },
-            tags: if replace_tags { convert::parse_tagging_header(input.tagging.as_deref())? } else { source.tags.clone() },
+            user_metadata: if replace {
+                convert::user_metadata(input.metadata)
+            } else {
+                source.user_metadata.clone()
+            },
+            tags: if replace_tags {
+                convert::parse_tagging_header(input.tagging.as_deref())?
+            } else {
+                source.tags.clone()
+            },
         };
         Storage::validate_attributes(&attributes).map_err(to_s3)?;
-        let staged = self.storage.stage_copy(&source, 0, source.size).await.map_err(to_s3)?;
-        let mut algorithms: Vec<ChecksumAlgorithm> =
-            ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(&source.checksums).is_some()).collect();
-        if let Some(a) = input.checksum_algorithm.as_ref().and_then(|a| ChecksumAlgorithm::parse(a.as_str())) {
+        let staged = self
+            .storage
+            .stage_copy(&source, 0, source.size)
+            .await
+            .map_err(to_s3)?;
+        let mut algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
+            .into_iter()
+            .filter(|a| a.get(&source.checksums).is_some())
+            .collect();
+        if let Some(a) = input
+            .checksum_algorithm
+            .as_ref()
+            .and_then(|a| ChecksumAlgorithm::parse(a.as_str()))
+        {
             algorithms = vec![a];
         }
         if algorithms.is_empty() {
             algorithms.push(ChecksumAlgorithm::Crc64Nvme);
         }
         // The staged copy computed the source's algorithms; compute any other on demand.
-        let checksums = if algorithms.iter().all(|a| a.get(&staged.digests.checksums).is_some()) {
+        let checksums = if algorithms
+            .iter()
+            .all(|a| a.get(&staged.digests.checksums).is_some())
+        {
             stored_checksums(&staged.digests.checksums, &algorithms)
         } else {
-            let body = self.storage.read_object(&source, 0, source.size).await.map_err(to_s3)?;
-            let again = self.storage.stage(body, Some(source.size), limits::OBJECT_SIZE_BYTES_MAX, &algorithms).await.map_err(to_s3)?;
+            let body = self
+                .storage
+                .read_object(&source, 0, source.size)
+                .await
+                .map_err(to_s3)?;
+            let again = self
+                .storage
+                .stage(
+                    body,
+                    Some(source.size),
+                    limits::OBJECT_SIZE_BYTES_MAX,
+                    &algorithms,
+                )
+                .await
+                .map_err(to_s3)?;
             let c = stored_checksums(&again.digests.checksums, &algorithms);
             self.storage.discard(again).await;
             c
         };
         let record = self
             .storage
-            .put_object(&input.bucket, &input.key, staged, attributes, checksums, WriteCondition::None)
+            .put_object(
+                &input.bucket,
+                &input.key,
+                staged,
+                attributes,
+                checksums,
+                WriteCondition::None,
+            )
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
@@ -642,13 +964,26 @@ impl S3 for NuageS3 {
         })
     }
 
-    async fn get_object_tagging(&self, req: S3Request<GetObjectTaggingInput>) -> Res<GetObjectTaggingOutput> {
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> Res<GetObjectTaggingOutput> {
         let input = req.input;
-        let record = self.storage.head_object(&input.bucket, &input.key, input.version_id.as_deref()).await.map_err(to_s3)?;
-        ok(GetObjectTaggingOutput { tag_set: convert::tags_to_dto(&record.tags), version_id: version_id_out(&record) })
+        let record = self
+            .storage
+            .head_object(&input.bucket, &input.key, input.version_id.as_deref())
+            .await
+            .map_err(to_s3)?;
+        ok(GetObjectTaggingOutput {
+            tag_set: convert::tags_to_dto(&record.tags),
+            version_id: version_id_out(&record),
+        })
     }
 
-    async fn put_object_tagging(&self, req: S3Request<PutObjectTaggingInput>) -> Res<PutObjectTaggingOutput> {
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> Res<PutObjectTaggingOutput> {
         let input = req.input;
         let tags = convert::tags_from_dto(input.tagging.tag_set);
         let record = self
@@ -656,22 +991,37 @@ impl S3 for NuageS3 {
             .set_object_tags(&input.bucket, &input.key, input.version_id.as_deref(), tags)
             .await
             .map_err(to_s3)?;
-        ok(PutObjectTaggingOutput { version_id: version_id_out(&record) })
+        ok(PutObjectTaggingOutput {
+            version_id: version_id_out(&record),
+        })
     }
 
-    async fn delete_object_tagging(&self, req: S3Request<DeleteObjectTaggingInput>) -> Res<DeleteObjectTaggingOutput> {
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> Res<DeleteObjectTaggingOutput> {
         let input = req.input;
         let record = self
             .storage
-            .set_object_tags(&input.bucket, &input.key, input.version_id.as_deref(), Vec::new())
+            .set_object_tags(
+                &input.bucket,
+                &input.key,
+                input.version_id.as_deref(),
+                Vec::new(),
+            )
             .await
             .map_err(to_s3)?;
-        ok(DeleteObjectTaggingOutput { version_id: version_id_out(&record) })
+        ok(DeleteObjectTaggingOutput {
+            version_id: version_id_out(&record),
+        })
     }
 
     // ---------------- listing ----------------
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> Res<ListObjectsV2Output> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> Res<ListObjectsV2Output> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let after = match (&input.continuation_token, &input.start_after) {
@@ -679,8 +1029,17 @@ impl S3 for NuageS3 {
             (None, start_after) => start_after.clone().filter(|s| !s.is_empty()),
         };
         let max = max_keys(input.max_keys)?;
-        let query = ListQuery { prefix: prefix.clone(), delimiter: input.delimiter.clone().filter(|d| !d.is_empty()), after, max_keys: max };
-        let page = self.storage.list_objects(&input.bucket, &query).await.map_err(to_s3)?;
+        let query = ListQuery {
+            prefix: prefix.clone(),
+            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+            after,
+            max_keys: max,
+        };
+        let page = self
+            .storage
+            .list_objects(&input.bucket, &query)
+            .await
+            .map_err(to_s3)?;
         let encode = url_encoded(input.encoding_type.as_ref());
         let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
         let key_count = page.objects.len() + page.common_prefixes.len();
@@ -706,9 +1065,18 @@ impl S3 for NuageS3 {
             continuation_token: input.continuation_token,
             start_after: input.start_after.map(&enc),
             is_truncated: Some(page.truncated),
-            next_continuation_token: page.next_after.map(|n| URL_SAFE_NO_PAD.encode(n.as_bytes())),
+            next_continuation_token: page
+                .next_after
+                .map(|n| URL_SAFE_NO_PAD.encode(n.as_bytes())),
             contents: Some(contents),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             encoding_type: input.encoding_type,
             ..Default::default()
         })
@@ -724,7 +1092,11 @@ impl S3 for NuageS3 {
             after: input.marker.clone().filter(|m| !m.is_empty()),
             max_keys: max,
         };
-        let page = self.storage.list_objects(&input.bucket, &query).await.map_err(to_s3)?;
+        let page = self
+            .storage
+            .list_objects(&input.bucket, &query)
+            .await
+            .map_err(to_s3)?;
         let encode = url_encoded(input.encoding_type.as_ref());
         let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
         let contents = page
@@ -746,13 +1118,23 @@ impl S3 for NuageS3 {
             is_truncated: Some(page.truncated),
             next_marker: page.next_after.map(&enc),
             contents: Some(contents),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             encoding_type: input.encoding_type,
             ..Default::default()
         })
     }
 
-    async fn list_object_versions(&self, req: S3Request<ListObjectVersionsInput>) -> Res<ListObjectVersionsOutput> {
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> Res<ListObjectVersionsOutput> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let query = VersionListQuery {
@@ -762,12 +1144,19 @@ impl S3 for NuageS3 {
             version_id_marker: input.version_id_marker.clone().filter(|v| !v.is_empty()),
             max_keys: max_keys(input.max_keys)?,
         };
-        let page = self.storage.list_object_versions(&input.bucket, &query).await.map_err(to_s3)?;
+        let page = self
+            .storage
+            .list_object_versions(&input.bucket, &query)
+            .await
+            .map_err(to_s3)?;
         let encode = url_encoded(input.encoding_type.as_ref());
         let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
         // The newest version of a key is the first one listed for it, unless the
         // page resumed inside that key.
-        let mut previous_key = query.version_id_marker.as_ref().and(query.key_marker.clone());
+        let mut previous_key = query
+            .version_id_marker
+            .as_ref()
+            .and(query.key_marker.clone());
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         for r in &page.versions {
@@ -790,7 +1179,9 @@ impl S3 for NuageS3 {
                     e_tag: Some(convert::etag(&r.etag)),
                     size: Some(size_i64(r.size)),
                     owner: Some(owner()),
-                    storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
                     checksum_algorithm: convert::checksum_algorithms(&r.checksums),
                     checksum_type: convert::checksum_type(&r.checksums),
                     ..Default::default()
@@ -809,7 +1200,14 @@ impl S3 for NuageS3 {
             next_version_id_marker: page.next_version_id_marker,
             versions: Some(versions),
             delete_markers: Some(markers),
-            common_prefixes: Some(page.common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect(),
+            ),
             encoding_type: input.encoding_type,
             ..Default::default()
         })
@@ -817,7 +1215,10 @@ impl S3 for NuageS3 {
 
     // ---------------- multipart ----------------
 
-    async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> Res<CreateMultipartUploadOutput> {
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> Res<CreateMultipartUploadOutput> {
         let input = req.input;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
         let attributes = ObjectAttributes {
@@ -835,7 +1236,9 @@ impl S3 for NuageS3 {
         };
         let algorithm = match input.checksum_algorithm.as_ref() {
             None => None,
-            Some(a) => Some(ChecksumAlgorithm::parse(a.as_str()).ok_or_else(|| invalid(format!("unsupported checksum algorithm `{}`", a.as_str())))?),
+            Some(a) => Some(ChecksumAlgorithm::parse(a.as_str()).ok_or_else(|| {
+                invalid(format!("unsupported checksum algorithm `{}`", a.as_str()))
+            })?),
         };
         let checksum_type = input.checksum_type.as_ref().map(|t| t.as_str().to_owned());
         if checksum_type.as_deref() == Some("FULL_OBJECT") {
@@ -846,7 +1249,15 @@ impl S3 for NuageS3 {
         }
         let upload = self
             .storage
-            .create_upload(&input.bucket, &input.key, attributes, algorithm, checksum_type.clone().or(algorithm.map(|_| "COMPOSITE".to_owned())))
+            .create_upload(
+                &input.bucket,
+                &input.key,
+                attributes,
+                algorithm,
+                checksum_type
+                    .clone()
+                    .or(algorithm.map(|_| "COMPOSITE".to_owned())),
+            )
             .await
             .map_err(to_s3)?;
         ok(CreateMultipartUploadOutput {
@@ -864,7 +1275,11 @@ impl S3 for NuageS3 {
         let trailers = req.trailing_headers;
         let input = req.input;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
-        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let upload = self
+            .storage
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
         let announced = convert::announced_checksums(
             input.checksum_crc32,
             input.checksum_crc32c,
@@ -872,8 +1287,13 @@ impl S3 for NuageS3 {
             input.checksum_sha1,
             input.checksum_sha256,
         );
-        let mut algorithms = algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
-        if let Some(a) = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse) {
+        let mut algorithms =
+            algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
+        if let Some(a) = upload
+            .checksum_algorithm
+            .as_deref()
+            .and_then(ChecksumAlgorithm::parse)
+        {
             algorithms.push(a);
             algorithms.dedup();
         }
@@ -883,15 +1303,24 @@ impl S3 for NuageS3 {
             input.content_length,
             limits::PART_SIZE_BYTES_MAX,
             &algorithms,
-            input.content_md5.as_deref(),
-            announced,
-            trailers.as_ref(),
+            ClientDigests {
+                content_md5: input.content_md5.as_deref(),
+                announced,
+                trailers: trailers.as_ref(),
+            },
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
         let part = self
             .storage
-            .put_part(&input.bucket, &input.key, &input.upload_id, input.part_number, staged, checksums)
+            .put_part(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                staged,
+                checksums,
+            )
             .await
             .map_err(to_s3)?;
         let c = &part.checksums;
@@ -906,36 +1335,69 @@ impl S3 for NuageS3 {
         })
     }
 
-    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> Res<UploadPartCopyOutput> {
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> Res<UploadPartCopyOutput> {
         let input = req.input;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
-        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        let upload = self
+            .storage
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
-        let source = self.storage.head_object(&src_bucket, &src_key, src_version.as_deref()).await.map_err(|e| match e {
-            StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
-            other => to_s3(other),
-        })?;
+        let source = self
+            .storage
+            .head_object(&src_bucket, &src_key, src_version.as_deref())
+            .await
+            .map_err(|e| match e {
+                StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
+                other => to_s3(other),
+            })?;
         let conditions = read_conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
             input.copy_source_if_modified_since.as_ref(),
             input.copy_source_if_unmodified_since.as_ref(),
         );
-        evaluate_read_conditions(&source, &conditions).map_err(|_| to_s3(StorageError::PreconditionFailed))?;
+        evaluate_read_conditions(&source, &conditions)
+            .map_err(|_| to_s3(StorageError::PreconditionFailed))?;
         let (offset, len) = copy_range(input.copy_source_range.as_deref(), source.size)?;
         if len > limits::PART_SIZE_BYTES_MAX {
-            return Err(to_s3(StorageError::EntityTooLarge("a copied part may be at most 5 GiB".into())));
+            return Err(to_s3(StorageError::EntityTooLarge(
+                "a copied part may be at most 5 GiB".into(),
+            )));
         }
-        let body = self.storage.read_object(&source, offset, len).await.map_err(to_s3)?;
+        let body = self
+            .storage
+            .read_object(&source, offset, len)
+            .await
+            .map_err(to_s3)?;
         let mut algorithms = vec![ChecksumAlgorithm::Crc64Nvme];
-        if let Some(a) = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse) {
+        if let Some(a) = upload
+            .checksum_algorithm
+            .as_deref()
+            .and_then(ChecksumAlgorithm::parse)
+        {
             algorithms = vec![a];
         }
-        let staged = self.storage.stage(body, Some(len), limits::PART_SIZE_BYTES_MAX, &algorithms).await.map_err(to_s3)?;
+        let staged = self
+            .storage
+            .stage(body, Some(len), limits::PART_SIZE_BYTES_MAX, &algorithms)
+            .await
+            .map_err(to_s3)?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
         let part = self
             .storage
-            .put_part(&input.bucket, &input.key, &input.upload_id, input.part_number, staged, checksums)
+            .put_part(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                staged,
+                checksums,
+            )
             .await
             .map_err(to_s3)?;
         let c = &part.checksums;
@@ -954,7 +1416,10 @@ impl S3 for NuageS3 {
         })
     }
 
-    async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> Res<CompleteMultipartUploadOutput> {
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> Res<CompleteMultipartUploadOutput> {
         let input = req.input;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let parts = input
@@ -968,8 +1433,17 @@ impl S3 for NuageS3 {
                         .part_number
                         .and_then(|n| u32::try_from(n).ok())
                         .ok_or_else(|| invalid("each part needs a valid PartNumber"))?,
-                    etag: p.e_tag.map(|e| e.value().to_owned()).ok_or_else(|| invalid("each part needs an ETag"))?,
-                    checksums: convert::announced_checksums(p.checksum_crc32, p.checksum_crc32c, p.checksum_crc64nvme, p.checksum_sha1, p.checksum_sha256),
+                    etag: p
+                        .e_tag
+                        .map(|e| e.value().to_owned())
+                        .ok_or_else(|| invalid("each part needs an ETag"))?,
+                    checksums: convert::announced_checksums(
+                        p.checksum_crc32,
+                        p.checksum_crc32c,
+                        p.checksum_crc64nvme,
+                        p.checksum_sha1,
+                        p.checksum_sha256,
+                    ),
                 })
             })
             .collect::<S3Result<Vec<_>>>()?;
@@ -982,7 +1456,14 @@ impl S3 for NuageS3 {
         );
         let record = self
             .storage
-            .complete_upload(&input.bucket, &input.key, &input.upload_id, &parts, condition, &expected)
+            .complete_upload(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                &parts,
+                condition,
+                &expected,
+            )
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
@@ -1002,9 +1483,15 @@ impl S3 for NuageS3 {
         })
     }
 
-    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> Res<AbortMultipartUploadOutput> {
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> Res<AbortMultipartUploadOutput> {
         let input = req.input;
-        self.storage.abort_upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
+        self.storage
+            .abort_upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
         let mut response = S3Response::new(AbortMultipartUploadOutput::default());
         response.status = Some(http::StatusCode::NO_CONTENT);
         Ok(response)
@@ -1014,15 +1501,24 @@ impl S3 for NuageS3 {
         let input = req.input;
         let after = match input.part_number_marker {
             None => 0,
-            Some(m) => u32::try_from(m).map_err(|_| invalid("part-number-marker must be a non-negative integer"))?,
+            Some(m) => u32::try_from(m)
+                .map_err(|_| invalid("part-number-marker must be a non-negative integer"))?,
         };
         let max = match input.max_parts {
             None => limits::LIST_PARTS_MAX,
             Some(n) if n < 0 => return Err(invalid("max-parts must be a non-negative integer")),
             Some(n) => usize::try_from(n).unwrap_or(0),
         };
-        let upload = self.storage.upload(&input.bucket, &input.key, &input.upload_id).await.map_err(to_s3)?;
-        let listing = self.storage.list_parts(&input.bucket, &input.key, &input.upload_id, after, max).await.map_err(to_s3)?;
+        let upload = self
+            .storage
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        let listing = self
+            .storage
+            .list_parts(&input.bucket, &input.key, &input.upload_id, after, max)
+            .await
+            .map_err(to_s3)?;
         let parts = listing
             .parts
             .iter()
@@ -1043,20 +1539,30 @@ impl S3 for NuageS3 {
             key: Some(input.key),
             upload_id: Some(input.upload_id),
             part_number_marker: input.part_number_marker,
-            next_part_number_marker: listing.next_part_number_marker.and_then(|n| i32::try_from(n).ok()),
+            next_part_number_marker: listing
+                .next_part_number_marker
+                .and_then(|n| i32::try_from(n).ok()),
             max_parts: Some(i32::try_from(max.min(limits::LIST_PARTS_MAX)).unwrap_or(1000)),
             is_truncated: Some(listing.truncated),
             parts: Some(parts),
             owner: Some(owner()),
-            initiator: Some(Initiator { display_name: Some("nuage".into()), id: Some("nuage".into()) }),
+            initiator: Some(Initiator {
+                display_name: Some("nuage".into()),
+                id: Some("nuage".into()),
+            }),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            checksum_algorithm: upload.checksum_algorithm.map(s3s::dto::ChecksumAlgorithm::from),
+            checksum_algorithm: upload
+                .checksum_algorithm
+                .map(s3s::dto::ChecksumAlgorithm::from),
             checksum_type: upload.checksum_type.map(ChecksumType::from),
             ..Default::default()
         })
     }
 
-    async fn list_multipart_uploads(&self, req: S3Request<ListMultipartUploadsInput>) -> Res<ListMultipartUploadsOutput> {
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> Res<ListMultipartUploadsOutput> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = match input.max_uploads {
@@ -1066,7 +1572,13 @@ impl S3 for NuageS3 {
         };
         let listing = self
             .storage
-            .list_uploads(&input.bucket, &prefix, input.key_marker.as_deref().filter(|k| !k.is_empty()), input.upload_id_marker.as_deref(), max)
+            .list_uploads(
+                &input.bucket,
+                &prefix,
+                input.key_marker.as_deref().filter(|k| !k.is_empty()),
+                input.upload_id_marker.as_deref(),
+                max,
+            )
             .await
             .map_err(to_s3)?;
         let encode = url_encoded(input.encoding_type.as_ref());
@@ -1079,7 +1591,10 @@ impl S3 for NuageS3 {
                 upload_id: Some(u.upload_id),
                 initiated: Some(timestamp(u.initiated_unix_ns)),
                 owner: Some(owner()),
-                initiator: Some(Initiator { display_name: Some("nuage".into()), id: Some("nuage".into()) }),
+                initiator: Some(Initiator {
+                    display_name: Some("nuage".into()),
+                    id: Some("nuage".into()),
+                }),
                 storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 checksum_algorithm: u.checksum_algorithm.map(s3s::dto::ChecksumAlgorithm::from),
                 checksum_type: u.checksum_type.map(ChecksumType::from),

@@ -13,7 +13,13 @@ pub struct Conditions {
 }
 
 fn matches(list: &[String], etag: &str) -> bool {
-    list.iter().any(|e| e == "*" || e.trim_matches('"').trim_start_matches("W/").trim_matches('"') == etag)
+    list.iter().any(|e| {
+        e == "*"
+            || e.trim_matches('"')
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                == etag
+    })
 }
 
 /// Decides whether a read proceeds. S3's precedence: a passing `If-Match`

@@ -64,7 +64,13 @@ impl ChecksumAlgorithm {
         }
     }
 
-    pub const ALL: [Self; 5] = [Self::Crc32, Self::Crc32c, Self::Crc64Nvme, Self::Sha1, Self::Sha256];
+    pub const ALL: [Self; 5] = [
+        Self::Crc32,
+        Self::Crc32c,
+        Self::Crc64Nvme,
+        Self::Sha1,
+        Self::Sha256,
+    ];
 
     /// The digest of `data`, raw bytes.
     #[must_use]
@@ -72,7 +78,9 @@ impl ChecksumAlgorithm {
         let mut set = DigestSet::new(&[self]);
         set.update(data);
         let d = set.finish();
-        self.get(&d.checksums).and_then(|v| STANDARD.decode(v).ok()).unwrap_or_default()
+        self.get(&d.checksums)
+            .and_then(|v| STANDARD.decode(v).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -145,7 +153,10 @@ impl DigestSet {
             sha256: self.sha256.map(|h| b64(&h.finalize())),
             checksum_type: None,
         };
-        Digests { md5: self.md5.finalize().into(), checksums }
+        Digests {
+            md5: self.md5.finalize().into(),
+            checksums,
+        }
     }
 }
 
@@ -158,7 +169,9 @@ pub fn parse_content_md5(value: &str) -> Result<[u8; 16], crate::StorageError> {
         .decode(value.trim())
         .ok()
         .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(|| crate::StorageError::InvalidDigest("the Content-MD5 you specified is not valid".into()))
+        .ok_or_else(|| {
+            crate::StorageError::InvalidDigest("the Content-MD5 you specified is not valid".into())
+        })
 }
 
 #[cfg(test)]
@@ -175,8 +188,14 @@ mod tests {
         // Values as the AWS SDKs compute them for "hello world".
         assert_eq!(d.checksums.crc32.as_deref(), Some("DUoRhQ=="));
         assert_eq!(d.checksums.crc32c.as_deref(), Some("yZRlqg=="));
-        assert_eq!(d.checksums.sha1.as_deref(), Some("Kq5sNclPz7QV2+lfQIuc6R7oRu0="));
-        assert_eq!(d.checksums.sha256.as_deref(), Some("uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek="));
+        assert_eq!(
+            d.checksums.sha1.as_deref(),
+            Some("Kq5sNclPz7QV2+lfQIuc6R7oRu0=")
+        );
+        assert_eq!(
+            d.checksums.sha256.as_deref(),
+            Some("uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=")
+        );
         assert_eq!(d.checksums.crc64nvme.as_deref(), Some("jSnVw/bqjr4="));
     }
 }

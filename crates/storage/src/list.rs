@@ -52,7 +52,8 @@ pub struct VersionListPage {
 fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
     let delimiter = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.get(prefix.len()..)?;
-    rest.find(delimiter).map(|i| &key[..prefix.len() + i + delimiter.len()])
+    rest.find(delimiter)
+        .map(|i| &key[..prefix.len() + i + delimiter.len()])
 }
 
 /// The scan position just past every key that starts with `prefix` (keys are
@@ -82,18 +83,27 @@ impl Storage {
         let max_keys = query.max_keys.min(limits::LIST_KEYS_MAX);
         let delimiter = query.delimiter.as_deref();
         let mut page = ListPage::default();
-        let mut cursor: Option<Vec<u8>> = query.after.as_deref().map(|m| resume_position(m, &query.prefix, delimiter));
+        let mut cursor: Option<Vec<u8>> = query
+            .after
+            .as_deref()
+            .map(|m| resume_position(m, &query.prefix, delimiter));
         let mut examined = 0usize;
         'scan: loop {
-            let batch_len = (max_keys - page.objects.len() - page.common_prefixes.len() + 1).clamp(2, limits::LIST_KEYS_MAX + 1);
-            let batch = self.meta.scan_latest(bucket, &query.prefix, cursor.as_deref(), batch_len).await?;
+            let batch_len = (max_keys - page.objects.len() - page.common_prefixes.len() + 1)
+                .clamp(2, limits::LIST_KEYS_MAX + 1);
+            let batch = self
+                .meta
+                .scan_latest(bucket, &query.prefix, cursor.as_deref(), batch_len)
+                .await?;
             if batch.is_empty() {
                 break;
             }
             let batch_full = batch.len() == batch_len;
             for record in batch {
                 examined += 1;
-                if page.objects.len() + page.common_prefixes.len() >= max_keys || examined > limits::LIST_SCAN_ENTRIES_MAX {
+                if page.objects.len() + page.common_prefixes.len() >= max_keys
+                    || examined > limits::LIST_SCAN_ENTRIES_MAX
+                {
                     page.truncated = true;
                     break 'scan;
                 }
@@ -130,42 +140,60 @@ impl Storage {
     ///
     /// # Errors
     /// `NoSuchBucket`, `InvalidArgument` for a version-id marker without key marker.
-    pub async fn list_object_versions(&self, bucket: &str, query: &VersionListQuery) -> StorageResult<VersionListPage> {
+    pub async fn list_object_versions(
+        &self,
+        bucket: &str,
+        query: &VersionListQuery,
+    ) -> StorageResult<VersionListPage> {
         self.bucket(bucket).await?;
         let max_keys = query.max_keys.min(limits::LIST_KEYS_MAX);
         let delimiter = query.delimiter.as_deref();
         let mut page = VersionListPage::default();
         // Position: (key bytes, Some(seq) = after that version of the key, None = after all of it).
-        let mut cursor: Option<(Vec<u8>, Option<u64>)> = match (&query.key_marker, &query.version_id_marker) {
-            (None, Some(_)) => {
-                return Err(crate::StorageError::InvalidArgument(
-                    "a version-id marker cannot be specified without a key marker".into(),
-                ));
-            }
-            (None, None) => None,
-            (Some(k), None) => Some((resume_position(k, &query.prefix, delimiter), None)),
-            (Some(k), Some(v)) if v == ids::NULL_VERSION_ID => {
-                // The null version has no sequence in its id: find it.
-                let seq = self.meta.get_version(bucket, k, Some(v)).await?.map(|r| r.seq);
-                Some((k.as_bytes().to_vec(), seq))
-            }
-            (Some(k), Some(v)) => match ids::version_seq(v) {
-                Some(seq) => Some((k.as_bytes().to_vec(), Some(seq))),
-                None => return Err(crate::StorageError::InvalidArgument("invalid version id marker".into())),
-            },
-        };
+        let mut cursor: Option<(Vec<u8>, Option<u64>)> =
+            match (&query.key_marker, &query.version_id_marker) {
+                (None, Some(_)) => {
+                    return Err(crate::StorageError::InvalidArgument(
+                        "a version-id marker cannot be specified without a key marker".into(),
+                    ));
+                }
+                (None, None) => None,
+                (Some(k), None) => Some((resume_position(k, &query.prefix, delimiter), None)),
+                (Some(k), Some(v)) if v == ids::NULL_VERSION_ID => {
+                    // The null version has no sequence in its id: find it.
+                    let seq = self
+                        .meta
+                        .get_version(bucket, k, Some(v))
+                        .await?
+                        .map(|r| r.seq);
+                    Some((k.as_bytes().to_vec(), seq))
+                }
+                (Some(k), Some(v)) => match ids::version_seq(v) {
+                    Some(seq) => Some((k.as_bytes().to_vec(), Some(seq))),
+                    None => {
+                        return Err(crate::StorageError::InvalidArgument(
+                            "invalid version id marker".into(),
+                        ));
+                    }
+                },
+            };
         let mut examined = 0usize;
         'scan: loop {
             let batch_len = limits::LIST_KEYS_MAX + 1;
             let after = cursor.as_ref().map(|(k, s)| (k.as_slice(), *s));
-            let batch = self.meta.scan_versions(bucket, &query.prefix, after, batch_len).await?;
+            let batch = self
+                .meta
+                .scan_versions(bucket, &query.prefix, after, batch_len)
+                .await?;
             if batch.is_empty() {
                 break;
             }
             let batch_full = batch.len() == batch_len;
             for record in batch {
                 examined += 1;
-                if page.versions.len() + page.common_prefixes.len() >= max_keys || examined > limits::LIST_SCAN_ENTRIES_MAX {
+                if page.versions.len() + page.common_prefixes.len() >= max_keys
+                    || examined > limits::LIST_SCAN_ENTRIES_MAX
+                {
                     page.truncated = true;
                     break 'scan;
                 }

@@ -11,7 +11,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use md5::Digest as _;
 use nuage_base::{ids, limits};
-use nuage_meta::{Checksums, DataSegment, PartRecord, PutVersion, UploadRecord, Versioning, WriteCondition};
+use nuage_meta::{
+    Checksums, DataSegment, PartRecord, PutVersion, UploadRecord, Versioning, WriteCondition,
+};
 
 /// A part named in CompleteMultipartUpload.
 #[derive(Debug, Clone, Default)]
@@ -83,9 +85,17 @@ impl Storage {
     ///
     /// # Errors
     /// `NoSuchBucket`, `NoSuchUpload`.
-    pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> StorageResult<UploadRecord> {
+    pub async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StorageResult<UploadRecord> {
         self.bucket(bucket).await?;
-        self.meta.get_upload(bucket, key, upload_id).await?.ok_or(StorageError::NoSuchUpload)
+        self.meta
+            .get_upload(bucket, key, upload_id)
+            .await?
+            .ok_or(StorageError::NoSuchUpload)
     }
 
     /// Records a staged part.
@@ -116,7 +126,11 @@ impl Storage {
             last_modified_unix_ns: self.now_ns(),
             checksums,
         };
-        match self.meta.put_part(bucket, key, upload_id, part.clone()).await {
+        match self
+            .meta
+            .put_part(bucket, key, upload_id, part.clone())
+            .await
+        {
             Ok(freed) => {
                 self.free_blobs(freed).await;
                 Ok(part)
@@ -148,11 +162,22 @@ impl Storage {
     ) -> StorageResult<PartListing> {
         self.upload(bucket, key, upload_id).await?;
         let max_parts = max_parts.min(limits::LIST_PARTS_MAX);
-        let mut parts = self.meta.list_parts(upload_id, after, max_parts + 1).await?;
+        let mut parts = self
+            .meta
+            .list_parts(upload_id, after, max_parts + 1)
+            .await?;
         let truncated = parts.len() > max_parts;
         parts.truncate(max_parts);
-        let next = if truncated { parts.last().map(|p| p.part_number) } else { None };
-        Ok(PartListing { parts, truncated, next_part_number_marker: next })
+        let next = if truncated {
+            parts.last().map(|p| p.part_number)
+        } else {
+            None
+        };
+        Ok(PartListing {
+            parts,
+            truncated,
+            next_part_number_marker: next,
+        })
     }
 
     /// # Errors
@@ -168,7 +193,10 @@ impl Storage {
         self.bucket(bucket).await?;
         let max_uploads = max_uploads.min(limits::LIST_UPLOADS_MAX);
         let after = key_marker.map(|k| (k, upload_id_marker.unwrap_or("\u{10FFFF}")));
-        let mut uploads = self.meta.list_uploads(bucket, prefix, after, max_uploads + 1).await?;
+        let mut uploads = self
+            .meta
+            .list_uploads(bucket, prefix, after, max_uploads + 1)
+            .await?;
         let truncated = uploads.len() > max_uploads;
         uploads.truncate(max_uploads);
         let last = uploads.last().filter(|_| truncated);
@@ -182,7 +210,12 @@ impl Storage {
 
     /// # Errors
     /// `NoSuchBucket`, `NoSuchUpload`.
-    pub async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StorageResult<()> {
+    pub async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> StorageResult<()> {
         self.bucket(bucket).await?;
         let freed = self.meta.abort_upload(bucket, key, upload_id).await?;
         self.free_blobs(freed).await;
@@ -204,25 +237,40 @@ impl Storage {
         expected_checksums: &Checksums,
     ) -> StorageResult<VersionRecord> {
         let bucket_record = self.bucket(bucket).await?;
-        let upload = self.meta.get_upload(bucket, key, upload_id).await?.ok_or(StorageError::NoSuchUpload)?;
+        let upload = self
+            .meta
+            .get_upload(bucket, key, upload_id)
+            .await?
+            .ok_or(StorageError::NoSuchUpload)?;
         if requested.is_empty() {
-            return Err(StorageError::InvalidArgument("you must specify at least one part".into()));
+            return Err(StorageError::InvalidArgument(
+                "you must specify at least one part".into(),
+            ));
         }
-        if requested.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
+        if requested
+            .windows(2)
+            .any(|w| w[0].part_number >= w[1].part_number)
+        {
             return Err(StorageError::InvalidPartOrder);
         }
         // Parts are at most 10,000; listing them in pages keeps each read bounded.
         let mut stored = std::collections::BTreeMap::new();
         let mut after = 0u32;
         loop {
-            let page = self.meta.list_parts(upload_id, after, limits::LIST_PARTS_MAX).await?;
+            let page = self
+                .meta
+                .list_parts(upload_id, after, limits::LIST_PARTS_MAX)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.part_number;
             for part in page {
                 stored.insert(part.part_number, part);
             }
         }
-        let algorithm = upload.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::parse);
+        let algorithm = upload
+            .checksum_algorithm
+            .as_deref()
+            .and_then(ChecksumAlgorithm::parse);
         let mut md5s = md5::Md5::new();
         let mut composite = Vec::new();
         let mut segments = Vec::with_capacity(requested.len());
@@ -232,17 +280,20 @@ impl Storage {
                 StorageError::InvalidPart(format!("part {} was not uploaded", want.part_number))
             })?;
             if part.etag != want.etag.trim_matches('"') {
-                return Err(StorageError::InvalidPart(format!("the ETag of part {} does not match", want.part_number)));
+                return Err(StorageError::InvalidPart(format!(
+                    "the ETag of part {} does not match",
+                    want.part_number
+                )));
             }
             for a in ChecksumAlgorithm::ALL {
-                if let Some(value) = a.get(&want.checksums) {
-                    if a.get(&part.checksums) != Some(value) {
-                        return Err(StorageError::InvalidPart(format!(
-                            "the {} checksum of part {} does not match",
-                            a.name(),
-                            want.part_number
-                        )));
-                    }
+                if let Some(value) = a.get(&want.checksums)
+                    && a.get(&part.checksums) != Some(value)
+                {
+                    return Err(StorageError::InvalidPart(format!(
+                        "the {} checksum of part {} does not match",
+                        a.name(),
+                        want.part_number
+                    )));
                 }
             }
             if i + 1 < requested.len() && part.size < limits::PART_SIZE_BYTES_MIN {
@@ -269,19 +320,28 @@ impl Storage {
                 }
             }
             size += part.size;
-            segments.push(DataSegment { blob_id: part.blob_id.clone(), size: part.size, part_etag: Some(part.etag.clone()) });
+            segments.push(DataSegment {
+                blob_id: part.blob_id.clone(),
+                size: part.size,
+                part_etag: Some(part.etag.clone()),
+            });
         }
         if size > limits::OBJECT_SIZE_BYTES_MAX {
-            return Err(StorageError::EntityTooLarge("the object exceeds 5 TiB".into()));
+            return Err(StorageError::EntityTooLarge(
+                "the object exceeds 5 TiB".into(),
+            ));
         }
         let count = requested.len();
         let mut checksums = Checksums::default();
         if let Some(a) = algorithm {
             let value = format!("{}-{count}", STANDARD.encode(a.digest_raw(&composite)));
-            if let Some(expected) = a.get(expected_checksums) {
-                if expected != &value {
-                    return Err(StorageError::BadDigest(format!("the {} of the whole upload did not match", a.name())));
-                }
+            if let Some(expected) = a.get(expected_checksums)
+                && expected != &value
+            {
+                return Err(StorageError::BadDigest(format!(
+                    "the {} of the whole upload did not match",
+                    a.name()
+                )));
             }
             a.set(&mut checksums, Some(value));
             checksums.checksum_type = Some("COMPOSITE".into());
@@ -301,7 +361,11 @@ impl Storage {
             tags: upload.tags,
             segments,
         };
-        let put = PutVersion { record, null_version: bucket_record.versioning != Versioning::Enabled, condition };
+        let put = PutVersion {
+            record,
+            null_version: bucket_record.versioning != Versioning::Enabled,
+            condition,
+        };
         let outcome = self.meta.complete_upload(upload_id, put).await?;
         self.free_blobs(outcome.freed_blobs).await;
         Ok(outcome.record)

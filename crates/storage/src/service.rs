@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
 use nuage_meta::{
-    BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion, VersionRecord, Versioning,
-    WriteCondition,
+    BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion,
+    VersionRecord, Versioning, WriteCondition,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,7 +61,8 @@ pub struct DeleteOutcome {
 }
 
 /// A streaming object body.
-pub type ObjectBody = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
+pub type ObjectBody =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
 /// The storage service.
 #[derive(Clone)]
@@ -74,13 +75,26 @@ pub struct Storage {
 
 impl Storage {
     #[must_use]
-    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>, config: StorageConfig) -> Self {
-        Self { meta, blobs, clock, config: Arc::new(config) }
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        config: StorageConfig,
+    ) -> Self {
+        Self {
+            meta,
+            blobs,
+            clock,
+            config: Arc::new(config),
+        }
     }
 
     #[must_use]
     pub fn default_region(&self) -> &str {
-        self.config.regions.first().map_or("fr-par", |r| r.name.as_str())
+        self.config
+            .regions
+            .first()
+            .map_or("fr-par", |r| r.name.as_str())
     }
 
     pub(crate) fn now_ns(&self) -> i64 {
@@ -103,14 +117,25 @@ impl Storage {
     ///
     /// # Errors
     /// Invalid name, unknown region, or the name is taken.
-    pub async fn create_bucket(&self, name: &str, location: Option<&str>) -> StorageResult<BucketRecord> {
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        location: Option<&str>,
+    ) -> StorageResult<BucketRecord> {
         names::validate_bucket_name(name).map_err(|e| StorageError::InvalidBucketName(e.0))?;
         let region = match location.filter(|l| !l.is_empty()) {
             None => self.default_region().to_owned(),
-            Some(l) if self.config.default_region_aliases.iter().any(|a| a == l) => self.default_region().to_owned(),
+            Some(l) if self.config.default_region_aliases.iter().any(|a| a == l) => {
+                self.default_region().to_owned()
+            }
             Some(l) => {
                 if !self.config.regions.iter().any(|r| r.name == l) {
-                    let known: Vec<&str> = self.config.regions.iter().map(|r| r.name.as_str()).collect();
+                    let known: Vec<&str> = self
+                        .config
+                        .regions
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect();
                     return Err(StorageError::InvalidLocationConstraint(format!(
                         "the location constraint `{l}` is not a region of this Nuage (regions: {})",
                         known.join(", ")
@@ -134,7 +159,10 @@ impl Storage {
     /// # Errors
     /// `NoSuchBucket`.
     pub async fn bucket(&self, name: &str) -> StorageResult<BucketRecord> {
-        self.meta.get_bucket(name).await?.ok_or(StorageError::NoSuchBucket)
+        self.meta
+            .get_bucket(name)
+            .await?
+            .ok_or(StorageError::NoSuchBucket)
     }
 
     /// # Errors
@@ -149,7 +177,11 @@ impl Storage {
         Ok(self.meta.delete_bucket(name).await?)
     }
 
-    async fn update_bucket(&self, name: &str, f: impl FnOnce(&mut BucketRecord)) -> StorageResult<BucketRecord> {
+    async fn update_bucket(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut BucketRecord),
+    ) -> StorageResult<BucketRecord> {
         let mut record = self.bucket(name).await?;
         f(&mut record);
         self.meta.update_bucket(record.clone()).await?;
@@ -161,7 +193,11 @@ impl Storage {
     /// # Errors
     /// `NoSuchBucket`.
     pub async fn set_versioning(&self, name: &str, enabled: bool) -> StorageResult<()> {
-        let state = if enabled { Versioning::Enabled } else { Versioning::Suspended };
+        let state = if enabled {
+            Versioning::Enabled
+        } else {
+            Versioning::Suspended
+        };
         self.update_bucket(name, |b| {
             if enabled || b.versioning != Versioning::Unversioned {
                 b.versioning = state;
@@ -173,17 +209,28 @@ impl Storage {
 
     /// # Errors
     /// `NoSuchBucket`, `InvalidTag`.
-    pub async fn set_bucket_tags(&self, name: &str, tags: Option<Vec<(String, String)>>) -> StorageResult<()> {
+    pub async fn set_bucket_tags(
+        &self,
+        name: &str,
+        tags: Option<Vec<(String, String)>>,
+    ) -> StorageResult<()> {
         if let Some(tags) = &tags {
-            names::validate_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::BUCKET_TAGS_MAX)
-                .map_err(|e| StorageError::InvalidTag(e.0))?;
+            names::validate_tags(
+                tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                limits::BUCKET_TAGS_MAX,
+            )
+            .map_err(|e| StorageError::InvalidTag(e.0))?;
         }
         self.update_bucket(name, |b| b.tags = tags).await.map(drop)
     }
 
     /// # Errors
     /// `NoSuchBucket`, `InvalidArgument` for too many rules or a bad method.
-    pub async fn set_bucket_cors(&self, name: &str, cors: Option<Vec<CorsRule>>) -> StorageResult<()> {
+    pub async fn set_bucket_cors(
+        &self,
+        name: &str,
+        cors: Option<Vec<CorsRule>>,
+    ) -> StorageResult<()> {
         if let Some(rules) = &cors {
             if rules.is_empty() || rules.len() > limits::CORS_RULES_MAX {
                 return Err(StorageError::InvalidArgument(format!(
@@ -193,10 +240,18 @@ impl Storage {
             }
             for rule in rules {
                 if rule.allowed_origins.is_empty() || rule.allowed_methods.is_empty() {
-                    return Err(StorageError::InvalidArgument("each CORS rule needs an origin and a method".into()));
+                    return Err(StorageError::InvalidArgument(
+                        "each CORS rule needs an origin and a method".into(),
+                    ));
                 }
-                if let Some(m) = rule.allowed_methods.iter().find(|m| !["GET", "PUT", "POST", "DELETE", "HEAD"].contains(&m.as_str())) {
-                    return Err(StorageError::InvalidArgument(format!("unsupported CORS method `{m}`")));
+                if let Some(m) = rule
+                    .allowed_methods
+                    .iter()
+                    .find(|m| !["GET", "PUT", "POST", "DELETE", "HEAD"].contains(&m.as_str()))
+                {
+                    return Err(StorageError::InvalidArgument(format!(
+                        "unsupported CORS method `{m}`"
+                    )));
                 }
             }
         }
@@ -255,7 +310,11 @@ impl Storage {
         }
         let blob_id = writer.blob_id().to_owned();
         writer.finish().await?;
-        Ok(Staged { blob_id, size, digests: digests.finish() })
+        Ok(Staged {
+            blob_id,
+            size,
+            digests: digests.finish(),
+        })
     }
 
     /// Removes a staged blob that will not be committed.
@@ -268,11 +327,17 @@ impl Storage {
     ///
     /// # Errors
     /// `BadDigest` on a mismatch, `InvalidDigest` for a malformed `Content-MD5`.
-    pub fn verify(staged: &Staged, content_md5: Option<&str>, expected: &Checksums) -> StorageResult<()> {
-        if let Some(md5) = content_md5 {
-            if crate::digest::parse_content_md5(md5)? != staged.digests.md5 {
-                return Err(StorageError::BadDigest("the Content-MD5 you specified did not match what we received".into()));
-            }
+    pub fn verify(
+        staged: &Staged,
+        content_md5: Option<&str>,
+        expected: &Checksums,
+    ) -> StorageResult<()> {
+        if let Some(md5) = content_md5
+            && crate::digest::parse_content_md5(md5)? != staged.digests.md5
+        {
+            return Err(StorageError::BadDigest(
+                "the Content-MD5 you specified did not match what we received".into(),
+            ));
         }
         for algorithm in ChecksumAlgorithm::ALL {
             if let Some(want) = algorithm.get(expected) {
@@ -293,15 +358,25 @@ impl Storage {
     /// # Errors
     /// `MetadataTooLarge`, `InvalidTag`.
     pub fn validate_attributes(attributes: &ObjectAttributes) -> StorageResult<()> {
-        let meta_bytes: usize = attributes.user_metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let meta_bytes: usize = attributes
+            .user_metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         if meta_bytes > limits::USER_METADATA_BYTES_MAX {
             return Err(StorageError::MetadataTooLarge(format!(
                 "your metadata headers exceed the maximum allowed metadata size ({meta_bytes} > {} bytes)",
                 limits::USER_METADATA_BYTES_MAX
             )));
         }
-        names::validate_tags(attributes.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::OBJECT_TAGS_MAX)
-            .map_err(|e| StorageError::InvalidTag(e.0))
+        names::validate_tags(
+            attributes
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            limits::OBJECT_TAGS_MAX,
+        )
+        .map_err(|e| StorageError::InvalidTag(e.0))
     }
 
     pub(crate) fn validate_key(key: &str) -> StorageResult<()> {
@@ -327,7 +402,9 @@ impl Storage {
         checksums: Checksums,
         condition: WriteCondition,
     ) -> StorageResult<VersionRecord> {
-        let result = self.put_object_inner(bucket, key, &staged, attributes, checksums, condition).await;
+        let result = self
+            .put_object_inner(bucket, key, &staged, attributes, checksums, condition)
+            .await;
         if result.is_err() {
             self.discard(staged).await;
         }
@@ -362,11 +439,19 @@ impl Storage {
             user_metadata: attributes.user_metadata,
             checksums,
             tags: attributes.tags,
-            segments: vec![DataSegment { blob_id: staged.blob_id.clone(), size: staged.size, part_etag: None }],
+            segments: vec![DataSegment {
+                blob_id: staged.blob_id.clone(),
+                size: staged.size,
+                part_etag: None,
+            }],
         };
         let outcome = self
             .meta
-            .put_version(PutVersion { record, null_version: bucket_record.versioning != Versioning::Enabled, condition })
+            .put_version(PutVersion {
+                record,
+                null_version: bucket_record.versioning != Versioning::Enabled,
+                condition,
+            })
             .await?;
         self.free_blobs(outcome.freed_blobs).await;
         Ok(outcome.record)
@@ -379,20 +464,33 @@ impl Storage {
     /// # Errors
     /// `NoSuchBucket`, `NoSuchKey`, `NoSuchVersion`, `DeleteMarker`,
     /// `MethodNotAllowedOnDeleteMarker`.
-    pub async fn head_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> StorageResult<VersionRecord> {
+    pub async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> StorageResult<VersionRecord> {
         self.bucket(bucket).await?;
         let record = self.meta.get_version(bucket, key, version_id).await?;
         match (record, version_id) {
             (None, None) => Err(StorageError::NoSuchKey),
             (None, Some(v)) => {
                 if ids::version_seq(v).is_none() && v != ids::NULL_VERSION_ID {
-                    Err(StorageError::InvalidArgument("invalid version id specified".into()))
+                    Err(StorageError::InvalidArgument(
+                        "invalid version id specified".into(),
+                    ))
                 } else {
                     Err(StorageError::NoSuchVersion)
                 }
             }
-            (Some(r), None) if r.delete_marker => Err(StorageError::DeleteMarker { version_id: r.version_id }),
-            (Some(r), Some(_)) if r.delete_marker => Err(StorageError::MethodNotAllowedOnDeleteMarker { version_id: r.version_id }),
+            (Some(r), None) if r.delete_marker => Err(StorageError::DeleteMarker {
+                version_id: r.version_id,
+            }),
+            (Some(r), Some(_)) if r.delete_marker => {
+                Err(StorageError::MethodNotAllowedOnDeleteMarker {
+                    version_id: r.version_id,
+                })
+            }
             (Some(r), _) => Ok(r),
         }
     }
@@ -403,7 +501,12 @@ impl Storage {
     ///
     /// # Errors
     /// `Corrupt` when stored data fails its checksum.
-    pub async fn read_object(&self, record: &VersionRecord, offset: u64, len: u64) -> StorageResult<ObjectBody> {
+    pub async fn read_object(
+        &self,
+        record: &VersionRecord,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<ObjectBody> {
         let mut pieces = Vec::new();
         let mut segment_start = 0u64;
         let end = offset.saturating_add(len);
@@ -425,7 +528,9 @@ impl Storage {
         match stream.next().await {
             None => Ok(Box::pin(futures::stream::empty())),
             Some(Err(e)) => Err(StorageError::Corrupt(e.to_string())),
-            Some(Ok(first)) => Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(stream))),
+            Some(Ok(first)) => Ok(Box::pin(
+                futures::stream::once(async move { Ok(first) }).chain(stream),
+            )),
         }
     }
 
@@ -435,11 +540,19 @@ impl Storage {
     ///
     /// # Errors
     /// `Corrupt` or a blob store failure.
-    pub async fn stage_copy(&self, source: &VersionRecord, offset: u64, len: u64) -> StorageResult<Staged> {
+    pub async fn stage_copy(
+        &self,
+        source: &VersionRecord,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<Staged> {
         let body = self.read_object(source, offset, len).await?;
-        let algorithms: Vec<ChecksumAlgorithm> =
-            ChecksumAlgorithm::ALL.into_iter().filter(|a| a.get(&source.checksums).is_some()).collect();
-        self.stage(body, Some(len), limits::OBJECT_SIZE_BYTES_MAX, &algorithms).await
+        let algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
+            .into_iter()
+            .filter(|a| a.get(&source.checksums).is_some())
+            .collect();
+        self.stage(body, Some(len), limits::OBJECT_SIZE_BYTES_MAX, &algorithms)
+            .await
     }
 
     // ---- deleting ----
@@ -448,26 +561,41 @@ impl Storage {
     ///
     /// # Errors
     /// `NoSuchBucket`, `InvalidArgument` for a malformed version id.
-    pub async fn delete_object(&self, bucket: &str, key: &str, version_id: Option<&str>) -> StorageResult<DeleteOutcome> {
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> StorageResult<DeleteOutcome> {
         let bucket_record = self.bucket(bucket).await?;
         if let Some(version_id) = version_id {
             if ids::version_seq(version_id).is_none() && version_id != ids::NULL_VERSION_ID {
-                return Err(StorageError::InvalidArgument("invalid version id specified".into()));
+                return Err(StorageError::InvalidArgument(
+                    "invalid version id specified".into(),
+                ));
             }
             return match self.meta.delete_version(bucket, key, version_id).await {
                 Ok((record, freed)) => {
                     self.free_blobs(freed).await;
-                    Ok(DeleteOutcome { version_id: Some(record.version_id), delete_marker: record.delete_marker })
+                    Ok(DeleteOutcome {
+                        version_id: Some(record.version_id),
+                        delete_marker: record.delete_marker,
+                    })
                 }
                 // Deleting what is not there succeeds, as in S3.
-                Err(nuage_meta::MetaError::NoSuchVersion) => {
-                    Ok(DeleteOutcome { version_id: Some(version_id.to_owned()), delete_marker: false })
-                }
+                Err(nuage_meta::MetaError::NoSuchVersion) => Ok(DeleteOutcome {
+                    version_id: Some(version_id.to_owned()),
+                    delete_marker: false,
+                }),
                 Err(e) => Err(e.into()),
             };
         }
         match bucket_record.versioning {
-            Versioning::Unversioned => match self.meta.delete_version(bucket, key, ids::NULL_VERSION_ID).await {
+            Versioning::Unversioned => match self
+                .meta
+                .delete_version(bucket, key, ids::NULL_VERSION_ID)
+                .await
+            {
                 Ok((_, freed)) => {
                     self.free_blobs(freed).await;
                     Ok(DeleteOutcome::default())
@@ -493,10 +621,19 @@ impl Storage {
                     segments: Vec::new(),
                 };
                 let null_version = bucket_record.versioning == Versioning::Suspended;
-                let outcome =
-                    self.meta.put_version(PutVersion { record, null_version, condition: WriteCondition::None }).await?;
+                let outcome = self
+                    .meta
+                    .put_version(PutVersion {
+                        record,
+                        null_version,
+                        condition: WriteCondition::None,
+                    })
+                    .await?;
                 self.free_blobs(outcome.freed_blobs).await;
-                Ok(DeleteOutcome { version_id: Some(outcome.record.version_id), delete_marker: true })
+                Ok(DeleteOutcome {
+                    version_id: Some(outcome.record.version_id),
+                    delete_marker: true,
+                })
             }
         }
     }
@@ -512,10 +649,16 @@ impl Storage {
         version_id: Option<&str>,
         tags: Vec<(String, String)>,
     ) -> StorageResult<VersionRecord> {
-        names::validate_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())), limits::OBJECT_TAGS_MAX)
-            .map_err(|e| StorageError::InvalidTag(e.0))?;
+        names::validate_tags(
+            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            limits::OBJECT_TAGS_MAX,
+        )
+        .map_err(|e| StorageError::InvalidTag(e.0))?;
         self.head_object(bucket, key, version_id).await?;
-        Ok(self.meta.set_version_tags(bucket, key, version_id, tags).await?)
+        Ok(self
+            .meta
+            .set_version_tags(bucket, key, version_id, tags)
+            .await?)
     }
 
     // ---- housekeeping ----

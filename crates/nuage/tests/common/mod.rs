@@ -31,7 +31,11 @@ fn read_credentials(data_dir: &Path) -> Credentials {
     let text = std::fs::read_to_string(data_dir.join("credentials.toml")).unwrap();
     let value: toml::Value = toml::from_str(&text).unwrap();
     let get = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap().to_owned();
-    Credentials { access_key_id: get("access_key_id"), secret_access_key: get("secret_access_key"), region: get("region") }
+    Credentials {
+        access_key_id: get("access_key_id"),
+        secret_access_key: get("secret_access_key"),
+        region: get("region"),
+    }
 }
 
 impl Server {
@@ -68,7 +72,9 @@ impl Server {
         });
         let mut banner = String::new();
         let endpoint = loop {
-            let line = rx.recv_timeout(START_TIMEOUT).expect("nuage did not report its endpoint in time");
+            let line = rx
+                .recv_timeout(START_TIMEOUT)
+                .expect("nuage did not report its endpoint in time");
             banner.push_str(&line);
             banner.push('\n');
             if let Some(url) = line.strip_prefix("nuage: S3 endpoint listening on ") {
@@ -76,7 +82,14 @@ impl Server {
             }
         };
         let credentials = read_credentials(data_dir);
-        Self { child: Some(child), endpoint, data_dir: data_dir.to_path_buf(), credentials, banner, _temp: None }
+        Self {
+            child: Some(child),
+            endpoint,
+            data_dir: data_dir.to_path_buf(),
+            credentials,
+            banner,
+            _temp: None,
+        }
     }
 
     /// Kills the process abruptly (SIGKILL), as a crash would.
@@ -90,7 +103,10 @@ impl Server {
     /// Stops the process gracefully (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
@@ -108,7 +124,10 @@ impl Server {
         self.client_with(|b| b)
     }
 
-    pub fn client_with(&self, f: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder) -> aws_sdk_s3::Client {
+    pub fn client_with(
+        &self,
+        f: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder,
+    ) -> aws_sdk_s3::Client {
         let creds = aws_credential_types::Credentials::new(
             &self.credentials.access_key_id,
             &self.credentials.secret_access_key,
@@ -119,7 +138,9 @@ impl Server {
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
-            .region(aws_sdk_s3::config::Region::new(self.credentials.region.clone()))
+            .region(aws_sdk_s3::config::Region::new(
+                self.credentials.region.clone(),
+            ))
             .credentials_provider(creds)
             .force_path_style(true);
         aws_sdk_s3::Client::from_conf(f(config).build())
