@@ -10,41 +10,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_meta::embedded::EmbeddedMetaStore;
-use nuage_s3::{NuageS3, RequestId};
+use nuage_s3::{Cors, NuageS3, RequestId, VirtualHosts};
 use nuage_storage::{Storage, StorageConfig};
 use s3s::auth::SimpleAuth;
-use s3s::host::{S3Host, VirtualHost};
 use s3s::service::S3ServiceBuilder;
 use std::sync::Arc;
 use std::time::SystemTime;
-
-/// Virtual-host addressing for `bucket.DOMAIN`; everything else is path-style.
-struct Hosts {
-    domains: Vec<String>,
-}
-
-impl S3Host for Hosts {
-    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
-        let name = if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
-            &host[..end + 2] // a bracketed IPv6 literal, with or without port
-        } else {
-            match host.rsplit_once(':') {
-                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-                _ => host,
-            }
-        };
-        for domain in &self.domains {
-            if let Some(bucket) = name
-                .strip_suffix(domain.as_str())
-                .and_then(|b| b.strip_suffix('.'))
-                .filter(|b| !b.is_empty())
-            {
-                return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
-            }
-        }
-        Ok(VirtualHost::new(name))
-    }
-}
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -83,14 +54,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let hosts = VirtualHosts::new(config.domains.clone());
+    let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
     builder.set_auth(SimpleAuth::from_single(
         creds.access_key_id.clone(),
         creds.secret_access_key.clone(),
     ));
-    builder.set_host(Hosts {
-        domains: config.domains.clone(),
-    });
+    builder.set_host(hosts);
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = limits::XML_BODY_BYTES_MAX;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
@@ -151,19 +122,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let s3 = Arc::clone(&s3);
+        let cors = Arc::clone(&cors);
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let cors = Arc::clone(&cors);
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let s3 = Arc::clone(&s3);
-                async move {
-                    let id = nuage_base::ids::random_id()[..16].to_uppercase();
-                    req.extensions_mut().insert(RequestId(id.clone()));
-                    let mut response = s3.call(req.map(s3s::Body::from)).await?;
-                    if let Ok(v) = http::HeaderValue::from_str(&id) {
-                        response.headers_mut().insert("x-amz-request-id", v);
-                    }
-                    Ok::<_, s3s::HttpError>(response)
-                }
+                let cors = Arc::clone(&cors);
+                handle(s3, cors, req)
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             http.http1()
@@ -189,6 +155,52 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// One request: a request id on every response, CORS preflights answered
+/// here (they carry no signature), everything else through s3s.
+async fn handle(
+    s3: Arc<s3s::service::S3Service>,
+    cors: Arc<Cors>,
+    mut req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    let id = nuage_base::ids::random_id()[..16].to_uppercase();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let path = req.uri().path().to_owned();
+    let origin = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let method = req.method().clone();
+    let mut response = if method == http::Method::OPTIONS {
+        let (status, headers, message) =
+            cors.preflight(host.as_deref(), &path, req.headers()).await;
+        let mut response = http::Response::new(s3s::Body::from(message.to_owned()));
+        *response.status_mut() = status;
+        response.headers_mut().extend(headers);
+        response
+    } else {
+        let mut response = s3.call(req.map(s3s::Body::from)).await?;
+        if let Some(origin) = origin
+            && let Some(headers) = cors
+                .actual_headers(host.as_deref(), &path, &method, &origin)
+                .await
+        {
+            response.headers_mut().extend(headers);
+        }
+        response
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amz-request-id", v);
+    }
+    Ok(response)
 }
 
 async fn shutdown_signal() {

@@ -7,8 +7,13 @@
 //! errors become S3 error codes in exactly one place, [`errors::to_s3`].
 
 mod convert;
+pub mod cors;
 pub mod errors;
 mod handlers;
+pub mod hosts;
+
+pub use cors::Cors;
+pub use hosts::VirtualHosts;
 
 use nuage_storage::Storage;
 
