@@ -197,10 +197,32 @@ async fn handle(
         }
         response
     };
+    if response.status().is_client_error() || response.status().is_server_error() {
+        add_request_id_to_error(&mut response, &id);
+    }
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-amz-request-id", v);
     }
     Ok(response)
+}
+
+/// S3 error bodies name the request id, so a user's bug report can quote it;
+/// the same id is in the `x-amz-request-id` header.
+fn add_request_id_to_error(response: &mut http::Response<s3s::Body>, id: &str) {
+    let Some(body) = response.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return;
+    };
+    if text.contains("<RequestId>") {
+        return;
+    }
+    if let Some(at) = text.rfind("</Error>") {
+        let with_id = format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]);
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+        *response.body_mut() = s3s::Body::from(with_id);
+    }
 }
 
 async fn shutdown_signal() {

@@ -92,7 +92,13 @@ async fn preflight_and_actual_requests_follow_the_bucket_configuration() {
         &[("Origin", "https://app.example.fr")],
     );
     assert_eq!(status, 403);
-    assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"));
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    let id = header(&headers, "x-amz-request-id").unwrap();
+    assert!(
+        body.contains(&format!("<RequestId>{id}</RequestId>")),
+        "the error body names the request id: {body}"
+    );
     assert_eq!(
         header(&headers, "access-control-expose-headers"),
         Some("ETag")
