@@ -91,6 +91,7 @@ class _RunningServer:
         self._log.write("$ " + " ".join(self.args) + "\n")
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")  # plain text in the log attached to failures
         self.process = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,

@@ -177,6 +177,11 @@ def curl_get(url: str, out: Path, *extra: str, method: str = "GET") -> int:
     return int(result.stdout.strip())
 
 
+def curl_sigv4_args(region: str) -> list[str]:
+    """curl options to sign a body-less request with SigV4 (see EMPTY_SHA256_HEX)."""
+    return ["--aws-sigv4", f"aws:amz:{region}:s3", "-H", f"x-amz-content-sha256: {EMPTY_SHA256_HEX}"]
+
+
 def s3_error(body: bytes) -> dict[str, str]:
     """Parse an S3 XML error body into {child tag: text}."""
     root = ElementTree.fromstring(body)
@@ -688,9 +693,8 @@ def test_boto3_virtual_host_addressing(vhost_server: Server, monkeypatch: pytest
     out = tmp_path / "curl.out"
     status = curl_get(
         f"http://{bucket}.localhost:{vhost_server.port}/dir/key.txt", out,
-        "--aws-sigv4", f"aws:amz:{vhost_server.region}:s3",
+        *curl_sigv4_args(vhost_server.region),
         "--user", f"{vhost_server.access_key_id}:{vhost_server.secret_access_key}",
-        "-H", f"x-amz-content-sha256: {EMPTY_SHA256_HEX}",
     )
     assert status == 200, out.read_bytes()[:2000]
     assert out.read_bytes() == b"hello vhost"
@@ -869,8 +873,7 @@ def test_curl_sigv4(server: Server, s3, tmp_path: Path):
     create_bucket(s3, bucket)
     s3.put_object(Bucket=bucket, Key="hello.txt", Body=b"bonjour")
     url = f"{server.endpoint}/{bucket}/hello.txt"
-    sigv4 = ["--aws-sigv4", f"aws:amz:{server.region}:s3",
-             "-H", f"x-amz-content-sha256: {EMPTY_SHA256_HEX}"]
+    sigv4 = curl_sigv4_args(server.region)
 
     out = tmp_path / "ok"
     status = curl_get(url, out, *sigv4, "--user", f"{server.access_key_id}:{server.secret_access_key}")
@@ -882,6 +885,15 @@ def test_curl_sigv4(server: Server, s3, tmp_path: Path):
     assert status == 403, bad_secret.read_bytes()[:2000]
     assert s3_error(bad_secret.read_bytes())["Code"] == "SignatureDoesNotMatch"
 
+
+def test_unknown_access_key_is_invalid_access_key_id(server: Server, s3, tmp_path: Path):
+    # What AWS answers for a key id it has never issued; clients and people
+    # debugging credentials look for exactly this code.
+    bucket = unique_bucket("curl-key")
+    create_bucket(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="hello.txt", Body=b"bonjour")
+    url = f"{server.endpoint}/{bucket}/hello.txt"
+    sigv4 = curl_sigv4_args(server.region)
     bad_key = tmp_path / "bad-key"
     status = curl_get(url, bad_key, *sigv4, "--user", f"NOSUCHKEY0000000000:{server.secret_access_key}")
     assert status == 403, bad_key.read_bytes()[:2000]

@@ -112,7 +112,13 @@ impl FileConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
-            domains: self.domains,
+            // `bucket.localhost` resolves to loopback on most systems, so
+            // virtual-host-style addressing works out of the box on a laptop.
+            domains: if self.domains.is_empty() {
+                vec!["localhost".to_owned()]
+            } else {
+                self.domains
+            },
             tls,
             regions,
         })

@@ -50,12 +50,17 @@ struct ServeArgs {
     allow_insecure_http: bool,
 }
 
+/// `s3s::ops` logs every rejected request (bad signature, missing key) at
+/// ERROR; those are the client's errors, answered with an S3 error, not ours.
+/// Internal errors are logged by `nuage-s3` where they are mapped.
+const DEFAULT_LOG_FILTER: &str = "info,s3s::ops=off";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NUAGE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

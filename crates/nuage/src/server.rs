@@ -10,9 +10,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_meta::embedded::EmbeddedMetaStore;
-use nuage_s3::{Cors, NuageS3, RequestId, VirtualHosts};
+use nuage_s3::{AccessKeys, Cors, NuageS3, RequestId, VirtualHosts};
 use nuage_storage::{Storage, StorageConfig};
-use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -57,10 +56,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let hosts = VirtualHosts::new(config.domains.clone());
     let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
-    builder.set_auth(SimpleAuth::from_single(
+    builder.set_auth(AccessKeys::new([(
         creds.access_key_id.clone(),
         creds.secret_access_key.clone(),
-    ));
+    )]));
     builder.set_host(hosts);
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = limits::XML_BODY_BYTES_MAX;

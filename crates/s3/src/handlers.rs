@@ -229,6 +229,21 @@ fn read_conditions(
     }
 }
 
+/// The error for a failed GET/HEAD condition. A 304 carries the ETag a 200
+/// would have (RFC 9110 §15.4.5: caches revalidate with it).
+fn read_condition_error(e: StorageError, record: &VersionRecord) -> S3Error {
+    let not_modified = matches!(e, StorageError::NotModified);
+    let mut err = to_s3(e);
+    if not_modified {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", record.etag)) {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::ETAG, v);
+            err.set_headers(headers);
+        }
+    }
+    err
+}
+
 fn decode_token(token: &str) -> S3Result<String> {
     URL_SAFE_NO_PAD
         .decode(token)
@@ -607,7 +622,8 @@ impl S3 for NuageS3 {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        evaluate_read_conditions(&record, &conditions).map_err(to_s3)?;
+        evaluate_read_conditions(&record, &conditions)
+            .map_err(|e| read_condition_error(e, &record))?;
         let span = match (input.part_number, input.range.as_ref()) {
             (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
             (Some(n), None) => Some(part_span(&record, n)?),
@@ -693,7 +709,8 @@ impl S3 for NuageS3 {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        evaluate_read_conditions(&record, &conditions).map_err(to_s3)?;
+        evaluate_read_conditions(&record, &conditions)
+            .map_err(|e| read_condition_error(e, &record))?;
         let span = match (input.part_number, input.range.as_ref()) {
             (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
             (Some(n), None) => Some(part_span(&record, n)?),

@@ -6,12 +6,14 @@
 //! service could own, and it never touches the metadata or blob store. Storage
 //! errors become S3 error codes in exactly one place, [`errors::to_s3`].
 
+pub mod auth;
 mod convert;
 pub mod cors;
 pub mod errors;
 mod handlers;
 pub mod hosts;
 
+pub use auth::AccessKeys;
 pub use cors::Cors;
 pub use hosts::VirtualHosts;
 
