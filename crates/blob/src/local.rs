@@ -61,6 +61,29 @@ struct LocalWriter {
     block: BytesMut,
     block_bytes: usize,
     written: u64,
+    /// Set once the blob is durable (or removed): until then, dropping the
+    /// writer (a client that disconnects mid-upload) removes the partial file.
+    settled: bool,
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let path = self.path.clone();
+        let remove = move || {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an abandoned blob");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
 }
 
 impl LocalWriter {
@@ -122,6 +145,7 @@ impl BlobWriter for LocalWriter {
         })
         .await
         .map_err(std::io::Error::other)??;
+        self.settled = true;
         Ok(self.written)
     }
 
@@ -129,6 +153,7 @@ impl BlobWriter for LocalWriter {
         drop(self.file.take());
         let path = self.path.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+        self.settled = true;
     }
 }
 
@@ -158,6 +183,7 @@ impl BlobStore for LocalBlobStore {
             block: BytesMut::with_capacity(self.block_bytes as usize),
             block_bytes: self.block_bytes as usize,
             written: 0,
+            settled: false,
         }))
     }
 
@@ -368,6 +394,23 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 2])?;
         assert!(read_all(&store, &id, 0, data.len() as u64).await.is_err());
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_leaves_nothing() -> BlobResult<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalBlobStore::open(dir.path())?;
+        let mut w = store.create().await?;
+        w.write(Bytes::from(pattern(600_000))).await?;
+        drop(w);
+        // The removal runs on the blocking pool: wait for it, boundedly.
+        for _ in 0..500 {
+            if store.list().await?.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the partial blob of a dropped writer was not removed");
     }
 
     #[tokio::test]

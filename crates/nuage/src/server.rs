@@ -40,7 +40,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     // Blobs older than this start and referenced by nothing are leftovers of
     // an interrupted write: collect them in the background.
-    let started = SystemTime::now();
+    // The cutoff is the modification time of a marker written now, read back
+    // from the file system: blob files get their times from the same (coarse)
+    // file-system clock, so every blob this process writes is at or after it.
+    let started = start_marker(&config.data_dir)?;
     let collector = storage.clone();
     tokio::spawn(async move {
         match collector.collect_orphans(started).await {
@@ -154,6 +157,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Writes `DATA_DIR/started` and returns its modification time.
+fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
+    let path = data_dir.join("started");
+    std::fs::write(&path, format!("{}\n", std::process::id()))?;
+    Ok(std::fs::metadata(&path)?.modified()?)
 }
 
 /// One request: a request id on every response, CORS preflights answered

@@ -40,10 +40,19 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(20);
 const WRITERS_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a key holds: nothing, or an object with this MD5 and length.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Absent,
     Present { md5: [u8; 16], len: u64 },
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("absent"),
+            Self::Present { md5, len } => write!(f, "{len} bytes with MD5 {}", hex::encode(md5)),
+        }
+    }
 }
 
 impl State {
@@ -269,7 +278,12 @@ async fn list_all(s3: &Client) -> BTreeMap<String, (i64, String)> {
             .set_continuation_token(token.take())
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ListObjectsV2 failed after a restart (the bucket must survive): {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
         for object in page.contents() {
             out.insert(
                 object.key().unwrap().to_owned(),
@@ -292,17 +306,18 @@ async fn list_all(s3: &Client) -> BTreeMap<String, (i64, String)> {
 async fn verify(s3: &Client, ledger: &Ledger) -> (BTreeMap<String, (i64, String)>, Vec<String>) {
     let listed = list_all(s3).await;
     let mut problems = Vec::new();
-    let map = ledger
+    let keys: Vec<String> = ledger
         .0
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect();
     for key in listed.keys() {
-        if !map.contains_key(key) {
+        if !keys.contains(key) {
             problems.push(format!("{key}: listed but never written"));
         }
     }
-    let keys: Vec<String> = map.keys().cloned().collect();
-    drop(map);
     for key in keys {
         let seen = match s3.get_object().bucket(BUCKET).key(&key).send().await {
             Ok(out) => {
@@ -441,6 +456,12 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_leaks() {
     let ledger = Arc::new(Ledger::default());
 
     for round in 0..=ROUNDS {
+        // Blob files left by the crash, before the collector runs (for the report).
+        let left_by_crash = if round == ROUNDS {
+            count_blobs(dir.path())
+        } else {
+            0
+        };
         let mut server = common::Server::start_in(dir.path(), &[]);
         let s3 = client(&server);
         if round == 0 {
@@ -467,7 +488,8 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_leaks() {
                 on_disk = count_blobs(dir.path());
             }
             eprintln!(
-                "leak check: {} objects need {needed} blobs, {on_disk} on disk ({aborted} incomplete uploads aborted)",
+                "leak check: {left_by_crash} blob files after the crash; {} objects need {needed} blobs, {on_disk} on disk \
+                 once {aborted} incomplete uploads were aborted and orphans collected",
                 listed.len()
             );
             if on_disk != needed {
