@@ -8,12 +8,13 @@
 //! - `uploads`: bucket 0x00 key 0x00 upload id -> [`UploadRecord`]
 //! - `upload_index`: upload id -> bucket 0x00 key
 //! - `parts`: upload id 0x00 part number (big-endian u32) -> [`PartRecord`]
+//! - `documents`: namespace 0x00 key -> revision (u64 big-endian) then the value.
 //! - `blob_refs`: blob id -> empty; every blob a record references, so the orphan
 //!   collector can tell live blobs from leftovers of a crash.
 
 use crate::{
-    BucketRecord, MetaError, MetaResult, MetaStore, PartRecord, PutVersion, PutVersionOutcome,
-    UploadRecord, VersionRecord, WriteCondition,
+    BucketRecord, Document, MetaError, MetaResult, MetaStore, PartRecord, PutVersion,
+    PutVersionOutcome, UploadRecord, VersionRecord, WriteCondition,
 };
 use nuage_base::ids;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -26,6 +27,7 @@ const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const UPLOAD_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("upload_index");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const BLOB_REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blob_refs");
+const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents");
 
 /// Metadata in a single redb file.
 #[derive(Clone)]
@@ -229,7 +231,15 @@ impl EmbeddedMetaStore {
     pub fn open(path: &Path) -> MetaResult<Self> {
         let db = Database::create(path).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
-        for table in [BUCKETS, VERSIONS, UPLOADS, UPLOAD_INDEX, PARTS, BLOB_REFS] {
+        for table in [
+            BUCKETS,
+            VERSIONS,
+            UPLOADS,
+            UPLOAD_INDEX,
+            PARTS,
+            BLOB_REFS,
+            DOCUMENTS,
+        ] {
             txn.open_table(table).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
@@ -765,6 +775,119 @@ impl MetaStore for EmbeddedMetaStore {
             let txn = db.begin_read().map_err(backend)?;
             let versions = txn.open_table(VERSIONS).map_err(backend)?;
             versions.len().map_err(backend)
+        })
+        .await
+    }
+}
+
+fn document_key(namespace: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(namespace.len() + key.len() + 1);
+    out.extend_from_slice(namespace.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn decode_document(key: &str, stored: &[u8]) -> MetaResult<Document> {
+    let (revision, value) = stored
+        .split_at_checked(8)
+        .ok_or_else(|| MetaError::Corrupt(format!("document {key} is truncated")))?;
+    let revision = u64::from_be_bytes(revision.try_into().map_err(backend)?);
+    Ok(Document {
+        key: key.to_owned(),
+        revision,
+        value: value.to_vec(),
+    })
+}
+
+#[async_trait::async_trait]
+impl crate::DocumentStore for EmbeddedMetaStore {
+    async fn get_document(&self, namespace: &str, key: &str) -> MetaResult<Option<Document>> {
+        let (k, key) = (document_key(namespace, key), key.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(DOCUMENTS).map_err(backend)?;
+            table
+                .get(k.as_slice())
+                .map_err(backend)?
+                .map(|v| decode_document(&key, v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn scan_documents(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> MetaResult<Vec<Document>> {
+        let scope = document_key(namespace, prefix);
+        let namespace_len = namespace.len() + 1;
+        let start = match after {
+            Some(after) => {
+                let mut k = document_key(namespace, after);
+                k.push(0); // strictly after: keys never hold NUL
+                scope.clone().max(k)
+            }
+            None => scope.clone(),
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(DOCUMENTS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.range(start.as_slice()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                if !k.value().starts_with(&scope) || out.len() == limit {
+                    break;
+                }
+                let key = String::from_utf8_lossy(&k.value()[namespace_len..]).into_owned();
+                out.push(decode_document(&key, v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit_documents(&self, writes: Vec<crate::DocumentWrite>) -> MetaResult<()> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(DOCUMENTS).map_err(backend)?;
+            for write in writes {
+                if write.key.contains('\0') || write.namespace.contains('\0') {
+                    return Err(MetaError::Backend(
+                        "document keys must not contain NUL".into(),
+                    ));
+                }
+                let k = document_key(&write.namespace, &write.key);
+                let current = table
+                    .get(k.as_slice())
+                    .map_err(backend)?
+                    .map(|v| decode_document(&write.key, v.value()))
+                    .transpose()?;
+                let holds = match (write.expect, &current) {
+                    (crate::Expect::Any, _) | (crate::Expect::Absent, None) => true,
+                    (crate::Expect::Revision(r), Some(doc)) => doc.revision == r,
+                    _ => false,
+                };
+                if !holds {
+                    return Err(MetaError::PreconditionFailed);
+                }
+                match write.value {
+                    None => {
+                        table.remove(k.as_slice()).map_err(backend)?;
+                    }
+                    Some(value) => {
+                        let revision = current.map_or(1, |d| d.revision + 1);
+                        let mut stored = revision.to_be_bytes().to_vec();
+                        stored.extend_from_slice(&value);
+                        table
+                            .insert(k.as_slice(), stored.as_slice())
+                            .map_err(backend)?;
+                    }
+                }
+            }
+            Ok(())
         })
         .await
     }

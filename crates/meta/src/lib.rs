@@ -7,13 +7,18 @@
 //! write, completing an upload, deleting a non-empty bucket) is one method, so a
 //! backend implements it as one transaction.
 //!
+//! Smaller services (identities, keys, policies) keep their records as
+//! revision-checked [`documents`] instead.
+//!
 //! Backends: [`embedded::EmbeddedMetaStore`] (redb, one file, fsync on commit).
 //! A PostgreSQL backend will implement the same trait; the conformance tests in
 //! `tests/conformance.rs` are written against the trait for that reason.
 
+pub mod documents;
 pub mod embedded;
 pub mod records;
 
+pub use documents::{Document, DocumentStore, DocumentWrite, Expect};
 pub use records::*;
 
 /// What can go wrong in the metadata store.

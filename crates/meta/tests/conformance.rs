@@ -455,3 +455,107 @@ async fn data_survives_reopen() {
         "blob"
     );
 }
+
+fn doc_write(key: &str, expect: Expect, value: Option<&str>) -> DocumentWrite {
+    DocumentWrite {
+        namespace: "ns".into(),
+        key: key.into(),
+        expect,
+        value: value.map(|v| v.as_bytes().to_vec()),
+    }
+}
+
+#[tokio::test]
+async fn documents_commit_atomically_with_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn DocumentStore> =
+        Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    store
+        .commit_documents(vec![
+            doc_write("a/1", Expect::Absent, Some("one")),
+            doc_write("a/2", Expect::Absent, Some("two")),
+        ])
+        .await
+        .unwrap();
+    let one = store.get_document("ns", "a/1").await.unwrap().unwrap();
+    assert_eq!((one.revision, one.value.as_slice()), (1, &b"one"[..]));
+    // A failed expectation applies nothing of the batch.
+    let failed = store
+        .commit_documents(vec![
+            doc_write("a/3", Expect::Absent, Some("three")),
+            doc_write("a/1", Expect::Revision(7), Some("x")),
+        ])
+        .await;
+    assert!(matches!(failed, Err(MetaError::PreconditionFailed)));
+    assert!(store.get_document("ns", "a/3").await.unwrap().is_none());
+    store
+        .commit_documents(vec![doc_write("a/1", Expect::Revision(1), Some("uno"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_document("ns", "a/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revision,
+        2
+    );
+    assert!(matches!(
+        store
+            .commit_documents(vec![doc_write("a/2", Expect::Absent, Some("dup"))])
+            .await,
+        Err(MetaError::PreconditionFailed)
+    ));
+    // Concurrent updates from the same revision: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit_documents(vec![doc_write(
+                    "a/2",
+                    Expect::Revision(1),
+                    Some(&format!("v{i}")),
+                )])
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    store
+        .commit_documents(vec![DocumentWrite {
+            namespace: "other".into(),
+            key: "a/9".into(),
+            expect: Expect::Any,
+            value: Some(vec![1]),
+        }])
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .scan_documents("ns", "a/", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(listed, ["a/1", "a/2"], "scans stay inside their namespace");
+    let after: Vec<String> = store
+        .scan_documents("ns", "", Some("a/1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(after, ["a/2"]);
+    store
+        .commit_documents(vec![doc_write("a/1", Expect::Revision(2), None)])
+        .await
+        .unwrap();
+    assert!(store.get_document("ns", "a/1").await.unwrap().is_none());
+}
