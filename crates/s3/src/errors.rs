@@ -54,6 +54,11 @@ pub fn to_s3(e: StorageError) -> S3Error {
 
 fn delete_marker_headers(version_id: &str) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
+    // s3s replaces the error response's headers with these: keep the body's type.
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
     headers.insert(
         "x-amz-delete-marker",
         http::HeaderValue::from_static("true"),

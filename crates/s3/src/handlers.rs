@@ -156,6 +156,17 @@ fn copy_range(value: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
     Ok((first, last - first + 1))
 }
 
+/// S3's answer for a `partNumber` past the object's last part (s3s has no
+/// variant for this code, hence the custom one).
+fn part_number_not_satisfiable() -> S3Error {
+    let mut err = S3Error::with_message(
+        S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "the requested partnumber is not satisfiable",
+    );
+    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    err
+}
+
 /// The byte span of part `n` of a multipart object.
 fn part_span(record: &VersionRecord, part_number: i32) -> S3Result<(u64, u64)> {
     let index = usize::try_from(part_number)
@@ -172,14 +183,14 @@ fn part_span(record: &VersionRecord, part_number: i32) -> S3Result<(u64, u64)> {
         return if index == 0 {
             Ok((0, record.size))
         } else {
-            Err(to_s3(StorageError::InvalidRange))
+            Err(part_number_not_satisfiable())
         };
     }
     let offset: u64 = record.segments.iter().take(index).map(|s| s.size).sum();
     let segment = record
         .segments
         .get(index)
-        .ok_or_else(|| to_s3(StorageError::InvalidRange))?;
+        .ok_or_else(part_number_not_satisfiable)?;
     Ok((offset, segment.size))
 }
 
@@ -234,12 +245,10 @@ fn read_conditions(
 fn read_condition_error(e: StorageError, record: &VersionRecord) -> S3Error {
     let not_modified = matches!(e, StorageError::NotModified);
     let mut err = to_s3(e);
-    if not_modified {
-        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", record.etag)) {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(http::header::ETAG, v);
-            err.set_headers(headers);
-        }
+    if not_modified && let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", record.etag)) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ETAG, v);
+        err.set_headers(headers);
     }
     err
 }

@@ -81,6 +81,11 @@ impl Storage {
     pub async fn list_objects(&self, bucket: &str, query: &ListQuery) -> StorageResult<ListPage> {
         self.bucket(bucket).await?;
         let max_keys = query.max_keys.min(limits::LIST_KEYS_MAX);
+        if max_keys == 0 {
+            // Nothing asked, nothing to continue from: S3 answers "not
+            // truncated" (a truncated page must carry a continuation point).
+            return Ok(ListPage::default());
+        }
         let delimiter = query.delimiter.as_deref();
         let mut page = ListPage::default();
         let mut cursor: Option<Vec<u8>> = query
@@ -177,6 +182,10 @@ impl Storage {
                     }
                 },
             };
+        if max_keys == 0 {
+            // As for ListObjects: an empty page is not truncated.
+            return Ok(page);
+        }
         let mut examined = 0usize;
         'scan: loop {
             let batch_len = limits::LIST_KEYS_MAX + 1;

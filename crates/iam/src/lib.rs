@@ -1,0 +1,19 @@
+//! Identities: tenants, users, groups, roles, access keys, managed and inline
+//! policies, and temporary credentials (STS sessions).
+//!
+//! This crate owns who exists and which credentials prove it. It stores its
+//! records as revision-checked documents ([`nuage_meta::DocumentStore`]) and
+//! cannot tell which backend holds them. It never parses a wire protocol: the
+//! IAM/STS query API, the admin API and the S3 front end call it.
+//!
+//! Tenants are what AWS calls accounts: a tenant id is twelve digits, and ARNs
+//! use it as the account field (`arn:aws:iam::123456789012:user/alice`) so that
+//! policies written for AWS read the same here.
+
+mod error;
+mod model;
+mod service;
+
+pub use error::{IamError, IamResult};
+pub use model::*;
+pub use service::Iam;
