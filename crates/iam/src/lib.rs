@@ -10,10 +10,13 @@
 //! use it as the account field (`arn:aws:iam::123456789012:user/alice`) so that
 //! policies written for AWS read the same here.
 
+mod authorize;
 mod error;
 mod model;
+mod policy_bridge;
 mod service;
 
+pub use authorize::{AccessRequest, Decision, PolicyKind, PolicySummary, check_policy_document};
 pub use error::{IamError, IamResult};
 pub use model::*;
-pub use service::Iam;
+pub use service::{Iam, PolicyHolder};

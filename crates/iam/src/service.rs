@@ -153,6 +153,10 @@ impl Iam {
         self.clock.now_unix_ns()
     }
 
+    pub(crate) fn now_unix_s(&self) -> i64 {
+        self.clock.now_unix_ns().div_euclid(1_000_000_000)
+    }
+
     async fn load<T: DeserializeOwned>(
         &self,
         namespace: &str,

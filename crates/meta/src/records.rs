@@ -41,6 +41,29 @@ pub struct BucketRecord {
     pub tags: Option<Vec<(String, String)>>,
     #[serde(default)]
     pub cors: Option<Vec<CorsRule>>,
+    /// The tenant that owns the bucket (its twelve-digit id). Empty only in
+    /// records written before tenancy existed; the binary assigns those to the
+    /// default tenant at start.
+    #[serde(default)]
+    pub owner: String,
+    /// The bucket policy, exactly as written (IAM policy JSON).
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub public_access_block: Option<PublicAccessBlock>,
+}
+
+/// S3 Block Public Access settings (per bucket, and per tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PublicAccessBlock {
+    #[serde(default)]
+    pub block_public_acls: bool,
+    #[serde(default)]
+    pub ignore_public_acls: bool,
+    #[serde(default)]
+    pub block_public_policy: bool,
+    #[serde(default)]
+    pub restrict_public_buckets: bool,
 }
 
 /// Content checksums in S3's wire form (base64 of the big-endian digest).

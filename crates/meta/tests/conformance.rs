@@ -15,6 +15,9 @@ fn backends() -> Vec<(&'static str, Arc<dyn MetaStore>, tempfile::TempDir)> {
 
 fn bucket(name: &str) -> BucketRecord {
     BucketRecord {
+        owner: "111122223333".into(),
+        policy: None,
+        public_access_block: None,
         name: name.into(),
         region: "fr-par".into(),
         created_unix_ns: 1,

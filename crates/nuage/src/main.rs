@@ -2,6 +2,7 @@
 //! and configuration files; it builds typed configuration and hands it to the
 //! library crates, which never look at the process environment.
 
+mod bootstrap;
 mod config;
 mod credentials;
 mod server;

@@ -9,8 +9,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
+use nuage_iam::Iam;
 use nuage_meta::embedded::EmbeddedMetaStore;
-use nuage_s3::{AccessKeys, Cors, NuageS3, RequestId, VirtualHosts};
+use nuage_s3::{
+    Authorizer, Cors, IamAuth, NuageS3, RequestId, SecureTransport, SourceAddress, VirtualHosts,
+};
 use nuage_storage::{Storage, StorageConfig};
 use s3s::service::S3ServiceBuilder;
 use std::sync::Arc;
@@ -28,15 +31,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot open the metadata store")?;
     let blobs = LocalBlobStore::open(&config.data_dir.join("blobs"))
         .context("cannot open the blob store")?;
+    let meta = Arc::new(meta);
+    let clock: Arc<dyn nuage_base::Clock> = Arc::new(SystemClock);
+    let iam = Iam::new(
+        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
+        Arc::clone(&clock),
+    );
     let storage = Storage::new(
-        Arc::new(meta),
+        meta,
         Arc::new(blobs),
-        Arc::new(SystemClock),
+        clock,
         StorageConfig {
             regions: config.regions.clone(),
             default_region_aliases: vec!["us-east-1".into()],
         },
     );
+
+    let country = config.regions.first().map_or("FR", |r| r.country.as_str());
+    let default_tenant = crate::bootstrap::ensure_default_tenant(&iam, &creds, country).await?;
+    let _operator = credentials::load_or_create_operator(&config.data_dir)?;
+    let adopted = storage.adopt_unowned_buckets(&default_tenant.id).await?;
+    if adopted > 0 {
+        tracing::info!(adopted, tenant = %default_tenant.id, "buckets from before tenancy now belong to the default tenant");
+    }
 
     // Blobs older than this start and referenced by nothing are leftovers of
     // an interrupted write: collect them in the background.
@@ -58,11 +75,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let hosts = VirtualHosts::new(config.domains.clone());
     let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
+    let storage_for_access = storage.clone();
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
-    builder.set_auth(AccessKeys::new([(
-        creds.access_key_id.clone(),
-        creds.secret_access_key.clone(),
-    )]));
+    builder.set_auth(IamAuth::new(iam.clone()));
+    builder.set_access(Authorizer::new(iam.clone(), storage_for_access));
     builder.set_host(hosts);
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = limits::XML_BODY_BYTES_MAX;
@@ -86,11 +102,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let endpoint = format!("{scheme}://{local}");
     if created {
         println!(
-            "nuage: first start; created region {} and an administrator access key.",
-            creds.region
+            "nuage: first start; created region {}, the `{}` tenant ({}) and its administrator `{}`.",
+            creds.region,
+            crate::bootstrap::DEFAULT_TENANT,
+            default_tenant.id,
+            crate::bootstrap::ADMIN_USER
         );
         println!(
-            "nuage: the key is stored in {} (readable by you only):",
+            "nuage: the administrator's key is stored in {} (readable by you only):",
             config.data_dir.join(credentials::FILE_NAME).display()
         );
         println!();
@@ -105,13 +124,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("    aws configure set region {}", creds.region);
         println!("    aws --endpoint-url {endpoint} s3 mb s3://my-first-bucket");
         println!();
+        println!(
+            "nuage: the operator credential (admin API, `nuage admin ...`) is in {}.",
+            config
+                .data_dir
+                .join(credentials::OPERATOR_FILE_NAME)
+                .display()
+        );
+        println!();
     }
     println!("nuage: S3 endpoint listening on {endpoint}");
 
     let s3 = Arc::new(s3);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -126,12 +153,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let s3 = Arc::clone(&s3);
         let cors = Arc::clone(&cors);
         let tls = tls.clone();
+        let secure = tls.is_some();
         tokio::spawn(async move {
             let cors = Arc::clone(&cors);
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let s3 = Arc::clone(&s3);
                 let cors = Arc::clone(&cors);
-                handle(s3, cors, req)
+                handle(s3, cors, peer, secure, req)
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             http.http1()
@@ -171,10 +199,15 @@ fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
 async fn handle(
     s3: Arc<s3s::service::S3Service>,
     cors: Arc<Cors>,
+    peer: std::net::SocketAddr,
+    secure: bool,
     mut req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
     let id = nuage_base::ids::random_id()[..16].to_uppercase();
     req.extensions_mut().insert(RequestId(id.clone()));
+    // Condition keys aws:SourceIp and aws:SecureTransport come from the connection.
+    req.extensions_mut().insert(SourceAddress(peer.ip()));
+    req.extensions_mut().insert(SecureTransport(secure));
     let host = req
         .headers()
         .get(http::header::HOST)

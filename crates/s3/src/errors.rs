@@ -12,6 +12,7 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::InvalidBucketName(_) => (C::InvalidBucketName, None),
         StorageError::NoSuchBucket => (C::NoSuchBucket, None),
         StorageError::BucketAlreadyOwnedByYou => (C::BucketAlreadyOwnedByYou, None),
+        StorageError::BucketAlreadyExists => (C::BucketAlreadyExists, None),
         StorageError::BucketNotEmpty => (C::BucketNotEmpty, None),
         StorageError::InvalidLocationConstraint(_) => (C::InvalidLocationConstraint, None),
         StorageError::NoSuchKey => (C::NoSuchKey, None),

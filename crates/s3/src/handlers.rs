@@ -298,6 +298,23 @@ struct ClientDigests<'a> {
     trailers: Option<&'a s3s::TrailingHeaders>,
 }
 
+/// The tenant of the authenticated caller (set by the authorizer).
+fn caller_tenant<T>(req: &S3Request<T>) -> S3Result<String> {
+    req.extensions
+        .get::<crate::access::Caller>()
+        .and_then(|c| c.tenant_id().map(str::to_owned))
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "this operation needs a signed request",
+            )
+        })
+}
+
+fn setting(value: Option<bool>) -> bool {
+    value.unwrap_or(false)
+}
+
 /// Reads a request body into a staged blob and checks it against the digests
 /// the client sent.
 async fn stage_body(
@@ -346,6 +363,7 @@ impl S3 for NuageS3 {
     // ---------------- buckets ----------------
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> Res<CreateBucketOutput> {
+        let owner = caller_tenant(&req)?;
         let input = req.input;
         let location = input
             .create_bucket_configuration
@@ -354,7 +372,7 @@ impl S3 for NuageS3 {
             .map(|l| l.as_str().to_owned());
         let record = self
             .storage
-            .create_bucket(&input.bucket, location.as_deref())
+            .create_bucket(&input.bucket, location.as_deref(), &owner)
             .await
             .map_err(to_s3)?;
         ok(CreateBucketOutput {
@@ -383,6 +401,8 @@ impl S3 for NuageS3 {
     }
 
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> Res<ListBucketsOutput> {
+        // A tenant sees its own buckets only, whatever its policies say.
+        let tenant = caller_tenant(&req)?;
         let prefix = req.input.prefix.unwrap_or_default();
         let buckets = self
             .storage
@@ -390,7 +410,7 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?
             .into_iter()
-            .filter(|b| b.name.starts_with(&prefix))
+            .filter(|b| b.owner == tenant && b.name.starts_with(&prefix))
             .map(|b| Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created_unix_ns)),
@@ -399,7 +419,10 @@ impl S3 for NuageS3 {
             .collect();
         ok(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(owner()),
+            owner: Some(Owner {
+                display_name: Some(tenant.clone()),
+                id: Some(tenant),
+            }),
             ..Default::default()
         })
     }
@@ -545,6 +568,151 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         ok(DeleteBucketCorsOutput {})
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> Res<PutBucketPolicyOutput> {
+        let input = req.input;
+        let record = self.storage.bucket(&input.bucket).await.map_err(to_s3)?;
+        let summary =
+            nuage_iam::check_policy_document(&input.policy, nuage_iam::PolicyKind::Bucket)
+                .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e.to_string()))?;
+        if summary.is_public
+            && record
+                .public_access_block
+                .is_some_and(|b| b.block_public_policy)
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "the bucket's Block Public Access settings forbid a public bucket policy",
+            ));
+        }
+        self.storage
+            .set_bucket_policy(&input.bucket, Some(input.policy))
+            .await
+            .map_err(to_s3)?;
+        let mut response = S3Response::new(PutBucketPolicyOutput {});
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> Res<GetBucketPolicyOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        let policy = record.policy.ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::NoSuchBucketPolicy,
+                "the bucket policy does not exist",
+            )
+        })?;
+        ok(GetBucketPolicyOutput {
+            policy: Some(policy),
+        })
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> Res<DeleteBucketPolicyOutput> {
+        self.storage
+            .set_bucket_policy(&req.input.bucket, None)
+            .await
+            .map_err(to_s3)?;
+        let mut response = S3Response::new(DeleteBucketPolicyOutput {});
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> Res<GetBucketPolicyStatusOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        let policy = record.policy.ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::NoSuchBucketPolicy,
+                "the bucket policy does not exist",
+            )
+        })?;
+        let is_public = nuage_iam::check_policy_document(&policy, nuage_iam::PolicyKind::Bucket)
+            .map(|s| s.is_public)
+            .unwrap_or(false);
+        ok(GetBucketPolicyStatusOutput {
+            policy_status: Some(PolicyStatus {
+                is_public: Some(is_public),
+            }),
+        })
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> Res<PutPublicAccessBlockOutput> {
+        let input = req.input;
+        let c = input.public_access_block_configuration;
+        let block = nuage_storage::PublicAccessBlock {
+            block_public_acls: setting(c.block_public_acls),
+            ignore_public_acls: setting(c.ignore_public_acls),
+            block_public_policy: setting(c.block_public_policy),
+            restrict_public_buckets: setting(c.restrict_public_buckets),
+        };
+        self.storage
+            .set_public_access_block(&input.bucket, Some(block))
+            .await
+            .map_err(to_s3)?;
+        ok(PutPublicAccessBlockOutput {})
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> Res<GetPublicAccessBlockOutput> {
+        let record = self
+            .storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        let b = record.public_access_block.ok_or_else(|| {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "the public access block configuration was not found",
+            );
+            err.set_status_code(http::StatusCode::NOT_FOUND);
+            err
+        })?;
+        ok(GetPublicAccessBlockOutput {
+            public_access_block_configuration: Some(PublicAccessBlockConfiguration {
+                block_public_acls: Some(b.block_public_acls),
+                ignore_public_acls: Some(b.ignore_public_acls),
+                block_public_policy: Some(b.block_public_policy),
+                restrict_public_buckets: Some(b.restrict_public_buckets),
+            }),
+        })
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> Res<DeletePublicAccessBlockOutput> {
+        self.storage
+            .set_public_access_block(&req.input.bucket, None)
+            .await
+            .map_err(to_s3)?;
+        let mut response = S3Response::new(DeletePublicAccessBlockOutput {});
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
     }
 
     // ---------------- objects ----------------

@@ -6,6 +6,7 @@
 //! service could own, and it never touches the metadata or blob store. Storage
 //! errors become S3 error codes in exactly one place, [`errors::to_s3`].
 
+pub mod access;
 pub mod auth;
 mod convert;
 pub mod cors;
@@ -13,7 +14,8 @@ pub mod errors;
 mod handlers;
 pub mod hosts;
 
-pub use auth::AccessKeys;
+pub use access::{Authorizer, Caller, SecureTransport, SourceAddress};
+pub use auth::IamAuth;
 pub use cors::Cors;
 pub use hosts::VirtualHosts;
 

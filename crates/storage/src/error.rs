@@ -11,6 +11,10 @@ pub enum StorageError {
     NoSuchBucket,
     #[error("you already own this bucket")]
     BucketAlreadyOwnedByYou,
+    #[error(
+        "the requested bucket name is not available; bucket names are shared by all users of this Nuage"
+    )]
+    BucketAlreadyExists,
     #[error("the bucket you tried to delete is not empty")]
     BucketNotEmpty,
     #[error("{0}")]

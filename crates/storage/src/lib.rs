@@ -23,8 +23,8 @@ pub use error::{StorageError, StorageResult};
 pub use list::{ListPage, ListQuery, VersionListPage, VersionListQuery};
 pub use multipart::{CompletedPart, PartListing, UploadListing};
 pub use nuage_meta::{
-    BucketRecord, Checksums, ContentHeaders, CorsRule, PartRecord, UploadRecord, VersionRecord,
-    Versioning, WriteCondition,
+    BucketRecord, Checksums, ContentHeaders, CorsRule, PartRecord, PublicAccessBlock, UploadRecord,
+    VersionRecord, Versioning, WriteCondition,
 };
 pub use service::{
     DeleteOutcome, ObjectAttributes, ObjectBody, Region, Staged, Storage, StorageConfig,

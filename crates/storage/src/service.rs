@@ -113,14 +113,16 @@ impl Storage {
 
     // ---- buckets ----
 
-    /// Creates a bucket in `location` (the default region when None).
+    /// Creates a bucket owned by tenant `owner` in `location` (the default
+    /// region when None). Bucket names are global, as in S3.
     ///
     /// # Errors
-    /// Invalid name, unknown region, or the name is taken.
+    /// Invalid name, unknown region, or the name is taken (by this owner or another).
     pub async fn create_bucket(
         &self,
         name: &str,
         location: Option<&str>,
+        owner: &str,
     ) -> StorageResult<BucketRecord> {
         names::validate_bucket_name(name).map_err(|e| StorageError::InvalidBucketName(e.0))?;
         let region = match location.filter(|l| !l.is_empty()) {
@@ -151,9 +153,22 @@ impl Storage {
             versioning: Versioning::Unversioned,
             tags: None,
             cors: None,
+            owner: owner.to_owned(),
+            policy: None,
+            public_access_block: None,
         };
-        self.meta.create_bucket(record.clone()).await?;
-        Ok(record)
+        match self.meta.create_bucket(record.clone()).await {
+            Ok(()) => Ok(record),
+            Err(nuage_meta::MetaError::BucketAlreadyExists) => {
+                match self.meta.get_bucket(name).await? {
+                    Some(existing) if existing.owner != owner => {
+                        Err(StorageError::BucketAlreadyExists)
+                    }
+                    _ => Err(StorageError::BucketAlreadyOwnedByYou),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// # Errors
@@ -205,6 +220,46 @@ impl Storage {
         })
         .await
         .map(drop)
+    }
+
+    /// Sets or removes the bucket policy (validated by the caller, who knows
+    /// the policy language).
+    ///
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn set_bucket_policy(&self, name: &str, policy: Option<String>) -> StorageResult<()> {
+        self.update_bucket(name, |b| b.policy = policy)
+            .await
+            .map(drop)
+    }
+
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn set_public_access_block(
+        &self,
+        name: &str,
+        block: Option<nuage_meta::PublicAccessBlock>,
+    ) -> StorageResult<()> {
+        self.update_bucket(name, |b| b.public_access_block = block)
+            .await
+            .map(drop)
+    }
+
+    /// Gives every bucket without an owner (written before tenancy) to `owner`.
+    /// Returns how many changed.
+    ///
+    /// # Errors
+    /// Backend failure.
+    pub async fn adopt_unowned_buckets(&self, owner: &str) -> StorageResult<usize> {
+        let mut adopted = 0;
+        for bucket in self.meta.list_buckets().await? {
+            if bucket.owner.is_empty() {
+                self.update_bucket(&bucket.name, |b| b.owner = owner.to_owned())
+                    .await?;
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
     }
 
     /// # Errors
