@@ -129,10 +129,59 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `region` and `service` of a SigV4 credential scope, from the
+/// `Authorization` header or a presigned URL's `X-Amz-Credential`.
+fn credential_scope(
+    headers: &http::HeaderMap,
+    query: &[(String, String)],
+) -> Option<(String, String)> {
+    let credential = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .map(|rest| rest.split([',', ' ']).next().unwrap_or(rest).to_owned())
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "X-Amz-Credential")
+                .map(|(_, v)| v.clone())
+        })?;
+    let mut parts = credential.split('/');
+    let (_key, _date, region, service) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((region.to_owned(), service.to_owned()))
+}
+
 impl Authorizer {
     #[must_use]
     pub fn new(iam: Iam, storage: Storage) -> Self {
         Self { iam, storage }
+    }
+
+    /// A signature is valid for one service and region: an S3 request signed
+    /// for IAM, or for a region this Nuage does not serve, is refused.
+    fn check_scope(&self, headers: &http::HeaderMap, query: &[(String, String)]) -> S3Result<()> {
+        let Some((region, service)) = credential_scope(headers, query) else {
+            return Ok(());
+        };
+        if service != "s3" {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AuthorizationHeaderMalformed,
+                format!(
+                    "the credential is scoped to service `{service}`; S3 requests must be signed for `s3`"
+                ),
+            ));
+        }
+        if !self.storage.accepts_signing_region(&region) {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AuthorizationHeaderMalformed,
+                format!(
+                    "the region `{region}` is wrong; expecting `{}`",
+                    self.storage.default_region()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The caller behind the request's access key, with its session token checked.
@@ -279,10 +328,13 @@ impl Authorizer {
 impl S3Access for Authorizer {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let access_key = cx.credentials().map(|c| c.access_key.clone());
+        let query = query_pairs(cx.uri());
+        if access_key.is_some() {
+            self.check_scope(cx.headers(), &query)?;
+        }
         let caller = self
             .caller(access_key.as_deref(), cx.headers(), cx.uri())
             .await?;
-        let query = query_pairs(cx.uri());
         let has_version_id = query.iter().any(|(k, v)| k == "versionId" && !v.is_empty());
         let op = cx.s3_op().name().to_owned();
         let op = op.as_str();

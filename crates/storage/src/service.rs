@@ -97,6 +97,18 @@ impl Storage {
             .map_or("fr-par", |r| r.name.as_str())
     }
 
+    /// Whether clients may sign requests for `region`: a configured region,
+    /// or an alias of the default one.
+    #[must_use]
+    pub fn accepts_signing_region(&self, region: &str) -> bool {
+        self.config.regions.iter().any(|r| r.name == region)
+            || self
+                .config
+                .default_region_aliases
+                .iter()
+                .any(|a| a == region)
+    }
+
     pub(crate) fn now_ns(&self) -> i64 {
         self.clock.now_unix_ns()
     }
