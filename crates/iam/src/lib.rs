@@ -19,4 +19,7 @@ mod service;
 pub use authorize::{AccessRequest, Decision, PolicyKind, PolicySummary, check_policy_document};
 pub use error::{IamError, IamResult};
 pub use model::*;
-pub use service::{Iam, PolicyHolder};
+pub use service::{
+    Iam, PolicyHolder, ROLE_SESSION_DURATION_S_DEFAULT, SESSION_DURATION_S_MAX,
+    SESSION_DURATION_S_MIN,
+};

@@ -23,6 +23,21 @@ pub struct Tenant {
     pub billing_contact: String,
     pub status: TenantStatus,
     pub created_unix_ns: i64,
+    /// Block Public Access for every bucket of the tenant, on top of each
+    /// bucket's own settings (S3's account-level setting).
+    #[serde(default)]
+    pub public_access_block: TenantPublicAccessBlock,
+}
+
+/// Tenant-wide Block Public Access.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPublicAccessBlock {
+    /// Refuse bucket policies that grant access to everyone.
+    #[serde(default)]
+    pub block_public_policy: bool,
+    /// Public bucket policies grant nothing outside the tenant.
+    #[serde(default)]
+    pub restrict_public_buckets: bool,
 }
 
 /// Inline policies by name, and attached managed policies by ARN.

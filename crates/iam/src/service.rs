@@ -243,6 +243,7 @@ impl Iam {
             billing_contact: billing_contact.to_owned(),
             status: TenantStatus::Active,
             created_unix_ns: self.now(),
+            public_access_block: TenantPublicAccessBlock::default(),
         };
         let writes = vec![
             write(TENANTS, &tenant.id, Expect::Absent, &tenant)?,
@@ -315,6 +316,31 @@ impl Iam {
                 .await
                 .map_err(Retry::Fail)?;
             tenant.status = status;
+            self.commit(vec![
+                write(TENANTS, &tenant.id, Expect::Revision(revision), &tenant)
+                    .map_err(Retry::Fail)?,
+            ])
+            .await?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    /// Sets the tenant-wide Block Public Access settings.
+    ///
+    /// # Errors
+    /// `NoSuchEntity`.
+    pub async fn set_tenant_public_access_block(
+        &self,
+        id_or_name: &str,
+        block: TenantPublicAccessBlock,
+    ) -> IamResult<Tenant> {
+        self.retrying(|| async {
+            let (mut tenant, revision) = self
+                .tenant_with_revision(id_or_name)
+                .await
+                .map_err(Retry::Fail)?;
+            tenant.public_access_block = block;
             self.commit(vec![
                 write(TENANTS, &tenant.id, Expect::Revision(revision), &tenant)
                     .map_err(Retry::Fail)?,

@@ -2,6 +2,7 @@
 //! and configuration files; it builds typed configuration and hands it to the
 //! library crates, which never look at the process environment.
 
+mod admin_cli;
 mod bootstrap;
 mod config;
 mod credentials;
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Runs Nuage on this machine: S3 API, embedded metadata, local disk storage.
     Serve(ServeArgs),
+    /// The operator's commands: tenants, users and access keys, through the
+    /// admin API of a running server (docs/admin.md).
+    Admin(admin_cli::AdminArgs),
 }
 
 #[derive(clap::Args)]
@@ -66,6 +70,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Admin(args) => {
+            if let Err(e) = admin_cli::run(args) {
+                eprintln!("nuage admin: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Serve(args) => {
             let mut file = match &args.config {
                 Some(path) => config::FileConfig::load(path)?,

@@ -7,6 +7,7 @@ use crate::credentials;
 use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use nuage_admin_api::AdminApi;
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_iam::Iam;
@@ -49,7 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let country = config.regions.first().map_or("FR", |r| r.country.as_str());
     let default_tenant = crate::bootstrap::ensure_default_tenant(&iam, &creds, country).await?;
-    let _operator = credentials::load_or_create_operator(&config.data_dir)?;
+    let operator = credentials::load_or_create_operator(&config.data_dir)?;
     let adopted = storage.adopt_unowned_buckets(&default_tenant.id).await?;
     if adopted > 0 {
         tracing::info!(adopted, tenant = %default_tenant.id, "buckets from before tenancy now belong to the default tenant");
@@ -75,8 +76,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let hosts = VirtualHosts::new(config.domains.clone());
     let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
+    // The operator's API shares the listener under /_nuage/admin/ (no bucket
+    // name starts with `_`).
+    let admin = Arc::new(AdminApi::new(
+        iam.clone(),
+        storage.clone(),
+        operator.token.clone(),
+    ));
     let storage_for_access = storage.clone();
-    let mut builder = S3ServiceBuilder::new(NuageS3::new(storage));
+    let mut builder = S3ServiceBuilder::new(NuageS3::new(storage, iam.clone()));
     builder.set_auth(IamAuth::new(iam.clone()));
     builder.set_access(Authorizer::new(iam.clone(), storage_for_access));
     builder.set_host(hosts);
@@ -152,6 +160,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let s3 = Arc::clone(&s3);
         let cors = Arc::clone(&cors);
+        let admin = Arc::clone(&admin);
         let tls = tls.clone();
         let secure = tls.is_some();
         tokio::spawn(async move {
@@ -159,7 +168,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let s3 = Arc::clone(&s3);
                 let cors = Arc::clone(&cors);
-                handle(s3, cors, peer, secure, req)
+                let admin = Arc::clone(&admin);
+                handle(s3, cors, admin, peer, secure, req)
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             http.http1()
@@ -194,11 +204,13 @@ fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
     Ok(std::fs::metadata(&path)?.modified()?)
 }
 
-/// One request: a request id on every response, CORS preflights answered
-/// here (they carry no signature), everything else through s3s.
+/// One request: a request id on every response, the admin API under
+/// `/_nuage/admin/`, CORS preflights answered here (they carry no signature),
+/// everything else through s3s.
 async fn handle(
     s3: Arc<s3s::service::S3Service>,
     cors: Arc<Cors>,
+    admin: Arc<AdminApi>,
     peer: std::net::SocketAddr,
     secure: bool,
     mut req: http::Request<hyper::body::Incoming>,
@@ -221,7 +233,9 @@ async fn handle(
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
     let method = req.method().clone();
-    let mut response = if method == http::Method::OPTIONS {
+    let mut response = if nuage_admin_api::is_admin_path(&path) {
+        admin.handle(req).await.map(s3s::Body::from)
+    } else if method == http::Method::OPTIONS {
         let (status, headers, message) =
             cors.preflight(host.as_deref(), &path, req.headers()).await;
         let mut response = http::Response::new(s3s::Body::from(message.to_owned()));

@@ -8,6 +8,11 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where a generated self-signed certificate lives, under the data directory
+/// (`nuage admin` trusts it for https:// when pointed at the same directory).
+pub const SELF_SIGNED_DIR: &str = "tls";
+pub const SELF_SIGNED_CERT_FILE: &str = "self-signed.crt";
+
 pub fn server_config(
     source: &TlsSource,
     data_dir: &Path,
@@ -18,9 +23,9 @@ pub fn server_config(
             private_key,
         } => (certificate.clone(), private_key.clone()),
         TlsSource::SelfSigned => {
-            let dir = data_dir.join("tls");
+            let dir = data_dir.join(SELF_SIGNED_DIR);
             std::fs::create_dir_all(&dir)?;
-            let cert = dir.join("self-signed.crt");
+            let cert = dir.join(SELF_SIGNED_CERT_FILE);
             let key = dir.join("self-signed.key");
             if !cert.exists() || !key.exists() {
                 let generated = rcgen::generate_simple_self_signed(vec![

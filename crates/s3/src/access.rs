@@ -271,6 +271,14 @@ impl Authorizer {
             resource,
             context,
         };
+        let restrict_public = match bucket {
+            Some(b) if b.policy.is_some() => {
+                b.public_access_block
+                    .is_some_and(|p| p.restrict_public_buckets)
+                    || self.tenant_blocks(&b.owner).await.restrict_public_buckets
+            }
+            _ => false,
+        };
         let decision = self
             .iam
             .authorize(
@@ -278,9 +286,7 @@ impl Authorizer {
                 &request,
                 bucket.map(|b| b.owner.as_str()),
                 bucket.and_then(|b| b.policy.as_deref()),
-                bucket
-                    .and_then(|b| b.public_access_block)
-                    .is_some_and(|p| p.restrict_public_buckets),
+                restrict_public,
             )
             .await
             .map_err(auth_error)?;
@@ -293,6 +299,16 @@ impl Authorizer {
                 "access denied",
             ))
         }
+    }
+
+    /// The owner tenant's Block Public Access (all off if it cannot be read,
+    /// in which case the bucket's own settings still apply).
+    async fn tenant_blocks(&self, tenant: &str) -> nuage_iam::TenantPublicAccessBlock {
+        self.iam
+            .tenant(tenant)
+            .await
+            .map(|t| t.public_access_block)
+            .unwrap_or_default()
     }
 
     async fn bucket(&self, name: &str) -> Option<BucketRecord> {

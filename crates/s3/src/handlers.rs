@@ -579,10 +579,16 @@ impl S3 for NuageS3 {
         let summary =
             nuage_iam::check_policy_document(&input.policy, nuage_iam::PolicyKind::Bucket)
                 .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e.to_string()))?;
+        let tenant_blocks = self
+            .iam
+            .tenant(&record.owner)
+            .await
+            .is_ok_and(|t| t.public_access_block.block_public_policy);
         if summary.is_public
-            && record
-                .public_access_block
-                .is_some_and(|b| b.block_public_policy)
+            && (tenant_blocks
+                || record
+                    .public_access_block
+                    .is_some_and(|b| b.block_public_policy))
         {
             return Err(S3Error::with_message(
                 S3ErrorCode::AccessDenied,

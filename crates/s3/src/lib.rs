@@ -30,11 +30,14 @@ pub struct RequestId(pub String);
 #[derive(Clone)]
 pub struct NuageS3 {
     storage: Storage,
+    /// Read for tenant-wide settings (Block Public Access); identities are
+    /// the authorizer's business.
+    iam: nuage_iam::Iam,
 }
 
 impl NuageS3 {
     #[must_use]
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(storage: Storage, iam: nuage_iam::Iam) -> Self {
+        Self { storage, iam }
     }
 }
