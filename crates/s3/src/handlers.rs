@@ -298,6 +298,143 @@ struct ClientDigests<'a> {
     trailers: Option<&'a s3s::TrailingHeaders>,
 }
 
+/// What a GET or HEAD asks for, before any byte is read.
+struct ReadRequest<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    version_id: Option<&'a str>,
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+    part_number: Option<i32>,
+    range: Option<&'a Range>,
+    checksum_mode: Option<&'a ChecksumMode>,
+}
+
+/// The version a GET or HEAD reads, and which bytes of it.
+struct ReadPlan {
+    record: VersionRecord,
+    /// `Some((offset, length))` for a range or part, None for the whole object.
+    span: Option<(u64, u64)>,
+    /// Full-object checksums are returned only for whole-object reads that ask.
+    checksums_on: bool,
+}
+
+impl ReadPlan {
+    fn len(&self) -> u64 {
+        self.span.map_or(self.record.size, |(_, l)| l)
+    }
+
+    fn content_range(&self) -> Option<String> {
+        self.span
+            .filter(|(_, l)| *l > 0)
+            .map(|(o, l)| format!("bytes {o}-{}/{}", o + l - 1, self.record.size))
+    }
+
+    fn response<T>(&self, output: T) -> S3Response<T> {
+        let mut response = S3Response::new(output);
+        if self.span.is_some_and(|(_, l)| l > 0) {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        response
+    }
+}
+
+/// The `response-*` query overrides of GET and HEAD.
+struct Overrides {
+    content_type: Option<ContentType>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+/// Fills the headers GET and HEAD share (their output types have the same
+/// field names but no common trait, hence a macro).
+macro_rules! object_read_output {
+    ($output:ident, $plan:expr, $overrides:expr, $version_in:expr, $part_number:expr) => {{
+        let plan = &$plan;
+        let overrides = $overrides;
+        let record = &plan.record;
+        let content = &record.content;
+        let mut output = $output {
+            content_length: Some(size_i64(plan.len())),
+            content_range: plan.content_range(),
+            accept_ranges: Some("bytes".into()),
+            last_modified: Some(timestamp(record.last_modified_unix_ns)),
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: version_id_out(record).or($version_in),
+            metadata: convert::metadata_out(&record.user_metadata),
+            content_type: overrides
+                .content_type
+                .or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
+            content_encoding: overrides
+                .content_encoding
+                .or_else(|| content.content_encoding.clone()),
+            content_disposition: overrides
+                .content_disposition
+                .or_else(|| content.content_disposition.clone()),
+            content_language: overrides
+                .content_language
+                .or_else(|| content.content_language.clone()),
+            cache_control: overrides
+                .cache_control
+                .or_else(|| content.cache_control.clone()),
+            expires: overrides
+                .expires
+                .or_else(|| convert::expires_timestamp(content.expires.as_ref())),
+            website_redirect_location: content.website_redirect_location.clone(),
+            parts_count: $part_number.and_then(|_| parts_count(record)),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        };
+        if plan.checksums_on {
+            let c = &record.checksums;
+            output.checksum_crc32 = c.crc32.clone();
+            output.checksum_crc32c = c.crc32c.clone();
+            output.checksum_crc64nvme = c.crc64nvme.clone();
+            output.checksum_sha1 = c.sha1.clone();
+            output.checksum_sha256 = c.sha256.clone();
+            output.checksum_type = convert::checksum_type(c);
+        }
+        output
+    }};
+}
+
+impl NuageS3 {
+    /// Finds the version, checks the conditions, resolves the range or part.
+    async fn plan_read(&self, r: ReadRequest<'_>) -> S3Result<ReadPlan> {
+        let record = self
+            .storage
+            .head_object(r.bucket, r.key, r.version_id)
+            .await
+            .map_err(to_s3)?;
+        let conditions = read_conditions(
+            r.if_match,
+            r.if_none_match,
+            r.if_modified_since,
+            r.if_unmodified_since,
+        );
+        evaluate_read_conditions(&record, &conditions)
+            .map_err(|e| read_condition_error(e, &record))?;
+        let span = match (r.part_number, r.range) {
+            (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
+            (Some(n), None) => Some(part_span(&record, n)?),
+            (None, range) => resolve_range(range, record.size)?,
+        };
+        let checksums_on = span.is_none()
+            && r.checksum_mode
+                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        Ok(ReadPlan {
+            record,
+            span,
+            checksums_on,
+        })
+    }
+}
+
 /// The tenant of the authenticated caller (set by the authorizer).
 fn caller_tenant<T>(req: &S3Request<T>) -> S3Result<String> {
     req.extensions
@@ -794,164 +931,81 @@ impl S3 for NuageS3 {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
         let input = req.input;
-        let record = self
-            .storage
-            .head_object(&input.bucket, &input.key, input.version_id.as_deref())
-            .await
-            .map_err(to_s3)?;
-        let conditions = read_conditions(
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        );
-        evaluate_read_conditions(&record, &conditions)
-            .map_err(|e| read_condition_error(e, &record))?;
-        let span = match (input.part_number, input.range.as_ref()) {
-            (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
-            (Some(n), None) => Some(part_span(&record, n)?),
-            (None, range) => resolve_range(range, record.size)?,
-        };
-        let (offset, len) = span.unwrap_or((0, record.size));
+        let plan = self
+            .plan_read(ReadRequest {
+                bucket: &input.bucket,
+                key: &input.key,
+                version_id: input.version_id.as_deref(),
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+                part_number: input.part_number,
+                range: input.range.as_ref(),
+                checksum_mode: input.checksum_mode.as_ref(),
+            })
+            .await?;
+        let (offset, len) = plan.span.unwrap_or((0, plan.record.size));
         let body = self
             .storage
-            .read_object(&record, offset, len)
+            .read_object(&plan.record, offset, len)
             .await
             .map_err(to_s3)?;
-        let whole = span.is_none();
-        let c = &record.checksums;
-        let checksums_on = whole
-            && input
-                .checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let content = &record.content;
-        let mut output = GetObjectOutput {
-            body: Some(StreamingBlob::wrap(
-                body.map(|r| r.map_err(std::io::Error::other)),
-            )),
-            content_length: Some(size_i64(len)),
-            content_range: span
-                .map(|(o, l)| format!("bytes {o}-{}/{}", o + l - 1, record.size))
-                .filter(|_| len > 0),
-            accept_ranges: Some("bytes".into()),
-            last_modified: Some(timestamp(record.last_modified_unix_ns)),
-            e_tag: Some(convert::etag(&record.etag)),
-            version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
-            metadata: convert::metadata_out(&record.user_metadata),
-            content_type: input
-                .response_content_type
-                .or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| content.content_encoding.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| content.content_disposition.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| content.content_language.clone()),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| content.cache_control.clone()),
-            expires: input
-                .response_expires
-                .or_else(|| convert::expires_timestamp(content.expires.as_ref())),
-            website_redirect_location: content.website_redirect_location.clone(),
-            tag_count: (!record.tags.is_empty())
-                .then(|| i32::try_from(record.tags.len()).unwrap_or(0)),
-            parts_count: input.part_number.and_then(|_| parts_count(&record)),
-            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            ..Default::default()
+        let overrides = Overrides {
+            content_type: input.response_content_type,
+            content_encoding: input.response_content_encoding,
+            content_disposition: input.response_content_disposition,
+            content_language: input.response_content_language,
+            cache_control: input.response_cache_control,
+            expires: input.response_expires,
         };
-        if checksums_on {
-            output.checksum_crc32 = c.crc32.clone();
-            output.checksum_crc32c = c.crc32c.clone();
-            output.checksum_crc64nvme = c.crc64nvme.clone();
-            output.checksum_sha1 = c.sha1.clone();
-            output.checksum_sha256 = c.sha256.clone();
-            output.checksum_type = convert::checksum_type(c);
-        }
-        let mut response = S3Response::new(output);
-        if span.is_some() && len > 0 {
-            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
-        }
-        Ok(response)
+        let mut output = object_read_output!(
+            GetObjectOutput,
+            plan,
+            overrides,
+            input.version_id,
+            input.part_number
+        );
+        output.body = Some(StreamingBlob::wrap(
+            body.map(|r| r.map_err(std::io::Error::other)),
+        ));
+        output.tag_count = (!plan.record.tags.is_empty())
+            .then(|| i32::try_from(plan.record.tags.len()).unwrap_or(0));
+        Ok(plan.response(output))
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> Res<HeadObjectOutput> {
         let input = req.input;
-        let record = self
-            .storage
-            .head_object(&input.bucket, &input.key, input.version_id.as_deref())
-            .await
-            .map_err(to_s3)?;
-        let conditions = read_conditions(
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
+        let plan = self
+            .plan_read(ReadRequest {
+                bucket: &input.bucket,
+                key: &input.key,
+                version_id: input.version_id.as_deref(),
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+                part_number: input.part_number,
+                range: input.range.as_ref(),
+                checksum_mode: input.checksum_mode.as_ref(),
+            })
+            .await?;
+        let overrides = Overrides {
+            content_type: input.response_content_type,
+            content_encoding: input.response_content_encoding,
+            content_disposition: input.response_content_disposition,
+            content_language: input.response_content_language,
+            cache_control: input.response_cache_control,
+            expires: input.response_expires,
+        };
+        let output = object_read_output!(
+            HeadObjectOutput,
+            plan,
+            overrides,
+            input.version_id,
+            input.part_number
         );
-        evaluate_read_conditions(&record, &conditions)
-            .map_err(|e| read_condition_error(e, &record))?;
-        let span = match (input.part_number, input.range.as_ref()) {
-            (Some(_), Some(_)) => return Err(invalid("cannot specify both Range and partNumber")),
-            (Some(n), None) => Some(part_span(&record, n)?),
-            (None, range) => resolve_range(range, record.size)?,
-        };
-        let (_, len) = span.unwrap_or((0, record.size));
-        let c = &record.checksums;
-        let checksums_on = span.is_none()
-            && input
-                .checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let content = &record.content;
-        let mut output = HeadObjectOutput {
-            content_length: Some(size_i64(len)),
-            content_range: span
-                .map(|(o, l)| format!("bytes {o}-{}/{}", o + l.max(1) - 1, record.size)),
-            accept_ranges: Some("bytes".into()),
-            last_modified: Some(timestamp(record.last_modified_unix_ns)),
-            e_tag: Some(convert::etag(&record.etag)),
-            version_id: version_id_out(&record).or_else(|| input.version_id.clone()),
-            metadata: convert::metadata_out(&record.user_metadata),
-            content_type: input
-                .response_content_type
-                .or_else(|| content.content_type.clone().and_then(|t| t.parse().ok())),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| content.content_encoding.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| content.content_disposition.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| content.content_language.clone()),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| content.cache_control.clone()),
-            expires: input
-                .response_expires
-                .or_else(|| convert::expires_timestamp(content.expires.as_ref())),
-            website_redirect_location: content.website_redirect_location.clone(),
-            parts_count: input.part_number.and_then(|_| parts_count(&record)),
-            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            ..Default::default()
-        };
-        if checksums_on {
-            output.checksum_crc32 = c.crc32.clone();
-            output.checksum_crc32c = c.crc32c.clone();
-            output.checksum_crc64nvme = c.crc64nvme.clone();
-            output.checksum_sha1 = c.sha1.clone();
-            output.checksum_sha256 = c.sha256.clone();
-            output.checksum_type = convert::checksum_type(c);
-        }
-        let mut response = S3Response::new(output);
-        if span.is_some() {
-            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
-        }
-        Ok(response)
+        Ok(plan.response(output))
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> Res<DeleteObjectOutput> {
