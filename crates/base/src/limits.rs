@@ -48,3 +48,17 @@ pub const REQUEST_HEADER_BYTES_MAX: usize = 64 * 1024;
 pub const XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Blocks a streaming read may have in flight between disk and socket.
 pub const READ_AHEAD_BLOCKS_MAX: usize = 4;
+/// Largest admin API request body: its requests are a few short JSON fields.
+pub const ADMIN_REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest IAM/STS query API request body. The largest legitimate request is a
+/// role policy (AWS: 10,240 characters) percent-encoded, about 30 KiB.
+pub const QUERY_API_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Most parameters in one IAM/STS query API request (50 tags take 100).
+pub const QUERY_API_PARAMETERS_MAX: usize = 200;
+/// How far a signed request's `x-amz-date` may be from our clock (AWS: 15 minutes).
+pub const SIGNATURE_CLOCK_SKEW_S_MAX: i64 = 15 * 60;
+/// Most tags on an IAM user (AWS: 50).
+pub const IAM_TAGS_MAX: usize = 50;
+/// Most items one IAM list page returns, and the default page (AWS: 1,000 and 100).
+pub const IAM_LIST_ITEMS_MAX: usize = 1000;
+pub const IAM_LIST_ITEMS_DEFAULT: usize = 100;

@@ -18,6 +18,12 @@ mod service;
 
 pub use authorize::{AccessRequest, Decision, PolicyKind, PolicySummary, check_policy_document};
 pub use error::{IamError, IamResult};
+
+/// The name of the inline policy that makes a user a tenant administrator.
+pub const ADMINISTRATOR_POLICY_NAME: &str = "AdministratorAccess";
+/// Everything, within the tenant: identity policies never reach another
+/// tenant's resources without that tenant's bucket policy.
+pub const ADMINISTRATOR_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"TenantAdministrator","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 pub use model::*;
 pub use service::{
     Iam, PolicyHolder, ROLE_SESSION_DURATION_S_DEFAULT, SESSION_DURATION_S_MAX,

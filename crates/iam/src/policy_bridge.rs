@@ -31,35 +31,11 @@ fn parse(name: &str, text: &str, kind: PolicyKind) -> Result<Policy, nuage_polic
     Policy::parse(name, text, engine, bytes_max)
 }
 
-/// Whether a resource policy grants anything to everyone: an `Allow` whose
-/// principal is `*` (or `{"AWS": "*"}`) with no condition to narrow it. The
-/// document is already known to be valid.
+/// Whether a resource policy grants anything to everyone, by S3's meaning of
+/// "public" (a condition on the caller's account, ARN, source IP or VPC makes
+/// it non-public; a condition on anything the caller controls does not).
 fn grants_everyone(text: &str) -> bool {
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
-        return false;
-    };
-    let statements = match doc.get("Statement") {
-        Some(serde_json::Value::Array(list)) => list.clone(),
-        Some(one) => vec![one.clone()],
-        None => Vec::new(),
-    };
-    let is_star = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s == "*",
-        serde_json::Value::Array(list) => list.iter().any(|x| x.as_str() == Some("*")),
-        _ => false,
-    };
-    statements.iter().any(|s| {
-        let allow = s.get("Effect").and_then(|e| e.as_str()) == Some("Allow");
-        let conditioned = s
-            .get("Condition")
-            .is_some_and(|c| c.as_object().is_some_and(|o| !o.is_empty()));
-        let everyone = match s.get("Principal") {
-            Some(p @ serde_json::Value::String(_)) => is_star(p),
-            Some(serde_json::Value::Object(map)) => map.get("AWS").is_some_and(is_star),
-            _ => false,
-        };
-        allow && everyone && !conditioned
-    })
+    parse("resource-policy", text, PolicyKind::Bucket).is_ok_and(|p| p.is_public())
 }
 
 pub(crate) fn check(text: &str, kind: PolicyKind) -> IamResult<PolicySummary> {
@@ -163,6 +139,9 @@ mod tests {
         let public = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#;
         let aws_star = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}}"#;
         let narrowed = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}"#;
+        // A condition on what the caller controls does not make it private.
+        let agent = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"StringLike":{"aws:UserAgent":"*"}}}]}"#;
+        assert!(check(agent, PolicyKind::Bucket).unwrap().is_public);
         let named = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#;
         assert!(check(public, PolicyKind::Bucket).unwrap().is_public);
         assert!(check(aws_star, PolicyKind::Bucket).unwrap().is_public);

@@ -565,7 +565,7 @@ impl ApiClient {
             Some("http") => false,
             _ => bail!("--endpoint must start with http:// or https:// (got `{endpoint}`)"),
         };
-        if uri.path().trim_end_matches('/') != "" {
+        if !uri.path().trim_end_matches('/').is_empty() {
             bail!("--endpoint is the server's root URL, without a path (got `{endpoint}`)");
         }
         let token = operator_token(args)?;

@@ -8,10 +8,9 @@ use nuage_iam::{Iam, IamError, PolicyHolder, Tenant};
 
 pub const DEFAULT_TENANT: &str = "default";
 pub const ADMIN_USER: &str = "admin";
-pub const ADMIN_POLICY_NAME: &str = "AdministratorAccess";
-/// Everything, within the tenant: policies never reach another tenant's
-/// resources without that tenant's bucket policy.
-pub const ADMIN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"TenantAdministrator","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+use nuage_iam::{
+    ADMINISTRATOR_POLICY as ADMIN_POLICY, ADMINISTRATOR_POLICY_NAME as ADMIN_POLICY_NAME,
+};
 
 /// Makes sure the default tenant, its `admin` user and the printed key exist.
 pub async fn ensure_default_tenant(

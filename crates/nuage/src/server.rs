@@ -11,6 +11,7 @@ use nuage_admin_api::AdminApi;
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_iam::Iam;
+use nuage_iam_api::{IamQueryApi, RequestContext};
 use nuage_meta::embedded::EmbeddedMetaStore;
 use nuage_s3::{
     Authorizer, Cors, IamAuth, NuageS3, RequestId, SecureTransport, SourceAddress, VirtualHosts,
@@ -41,7 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let storage = Storage::new(
         meta,
         Arc::new(blobs),
-        clock,
+        Arc::clone(&clock),
         StorageConfig {
             regions: config.regions.clone(),
             default_region_aliases: vec!["us-east-1".into()],
@@ -83,6 +84,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage.clone(),
         operator.token.clone(),
     ));
+    // The IAM and STS query APIs share the listener too (`aws iam`, `aws sts`).
+    let query_api = Arc::new(IamQueryApi::new(iam.clone(), Arc::clone(&clock)));
     let storage_for_access = storage.clone();
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage, iam.clone()));
     builder.set_auth(IamAuth::new(iam.clone()));
@@ -161,6 +164,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let s3 = Arc::clone(&s3);
         let cors = Arc::clone(&cors);
         let admin = Arc::clone(&admin);
+        let query_api = Arc::clone(&query_api);
         let tls = tls.clone();
         let secure = tls.is_some();
         tokio::spawn(async move {
@@ -169,7 +173,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 let s3 = Arc::clone(&s3);
                 let cors = Arc::clone(&cors);
                 let admin = Arc::clone(&admin);
-                handle(s3, cors, admin, peer, secure, req)
+                let query_api = Arc::clone(&query_api);
+                handle(s3, cors, admin, query_api, peer, secure, req)
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             http.http1()
@@ -205,12 +210,13 @@ fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
 }
 
 /// One request: a request id on every response, the admin API under
-/// `/_nuage/admin/`, CORS preflights answered here (they carry no signature),
+/// `/_nuage/admin/`, the IAM/STS query APIs, CORS preflights answered here (they carry no signature),
 /// everything else through s3s.
 async fn handle(
     s3: Arc<s3s::service::S3Service>,
     cors: Arc<Cors>,
     admin: Arc<AdminApi>,
+    query_api: Arc<IamQueryApi>,
     peer: std::net::SocketAddr,
     secure: bool,
     mut req: http::Request<hyper::body::Incoming>,
@@ -235,6 +241,14 @@ async fn handle(
     let method = req.method().clone();
     let mut response = if nuage_admin_api::is_admin_path(&path) {
         admin.handle(req).await.map(s3s::Body::from)
+    } else if IamQueryApi::is_match(&method, req.uri(), req.headers()) {
+        // Before s3s, which verifies no signature scoped to `iam`.
+        let context = RequestContext {
+            request_id: id.clone(),
+            source_ip: Some(peer.ip()),
+            secure_transport: secure,
+        };
+        query_api.handle(req, &context).await.map(s3s::Body::from)
     } else if method == http::Method::OPTIONS {
         let (status, headers, message) =
             cors.preflight(host.as_deref(), &path, req.headers()).await;

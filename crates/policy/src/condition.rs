@@ -360,9 +360,9 @@ fn condition_values(json: &Json) -> Result<Vec<String>, String> {
     }
 }
 
-fn parse_value(test: Test, text: &str, variables: bool) -> Result<Value, String> {
+fn parse_value(operator: Test, text: &str, variables: bool) -> Result<Value, String> {
     let not_a = |what: &str| format!("\"{text}\" is not {what}");
-    match test {
+    match operator {
         Test::StringEquals | Test::StringEqualsIgnoreCase => {
             Ok(Value::Pattern(Pattern::compile(text, false, variables)?))
         }
@@ -416,10 +416,7 @@ impl Condition {
         let operator = self.operator;
         if operator.test == Test::Null {
             let absent = context_values.is_empty();
-            return self
-                .values
-                .iter()
-                .any(|value| *value == Value::Null(absent));
+            return self.values.contains(&Value::Null(absent));
         }
         if context_values.is_empty() {
             // See the module documentation for the AWS rules cited here.
@@ -455,13 +452,66 @@ impl Condition {
                 outcomes.any(|outcome| outcome == Some(true))
             }
         };
-        match operator.qualifier {
-            Some(SetQualifier::ForAllValues) => context_values.iter().all(satisfied),
-            Some(SetQualifier::ForAnyValue) => context_values.iter().any(satisfied),
-            // Without a qualifier a negated operator is the negation of the positive one: no
-            // context value may match any policy value.
-            None if operator.negated => context_values.iter().all(satisfied),
-            None => context_values.iter().any(satisfied),
+        // Without a qualifier a negated operator is the negation of the positive one (no context
+        // value may match any policy value) and a positive one needs any value to match.
+        let every_value = match operator.qualifier {
+            Some(SetQualifier::ForAllValues) => true,
+            Some(SetQualifier::ForAnyValue) => false,
+            None => operator.negated,
+        };
+        if every_value {
+            context_values.iter().all(satisfied)
+        } else {
+            context_values.iter().any(satisfied)
+        }
+    }
+}
+
+/// Condition keys whose fixed values S3 trusts to keep a policy that names `"*"` non-public
+/// (S3 User Guide, "Blocking public access to your Amazon S3 storage", "The meaning of
+/// 'public'"), lowercased.
+const NON_PUBLIC_KEYS: [&str; 11] = [
+    "aws:principalarn",
+    "aws:principalaccount",
+    "aws:principalorgid",
+    "aws:sourcearn",
+    "aws:sourcevpc",
+    "aws:sourcevpce",
+    "aws:sourceowner",
+    "aws:sourceaccount",
+    "aws:userid",
+    "s3:x-amz-server-side-encryption-aws-kms-key-id",
+    "s3:dataaccesspointarn",
+];
+
+impl Condition {
+    /// Whether this condition confines a statement to trusted callers in the sense of S3's
+    /// "The meaning of 'public'": `aws:SourceIp` limited to CIDR ranges (other than `/0`), or
+    /// one of [`NON_PUBLIC_KEYS`] fixed to literal values. A negated, `...IfExists` or
+    /// `ForAllValues:` condition never confines, since each holds when the key is missing.
+    pub(crate) fn confines_to_trusted_callers(&self) -> bool {
+        let operator = self.operator;
+        if operator.negated
+            || operator.if_exists
+            || operator.qualifier == Some(SetQualifier::ForAllValues)
+        {
+            return false;
+        }
+        match operator.test {
+            Test::IpAddress => {
+                self.key == "aws:sourceip"
+                    && self
+                        .values
+                        .iter()
+                        .all(|value| matches!(value, Value::Cidr(cidr) if cidr.prefix_bits > 0))
+            }
+            Test::StringEquals | Test::StringEqualsIgnoreCase | Test::StringLike | Test::Arn => {
+                NON_PUBLIC_KEYS.contains(&self.key.as_str())
+                    && self.values.iter().all(
+                        |value| matches!(value, Value::Pattern(pattern) if pattern.is_literal()),
+                    )
+            }
+            _ => false,
         }
     }
 }

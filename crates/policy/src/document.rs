@@ -102,6 +102,11 @@ impl Policy {
     /// Parses and validates `text` as a policy of `kind`, refusing it if it is larger than
     /// `size_bytes_max` (white space outside strings not counted; see [`crate::limits`] for the
     /// AWS limit of each kind). `name` identifies the policy in decisions and audit records.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] if the text is too large, is not JSON, or is not a valid policy of `kind`;
+    /// the message names the statement and element at fault.
     pub fn parse(
         name: impl Into<String>,
         text: &str,
@@ -221,6 +226,26 @@ impl Policy {
     pub fn statements(&self) -> &[Statement] {
         &self.statements
     }
+
+    /// Whether this (resource) policy grants access to the public, as S3's Block Public Access
+    /// judges it (S3 User Guide, "The meaning of 'public'"): some `Allow` statement names `"*"`
+    /// without a condition that confines it to trusted callers, that is `aws:SourceIp` limited
+    /// to CIDR ranges, or a fixed value of `aws:PrincipalArn`, `aws:PrincipalAccount`,
+    /// `aws:PrincipalOrgID`, `aws:SourceArn`, `aws:SourceVpc`, `aws:SourceVpce`,
+    /// `aws:SourceOwner`, `aws:SourceAccount`, `aws:userid`,
+    /// `s3:x-amz-server-side-encryption-aws-kms-key-id` or `s3:DataAccessPointArn`. Any other
+    /// condition (on `aws:UserAgent`, say) is under the caller's control and does not count.
+    #[must_use]
+    pub fn is_public(&self) -> bool {
+        self.statements.iter().any(|statement| {
+            statement.effect == Effect::Allow
+                && matches!(&statement.principal, Some(PrincipalClause::Principal(spec)) if spec.names_everyone())
+                && !statement
+                    .conditions
+                    .iter()
+                    .any(Condition::confines_to_trusted_callers)
+        })
+    }
 }
 
 impl Statement {
@@ -307,7 +332,7 @@ fn parse_version(json: &Json) -> Result<Version, PolicyError> {
         "2012-10-17" => Ok(Version::V2012_10_17),
         "2008-10-17" => Ok(Version::V2008_10_17),
         other => Err(PolicyError::malformed(
-            "Version",
+            "policy, Version",
             format!("\"{other}\" is not a policy language version: use \"2012-10-17\""),
         )),
     }
@@ -330,7 +355,7 @@ fn statement_location(index: Option<usize>, sid: Option<&str>) -> String {
         None => "Statement".to_owned(),
     };
     if let Some(sid) = sid {
-        at.push_str(&format!(" (Sid \"{sid}\")"));
+        at = format!("{at} (Sid \"{sid}\")");
     }
     at
 }
@@ -338,7 +363,6 @@ fn statement_location(index: Option<usize>, sid: Option<&str>) -> String {
 /// The members a statement may have; anything else is refused.
 #[derive(Default)]
 struct StatementMembers<'a> {
-    sid: Option<&'a Json>,
     effect: Option<&'a Json>,
     principal: Option<&'a Json>,
     not_principal: Option<&'a Json>,
@@ -347,6 +371,14 @@ struct StatementMembers<'a> {
     resource: Option<&'a Json>,
     not_resource: Option<&'a Json>,
     condition: Option<&'a Json>,
+}
+
+/// A problem inside one statement: the element at fault (empty for the statement as a whole)
+/// and the reason. `parse_statement` adds the statement's location.
+type ElementError = (String, String);
+
+fn element_error(element: &str, reason: impl Into<String>) -> ElementError {
+    (element.to_owned(), reason.into())
 }
 
 fn parse_statement(
@@ -369,21 +401,32 @@ fn parse_statement(
         None => None,
     };
     let at = statement_location(index, sid.as_deref());
-    let error = |element: &str, reason: String| {
-        PolicyError::malformed(
-            if element.is_empty() {
-                at.clone()
+    parse_statement_members(members, kind, variables)
+        .map(|statement| Statement {
+            index: index.unwrap_or(0),
+            sid,
+            ..statement
+        })
+        .map_err(|(element, reason)| {
+            let at = if element.is_empty() {
+                at
             } else {
                 format!("{at}, {element}")
-            },
-            reason,
-        )
-    };
+            };
+            PolicyError::malformed(at, reason)
+        })
+}
 
+/// Everything of a statement but its position and `Sid`, which the caller fills in.
+fn parse_statement_members(
+    members: &[(String, Json)],
+    kind: PolicyKind,
+    variables: bool,
+) -> Result<Statement, ElementError> {
     let mut found = StatementMembers::default();
     for (name, value) in members {
         let slot = match name.as_str() {
-            "Sid" => &mut found.sid,
+            "Sid" => continue,
             "Effect" => &mut found.effect,
             "Principal" => &mut found.principal,
             "NotPrincipal" => &mut found.not_principal,
@@ -393,7 +436,7 @@ fn parse_statement(
             "NotResource" => &mut found.not_resource,
             "Condition" => &mut found.condition,
             other => {
-                return Err(error(
+                return Err(element_error(
                     "",
                     format!(
                         "unknown element \"{other}\": expected Sid, Effect, Principal, NotPrincipal, Action, NotAction, Resource, NotResource or Condition"
@@ -403,118 +446,115 @@ fn parse_statement(
         };
         *slot = Some(value);
     }
-
-    let effect = match found.effect {
-        None => return Err(error("", "missing Effect".into())),
-        Some(Json::String(s)) if s == "Allow" => Effect::Allow,
-        Some(Json::String(s)) if s == "Deny" => Effect::Deny,
-        Some(Json::String(s)) => {
-            return Err(error(
-                "Effect",
-                format!("\"{s}\" is not an effect: use \"Allow\" or \"Deny\""),
-            ));
-        }
-        Some(other) => {
-            return Err(error(
-                "Effect",
-                format!("expected a string, found {}", other.kind()),
-            ));
-        }
-    };
-
+    let effect = parse_effect(found.effect)?;
     let actions = match (found.action, found.not_action) {
         (Some(_), Some(_)) => {
-            return Err(error("", "has both Action and NotAction; use one".into()));
+            return Err(element_error("", "has both Action and NotAction; use one"));
         }
-        (None, None) => return Err(error("", "missing Action or NotAction".into())),
-        (Some(json), None) => parse_actions(json, false).map_err(|e| error("Action", e))?,
-        (None, Some(json)) => parse_actions(json, true).map_err(|e| error("NotAction", e))?,
-    };
-
-    let principal = match (found.principal, found.not_principal, kind) {
-        (Some(_), Some(_), _) => {
-            return Err(error(
-                "",
-                "has both Principal and NotPrincipal; use one".into(),
-            ));
+        (None, None) => return Err(element_error("", "missing Action or NotAction")),
+        (Some(json), None) => {
+            parse_actions(json, false).map_err(|reason| element_error("Action", reason))?
         }
-        (Some(_), None, PolicyKind::Identity | PolicyKind::Session)
-        | (None, Some(_), PolicyKind::Identity | PolicyKind::Session) => {
-            return Err(error(
-                "",
-                "an identity or session policy must not name a Principal or NotPrincipal: it applies to the identity it is attached to".into(),
-            ));
-        }
-        (None, None, PolicyKind::Identity | PolicyKind::Session) => None,
-        (None, None, PolicyKind::Resource | PolicyKind::Trust) => {
-            return Err(error(
-                "",
-                "missing Principal: a resource or trust policy must say whom it applies to".into(),
-            ));
-        }
-        (None, Some(_), PolicyKind::Trust) => {
-            return Err(error(
-                "NotPrincipal",
-                "a trust policy must name its principals with Principal".into(),
-            ));
-        }
-        (None, Some(json), PolicyKind::Resource) => {
-            if effect == Effect::Allow {
-                return Err(error(
-                    "NotPrincipal",
-                    "NotPrincipal may only be used with \"Effect\": \"Deny\" (AWS no longer supports it with Allow)".into(),
-                ));
-            }
-            Some(PrincipalClause::NotPrincipal(
-                PrincipalSpec::parse(json).map_err(|e| error("NotPrincipal", e))?,
-            ))
-        }
-        (Some(json), None, PolicyKind::Resource | PolicyKind::Trust) => {
-            Some(PrincipalClause::Principal(
-                PrincipalSpec::parse(json).map_err(|e| error("Principal", e))?,
-            ))
+        (None, Some(json)) => {
+            parse_actions(json, true).map_err(|reason| element_error("NotAction", reason))?
         }
     };
-
-    let resources = match (found.resource, found.not_resource, kind) {
-        (Some(_), Some(_), _) => {
-            return Err(error(
-                "",
-                "has both Resource and NotResource; use one".into(),
-            ));
-        }
-        (Some(_), None, PolicyKind::Trust) | (None, Some(_), PolicyKind::Trust) => {
-            return Err(error(
-                "",
-                "a trust policy must not have Resource or NotResource: its resource is the role"
-                    .into(),
-            ));
-        }
-        (None, None, PolicyKind::Trust) => None,
-        (None, None, _) => return Err(error("", "missing Resource or NotResource".into())),
-        (Some(json), None, _) => {
-            Some(parse_resources(json, false, variables).map_err(|e| error("Resource", e))?)
-        }
-        (None, Some(json), _) => {
-            Some(parse_resources(json, true, variables).map_err(|e| error("NotResource", e))?)
-        }
-    };
-
+    let principal = parse_principal_clause(&found, kind, effect)?;
+    let resources = parse_resource_clause(&found, kind, variables)?;
     let conditions = match found.condition {
         None => Vec::new(),
-        Some(json) => condition::parse_block(json, variables)
-            .map_err(|(element, reason)| error(&element, reason))?,
+        Some(json) => condition::parse_block(json, variables)?,
     };
-
     Ok(Statement {
-        index: index.unwrap_or(0),
-        sid,
+        index: 0,
+        sid: None,
         effect,
         principal,
         actions,
         resources,
         conditions,
     })
+}
+
+fn parse_effect(json: Option<&Json>) -> Result<Effect, ElementError> {
+    match json {
+        None => Err(element_error("", "missing Effect")),
+        Some(Json::String(s)) if s == "Allow" => Ok(Effect::Allow),
+        Some(Json::String(s)) if s == "Deny" => Ok(Effect::Deny),
+        Some(Json::String(s)) => Err(element_error(
+            "Effect",
+            format!("\"{s}\" is not an effect: use \"Allow\" or \"Deny\""),
+        )),
+        Some(other) => Err(element_error(
+            "Effect",
+            format!("expected a string, found {}", other.kind()),
+        )),
+    }
+}
+
+/// `Principal`/`NotPrincipal`: required by resource and trust policies, refused by identity and
+/// session policies (which apply to the identity they are attached to).
+fn parse_principal_clause(
+    found: &StatementMembers,
+    kind: PolicyKind,
+    effect: Effect,
+) -> Result<Option<PrincipalClause>, ElementError> {
+    let attached_to_identity = matches!(kind, PolicyKind::Identity | PolicyKind::Session);
+    match (found.principal, found.not_principal) {
+        (Some(_), Some(_)) => Err(element_error(
+            "",
+            "has both Principal and NotPrincipal; use one",
+        )),
+        (None, None) if attached_to_identity => Ok(None),
+        (None, None) => Err(element_error(
+            "",
+            "missing Principal: a resource or trust policy must say whom it applies to",
+        )),
+        (Some(_), None) | (None, Some(_)) if attached_to_identity => Err(element_error(
+            "",
+            "an identity or session policy must not name a Principal or NotPrincipal: it applies to the identity it is attached to",
+        )),
+        (Some(json), None) => PrincipalSpec::parse(json)
+            .map(|spec| Some(PrincipalClause::Principal(spec)))
+            .map_err(|reason| element_error("Principal", reason)),
+        (None, Some(_)) if kind == PolicyKind::Trust => Err(element_error(
+            "NotPrincipal",
+            "a trust policy must name its principals with Principal",
+        )),
+        (None, Some(_)) if effect == Effect::Allow => Err(element_error(
+            "NotPrincipal",
+            "NotPrincipal may only be used with \"Effect\": \"Deny\" (AWS no longer supports it with Allow)",
+        )),
+        (None, Some(json)) => PrincipalSpec::parse(json)
+            .map(|spec| Some(PrincipalClause::NotPrincipal(spec)))
+            .map_err(|reason| element_error("NotPrincipal", reason)),
+    }
+}
+
+/// `Resource`/`NotResource`: exactly one, except in trust policies, which have neither.
+fn parse_resource_clause(
+    found: &StatementMembers,
+    kind: PolicyKind,
+    variables: bool,
+) -> Result<Option<Clause<ResourcePattern>>, ElementError> {
+    match (found.resource, found.not_resource) {
+        (Some(_), Some(_)) => Err(element_error(
+            "",
+            "has both Resource and NotResource; use one",
+        )),
+        (None, None) if kind == PolicyKind::Trust => Ok(None),
+        (_, _) if kind == PolicyKind::Trust => Err(element_error(
+            "",
+            "a trust policy must not have Resource or NotResource: its resource is the role",
+        )),
+        (None, None) => Err(element_error("", "missing Resource or NotResource")),
+        (Some(json), None) => parse_resources(json, false, variables)
+            .map(Some)
+            .map_err(|reason| element_error("Resource", reason)),
+        (None, Some(json)) => parse_resources(json, true, variables)
+            .map(Some)
+            .map_err(|reason| element_error("NotResource", reason)),
+    }
 }
 
 /// `Action`/`NotAction`: `*`, or `service:action` with wildcards in the action part only (AWS

@@ -93,6 +93,13 @@ impl Pattern {
             .any(|piece| matches!(piece, Piece::Variable { .. }))
     }
 
+    /// Whether the pattern is one fixed string: no wildcard and no variable.
+    pub(crate) fn is_literal(&self) -> bool {
+        self.pieces
+            .iter()
+            .all(|piece| matches!(piece, Piece::Text(_)))
+    }
+
     /// The pattern with its variables replaced, or `None` if one cannot be resolved (missing or
     /// multivalued key without a default): such a value matches nothing.
     pub(crate) fn resolve(&self, variables: &dyn Variables) -> Option<Vec<Token>> {

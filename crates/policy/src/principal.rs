@@ -263,6 +263,11 @@ impl PrincipalSpec {
         }
     }
 
+    /// Whether this element names everyone (`"*"` or `{"AWS": "*"}`).
+    pub(crate) fn names_everyone(&self) -> bool {
+        self.entries.contains(&Entry::Everyone)
+    }
+
     /// How strongly this element names `caller`, or `None` if it does not.
     pub(crate) fn matches(&self, caller: &Principal) -> Option<PrincipalMatch> {
         self.entries
@@ -272,7 +277,7 @@ impl PrincipalSpec {
     }
 
     /// Whether a `NotPrincipal` element exempts `caller`. As the IAM User Guide warns for
-    /// NotPrincipal with Deny, the caller's account must be listed as well as the caller itself
+    /// `NotPrincipal` with `Deny`, the caller's account must be listed as well as the caller itself
     /// (its user or federated-user ARN, its role or role-session ARN); listing only the user
     /// leaves the account, and so the user, denied. Root and service callers are their own
     /// account.

@@ -77,7 +77,8 @@ fn resource_arn(bucket: Option<&str>, key: Option<&str>) -> String {
     match (bucket, key) {
         (Some(b), Some(k)) => format!("arn:aws:s3:::{b}/{k}"),
         (Some(b), None) => format!("arn:aws:s3:::{b}"),
-        _ => "*".to_owned(),
+        // ListAllMyBuckets: AWS's examples grant it on `arn:aws:s3:::*`.
+        _ => "arn:aws:s3:::*".to_owned(),
     }
 }
 
@@ -230,30 +231,15 @@ impl Authorizer {
     }
 
     /// Condition keys every request has.
-    fn base_context(
-        extensions: &http::Extensions,
-        caller: Option<&Identity>,
-    ) -> BTreeMap<String, Vec<String>> {
+    fn base_context(extensions: &http::Extensions) -> BTreeMap<String, Vec<String>> {
         let mut keys = BTreeMap::new();
         if let Some(SourceAddress(ip)) = extensions.get::<SourceAddress>() {
             keys.insert("aws:SourceIp".to_owned(), vec![ip.to_string()]);
         }
         let secure = extensions.get::<SecureTransport>().is_some_and(|s| s.0);
         keys.insert("aws:SecureTransport".to_owned(), vec![secure.to_string()]);
-        if let Some(identity) = caller {
-            keys.insert(
-                "aws:PrincipalAccount".to_owned(),
-                vec![identity.tenant_id.clone()],
-            );
-            keys.insert("aws:PrincipalArn".to_owned(), vec![identity.arn.clone()]);
-            keys.insert("aws:userid".to_owned(), vec![identity.principal_id.clone()]);
-            if let Some(name) = identity.user_name() {
-                keys.insert("aws:username".to_owned(), vec![name.to_owned()]);
-            }
-            for (k, v) in &identity.tags {
-                keys.insert(format!("aws:PrincipalTag/{k}"), vec![v.clone()]);
-            }
-        }
+        // Keys about the caller (aws:username, aws:PrincipalTag/*, ...) are
+        // answered by the policy engine from the principal itself.
         keys
     }
 
@@ -328,7 +314,7 @@ impl Authorizer {
         let caller = req.extensions.get::<Caller>().and_then(|c| c.0.clone());
         let record = self.bucket(bucket).await;
         let action = action_for("GetObject", version_id.is_some());
-        let context = Self::base_context(&req.extensions, caller.as_ref());
+        let context = Self::base_context(&req.extensions);
         self.decide(
             caller.as_ref(),
             action,
@@ -360,7 +346,7 @@ impl S3Access for Authorizer {
             S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
             S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
-        let mut context = Self::base_context(cx.extensions_mut(), caller.as_ref());
+        let mut context = Self::base_context(cx.extensions_mut());
         for (name, key_name) in [
             ("prefix", "s3:prefix"),
             ("delimiter", "s3:delimiter"),
@@ -401,7 +387,7 @@ impl S3Access for Authorizer {
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let caller = req.extensions.get::<Caller>().and_then(|c| c.0.clone());
         let record = self.bucket(&req.input.bucket).await;
-        let context = Self::base_context(&req.extensions, caller.as_ref());
+        let context = Self::base_context(&req.extensions);
         // One denied key denies the request: a batch must not be a way around
         // a per-prefix policy. (AWS reports per key; a whole refusal is safer
         // and simpler, and says which key.)

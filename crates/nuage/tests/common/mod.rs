@@ -55,7 +55,7 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("NUAGE_LOG", "warn")
+            .env("NUAGE_LOG", "warn,s3s::ops=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

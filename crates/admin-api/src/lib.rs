@@ -1,0 +1,486 @@
+//! The operator's admin API: tenants, their users and access keys, as JSON
+//! over HTTP under `/_nuage/admin/v1/`, served by the same listener as S3.
+//!
+//! It is a protocol front end, like `nuage-s3`: it parses a request into one
+//! [`Endpoint`], checks the operator token, and calls the identity service
+//! (`nuage-iam`) and, to purge a deleted tenant's data, the storage service.
+//! All error mapping happens in `error.rs`; the wire format lives in
+//! `model.rs`, apart from the identity records; `openapi.rs` describes it.
+//!
+//! What it must never do:
+//! - act for a caller without the operator token (compared in constant
+//!   time), except to serve the OpenAPI document;
+//! - read tenant data: the operator is not a tenant. There is no endpoint that
+//!   returns an object or a listing of keys; the only data operation is the
+//!   purge of a tenant being deleted, which deletes and never reads content;
+//! - touch the metadata or blob stores directly (it goes through the services);
+//! - buffer an unbounded body: requests are read up to
+//!   [`limits::ADMIN_REQUEST_BODY_BYTES_MAX`].
+
+mod endpoint;
+mod error;
+mod model;
+mod openapi;
+mod purge;
+
+pub use endpoint::{ADMIN_PATH_PREFIX, API_V1_PREFIX, Endpoint, is_admin_path};
+pub use error::ApiError;
+pub use model::*;
+pub use openapi::document as openapi_document;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt as _;
+use nuage_base::limits;
+use nuage_iam::{Iam, IamError, PolicyHolder, TenantStatus};
+use nuage_storage::Storage;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq as _;
+
+/// The inline policy `"administrator": true` attaches to a new user.
+pub use nuage_iam::{ADMINISTRATOR_POLICY, ADMINISTRATOR_POLICY_NAME};
+
+type ApiResult = Result<http::Response<Bytes>, ApiError>;
+
+/// The admin API service. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminApi {
+    iam: Iam,
+    storage: Storage,
+    operator_token: String,
+}
+
+impl AdminApi {
+    /// An empty `operator_token` refuses every authenticated request.
+    #[must_use]
+    pub fn new(iam: Iam, storage: Storage, operator_token: String) -> Self {
+        if operator_token.is_empty() {
+            tracing::warn!("the operator token is empty: the admin API will refuse every request");
+        }
+        Self {
+            iam,
+            storage,
+            operator_token,
+        }
+    }
+
+    /// Serves one request whose path [`is_admin_path`]. The body is read only
+    /// after the route and the token are accepted, and only up to
+    /// [`limits::ADMIN_REQUEST_BODY_BYTES_MAX`].
+    pub async fn handle<B>(&self, request: http::Request<B>) -> http::Response<Bytes>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let endpoint = match self.admit(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        ) {
+            Ok(endpoint) => endpoint,
+            Err(e) => return e.into_response(),
+        };
+        let limited = http_body_util::Limited::new(body, limits::ADMIN_REQUEST_BODY_BYTES_MAX);
+        let body = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return body_too_large().into_response();
+            }
+            Err(e) => {
+                return ApiError::bad_request(format!("cannot read the request body: {e}"))
+                    .into_response();
+            }
+        };
+        self.dispatch(endpoint, &body)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
+
+    /// Serves one request whose body is already in memory (tests, and
+    /// callers that read it themselves).
+    pub async fn handle_parts(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> http::Response<Bytes> {
+        let result = match self.admit(method, path, query, headers) {
+            Ok(_) if body.len() > limits::ADMIN_REQUEST_BODY_BYTES_MAX => Err(body_too_large()),
+            Ok(endpoint) => self.dispatch(endpoint, body).await,
+            Err(e) => Err(e),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// Checks the token (unless the endpoint is public), then the route. The
+    /// token comes first so that a caller without it learns nothing, not
+    /// even which paths exist beyond the published document.
+    fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Endpoint, ApiError> {
+        let public = *method == Method::GET && path == format!("{API_V1_PREFIX}openapi.json");
+        if !public && !self.authorized(headers) {
+            return Err(ApiError::unauthorized());
+        }
+        Endpoint::parse(method, path, query)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+        else {
+            return false;
+        };
+        // `ct_eq` on slices of different lengths returns false at once; that
+        // leaks only the length, which the token format makes public anyway.
+        !self.operator_token.is_empty()
+            && bool::from(
+                presented
+                    .trim()
+                    .as_bytes()
+                    .ct_eq(self.operator_token.as_bytes()),
+            )
+    }
+
+    async fn dispatch(&self, endpoint: Endpoint, body: &Bytes) -> ApiResult {
+        match endpoint {
+            Endpoint::OpenApi => Ok(json_response(StatusCode::OK, &openapi::document())),
+            Endpoint::ListTenants => self.list_tenants().await,
+            Endpoint::CreateTenant => {
+                let request: CreateTenantRequest = parse_body(body)?;
+                let tenant = self
+                    .iam
+                    .create_tenant(
+                        &request.name,
+                        &request.legal_country,
+                        &request.billing_contact,
+                    )
+                    .await?;
+                tracing::info!(tenant = %tenant.id, name = %tenant.name, "admin: tenant created");
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &TenantView::new(tenant, 0),
+                ))
+            }
+            Endpoint::GetTenant { tenant } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                let buckets = self.bucket_count(&tenant.id).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &TenantView::new(tenant, buckets),
+                ))
+            }
+            Endpoint::SuspendTenant { tenant } => {
+                self.set_status(&tenant, TenantStatus::Suspended).await
+            }
+            Endpoint::ResumeTenant { tenant } => {
+                self.set_status(&tenant, TenantStatus::Active).await
+            }
+            Endpoint::DeleteTenant { tenant, purge } => self.delete_tenant(&tenant, purge).await,
+            Endpoint::ListUsers { tenant } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                let users = self
+                    .iam
+                    .list_users(&tenant.id, "/")
+                    .await?
+                    .into_iter()
+                    .map(UserView::from)
+                    .collect();
+                Ok(json_response(StatusCode::OK, &UserList { users }))
+            }
+            Endpoint::CreateUser { tenant } => {
+                let request: CreateUserRequest = parse_body(body)?;
+                self.create_user(&tenant, request).await
+            }
+            Endpoint::GetUser { tenant, user } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                let user = self.iam.user(&tenant.id, &user).await?;
+                Ok(json_response(StatusCode::OK, &UserView::from(user)))
+            }
+            Endpoint::DeleteUser { tenant, user } => self.delete_user(&tenant, &user).await,
+            Endpoint::ListKeys { tenant, user } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                let user = self.iam.user(&tenant.id, &user).await?;
+                let access_keys = self
+                    .iam
+                    .list_access_keys(&tenant.id, &user.name)
+                    .await?
+                    .iter()
+                    .map(AccessKeyView::from)
+                    .collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &AccessKeyList { access_keys },
+                ))
+            }
+            Endpoint::CreateKey { tenant, user } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                let user = self.iam.user(&tenant.id, &user).await?;
+                let key = self.iam.create_access_key(&tenant.id, &user.name).await?;
+                tracing::info!(tenant = %tenant.id, user = %user.name, key = %key.access_key_id, "admin: access key created");
+                let created = NewAccessKey {
+                    key: AccessKeyView::from(&key),
+                    secret_access_key: key.secret_access_key,
+                };
+                Ok(json_response(StatusCode::CREATED, &created))
+            }
+            Endpoint::UpdateKey { tenant, user, key } => {
+                let request: UpdateKeyRequest = parse_body(body)?;
+                let tenant = self.iam.tenant(&tenant).await?;
+                self.iam
+                    .set_access_key_status(&tenant.id, &user, &key, request.status.into())
+                    .await?;
+                let updated = self
+                    .iam
+                    .list_access_keys(&tenant.id, &user)
+                    .await?
+                    .iter()
+                    .find(|k| k.access_key_id == key)
+                    .map(AccessKeyView::from)
+                    .ok_or_else(|| {
+                        ApiError::from(IamError::NoSuchEntity(format!(
+                            "the access key with id {key} cannot be found"
+                        )))
+                    })?;
+                tracing::info!(tenant = %tenant.id, %user, %key, status = ?request.status, "admin: access key status set");
+                Ok(json_response(StatusCode::OK, &updated))
+            }
+            Endpoint::DeleteKey { tenant, user, key } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                self.iam.delete_access_key(&tenant.id, &user, &key).await?;
+                tracing::info!(tenant = %tenant.id, %user, %key, "admin: access key deleted");
+                Ok(no_content())
+            }
+        }
+    }
+
+    async fn bucket_count(&self, tenant_id: &str) -> Result<usize, ApiError> {
+        Ok(self
+            .storage
+            .list_buckets()
+            .await?
+            .iter()
+            .filter(|b| b.owner == tenant_id)
+            .count())
+    }
+
+    async fn list_tenants(&self) -> ApiResult {
+        let buckets = self.storage.list_buckets().await?;
+        let tenants = self
+            .iam
+            .list_tenants()
+            .await?
+            .into_iter()
+            .map(|t| {
+                let count = buckets.iter().filter(|b| b.owner == t.id).count();
+                TenantView::new(t, count)
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, &TenantList { tenants }))
+    }
+
+    async fn set_status(&self, tenant: &str, status: TenantStatus) -> ApiResult {
+        let tenant = self.iam.set_tenant_status(tenant, status).await?;
+        tracing::info!(tenant = %tenant.id, status = ?status, "admin: tenant status set");
+        let buckets = self.bucket_count(&tenant.id).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &TenantView::new(tenant, buckets),
+        ))
+    }
+
+    async fn delete_tenant(&self, tenant: &str, purge: bool) -> ApiResult {
+        let tenant = self.iam.tenant(tenant).await?;
+        let purged = if purge {
+            // Suspend first: the tenant's credentials stop working, so no new
+            // bucket or object appears behind the purge.
+            self.iam
+                .set_tenant_status(&tenant.id, TenantStatus::Suspended)
+                .await?;
+            // A purge runs to the end even if the operator's client goes away
+            // (dropping the request would stop it halfway, harmlessly but
+            // uselessly): it runs as its own task.
+            let storage = self.storage.clone();
+            let tenant_id = tenant.id.clone();
+            let report =
+                tokio::spawn(async move { purge::purge_tenant_data(&storage, &tenant_id).await })
+                    .await
+                    .map_err(|e| ApiError::internal("the purge task failed", &e))??;
+            tracing::info!(tenant = %tenant.id, buckets = report.buckets, object_versions = report.object_versions, uploads = report.uploads, "admin: tenant data purged");
+            Some(report)
+        } else if let buckets @ 1.. = self.bucket_count(&tenant.id).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "DeleteConflict",
+                format!(
+                    "tenant `{}` ({}) still owns {buckets} bucket(s): its users must delete them first, \
+                     or delete the tenant with purge=true to delete all of its data",
+                    tenant.name, tenant.id
+                ),
+            ));
+        } else {
+            None
+        };
+        let deleted = self.iam.delete_tenant(&tenant.id).await?;
+        tracing::info!(tenant = %deleted.id, name = %deleted.name, "admin: tenant deleted");
+        Ok(json_response(
+            StatusCode::OK,
+            &TenantDeletion {
+                tenant: TenantView::new(deleted, 0),
+                purged,
+            },
+        ))
+    }
+
+    async fn create_user(&self, tenant: &str, request: CreateUserRequest) -> ApiResult {
+        let tenant = self.iam.tenant(tenant).await?;
+        let user = self
+            .iam
+            .create_user(&tenant.id, &request.name, None, Vec::new())
+            .await?;
+        if request.administrator
+            && let Err(e) = self
+                .iam
+                .put_inline_policy(
+                    PolicyHolder::User,
+                    &tenant.id,
+                    &user.name,
+                    ADMINISTRATOR_POLICY_NAME,
+                    ADMINISTRATOR_POLICY,
+                )
+                .await
+        {
+            // Do not leave behind a user that looks created but lacks the
+            // rights it was asked for.
+            if let Err(cleanup) = self.iam.delete_user(&tenant.id, &user.name).await {
+                tracing::warn!(error = %cleanup, user = %user.name, "admin: could not remove a half-created user");
+            }
+            return Err(e.into());
+        }
+        let user = self.iam.user(&tenant.id, &user.name).await?;
+        tracing::info!(tenant = %tenant.id, user = %user.name, administrator = request.administrator, "admin: user created");
+        Ok(json_response(StatusCode::CREATED, &UserView::from(user)))
+    }
+
+    /// The operator's delete is complete: it removes what IAM's `DeleteUser`
+    /// would insist be removed first (keys, policies, group memberships).
+    async fn delete_user(&self, tenant: &str, name: &str) -> ApiResult {
+        let tenant = self.iam.tenant(tenant).await?;
+        let user = self.iam.user(&tenant.id, name).await?;
+        for key in self.iam.list_access_keys(&tenant.id, &user.name).await? {
+            ignore_missing(
+                self.iam
+                    .delete_access_key(&tenant.id, &user.name, &key.access_key_id)
+                    .await,
+            )?;
+        }
+        for policy in user.policies.inline.keys() {
+            ignore_missing(
+                self.iam
+                    .delete_inline_policy(PolicyHolder::User, &tenant.id, &user.name, policy)
+                    .await,
+            )?;
+        }
+        for arn in &user.policies.attached {
+            ignore_missing(
+                self.iam
+                    .set_policy_attachment(PolicyHolder::User, &tenant.id, &user.name, arn, false)
+                    .await,
+            )?;
+        }
+        for group in &user.groups {
+            ignore_missing(
+                self.iam
+                    .set_group_membership(&tenant.id, group, &user.name, false)
+                    .await,
+            )?;
+        }
+        self.iam.delete_user(&tenant.id, &user.name).await?;
+        tracing::info!(tenant = %tenant.id, user = %user.name, "admin: user deleted");
+        Ok(no_content())
+    }
+}
+
+/// A dependent removed concurrently is as good as removed by us.
+fn ignore_missing(result: Result<(), IamError>) -> Result<(), ApiError> {
+    match result {
+        Ok(()) | Err(IamError::NoSuchEntity(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLarge",
+        format!(
+            "the request body exceeds {} bytes",
+            limits::ADMIN_REQUEST_BODY_BYTES_MAX
+        ),
+    )
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("this request needs a JSON body"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+pub(crate) fn json_response<T: Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> http::Response<Bytes> {
+    let body = match serde_json::to_vec_pretty(value) {
+        Ok(body) => body,
+        Err(e) => {
+            // Our own types always serialize; this is a programmer error,
+            // answered rather than panicking the connection.
+            tracing::error!(error = %e, "admin API: response did not serialize");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(
+                br#"{"error":{"code":"InternalError","message":"response serialization failed"}}"#,
+            ));
+        }
+    };
+    plain(status, Bytes::from(body))
+}
+
+fn plain(status: StatusCode, body: Bytes) -> http::Response<Bytes> {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    // Responses can carry a secret (a new access key): keep them out of caches.
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn no_content() -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+#[cfg(test)]
+mod tests;

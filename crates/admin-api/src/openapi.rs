@@ -1,0 +1,537 @@
+//! The OpenAPI 3.0 description of the admin API, served unauthenticated at
+//! `/_nuage/admin/v1/openapi.json`.
+//!
+//! Written by hand next to the router: the unit tests check that it lists
+//! exactly the operations [`Endpoint`](crate::Endpoint) routes, that every
+//! `$ref` resolves, that every path parameter is declared, and that the
+//! document deserializes as OpenAPI 3.0.
+
+use serde_json::{Value, json};
+
+fn error_responses(codes: &[&str]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for code in codes {
+        let name = match *code {
+            "400" => "BadRequest",
+            "401" => "Unauthorized",
+            "404" => "NotFound",
+            "409" => "Conflict",
+            "413" => "TooLarge",
+            _ => "InternalError",
+        };
+        out.insert(
+            (*code).to_owned(),
+            json!({ "$ref": format!("#/components/responses/{name}") }),
+        );
+    }
+    out.insert(
+        "500".into(),
+        json!({ "$ref": "#/components/responses/InternalError" }),
+    );
+    out
+}
+
+fn json_content(schema: &str) -> Value {
+    json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } })
+}
+
+/// One operation: `success` is `(status, description, schema or None)`.
+fn operation(
+    id: &str,
+    summary: &str,
+    tag: &str,
+    request: Option<&str>,
+    success: (&str, &str, Option<&str>),
+    errors: &[&str],
+) -> Value {
+    let mut responses = error_responses(errors);
+    let mut ok = json!({ "description": success.1 });
+    if let Some(schema) = success.2 {
+        ok["content"] = json_content(schema);
+    }
+    responses.insert(success.0.to_owned(), ok);
+    let mut op = json!({
+        "operationId": id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": responses,
+    });
+    if let Some(schema) = request {
+        op["requestBody"] = json!({ "required": true, "content": json_content(schema) });
+    }
+    op
+}
+
+fn param(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/parameters/{name}") })
+}
+
+/// The document.
+#[must_use]
+#[allow(clippy::too_many_lines)] // One literal document reads best in one place.
+pub fn document() -> Value {
+    let string = json!({ "type": "string" });
+    let timestamp = json!({ "type": "string", "format": "date-time" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Nuage admin API",
+            "version": "1",
+            "description": "The platform operator's API: tenants, their users and access keys. \
+                Every operation but this document needs `Authorization: Bearer <operator token>`; \
+                the token is in the server's `operator-credentials.toml`. The operator manages \
+                identities and can delete a tenant's data, but cannot read it."
+        },
+        "servers": [{ "url": "/_nuage/admin/v1" }],
+        "security": [{ "operatorToken": [] }],
+        "tags": [
+            { "name": "tenants" }, { "name": "users" }, { "name": "access keys" }, { "name": "meta" }
+        ],
+        "paths": {
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document (no token needed).",
+                    "tags": ["meta"],
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI 3.0 document.",
+                            "content": { "application/json": { "schema": { "type": "object" } } }
+                        }
+                    }
+                }
+            },
+            "/tenants": {
+                "get": operation("listTenants", "Lists every tenant.", "tenants", None,
+                    ("200", "The tenants.", Some("TenantList")), &["401"]),
+                "post": operation("createTenant", "Creates a tenant.", "tenants",
+                    Some("CreateTenantRequest"), ("201", "The new tenant.", Some("Tenant")),
+                    &["400", "401", "409", "413"])
+            },
+            "/tenants/{tenant}": {
+                "parameters": [param("Tenant")],
+                "get": operation("getTenant", "Shows a tenant.", "tenants", None,
+                    ("200", "The tenant.", Some("Tenant")), &["401", "404"]),
+                "delete": {
+                    "parameters": [param("Purge")],
+                    "operationId": "deleteTenant",
+                    "summary": "Deletes a tenant and all its identities. Refused (409) while it owns \
+                        buckets, unless `purge=true`, which first suspends the tenant, then deletes \
+                        every object version, delete marker, in-progress upload and bucket it owns.",
+                    "tags": ["tenants"],
+                    "responses": {
+                        "200": { "description": "The tenant is gone.", "content": json_content("TenantDeletion") },
+                        "400": { "$ref": "#/components/responses/BadRequest" },
+                        "401": { "$ref": "#/components/responses/Unauthorized" },
+                        "404": { "$ref": "#/components/responses/NotFound" },
+                        "409": { "$ref": "#/components/responses/Conflict" },
+                        "500": { "$ref": "#/components/responses/InternalError" }
+                    }
+                }
+            },
+            "/tenants/{tenant}/suspend": {
+                "parameters": [param("Tenant")],
+                "post": operation("suspendTenant",
+                    "Suspends a tenant: every credential of the tenant is refused from the next request on.",
+                    "tenants", None, ("200", "The tenant, now Suspended.", Some("Tenant")), &["401", "404"])
+            },
+            "/tenants/{tenant}/resume": {
+                "parameters": [param("Tenant")],
+                "post": operation("resumeTenant", "Resumes a suspended tenant.", "tenants", None,
+                    ("200", "The tenant, now Active.", Some("Tenant")), &["401", "404"])
+            },
+            "/tenants/{tenant}/users": {
+                "parameters": [param("Tenant")],
+                "get": operation("listUsers", "Lists the tenant's users.", "users", None,
+                    ("200", "The users.", Some("UserList")), &["401", "404"]),
+                "post": operation("createUser",
+                    "Creates a user; `administrator: true` attaches the inline policy AdministratorAccess \
+                     (everything, within the tenant).",
+                    "users", Some("CreateUserRequest"), ("201", "The new user.", Some("User")),
+                    &["400", "401", "404", "409", "413"])
+            },
+            "/tenants/{tenant}/users/{user}": {
+                "parameters": [param("Tenant"), param("User")],
+                "get": operation("getUser", "Shows a user.", "users", None,
+                    ("200", "The user.", Some("User")), &["401", "404"]),
+                "delete": operation("deleteUser",
+                    "Deletes a user with its access keys and policies, after removing it from its groups.",
+                    "users", None, ("204", "The user is gone.", None), &["401", "404", "409"])
+            },
+            "/tenants/{tenant}/users/{user}/keys": {
+                "parameters": [param("Tenant"), param("User")],
+                "get": operation("listAccessKeys", "Lists a user's access keys (without secrets).",
+                    "access keys", None, ("200", "The keys.", Some("AccessKeyList")), &["401", "404"]),
+                "post": operation("createAccessKey",
+                    "Creates an access key (at most two per user). The secret is in this response only.",
+                    "access keys", None, ("201", "The new key with its secret.", Some("NewAccessKey")),
+                    &["401", "404", "409"])
+            },
+            "/tenants/{tenant}/users/{user}/keys/{access_key_id}": {
+                "parameters": [param("Tenant"), param("User"), param("AccessKeyId")],
+                "patch": operation("updateAccessKey",
+                    "Activates or deactivates a key, from the next request on.", "access keys",
+                    Some("UpdateAccessKeyRequest"), ("200", "The key.", Some("AccessKey")),
+                    &["400", "401", "404", "413"]),
+                "delete": operation("deleteAccessKey", "Deletes a key.", "access keys", None,
+                    ("204", "The key is gone.", None), &["401", "404"])
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The token in the server's operator-credentials.toml."
+                }
+            },
+            "parameters": {
+                "Tenant": {
+                    "name": "tenant", "in": "path", "required": true,
+                    "description": "The tenant's twelve-digit id or its name.",
+                    "schema": string
+                },
+                "User": {
+                    "name": "user", "in": "path", "required": true,
+                    "description": "The user's name.", "schema": string
+                },
+                "AccessKeyId": {
+                    "name": "access_key_id", "in": "path", "required": true, "schema": string
+                },
+                "Purge": {
+                    "name": "purge", "in": "query", "required": false,
+                    "description": "Delete all the tenant's data first.",
+                    "schema": { "type": "boolean", "default": false }
+                }
+            },
+            "responses": {
+                "BadRequest": { "description": "Malformed request.", "content": json_content("Error") },
+                "Unauthorized": { "description": "Missing or wrong operator token.", "content": json_content("Error") },
+                "NotFound": { "description": "No such tenant, user, key or endpoint.", "content": json_content("Error") },
+                "Conflict": {
+                    "description": "Already exists, limit reached, or still in use (a tenant owning buckets).",
+                    "content": json_content("Error")
+                },
+                "TooLarge": { "description": "Request body too large.", "content": json_content("Error") },
+                "InternalError": { "description": "Server failure; details in the server log.", "content": json_content("Error") }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {
+                                    "type": "string",
+                                    "example": "NoSuchEntity",
+                                    "description": "InvalidInput, Unauthorized, NoSuchEntity, NotFound, \
+                                        MethodNotAllowed, EntityAlreadyExists, DeleteConflict, LimitExceeded, \
+                                        RequestTooLarge, InternalError, ..."
+                                },
+                                "message": string
+                            }
+                        }
+                    }
+                },
+                "TenantStatus": { "type": "string", "enum": ["Active", "Suspended"] },
+                "Tenant": {
+                    "type": "object",
+                    "required": ["id", "name", "legal_country", "billing_contact", "status", "created_at", "bucket_count"],
+                    "properties": {
+                        "id": { "type": "string", "pattern": "^[0-9]{12}$" },
+                        "name": string,
+                        "legal_country": { "type": "string", "pattern": "^[A-Z]{2}$" },
+                        "billing_contact": string,
+                        "status": { "$ref": "#/components/schemas/TenantStatus" },
+                        "created_at": timestamp,
+                        "bucket_count": count
+                    }
+                },
+                "TenantList": {
+                    "type": "object",
+                    "required": ["tenants"],
+                    "properties": {
+                        "tenants": { "type": "array", "items": { "$ref": "#/components/schemas/Tenant" } }
+                    }
+                },
+                "CreateTenantRequest": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name", "legal_country"],
+                    "properties": {
+                        "name": { "type": "string", "pattern": "^[A-Za-z0-9+=,.@_-]{1,64}$" },
+                        "legal_country": { "type": "string", "pattern": "^[A-Z]{2}$", "example": "FR" },
+                        "billing_contact": { "type": "string", "default": "" }
+                    }
+                },
+                "PurgeReport": {
+                    "type": "object",
+                    "required": ["buckets", "object_versions", "uploads"],
+                    "properties": { "buckets": count, "object_versions": count, "uploads": count }
+                },
+                "TenantDeletion": {
+                    "type": "object",
+                    "required": ["tenant"],
+                    "properties": {
+                        "tenant": { "$ref": "#/components/schemas/Tenant" },
+                        "purged": {
+                            "nullable": true,
+                            "allOf": [{ "$ref": "#/components/schemas/PurgeReport" }]
+                        }
+                    }
+                },
+                "User": {
+                    "type": "object",
+                    "required": ["name", "id", "arn", "path", "created_at", "inline_policies", "attached_policies", "groups"],
+                    "properties": {
+                        "name": string,
+                        "id": string,
+                        "arn": string,
+                        "path": string,
+                        "created_at": timestamp,
+                        "inline_policies": strings,
+                        "attached_policies": strings,
+                        "groups": strings
+                    }
+                },
+                "UserList": {
+                    "type": "object",
+                    "required": ["users"],
+                    "properties": {
+                        "users": { "type": "array", "items": { "$ref": "#/components/schemas/User" } }
+                    }
+                },
+                "CreateUserRequest": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name"],
+                    "properties": {
+                        "name": { "type": "string", "pattern": "^[A-Za-z0-9+=,.@_-]{1,64}$" },
+                        "administrator": { "type": "boolean", "default": false }
+                    }
+                },
+                "AccessKeyStatus": { "type": "string", "enum": ["Active", "Inactive"] },
+                "AccessKey": {
+                    "type": "object",
+                    "required": ["access_key_id", "tenant_id", "user_name", "status", "created_at"],
+                    "properties": {
+                        "access_key_id": string,
+                        "tenant_id": string,
+                        "user_name": string,
+                        "status": { "$ref": "#/components/schemas/AccessKeyStatus" },
+                        "created_at": timestamp,
+                        "last_used_at": { "type": "string", "format": "date-time", "nullable": true }
+                    }
+                },
+                "NewAccessKey": {
+                    "allOf": [
+                        { "$ref": "#/components/schemas/AccessKey" },
+                        {
+                            "type": "object",
+                            "required": ["secret_access_key"],
+                            "properties": { "secret_access_key": string }
+                        }
+                    ]
+                },
+                "AccessKeyList": {
+                    "type": "object",
+                    "required": ["access_keys"],
+                    "properties": {
+                        "access_keys": { "type": "array", "items": { "$ref": "#/components/schemas/AccessKey" } }
+                    }
+                },
+                "UpdateAccessKeyRequest": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["status"],
+                    "properties": { "status": { "$ref": "#/components/schemas/AccessKeyStatus" } }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Endpoint;
+    use std::collections::BTreeSet;
+
+    /// One instance of every endpoint; the match in `Endpoint::operation`
+    /// makes a new variant impossible to forget there, and this list is
+    /// checked against it by counting the document's operations.
+    fn every_endpoint() -> Vec<Endpoint> {
+        let t = || "acme".to_owned();
+        let u = || "alice".to_owned();
+        let k = || "NUAKEXAMPLE".to_owned();
+        vec![
+            Endpoint::OpenApi,
+            Endpoint::ListTenants,
+            Endpoint::CreateTenant,
+            Endpoint::GetTenant { tenant: t() },
+            Endpoint::SuspendTenant { tenant: t() },
+            Endpoint::ResumeTenant { tenant: t() },
+            Endpoint::DeleteTenant {
+                tenant: t(),
+                purge: false,
+            },
+            Endpoint::ListUsers { tenant: t() },
+            Endpoint::CreateUser { tenant: t() },
+            Endpoint::GetUser {
+                tenant: t(),
+                user: u(),
+            },
+            Endpoint::DeleteUser {
+                tenant: t(),
+                user: u(),
+            },
+            Endpoint::ListKeys {
+                tenant: t(),
+                user: u(),
+            },
+            Endpoint::CreateKey {
+                tenant: t(),
+                user: u(),
+            },
+            Endpoint::UpdateKey {
+                tenant: t(),
+                user: u(),
+                key: k(),
+            },
+            Endpoint::DeleteKey {
+                tenant: t(),
+                user: u(),
+                key: k(),
+            },
+        ]
+    }
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, _) in item.as_object().expect("path item") {
+                if METHODS.contains(&method.as_str()) {
+                    out.insert((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_lists_exactly_the_routed_operations() {
+        let doc = document();
+        let documented = documented_operations(&doc);
+        let routed: BTreeSet<(String, String)> = every_endpoint()
+            .iter()
+            .map(|e| {
+                let (method, template) = e.operation();
+                (method.to_string(), template.to_owned())
+            })
+            .collect();
+        assert_eq!(documented, routed);
+        // And each template, filled in, routes back to an endpoint of that shape.
+        for endpoint in every_endpoint() {
+            let (method, template) = endpoint.operation();
+            let path = format!(
+                "/_nuage/admin/v1{}",
+                template
+                    .replace("{tenant}", "acme")
+                    .replace("{user}", "alice")
+                    .replace("{access_key_id}", "NUAKEXAMPLE")
+            );
+            let parsed = Endpoint::parse(&method, &path, None).expect("documented path routes");
+            assert_eq!(parsed, endpoint, "{method} {path}");
+        }
+    }
+
+    fn collect_refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "$ref" {
+                        out.push(v.as_str().expect("$ref is a string").to_owned());
+                    } else {
+                        collect_refs(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    fn resolve<'d>(doc: &'d Value, reference: &str) -> Option<&'d Value> {
+        doc.pointer(reference.strip_prefix('#')?)
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(refs.len() > 20, "the document uses its components");
+        for r in refs {
+            assert!(r.starts_with("#/components/"), "{r}");
+            assert!(resolve(&doc, &r).is_some(), "dangling reference {r}");
+        }
+    }
+
+    #[test]
+    fn every_path_parameter_is_declared() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            let declared: BTreeSet<String> = item
+                .get("parameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| match p.get("$ref").and_then(Value::as_str) {
+                    Some(r) => resolve(&doc, r).expect("parameter ref"),
+                    None => p,
+                })
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().expect("name").to_owned())
+                .collect();
+            let used: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(declared, used, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_0() {
+        let text = serde_json::to_string(&document()).expect("serializes");
+        let parsed: openapiv3::OpenAPI = serde_json::from_str(&text).expect("valid OpenAPI 3.0");
+        assert!(parsed.openapi.starts_with("3.0."));
+        let components = parsed.components.expect("components");
+        assert!(components.schemas.contains_key("Tenant"));
+        assert!(components.security_schemes.contains_key("operatorToken"));
+        for (path, item) in &parsed.paths.paths {
+            let item = item.as_item().expect("inline path item");
+            for (method, op) in item.iter() {
+                assert!(
+                    op.operation_id.is_some(),
+                    "{method} {path} has an operationId"
+                );
+                assert!(
+                    !op.responses.responses.is_empty(),
+                    "{method} {path} has responses"
+                );
+            }
+        }
+    }
+}

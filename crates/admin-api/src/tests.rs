@@ -1,0 +1,478 @@
+//! The admin API against real services on a temporary embedded store.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use super::*;
+use nuage_base::SystemClock;
+use nuage_storage::{Checksums, ObjectAttributes, Region, StorageConfig, WriteCondition};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const TOKEN: &str = "nuop_test_token_0123456789";
+
+struct Fixture {
+    api: AdminApi,
+    storage: Storage,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(
+        nuage_meta::embedded::EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap(),
+    );
+    let blobs =
+        Arc::new(nuage_blob::local::LocalBlobStore::open(&dir.path().join("blobs")).unwrap());
+    let clock: Arc<dyn nuage_base::Clock> = Arc::new(SystemClock);
+    let iam = Iam::new(
+        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
+        Arc::clone(&clock),
+    );
+    let storage = Storage::new(
+        meta,
+        blobs,
+        clock,
+        StorageConfig {
+            regions: vec![Region {
+                name: "fr-par".into(),
+                country: "FR".into(),
+            }],
+            default_region_aliases: Vec::new(),
+        },
+    );
+    Fixture {
+        api: AdminApi::new(iam, storage.clone(), TOKEN.into()),
+        storage,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (path, query) = path
+            .split_once('?')
+            .map_or((path, None), |(p, q)| (p, Some(q)));
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let full = format!("/_nuage/admin/v1{path}");
+        let response = self
+            .api
+            .handle_parts(&method, &full, query, &headers, &body)
+            .await;
+        let status = response.status().as_u16();
+        let value = if response.body().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(response.body()).unwrap()
+        };
+        (status, value)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_with(method, path, Some(TOKEN), body).await
+    }
+
+    async fn tenant(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/tenants",
+                Some(json!({"name": name, "legal_country": "FR", "billing_contact": "ops@example.org"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn put(&self, bucket: &str, key: &str, data: &'static [u8]) {
+        let stream = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(data))]);
+        let staged = self
+            .storage
+            .stage(stream, Some(data.len() as u64), 1 << 20, &[])
+            .await
+            .unwrap();
+        self.storage
+            .put_object(
+                bucket,
+                key,
+                staged,
+                ObjectAttributes::default(),
+                Checksums::default(),
+                WriteCondition::None,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A versioned bucket with two versions of one key, a delete marker on
+    /// another, and an upload in progress.
+    async fn fill_bucket(&self, bucket: &str, owner: &str) {
+        self.storage
+            .create_bucket(bucket, None, owner)
+            .await
+            .unwrap();
+        self.storage.set_versioning(bucket, true).await.unwrap();
+        self.put(bucket, "a", b"one").await;
+        self.put(bucket, "a", b"two").await;
+        self.put(bucket, "b", b"three").await;
+        self.storage.delete_object(bucket, "b", None).await.unwrap();
+        self.storage
+            .create_upload(bucket, "c", ObjectAttributes::default(), None, None)
+            .await
+            .unwrap();
+    }
+
+    async fn version_count(&self, bucket: &str) -> usize {
+        let query = nuage_storage::VersionListQuery {
+            max_keys: 1000,
+            ..Default::default()
+        };
+        self.storage
+            .list_object_versions(bucket, &query)
+            .await
+            .unwrap()
+            .versions
+            .len()
+    }
+
+    async fn upload_count(&self, bucket: &str) -> usize {
+        self.storage
+            .list_uploads(bucket, "", None, None, 1000)
+            .await
+            .unwrap()
+            .uploads
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn requests_without_the_operator_token_are_refused() {
+    let f = fixture();
+    for token in [
+        None,
+        Some("wrong"),
+        Some(""),
+        Some("nuop_test_token_012345678"),
+    ] {
+        let (status, body) = f.call_with(Method::GET, "/tenants", token, None).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(body["error"]["code"], "Unauthorized");
+    }
+    // Even an unknown path answers 401, not 404, without the token.
+    let (status, _) = f.call_with(Method::GET, "/secrets", None, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = f.call(Method::GET, "/tenants", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_empty_operator_token_opens_nothing() {
+    let mut f = fixture();
+    f.api.operator_token = String::new();
+    let (status, _) = f.call_with(Method::GET, "/tenants", Some(""), None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_public() {
+    let f = fixture();
+    let (status, body) = f.call_with(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["openapi"], "3.0.3");
+}
+
+#[tokio::test]
+async fn tenants_are_created_shown_suspended_and_resumed() {
+    let f = fixture();
+    let id = f.tenant("acme").await;
+    assert_eq!(id.len(), 12);
+    let (status, body) = f.call(Method::GET, "/tenants/acme", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["status"], "Active");
+    assert_eq!(body["legal_country"], "FR");
+    assert_eq!(body["bucket_count"], 0);
+    let (status, body) = f
+        .call(Method::POST, &format!("/tenants/{id}/suspend"), None)
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("Suspended")));
+    let (status, body) = f.call(Method::POST, "/tenants/acme/resume", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("Active")));
+    let (status, body) = f.call(Method::GET, "/tenants", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["tenants"].as_array().unwrap().len(), 1);
+
+    let (status, body) = f
+        .call(
+            Method::POST,
+            "/tenants",
+            Some(json!({"name": "acme", "legal_country": "FR"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("EntityAlreadyExists"))
+    );
+    let (status, body) = f.call(Method::GET, "/tenants/nobody", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NoSuchEntity"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let f = fixture();
+    for body in [
+        None,
+        Some(json!({"name": "x"})),
+        Some(json!({"name": "x", "legal_country": "France"})),
+        Some(json!({"name": "x", "legal_country": "FR", "country": "FR"})),
+        Some(json!({"name": "bad name", "legal_country": "FR"})),
+        Some(json!(["not", "an", "object"])),
+    ] {
+        let (status, response) = f.call(Method::POST, "/tenants", body.clone()).await;
+        assert_eq!(status, 400, "{body:?}: {response}");
+        assert!(
+            response["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_parsing() {
+    let f = fixture();
+    let big = "x".repeat(limits::ADMIN_REQUEST_BODY_BYTES_MAX + 1);
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri("/_nuage/admin/v1/tenants")
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::new(Bytes::from(big)))
+        .unwrap();
+    let response = f.api.handle(request).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // And a normal body through the same streaming path works.
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri("/_nuage/admin/v1/tenants")
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::new(Bytes::from(
+            r#"{"name":"streamed","legal_country":"DE"}"#,
+        )))
+        .unwrap();
+    assert_eq!(f.api.handle(request).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn users_and_keys_are_managed_and_secrets_shown_once() {
+    let f = fixture();
+    let id = f.tenant("acme").await;
+    let (status, user) = f
+        .call(
+            Method::POST,
+            "/tenants/acme/users",
+            Some(json!({"name": "alice", "administrator": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["inline_policies"], json!([ADMINISTRATOR_POLICY_NAME]));
+    assert_eq!(user["arn"], format!("arn:aws:iam::{id}:user/alice"));
+    let (status, plain) = f
+        .call(
+            Method::POST,
+            &format!("/tenants/{id}/users"),
+            Some(json!({"name": "bob"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(plain["inline_policies"], json!([]));
+    let (_, users) = f.call(Method::GET, "/tenants/acme/users", None).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+
+    let (status, key) = f
+        .call(Method::POST, "/tenants/acme/users/alice/keys", None)
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key_id = key["access_key_id"].as_str().unwrap().to_owned();
+    assert!(
+        key["secret_access_key"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 40)
+    );
+    assert_eq!(key["status"], "Active");
+    let (status, listed) = f
+        .call(Method::GET, "/tenants/acme/users/alice/keys", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["access_keys"][0]["access_key_id"], key_id.as_str());
+    assert!(!listed.to_string().contains("secret"), "{listed}");
+
+    let path = format!("/tenants/acme/users/alice/keys/{key_id}");
+    let (status, updated) = f
+        .call(Method::PATCH, &path, Some(json!({"status": "Inactive"})))
+        .await;
+    assert_eq!(
+        (status, updated["status"].as_str()),
+        (200, Some("Inactive"))
+    );
+    let (status, _) = f
+        .call(Method::PATCH, &path, Some(json!({"status": "Paused"})))
+        .await;
+    assert_eq!(status, 400);
+    // Another user's path does not reach alice's key.
+    let (status, _) = f
+        .call(
+            Method::DELETE,
+            &format!("/tenants/acme/users/bob/keys/{key_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Two keys per user, as in AWS.
+    assert_eq!(
+        f.call(Method::POST, "/tenants/acme/users/alice/keys", None)
+            .await
+            .0,
+        201
+    );
+    let (status, body) = f
+        .call(Method::POST, "/tenants/acme/users/alice/keys", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("LimitExceeded"))
+    );
+
+    assert_eq!(f.call(Method::DELETE, &path, None).await.0, 204);
+    assert_eq!(f.call(Method::DELETE, &path, None).await.0, 404);
+
+    // Deleting a user takes its remaining key and policy with it.
+    assert_eq!(
+        f.call(Method::DELETE, "/tenants/acme/users/alice", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        f.call(Method::GET, "/tenants/acme/users/alice", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        f.call(Method::GET, "/tenants/acme/users/alice/keys", None)
+            .await
+            .0,
+        404
+    );
+    let (status, _) = f
+        .call(
+            Method::POST,
+            "/tenants/nobody/users",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_tenant_with_buckets_is_deleted_only_with_purge() {
+    let f = fixture();
+    let doomed = f.tenant("doomed").await;
+    let other = f.tenant("other").await;
+    f.fill_bucket("doomed-data", &doomed).await;
+    f.fill_bucket("doomed-more", &doomed).await;
+    f.fill_bucket("other-data", &other).await;
+    // A bucket from before tenancy (no owner) is nobody's to purge.
+    f.storage.create_bucket("legacy", None, "").await.unwrap();
+    assert_eq!(
+        f.call(
+            Method::POST,
+            "/tenants/doomed/users",
+            Some(json!({"name": "u"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        f.call(Method::POST, "/tenants/doomed/users/u/keys", None)
+            .await
+            .0,
+        201
+    );
+
+    let (status, body) = f.call(Method::DELETE, "/tenants/doomed", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "DeleteConflict");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 bucket") && message.contains("purge"),
+        "{message}"
+    );
+    assert_eq!(f.version_count("doomed-data").await, 4);
+
+    let (status, body) = f
+        .call(Method::DELETE, "/tenants/doomed?purge=true", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["purged"],
+        json!({"buckets": 2, "object_versions": 8, "uploads": 2})
+    );
+    assert_eq!(f.call(Method::GET, "/tenants/doomed", None).await.0, 404);
+    assert_eq!(
+        f.call(Method::GET, &format!("/tenants/{doomed}/users"), None)
+            .await
+            .0,
+        404
+    );
+    let names: Vec<String> = f
+        .storage
+        .list_buckets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["legacy", "other-data"]);
+    // The other tenant's data is untouched, down to its delete marker and upload.
+    assert_eq!(f.version_count("other-data").await, 4);
+    assert_eq!(f.upload_count("other-data").await, 1);
+    let (_, body) = f.call(Method::GET, "/tenants/other", None).await;
+    assert_eq!(
+        (body["status"].as_str(), body["bucket_count"].as_u64()),
+        (Some("Active"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_without_buckets_is_deleted_without_purge() {
+    let f = fixture();
+    f.tenant("empty").await;
+    let (status, body) = f.call(Method::DELETE, "/tenants/empty", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purged"], Value::Null);
+    assert_eq!(body["tenant"]["name"], "empty");
+    assert_eq!(f.call(Method::DELETE, "/tenants/empty", None).await.0, 404);
+}
+
+#[test]
+fn the_administrator_policy_is_a_valid_identity_policy() {
+    nuage_iam::check_policy_document(ADMINISTRATOR_POLICY, nuage_iam::PolicyKind::Identity)
+        .unwrap();
+}

@@ -1,0 +1,365 @@
+//! The AWS IAM and STS Query APIs, so that `aws iam ...` and `aws sts ...`
+//! (and every SDK) work unchanged against a Nuage endpoint.
+//!
+//! One request goes: form parameters ([`params`]) -> SigV4 verification
+//! ([`sigv4`]) and the caller's identity (`Iam::resolve`, session token
+//! checked) -> a closed [`action::Action`] -> authorization of `iam:ActionName`
+//! on the ARN of the entity it touches (`Iam::authorize`) -> the identity
+//! service -> an AWS Query XML response ([`xml`]); errors map to AWS codes in
+//! one place ([`error`]).
+//!
+//! *Invariant:* the tenant every operation acts in is the caller's, taken from
+//! its credentials; nothing in a request can name another tenant's entities.
+//!
+//! *Boundaries:* this crate parses the wire protocol and nothing else. It
+//! never stores anything itself (the identity service does), never reads the
+//! environment, and does not depend on the S3 front end: the binary routes
+//! query requests here ([`IamQueryApi::is_match`]) before s3s sees them, and
+//! passes what the connection knows ([`RequestContext`]).
+
+mod action;
+mod error;
+#[cfg(test)]
+mod flow_tests;
+mod handlers;
+mod params;
+mod sigv4;
+mod xml;
+
+use bytes::Bytes;
+use error::ApiError;
+use http_body_util::BodyExt as _;
+use nuage_base::Clock;
+use nuage_base::limits::QUERY_API_BODY_BYTES_MAX;
+use nuage_iam::{Iam, Identity, PrincipalKind};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Which of the two query APIs a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    Iam,
+    Sts,
+}
+
+impl Api {
+    pub(crate) fn namespace(self) -> &'static str {
+        match self {
+            Self::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
+            Self::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+        }
+    }
+
+    pub(crate) fn version(self) -> &'static str {
+        match self {
+            Self::Iam => "2010-05-08",
+            Self::Sts => "2011-06-15",
+        }
+    }
+
+    /// A first guess, for errors raised before the action is known.
+    fn guess(version: Option<&str>, signing_service: Option<&str>) -> Self {
+        if version == Some(Self::Sts.version())
+            || (version.is_none() && signing_service == Some("sts"))
+        {
+            Self::Sts
+        } else {
+            Self::Iam
+        }
+    }
+}
+
+/// What the HTTP layer knows about a request that the request does not say.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Echoed in every response body and in `x-amzn-RequestId`.
+    pub request_id: String,
+    /// The client's address: `aws:SourceIp`.
+    pub source_ip: Option<IpAddr>,
+    /// Whether the connection is TLS: `aws:SecureTransport`.
+    pub secure_transport: bool,
+}
+
+/// The IAM and STS query front end.
+#[derive(Clone)]
+pub struct IamQueryApi {
+    iam: Iam,
+    clock: Arc<dyn Clock>,
+}
+
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn has_action_parameter(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "Action" || p.starts_with("Action="))
+    })
+}
+
+impl IamQueryApi {
+    #[must_use]
+    pub fn new(iam: Iam, clock: Arc<dyn Clock>) -> Self {
+        Self { iam, clock }
+    }
+
+    /// Whether a request is an IAM or STS query request: `POST /` with a form
+    /// body, or `GET`/`POST /?Action=...`. No S3 operation has either shape
+    /// (browser POST uploads are `multipart/form-data` on a bucket), and a
+    /// request signed for `s3` is always left to the S3 front end.
+    #[must_use]
+    pub fn is_match(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        let shape = uri.path() == "/"
+            && ((method == http::Method::POST && is_form(headers))
+                || ((method == http::Method::GET || method == http::Method::POST)
+                    && has_action_parameter(uri)));
+        shape && sigv4::signing_service(headers).is_none_or(|s| s != "s3")
+    }
+
+    /// Answers one query request. Never fails: every problem is an AWS error response.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        context: &RequestContext,
+    ) -> http::Response<Bytes>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let signing_service = sigv4::signing_service(&parts.headers);
+        let (api, outcome) = match read_body(&parts, body).await {
+            Err(e) => (Api::guess(None, signing_service.as_deref()), Err(e)),
+            Ok(body) => {
+                self.serve(&parts, &body, context, signing_service.as_deref())
+                    .await
+            }
+        };
+        let (status, text) = match outcome {
+            Ok((name, result)) => (
+                http::StatusCode::OK,
+                xml::response(api, &name, result.as_deref(), &context.request_id),
+            ),
+            Err(e) => (e.status, xml::error(api, &e, &context.request_id)),
+        };
+        let mut response = http::Response::new(Bytes::from(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/xml"),
+        );
+        if let Ok(id) = http::HeaderValue::from_str(&context.request_id) {
+            headers.insert("x-amzn-requestid", id);
+        }
+        response
+    }
+
+    /// Parses, authenticates, authorizes and runs a request; returns the API it
+    /// belongs to (for the error namespace), the action's name and the inner
+    /// XML of its `Result` element (None for actions that return nothing).
+    async fn serve(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        context: &RequestContext,
+        signing_service: Option<&str>,
+    ) -> (Api, Result<(String, Option<String>), ApiError>) {
+        let form_body: &[u8] = if parts.method == http::Method::POST && is_form(&parts.headers) {
+            body
+        } else {
+            b""
+        };
+        let mut params = match params::Params::parse(parts.uri.query(), form_body) {
+            Ok(p) => p,
+            Err(e) => return (Api::guess(None, signing_service), Err(e)),
+        };
+        let name = params.take("Action");
+        let version = params.take("Version");
+        let api = Api::guess(version.as_deref(), signing_service);
+        // Authenticate before looking at the action, so that an anonymous
+        // caller learns nothing about what exists.
+        let identity = match self.authenticate(parts, body).await {
+            Ok(identity) => identity,
+            Err(e) => return (api, Err(e)),
+        };
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return (
+                api,
+                Err(ApiError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "MissingAction",
+                    "the Action parameter is missing",
+                )),
+            );
+        };
+        let action = match action::Action::parse(&name, version.as_deref(), params) {
+            Ok(a) => a,
+            Err(e) => return (api, Err(e)),
+        };
+        let api = action.api();
+        let call = handlers::Call {
+            iam: &self.iam,
+            identity: &identity,
+            context,
+        };
+        let result = call.run(action).await.map(|result| (name, result));
+        if let Err(e) = &result {
+            tracing::debug!(caller = %identity.arn, code = e.code, message = %e.message, "IAM/STS request refused");
+        }
+        (api, result)
+    }
+
+    /// The caller: a valid SigV4 signature by a known, active key, with its
+    /// session token when the key is temporary.
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Identity, ApiError> {
+        let Some(auth) = sigv4::parse_authorization(&parts.headers)? else {
+            if parts
+                .uri
+                .query()
+                .is_some_and(|q| q.contains("X-Amz-Signature="))
+            {
+                return Err(ApiError::incomplete_signature(
+                    "presigned (query string) authentication is not supported for IAM and STS; sign the Authorization header",
+                ));
+            }
+            return Err(ApiError::missing_authentication());
+        };
+        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
+        let amz_date = sigv4::check_date(&parts.headers, &auth, now_unix_s)?;
+        let identity = match self.iam.resolve(&auth.access_key_id).await {
+            Ok(Some(identity)) => identity,
+            // AWS answers an unknown and a deactivated key alike.
+            Ok(None) => return Err(ApiError::invalid_client_token_id()),
+            Err(e) => return Err(ApiError::from_iam(e, Api::Iam)),
+        };
+        let signed = sigv4::SignedRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body,
+        };
+        sigv4::verify(&signed, &auth, &amz_date, &identity.secret_access_key)?;
+        let presented = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        match (&identity.session_token, presented) {
+            (None, None) => {}
+            (Some(expected), Some(given)) if expected.as_bytes() == given.as_bytes() => {}
+            _ => return Err(ApiError::invalid_client_token_id()),
+        }
+        Ok(identity)
+    }
+}
+
+/// Reads the body, refusing more than [`QUERY_API_BODY_BYTES_MAX`].
+async fn read_body<B>(parts: &http::request::Parts, body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("a query request body may hold at most {QUERY_API_BODY_BYTES_MAX} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > QUERY_API_BODY_BYTES_MAX as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, QUERY_API_BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// The caller's user name, for actions whose `UserName` defaults to the caller.
+pub(crate) fn caller_user_name(identity: &Identity) -> Result<String, ApiError> {
+    match &identity.kind {
+        PrincipalKind::User { user_name } => Ok(user_name.clone()),
+        PrincipalKind::AssumedRole { .. } => Err(ApiError::validation(
+            "Must specify userName when calling with non-User credentials",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(method: &str, uri: &str, headers: &[(&str, &str)]) -> bool {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        IamQueryApi::is_match(&method.parse().unwrap(), &uri.parse().unwrap(), &map)
+    }
+
+    #[test]
+    fn matches_query_requests_only() {
+        let form = (
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        );
+        let iam_auth = (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20240501/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
+        );
+        let s3_auth = (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20240501/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+        );
+        assert!(matches("POST", "/", &[form, iam_auth]));
+        assert!(matches("POST", "/", &[form]));
+        assert!(matches(
+            "GET",
+            "/?Action=ListUsers&Version=2010-05-08",
+            &[iam_auth]
+        ));
+        assert!(!matches("GET", "/", &[iam_auth]), "ListBuckets");
+        assert!(
+            !matches("GET", "/?Action=ListUsers", &[s3_auth]),
+            "signed for S3"
+        );
+        assert!(!matches("POST", "/", &[form, s3_auth]));
+        assert!(!matches("POST", "/bucket", &[form]));
+        assert!(!matches(
+            "POST",
+            "/",
+            &[("content-type", "multipart/form-data; boundary=x")]
+        ));
+        assert!(!matches("PUT", "/?Action=ListUsers", &[]));
+        assert!(!matches("GET", "/?ActionX=1", &[]));
+    }
+}
