@@ -34,6 +34,12 @@ pub enum Endpoint {
     ResumeTenant {
         tenant: String,
     },
+    GetTenantPublicAccessBlock {
+        tenant: String,
+    },
+    PutTenantPublicAccessBlock {
+        tenant: String,
+    },
     DeleteTenant {
         tenant: String,
         purge: bool,
@@ -93,6 +99,7 @@ impl Endpoint {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let get = method == Method::GET;
         let post = method == Method::POST;
+        let put = method == Method::PUT;
         let patch = method == Method::PATCH;
         let delete = method == Method::DELETE;
         let t = |s: &str| s.to_owned();
@@ -111,6 +118,15 @@ impl Endpoint {
             ["tenants", tenant, "suspend"] if post => Self::SuspendTenant { tenant: t(tenant) },
             ["tenants", tenant, "resume"] if post => Self::ResumeTenant { tenant: t(tenant) },
             ["tenants", _, "suspend" | "resume"] => return Err(method_not_allowed(method, "POST")),
+            ["tenants", tenant, "public-access-block"] if get => {
+                Self::GetTenantPublicAccessBlock { tenant: t(tenant) }
+            }
+            ["tenants", tenant, "public-access-block"] if put => {
+                Self::PutTenantPublicAccessBlock { tenant: t(tenant) }
+            }
+            ["tenants", _, "public-access-block"] => {
+                return Err(method_not_allowed(method, "GET, PUT"));
+            }
             ["tenants", tenant, "users"] if get => Self::ListUsers { tenant: t(tenant) },
             ["tenants", tenant, "users"] if post => Self::CreateUser { tenant: t(tenant) },
             ["tenants", _, "users"] => return Err(method_not_allowed(method, "GET, POST")),
@@ -164,6 +180,12 @@ impl Endpoint {
             Self::DeleteTenant { .. } => (Method::DELETE, "/tenants/{tenant}"),
             Self::SuspendTenant { .. } => (Method::POST, "/tenants/{tenant}/suspend"),
             Self::ResumeTenant { .. } => (Method::POST, "/tenants/{tenant}/resume"),
+            Self::GetTenantPublicAccessBlock { .. } => {
+                (Method::GET, "/tenants/{tenant}/public-access-block")
+            }
+            Self::PutTenantPublicAccessBlock { .. } => {
+                (Method::PUT, "/tenants/{tenant}/public-access-block")
+            }
             Self::ListUsers { .. } => (Method::GET, "/tenants/{tenant}/users"),
             Self::CreateUser { .. } => (Method::POST, "/tenants/{tenant}/users"),
             Self::GetUser { .. } => (Method::GET, "/tenants/{tenant}/users/{user}"),
@@ -288,6 +310,13 @@ mod tests {
         assert_eq!(status(Method::PUT, "/_nuage/admin/v1/tenants"), Some(405));
         assert_eq!(
             status(Method::GET, "/_nuage/admin/v1/tenants/acme/suspend"),
+            Some(405)
+        );
+        assert_eq!(
+            status(
+                Method::POST,
+                "/_nuage/admin/v1/tenants/acme/public-access-block"
+            ),
             Some(405)
         );
         assert_eq!(

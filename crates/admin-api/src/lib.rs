@@ -190,6 +190,30 @@ impl AdminApi {
             Endpoint::ResumeTenant { tenant } => {
                 self.set_status(&tenant, TenantStatus::Active).await
             }
+            Endpoint::GetTenantPublicAccessBlock { tenant } => {
+                let tenant = self.iam.tenant(&tenant).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &PublicAccessBlockView::from(tenant.public_access_block),
+                ))
+            }
+            Endpoint::PutTenantPublicAccessBlock { tenant } => {
+                let request = parse_public_access_block(body)?;
+                let tenant = self
+                    .iam
+                    .set_tenant_public_access_block(&tenant, request.into())
+                    .await?;
+                tracing::info!(
+                    tenant = %tenant.id,
+                    block_public_policy = request.block_public_policy,
+                    restrict_public_buckets = request.restrict_public_buckets,
+                    "admin: tenant Block Public Access set"
+                );
+                Ok(json_response(
+                    StatusCode::OK,
+                    &PublicAccessBlockView::from(tenant.public_access_block),
+                ))
+            }
             Endpoint::DeleteTenant { tenant, purge } => self.delete_tenant(&tenant, purge).await,
             Endpoint::ListUsers { tenant } => {
                 let tenant = self.iam.tenant(&tenant).await?;
@@ -440,6 +464,24 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// The body of `PUT /tenants/{tenant}/public-access-block`, with a message
+/// that shows the expected shape: a half-understood request must not turn a
+/// protection off.
+fn parse_public_access_block(body: &Bytes) -> Result<PublicAccessBlockView, ApiError> {
+    const SHAPE: &str = r#"the body must be {"block_public_policy": true|false, "restrict_public_buckets": true|false}"#;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(SHAPE));
+    }
+    // Through `Value` first: serde would also take the struct from an array
+    // (`[true, false]`), whose meaning depends on field order.
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("{SHAPE}: malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!("{SHAPE}, not {value}")));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("{SHAPE}: {e}")))
 }
 
 pub(crate) fn json_response<T: Serialize + ?Sized>(

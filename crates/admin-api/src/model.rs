@@ -3,7 +3,7 @@
 //! not change the API (and so that a stored secret is only ever serialized on
 //! purpose, by [`NewAccessKey`]).
 
-use nuage_iam::{AccessKey, KeyStatus, Tenant, TenantStatus, User};
+use nuage_iam::{AccessKey, KeyStatus, Tenant, TenantPublicAccessBlock, TenantStatus, User};
 use serde::{Deserialize, Serialize};
 
 /// `POST /tenants`.
@@ -33,6 +33,36 @@ pub struct CreateUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
     pub status: KeyStatusView,
+}
+
+/// `PUT /tenants/{tenant}/public-access-block`, and what both it and `GET`
+/// answer: the tenant-wide Block Public Access settings. Both fields are
+/// required on `PUT`, so that a typo cannot silently switch one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicAccessBlockView {
+    /// Refuse bucket policies that grant access to everyone.
+    pub block_public_policy: bool,
+    /// Public bucket policies grant nothing outside the tenant.
+    pub restrict_public_buckets: bool,
+}
+
+impl From<TenantPublicAccessBlock> for PublicAccessBlockView {
+    fn from(b: TenantPublicAccessBlock) -> Self {
+        Self {
+            block_public_policy: b.block_public_policy,
+            restrict_public_buckets: b.restrict_public_buckets,
+        }
+    }
+}
+
+impl From<PublicAccessBlockView> for TenantPublicAccessBlock {
+    fn from(b: PublicAccessBlockView) -> Self {
+        Self {
+            block_public_policy: b.block_public_policy,
+            restrict_public_buckets: b.restrict_public_buckets,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +115,8 @@ pub struct TenantView {
     pub created_at: String,
     /// Buckets the tenant owns (what `DELETE` without `purge` refuses to orphan).
     pub bucket_count: usize,
+    /// Tenant-wide Block Public Access, on top of each bucket's own settings.
+    pub public_access_block: PublicAccessBlockView,
 }
 
 impl TenantView {
@@ -97,6 +129,7 @@ impl TenantView {
             billing_contact: tenant.billing_contact,
             status: tenant.status.into(),
             bucket_count,
+            public_access_block: tenant.public_access_block.into(),
         }
     }
 }

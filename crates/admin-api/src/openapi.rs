@@ -143,6 +143,19 @@ pub fn document() -> Value {
                 "post": operation("resumeTenant", "Resumes a suspended tenant.", "tenants", None,
                     ("200", "The tenant, now Active.", Some("Tenant")), &["401", "404"])
             },
+            "/tenants/{tenant}/public-access-block": {
+                "parameters": [param("Tenant")],
+                "get": operation("getTenantPublicAccessBlock",
+                    "Shows the tenant-wide Block Public Access settings.", "tenants", None,
+                    ("200", "The settings.", Some("PublicAccessBlock")), &["401", "404"]),
+                "put": operation("putTenantPublicAccessBlock",
+                    "Sets the tenant-wide Block Public Access settings, which apply to every bucket of \
+                     the tenant on top of the bucket's own: `block_public_policy` refuses bucket policies \
+                     that grant access to everyone (AccessDenied); `restrict_public_buckets` makes such \
+                     policies grant nothing to anonymous callers and other tenants. Both fields are required.",
+                    "tenants", Some("PublicAccessBlock"), ("200", "The settings now in force.",
+                    Some("PublicAccessBlock")), &["400", "401", "404", "413"])
+            },
             "/tenants/{tenant}/users": {
                 "parameters": [param("Tenant")],
                 "get": operation("listUsers", "Lists the tenant's users.", "users", None,
@@ -242,7 +255,7 @@ pub fn document() -> Value {
                 "TenantStatus": { "type": "string", "enum": ["Active", "Suspended"] },
                 "Tenant": {
                     "type": "object",
-                    "required": ["id", "name", "legal_country", "billing_contact", "status", "created_at", "bucket_count"],
+                    "required": ["id", "name", "legal_country", "billing_contact", "status", "created_at", "bucket_count", "public_access_block"],
                     "properties": {
                         "id": { "type": "string", "pattern": "^[0-9]{12}$" },
                         "name": string,
@@ -250,7 +263,23 @@ pub fn document() -> Value {
                         "billing_contact": string,
                         "status": { "$ref": "#/components/schemas/TenantStatus" },
                         "created_at": timestamp,
-                        "bucket_count": count
+                        "bucket_count": count,
+                        "public_access_block": { "$ref": "#/components/schemas/PublicAccessBlock" }
+                    }
+                },
+                "PublicAccessBlock": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["block_public_policy", "restrict_public_buckets"],
+                    "properties": {
+                        "block_public_policy": {
+                            "type": "boolean",
+                            "description": "Refuse bucket policies that grant access to everyone."
+                        },
+                        "restrict_public_buckets": {
+                            "type": "boolean",
+                            "description": "Public bucket policies grant nothing to anonymous callers or other tenants."
+                        }
                     }
                 },
                 "TenantList": {
@@ -377,6 +406,8 @@ mod tests {
             Endpoint::GetTenant { tenant: t() },
             Endpoint::SuspendTenant { tenant: t() },
             Endpoint::ResumeTenant { tenant: t() },
+            Endpoint::GetTenantPublicAccessBlock { tenant: t() },
+            Endpoint::PutTenantPublicAccessBlock { tenant: t() },
             Endpoint::DeleteTenant {
                 tenant: t(),
                 purge: false,

@@ -232,6 +232,157 @@ async fn tenants_are_created_shown_suspended_and_resumed() {
 }
 
 #[tokio::test]
+async fn the_tenant_public_access_block_is_set_and_shown() {
+    let f = fixture();
+    let id = f.tenant("acme").await;
+    let off = json!({"block_public_policy": false, "restrict_public_buckets": false});
+    let (status, body) = f
+        .call(Method::GET, "/tenants/acme/public-access-block", None)
+        .await;
+    assert_eq!((status, &body), (200, &off));
+    let (_, tenant) = f.call(Method::GET, "/tenants/acme", None).await;
+    assert_eq!(tenant["public_access_block"], off);
+
+    let on = json!({"block_public_policy": true, "restrict_public_buckets": false});
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            &format!("/tenants/{id}/public-access-block"),
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &on));
+    let (status, body) = f
+        .call(Method::GET, "/tenants/acme/public-access-block", None)
+        .await;
+    assert_eq!((status, &body), (200, &on));
+    let (_, tenant) = f.call(Method::GET, &format!("/tenants/{id}"), None).await;
+    assert_eq!(tenant["public_access_block"], on);
+    let (_, list) = f.call(Method::GET, "/tenants", None).await;
+    assert_eq!(list["tenants"][0]["public_access_block"], on);
+
+    let both = json!({"block_public_policy": true, "restrict_public_buckets": true});
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/public-access-block",
+            Some(both.clone()),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &both));
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/public-access-block",
+            Some(off.clone()),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &off));
+}
+
+#[tokio::test]
+async fn a_bad_public_access_block_is_400_and_changes_nothing() {
+    let f = fixture();
+    f.tenant("acme").await;
+    let on = json!({"block_public_policy": true, "restrict_public_buckets": true});
+    assert_eq!(
+        f.call(
+            Method::PUT,
+            "/tenants/acme/public-access-block",
+            Some(on.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    for body in [
+        None,
+        Some(json!({})),
+        Some(json!({"block_public_policy": false})),
+        Some(json!({"block_public_policy": "false", "restrict_public_buckets": false})),
+        Some(json!({"block_public_policy": 0, "restrict_public_buckets": false})),
+        Some(json!({"block_public_policy": false, "restrict_public_buckets": null})),
+        Some(json!({
+            "block_public_policy": false,
+            "restrict_public_buckets": false,
+            "block_public_acls": true
+        })),
+        Some(json!([false, false])),
+    ] {
+        let (status, response) = f
+            .call(
+                Method::PUT,
+                "/tenants/acme/public-access-block",
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, 400, "{body:?}: {response}");
+        assert_eq!(response["error"]["code"], "InvalidInput", "{response}");
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("block_public_policy") && message.contains("restrict_public_buckets"),
+            "{message}"
+        );
+    }
+    let (_, body) = f
+        .call(Method::GET, "/tenants/acme/public-access-block", None)
+        .await;
+    assert_eq!(body, on);
+}
+
+#[tokio::test]
+async fn the_public_access_block_of_an_unknown_tenant_is_404_and_needs_the_token() {
+    let f = fixture();
+    f.tenant("acme").await;
+    let off = json!({"block_public_policy": false, "restrict_public_buckets": false});
+    let (status, body) = f
+        .call(Method::GET, "/tenants/nobody/public-access-block", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NoSuchEntity"))
+    );
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/nobody/public-access-block",
+            Some(off.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NoSuchEntity"))
+    );
+    for (method, body) in [(Method::GET, None), (Method::PUT, Some(off.clone()))] {
+        let (status, response) = f
+            .call_with(method, "/tenants/acme/public-access-block", None, body)
+            .await;
+        assert_eq!(
+            (status, response["error"]["code"].as_str()),
+            (401, Some("Unauthorized"))
+        );
+    }
+    let on = json!({"block_public_policy": true, "restrict_public_buckets": true});
+    let (status, _) = f
+        .call_with(
+            Method::PUT,
+            "/tenants/acme/public-access-block",
+            Some("wrong"),
+            Some(on),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (_, body) = f
+        .call(Method::GET, "/tenants/acme/public-access-block", None)
+        .await;
+    assert_eq!(body, off);
+    let (status, _) = f
+        .call(Method::POST, "/tenants/acme/public-access-block", None)
+        .await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
 async fn malformed_requests_are_400() {
     let f = fixture();
     for body in [

@@ -763,13 +763,7 @@ impl Call<'_> {
         };
         let decision = self
             .iam
-            .authorize(
-                Some(self.identity),
-                &request,
-                Some(t),
-                Some(&role.assume_role_policy),
-                false,
-            )
+            .authorize_assume_role(self.identity, &role, &request)
             .await
             .map_err(sts_err)?;
         if !decision.allowed {

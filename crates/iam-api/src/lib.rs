@@ -113,16 +113,22 @@ impl IamQueryApi {
     }
 
     /// Whether a request is an IAM or STS query request: `POST /` with a form
-    /// body, or `GET`/`POST /?Action=...`. No S3 operation has either shape
-    /// (browser POST uploads are `multipart/form-data` on a bucket), and a
-    /// request signed for `s3` is always left to the S3 front end.
+    /// body, or `GET`/`POST /?Action=...`, unsigned or signed with SigV4 for
+    /// `iam` or `sts`. No S3 operation has that shape (browser POST uploads are
+    /// `multipart/form-data` on a bucket), and anything signed otherwise (for
+    /// `s3`, or with SigV2) is left to the S3 front end.
     #[must_use]
     pub fn is_match(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
         let shape = uri.path() == "/"
             && ((method == http::Method::POST && is_form(headers))
                 || ((method == http::Method::GET || method == http::Method::POST)
                     && has_action_parameter(uri)));
-        shape && sigv4::signing_service(headers).is_none_or(|s| s != "s3")
+        let signed_for_us = !headers.contains_key(http::header::AUTHORIZATION)
+            || matches!(
+                sigv4::signing_service(headers).as_deref(),
+                Some("iam" | "sts")
+            );
+        shape && signed_for_us
     }
 
     /// Answers one query request. Never fails: every problem is an AWS error response.
@@ -353,6 +359,14 @@ mod tests {
             "signed for S3"
         );
         assert!(!matches("POST", "/", &[form, s3_auth]));
+        assert!(
+            !matches(
+                "POST",
+                "/?delete",
+                &[form, ("authorization", "AWS AKID:c2lnbmF0dXJl")]
+            ),
+            "SigV2"
+        );
         assert!(!matches("POST", "/bucket", &[form]));
         assert!(!matches(
             "POST",

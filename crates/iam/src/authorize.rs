@@ -52,6 +52,32 @@ pub fn check_policy_document(text: &str, kind: PolicyKind) -> IamResult<PolicySu
 }
 
 impl Iam {
+    /// Decides whether `caller` may assume `role` (`sts:AssumeRole`). As in
+    /// AWS, the role's trust policy decides: one naming the caller's ARN
+    /// admits it by itself; one naming only the tenant (account) delegates to
+    /// the tenant, whose identity policies must then allow too. An identity
+    /// policy alone, even `Action: *`, never opens a role whose trust policy
+    /// does not name the caller or its tenant. An explicit Deny anywhere wins.
+    ///
+    /// # Errors
+    /// Backend failure, or a stored trust policy that no longer parses.
+    pub async fn authorize_assume_role(
+        &self,
+        caller: &Identity,
+        role: &crate::Role,
+        request: &AccessRequest,
+    ) -> IamResult<Decision> {
+        let identity_policies = self.identity_policies(caller).await?;
+        crate::policy_bridge::decide_trust(
+            caller,
+            request,
+            &role.tenant_id,
+            &role.assume_role_policy,
+            &identity_policies,
+            self.now_unix_s(),
+        )
+    }
+
     /// Decides whether `caller` (None: anonymous) may perform `request` on a
     /// resource owned by tenant `resource_owner` (None: a resource that does
     /// not exist yet, owned by the caller's tenant if created) and governed by

@@ -57,6 +57,57 @@ fn principal_of(identity: &Identity) -> Principal {
     principal
 }
 
+/// The request as the policy engine sees it.
+fn context(caller: Option<&Identity>, request: &AccessRequest, now_unix_s: i64) -> RequestContext {
+    let principal = caller.map_or_else(Principal::anonymous, principal_of);
+    let mut ctx = RequestContext::new(request.action.clone(), request.resource.clone(), principal)
+        .with_current_time(now_unix_s);
+    for (key, values) in &request.context {
+        ctx = ctx.with_values(key, values.iter().cloned());
+    }
+    ctx
+}
+
+/// Parses stored documents. They were validated when written; one that no
+/// longer parses means corruption, and skipping it could drop a Deny: refuse.
+fn parse_stored(name: &str, text: &str, kind: PolicyKind) -> IamResult<Policy> {
+    parse(name, text, kind)
+        .map_err(|e| IamError::Internal(format!("stored policy {name} does not parse: {e}")))
+}
+
+/// The caller's identity and session policies, parsed.
+fn caller_policies(
+    caller: Option<&Identity>,
+    identity_policies: &[(String, String)],
+) -> IamResult<(Vec<Policy>, Option<Policy>)> {
+    let mut parsed = Vec::with_capacity(identity_policies.len());
+    for (name, text) in identity_policies {
+        parsed.push(parse_stored(name, text, PolicyKind::Identity)?);
+    }
+    let session = match caller.and_then(|c| c.session_policy.as_deref()) {
+        Some(text) => Some(parse_stored("session-policy", text, PolicyKind::Session)?),
+        None => None,
+    };
+    Ok((parsed, session))
+}
+
+fn outcome(decision: &nuage_policy::Decision) -> Decision {
+    let statements: Vec<String> = decision
+        .statements
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Decision {
+        allowed: decision.is_allowed(),
+        reason: format!(
+            "{:?} ({:?}) {}",
+            decision.outcome,
+            decision.reason,
+            statements.join(", ")
+        ),
+    }
+}
+
 pub(crate) fn decide(
     caller: Option<&Identity>,
     request: &AccessRequest,
@@ -66,27 +117,8 @@ pub(crate) fn decide(
     identity_policies: &[(String, String)],
     now_unix_s: i64,
 ) -> IamResult<Decision> {
-    let principal = caller.map_or_else(Principal::anonymous, principal_of);
-    let mut ctx = RequestContext::new(request.action.clone(), request.resource.clone(), principal)
-        .with_current_time(now_unix_s);
-    for (key, values) in &request.context {
-        ctx = ctx.with_values(key, values.iter().cloned());
-    }
-    // Stored documents were validated when written; one that no longer
-    // parses means corruption, and skipping it could drop a Deny: refuse.
-    let mut parsed = Vec::with_capacity(identity_policies.len());
-    for (name, text) in identity_policies {
-        let policy = parse(name, text, PolicyKind::Identity)
-            .map_err(|e| IamError::Internal(format!("stored policy {name} does not parse: {e}")))?;
-        parsed.push(policy);
-    }
-    let session =
-        match caller.and_then(|c| c.session_policy.as_deref()) {
-            Some(text) => Some(parse("session-policy", text, PolicyKind::Session).map_err(
-                |e| IamError::Internal(format!("stored session policy does not parse: {e}")),
-            )?),
-            None => None,
-        };
+    let ctx = context(caller, request, now_unix_s);
+    let (identity, session) = caller_policies(caller, identity_policies)?;
     let same_account = match (caller, resource_owner) {
         (Some(c), Some(owner)) => c.tenant_id == owner,
         (Some(_), None) => true,
@@ -98,36 +130,43 @@ pub(crate) fn decide(
         Some(text) if restrict_public && !same_account && grants_everyone(text) => None,
         other => other,
     };
-    let resource =
-        match resource_policy {
-            Some(text) => Some(parse("resource-policy", text, PolicyKind::Bucket).map_err(
-                |e| IamError::Internal(format!("stored resource policy does not parse: {e}")),
-            )?),
-            None => None,
-        };
-    let identity_refs: Vec<&Policy> = parsed.iter().collect();
+    let resource = match resource_policy {
+        Some(text) => Some(parse_stored("resource-policy", text, PolicyKind::Bucket)?),
+        None => None,
+    };
+    let identity_refs: Vec<&Policy> = identity.iter().collect();
     let session_refs: Vec<&Policy> = session.iter().collect();
-    let decision = evaluate(
+    Ok(outcome(&evaluate(
         &ctx,
         &identity_refs,
         resource.as_ref(),
         &session_refs,
         same_account,
-    );
-    let statements: Vec<String> = decision
-        .statements
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    Ok(Decision {
-        allowed: decision.is_allowed(),
-        reason: format!(
-            "{:?} ({:?}) {}",
-            decision.outcome,
-            decision.reason,
-            statements.join(", ")
-        ),
-    })
+    )))
+}
+
+/// Role assumption: the trust policy must admit the caller (see
+/// `Iam::authorize_assume_role`).
+pub(crate) fn decide_trust(
+    caller: &Identity,
+    request: &AccessRequest,
+    role_tenant: &str,
+    trust_policy: &str,
+    identity_policies: &[(String, String)],
+    now_unix_s: i64,
+) -> IamResult<Decision> {
+    let ctx = context(Some(caller), request, now_unix_s);
+    let (identity, session) = caller_policies(Some(caller), identity_policies)?;
+    let trust = parse_stored("trust-policy", trust_policy, PolicyKind::Trust)?;
+    let identity_refs: Vec<&Policy> = identity.iter().collect();
+    let session_refs: Vec<&Policy> = session.iter().collect();
+    let same_tenant = caller.tenant_id == role_tenant;
+    // Does the trust policy alone admit the caller (naming its ARN)?
+    let named = same_tenant && evaluate(&ctx, &[], Some(&trust), &[], true).is_allowed();
+    // Then every policy counts only for its Deny; otherwise (the trust policy
+    // delegates to the tenant, or another tenant's role) both sides must allow.
+    let decision = evaluate(&ctx, &identity_refs, Some(&trust), &session_refs, named);
+    Ok(outcome(&decision))
 }
 
 #[cfg(test)]
@@ -151,5 +190,93 @@ mod tests {
             check("{\"Statement\":[{}]}", PolicyKind::Bucket),
             Err(IamError::MalformedPolicyDocument(_))
         ));
+    }
+
+    fn identity(tenant: &str, user: &str) -> Identity {
+        Identity {
+            tenant_id: tenant.into(),
+            kind: crate::PrincipalKind::User {
+                user_name: user.into(),
+            },
+            arn: format!("arn:aws:iam::{tenant}:user/{user}"),
+            principal_id: "AIDAEXAMPLE".into(),
+            tags: vec![],
+            access_key_id: "K".into(),
+            secret_access_key: "S".into(),
+            session_token: None,
+            expires_unix_ns: None,
+            session_policy: None,
+        }
+    }
+
+    fn assume(tenant: &str) -> AccessRequest {
+        AccessRequest {
+            action: "sts:AssumeRole".into(),
+            resource: format!("arn:aws:iam::{tenant}:role/reader"),
+            context: std::collections::BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_trust_policy_opens_a_role() {
+        let t = "111122223333";
+        let admin_policy = vec![("admin".to_owned(), crate::ADMINISTRATOR_POLICY.to_owned())];
+        let names_carol = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{t}:user/carol"}},"Action":"sts:AssumeRole"}}]}}"#
+        );
+        let names_tenant = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{t}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+        );
+        // Named directly: no identity policy needed.
+        assert!(
+            decide_trust(&identity(t, "carol"), &assume(t), t, &names_carol, &[], 0)
+                .unwrap()
+                .allowed
+        );
+        // An administrator of the tenant is not named: refused despite Action *.
+        assert!(
+            !decide_trust(
+                &identity(t, "admin"),
+                &assume(t),
+                t,
+                &names_carol,
+                &admin_policy,
+                0
+            )
+            .unwrap()
+            .allowed
+        );
+        // Naming the tenant delegates: the identity policy must allow too.
+        assert!(
+            decide_trust(
+                &identity(t, "admin"),
+                &assume(t),
+                t,
+                &names_tenant,
+                &admin_policy,
+                0
+            )
+            .unwrap()
+            .allowed
+        );
+        assert!(
+            !decide_trust(&identity(t, "dave"), &assume(t), t, &names_tenant, &[], 0)
+                .unwrap()
+                .allowed
+        );
+        // Another tenant's administrator, even named by account, needs both sides;
+        // named nowhere, it is refused.
+        assert!(
+            !decide_trust(
+                &identity("444455556666", "admin"),
+                &assume(t),
+                t,
+                &names_tenant,
+                &admin_policy,
+                0
+            )
+            .unwrap()
+            .allowed
+        );
     }
 }

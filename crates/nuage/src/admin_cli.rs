@@ -89,6 +89,18 @@ enum TenantCommand {
     Suspend { tenant: String },
     /// Lets a suspended tenant's credentials work again.
     Resume { tenant: String },
+    /// Sets the tenant-wide Block Public Access, on top of each bucket's own
+    /// settings. Both settings are set: a flag left out turns its setting off.
+    PublicAccessBlock {
+        tenant: String,
+        /// Refuse bucket policies that grant access to everyone (AccessDenied).
+        #[arg(long)]
+        block_public_policy: bool,
+        /// Make public bucket policies grant nothing to anonymous callers and
+        /// other tenants.
+        #[arg(long)]
+        restrict_public_buckets: bool,
+    },
     /// Deletes a tenant and its identities; refused while it owns buckets.
     Delete {
         tenant: String,
@@ -242,6 +254,29 @@ async fn tenant(api: &ApiClient, out: &Output, command: TenantCommand) -> anyhow
             set_tenant_status(api, out, &tenant, "suspend").await?
         }
         TenantCommand::Resume { tenant } => set_tenant_status(api, out, &tenant, "resume").await?,
+        TenantCommand::PublicAccessBlock {
+            tenant,
+            block_public_policy,
+            restrict_public_buckets,
+        } => {
+            let body = json!({
+                "block_public_policy": block_public_policy,
+                "restrict_public_buckets": restrict_public_buckets,
+            });
+            let block = api
+                .call(
+                    Method::PUT,
+                    &["tenants", &tenant, "public-access-block"],
+                    Some(body),
+                )
+                .await?;
+            out.print(&block, || {
+                format!(
+                    "Block Public Access of tenant {tenant} is now:\n{}",
+                    public_access_block_details(&block)
+                )
+            });
+        }
         TenantCommand::Delete { tenant, purge } => {
             let query = if purge { "?purge=true" } else { "" };
             let deleted = api
@@ -505,7 +540,34 @@ fn tenant_details(t: &Value) -> String {
         ("status:", text(&t["status"])),
         ("buckets:", text(&t["bucket_count"])),
         ("created:", text(&t["created_at"])),
+        (
+            "block public policy:",
+            on_off(&t["public_access_block"]["block_public_policy"]),
+        ),
+        (
+            "restrict public buckets:",
+            on_off(&t["public_access_block"]["restrict_public_buckets"]),
+        ),
     ])
+}
+
+fn public_access_block_details(b: &Value) -> String {
+    details(&[
+        ("block public policy:", on_off(&b["block_public_policy"])),
+        (
+            "restrict public buckets:",
+            on_off(&b["restrict_public_buckets"]),
+        ),
+    ])
+}
+
+/// A boolean setting as `on`/`off` (`-` when absent, as from an older server).
+fn on_off(value: &Value) -> String {
+    match value {
+        Value::Bool(true) => "on".into(),
+        Value::Bool(false) => "off".into(),
+        other => text(other),
+    }
 }
 
 fn user_details(u: &Value) -> String {

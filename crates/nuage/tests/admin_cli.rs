@@ -359,3 +359,93 @@ async fn the_cli_speaks_https_to_a_self_signed_server() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_operator_blocks_public_bucket_policies_tenant_wide() {
+    let server = Server::start();
+    let s3 = server.client();
+    let bucket = "public-site";
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key("key")
+        .body(b"hello".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{bucket}/*"}}]}}"#
+    );
+    let anonymous_get =
+        || common::raw_request(&server.endpoint, "GET", &format!("/{bucket}/key"), &[]).0;
+    let shown = admin_ok(&server, &["tenant", "show", "default"]);
+    assert!(
+        shown.contains("block public policy:") && shown.contains("restrict public buckets:"),
+        "{shown}"
+    );
+
+    // Blocked: a public bucket policy is refused.
+    let out = admin_ok(
+        &server,
+        &[
+            "tenant",
+            "public-access-block",
+            "default",
+            "--block-public-policy",
+        ],
+    );
+    assert!(out.contains("block public policy:"), "{out}");
+    let tenant = admin_json(&server, &["tenant", "show", "default"]);
+    assert_eq!(
+        tenant["public_access_block"],
+        serde_json::json!({"block_public_policy": true, "restrict_public_buckets": false})
+    );
+    let (code, status) = s3_failure(
+        s3.put_bucket_policy()
+            .bucket(bucket)
+            .policy(&policy)
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_deref(), status), (Some("AccessDenied"), 403));
+    assert_eq!(anonymous_get(), 403);
+
+    // Cleared: the same policy is accepted and opens the object to everyone.
+    let cleared = admin_json(&server, &["tenant", "public-access-block", "default"]);
+    assert_eq!(
+        cleared,
+        serde_json::json!({"block_public_policy": false, "restrict_public_buckets": false})
+    );
+    s3.put_bucket_policy()
+        .bucket(bucket)
+        .policy(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous_get(), 200);
+
+    // Restricted: the public policy grants nothing to anonymous callers any
+    // more, while the owner still reads.
+    let restricted = admin_json(
+        &server,
+        &[
+            "tenant",
+            "public-access-block",
+            "default",
+            "--restrict-public-buckets",
+        ],
+    );
+    assert_eq!(
+        restricted,
+        serde_json::json!({"block_public_policy": false, "restrict_public_buckets": true})
+    );
+    assert_eq!(anonymous_get(), 403);
+    assert_eq!(read(&s3, bucket, "key").await, b"hello");
+    let shown = admin_ok(&server, &["tenant", "show", "default"]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("restrict public buckets:") && l.ends_with("on")),
+        "{shown}"
+    );
+}

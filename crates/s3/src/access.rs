@@ -8,7 +8,7 @@
 
 use crate::auth::{auth_error, invalid_access_key};
 use nuage_iam::{AccessRequest, Iam, Identity};
-use nuage_storage::{BucketRecord, Storage};
+use nuage_storage::{BucketRecord, Storage, StorageError};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput, UploadPartCopyInput};
 use s3s::path::S3Path;
@@ -297,8 +297,15 @@ impl Authorizer {
             .unwrap_or_default()
     }
 
-    async fn bucket(&self, name: &str) -> Option<BucketRecord> {
-        self.storage.bucket(name).await.ok()
+    /// The bucket's record, `None` when there is no such bucket. Any other
+    /// failure refuses the request: without its record, another tenant's
+    /// bucket would be judged as one the caller's tenant is about to create.
+    async fn bucket(&self, name: &str) -> S3Result<Option<BucketRecord>> {
+        match self.storage.bucket(name).await {
+            Ok(record) => Ok(Some(record)),
+            Err(StorageError::NoSuchBucket) => Ok(None),
+            Err(e) => Err(crate::errors::to_s3(e)),
+        }
     }
 
     /// Checks read access to a copy source (CopyObject, UploadPartCopy).
@@ -312,7 +319,7 @@ impl Authorizer {
             return Ok(());
         };
         let caller = req.extensions.get::<Caller>().and_then(|c| c.0.clone());
-        let record = self.bucket(bucket).await;
+        let record = self.bucket(bucket).await?;
         let action = action_for("GetObject", version_id.is_some());
         let context = Self::base_context(&req.extensions);
         self.decide(
@@ -371,7 +378,7 @@ impl S3Access for Authorizer {
             }
         }
         let record = match &bucket_name {
-            Some(name) if op != "CreateBucket" => self.bucket(name).await,
+            Some(name) if op != "CreateBucket" => self.bucket(name).await?,
             _ => None,
         };
         let resource = resource_arn(bucket_name.as_deref(), key.as_deref());
@@ -380,13 +387,26 @@ impl S3Access for Authorizer {
             self.decide(caller.as_ref(), action, record.as_ref(), resource, context)
                 .await?;
         }
+        // The bucket policy is its owner's to manage: a policy may grant
+        // these actions to others, but like AWS, S3 then answers 405.
+        if matches!(
+            op,
+            "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+        ) && let Some(record) = &record
+            && caller.as_ref().map(|c| c.tenant_id.as_str()) != Some(record.owner.as_str())
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::MethodNotAllowed,
+                "only the bucket owner's tenant may manage its bucket policy",
+            ));
+        }
         cx.extensions_mut().insert(Caller(caller));
         Ok(())
     }
 
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let caller = req.extensions.get::<Caller>().and_then(|c| c.0.clone());
-        let record = self.bucket(&req.input.bucket).await;
+        let record = self.bucket(&req.input.bucket).await?;
         let context = Self::base_context(&req.extensions);
         // One denied key denies the request: a batch must not be a way around
         // a per-prefix policy. (AWS reports per key; a whole refusal is safer
