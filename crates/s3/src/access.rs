@@ -287,14 +287,17 @@ impl Authorizer {
         }
     }
 
-    /// The owner tenant's Block Public Access (all off if it cannot be read,
-    /// in which case the bucket's own settings still apply).
+    /// The owner tenant's Block Public Access. If it cannot be read, every
+    /// block is on: failing closed only withholds public access, which the
+    /// owner's own identities never need.
     async fn tenant_blocks(&self, tenant: &str) -> nuage_iam::TenantPublicAccessBlock {
-        self.iam
-            .tenant(tenant)
-            .await
-            .map(|t| t.public_access_block)
-            .unwrap_or_default()
+        self.iam.tenant(tenant).await.map_or(
+            nuage_iam::TenantPublicAccessBlock {
+                block_public_policy: true,
+                restrict_public_buckets: true,
+            },
+            |t| t.public_access_block,
+        )
     }
 
     /// The bucket's record, `None` when there is no such bucket. Any other
