@@ -27,10 +27,16 @@ fn fixture() -> Fixture {
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         Arc::clone(&clock),
     );
+    let root = nuage_crypto::RootKeyFile::open_or_create(&dir.path().join("root.key")).unwrap();
+    let keys = nuage_kms::KeyService::new(
+        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
+        root,
+    );
     let storage = Storage::new(
         meta,
         blobs,
         clock,
+        keys,
         StorageConfig {
             regions: vec![Region {
                 name: "fr-par".into(),
@@ -99,7 +105,7 @@ impl Fixture {
         let stream = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(data))]);
         let staged = self
             .storage
-            .stage(stream, Some(data.len() as u64), 1 << 20, &[])
+            .stage(bucket, key, stream, Some(data.len() as u64), 1 << 20, &[])
             .await
             .unwrap();
         self.storage

@@ -123,6 +123,11 @@ pub struct DataSegment {
     /// and GetObjectAttributes); None for single-part objects.
     #[serde(default)]
     pub part_etag: Option<String>,
+    /// The blob's data key, wrapped by the owning tenant's key (base64). The
+    /// blob then holds the `nuage-crypto` chunked AES-256-GCM format; None
+    /// only for data written before encryption at rest existed.
+    #[serde(default)]
+    pub sealed_key: Option<String>,
 }
 
 /// One version of an object, or a delete marker.
@@ -209,4 +214,7 @@ pub struct PartRecord {
     pub last_modified_unix_ns: i64,
     #[serde(default)]
     pub checksums: Checksums,
+    /// The part blob's wrapped data key (see [`DataSegment::sealed_key`]).
+    #[serde(default)]
+    pub sealed_key: Option<String>,
 }

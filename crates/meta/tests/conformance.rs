@@ -45,6 +45,7 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
             blob_id: blob.into(),
             size: 1,
             part_etag: None,
+            sealed_key: None,
         }],
     }
 }
@@ -362,6 +363,7 @@ async fn uploads_parts_and_completion() {
             etag: format!("e{n}"),
             last_modified_unix_ns: 1,
             checksums: Checksums::default(),
+            sealed_key: None,
         };
         for n in 1..=3 {
             assert!(
@@ -400,11 +402,13 @@ async fn uploads_parts_and_completion() {
                 blob_id: "p1".into(),
                 size: 5,
                 part_etag: Some("e1".into()),
+                sealed_key: None,
             },
             DataSegment {
                 blob_id: "p2b".into(),
                 size: 5,
                 part_etag: Some("e2".into()),
+                sealed_key: None,
             },
         ];
         let outcome = store

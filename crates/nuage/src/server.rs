@@ -39,10 +39,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         Arc::clone(&clock),
     );
+    // Encryption at rest: the root of trust (a development key file for now)
+    // protects each tenant's key, which wraps every blob's data key.
+    let root_key = nuage_crypto::RootKeyFile::open_or_create(&config.data_dir.join(ROOT_KEY_FILE))
+        .context("cannot open the root key")?;
+    let keys = nuage_kms::KeyService::new(
+        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
+        root_key,
+    );
     let storage = Storage::new(
         meta,
         Arc::new(blobs),
         Arc::clone(&clock),
+        keys,
         StorageConfig {
             regions: config.regions.clone(),
             default_region_aliases: vec!["us-east-1".into()],
@@ -201,6 +210,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     Ok(())
 }
+
+/// The development root of trust, in the data directory (mode 0600).
+const ROOT_KEY_FILE: &str = "root.key";
 
 /// Writes `DATA_DIR/started` and returns its modification time.
 fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {

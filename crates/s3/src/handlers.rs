@@ -452,13 +452,20 @@ fn setting(value: Option<bool>) -> bool {
     value.unwrap_or(false)
 }
 
+/// A request body and the object it is for.
+struct Upload<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    body: Option<StreamingBlob>,
+    content_length: Option<i64>,
+    size_bytes_max: u64,
+}
+
 /// Reads a request body into a staged blob and checks it against the digests
 /// the client sent.
 async fn stage_body(
     storage: &Storage,
-    body: Option<StreamingBlob>,
-    content_length: Option<i64>,
-    size_bytes_max: u64,
+    upload: Upload<'_>,
     algorithms: &[ChecksumAlgorithm],
     digests: ClientDigests<'_>,
 ) -> S3Result<nuage_storage::Staged> {
@@ -467,16 +474,25 @@ async fn stage_body(
         announced: mut expected,
         trailers,
     } = digests;
+    let Upload {
+        bucket,
+        key,
+        body,
+        content_length,
+        size_bytes_max,
+    } = upload;
     let expected_len = content_length.and_then(|l| u64::try_from(l).ok());
     let staged = match body {
         Some(body) => {
             storage
-                .stage(body, expected_len, size_bytes_max, algorithms)
+                .stage(bucket, key, body, expected_len, size_bytes_max, algorithms)
                 .await
         }
         None => {
             storage
                 .stage(
+                    bucket,
+                    key,
                     futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
                     expected_len,
                     size_bytes_max,
@@ -890,9 +906,13 @@ impl S3 for NuageS3 {
         let algorithms = algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
         let staged = stage_body(
             &self.storage,
-            input.body,
-            input.content_length,
-            limits::PUT_OBJECT_SIZE_BYTES_MAX,
+            Upload {
+                bucket: &input.bucket,
+                key: &input.key,
+                body: input.body,
+                content_length: input.content_length,
+                size_bytes_max: limits::PUT_OBJECT_SIZE_BYTES_MAX,
+            },
             &algorithms,
             ClientDigests {
                 content_md5: input.content_md5.as_deref(),
@@ -1145,7 +1165,7 @@ impl S3 for NuageS3 {
         Storage::validate_attributes(&attributes).map_err(to_s3)?;
         let staged = self
             .storage
-            .stage_copy(&source, 0, source.size)
+            .stage_copy(&source, 0, source.size, &input.bucket, &input.key)
             .await
             .map_err(to_s3)?;
         let mut algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
@@ -1169,24 +1189,12 @@ impl S3 for NuageS3 {
         {
             stored_checksums(&staged.digests.checksums, &algorithms)
         } else {
-            let body = self
+            let digests = self
                 .storage
-                .read_object(&source, 0, source.size)
+                .digest_object(&source, &algorithms)
                 .await
                 .map_err(to_s3)?;
-            let again = self
-                .storage
-                .stage(
-                    body,
-                    Some(source.size),
-                    limits::OBJECT_SIZE_BYTES_MAX,
-                    &algorithms,
-                )
-                .await
-                .map_err(to_s3)?;
-            let c = stored_checksums(&again.digests.checksums, &algorithms);
-            self.storage.discard(again).await;
-            c
+            stored_checksums(&digests.checksums, &algorithms)
         };
         let record = self
             .storage
@@ -1553,9 +1561,13 @@ impl S3 for NuageS3 {
         }
         let staged = stage_body(
             &self.storage,
-            input.body,
-            input.content_length,
-            limits::PART_SIZE_BYTES_MAX,
+            Upload {
+                bucket: &input.bucket,
+                key: &input.key,
+                body: input.body,
+                content_length: input.content_length,
+                size_bytes_max: limits::PART_SIZE_BYTES_MAX,
+            },
             &algorithms,
             ClientDigests {
                 content_md5: input.content_md5.as_deref(),
@@ -1638,7 +1650,14 @@ impl S3 for NuageS3 {
         }
         let staged = self
             .storage
-            .stage(body, Some(len), limits::PART_SIZE_BYTES_MAX, &algorithms)
+            .stage(
+                &input.bucket,
+                &input.key,
+                body,
+                Some(len),
+                limits::PART_SIZE_BYTES_MAX,
+                &algorithms,
+            )
             .await
             .map_err(to_s3)?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);

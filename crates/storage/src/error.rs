@@ -98,3 +98,9 @@ impl From<BlobError> for StorageError {
         }
     }
 }
+
+impl From<nuage_crypto::CryptoError> for StorageError {
+    fn from(e: nuage_crypto::CryptoError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}

@@ -111,7 +111,17 @@ impl Storage {
         staged: Staged,
         checksums: Checksums,
     ) -> StorageResult<PartRecord> {
-        let number = match check_part_number(part_number) {
+        let checked = check_part_number(part_number).and_then(|n| {
+            if staged.bucket == bucket && staged.key == key {
+                Ok(n)
+            } else {
+                Err(StorageError::Internal(format!(
+                    "data staged for {}/{} cannot become a part of {bucket}/{key}",
+                    staged.bucket, staged.key
+                )))
+            }
+        });
+        let number = match checked {
             Ok(n) => n,
             Err(e) => {
                 self.discard(staged).await;
@@ -125,6 +135,7 @@ impl Storage {
             etag: staged.digests.md5_hex(),
             last_modified_unix_ns: self.now_ns(),
             checksums,
+            sealed_key: staged.sealed_key.clone(),
         };
         match self
             .meta
@@ -324,6 +335,7 @@ impl Storage {
                 blob_id: part.blob_id.clone(),
                 size: part.size,
                 part_etag: Some(part.etag.clone()),
+                sealed_key: part.sealed_key.clone(),
             });
         }
         if size > limits::OBJECT_SIZE_BYTES_MAX {

@@ -8,10 +8,13 @@
 
 use crate::digest::{ChecksumAlgorithm, DigestSet, Digests};
 use crate::{StorageError, StorageResult};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
+use nuage_kms::KeyService;
 use nuage_meta::{
     BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion,
     VersionRecord, Versioning, WriteCondition,
@@ -49,8 +52,15 @@ pub struct ObjectAttributes {
 #[derive(Debug)]
 pub struct Staged {
     pub blob_id: String,
+    /// Plaintext bytes.
     pub size: u64,
     pub digests: Digests,
+    /// The object the blob's encryption is bound to: it may only become
+    /// data of this bucket and key.
+    pub bucket: String,
+    pub key: String,
+    /// The blob's data key, wrapped (base64).
+    pub sealed_key: Option<String>,
 }
 
 /// The result of a DeleteObject.
@@ -64,12 +74,37 @@ pub struct DeleteOutcome {
 pub type ObjectBody =
     std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
+/// One segment's part of a read: which blob bytes, and how to open them.
+struct Piece {
+    blob_id: String,
+    from: u64,
+    len: u64,
+    sealing: Option<(nuage_crypto::DataKey, Vec<u8>, nuage_crypto::ChunkSpan)>,
+}
+
+/// Why reading a segment failed (blob store or cipher), for the body stream.
+#[derive(Debug)]
+struct ReadFailure(String);
+
+impl From<nuage_blob::BlobError> for ReadFailure {
+    fn from(e: nuage_blob::BlobError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<nuage_crypto::CryptoError> for ReadFailure {
+    fn from(e: nuage_crypto::CryptoError) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// The storage service.
 #[derive(Clone)]
 pub struct Storage {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keys: KeyService,
     config: Arc<StorageConfig>,
 }
 
@@ -79,12 +114,14 @@ impl Storage {
         meta: Arc<dyn MetaStore>,
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
+        keys: KeyService,
         config: StorageConfig,
     ) -> Self {
         Self {
             meta,
             blobs,
             clock,
+            keys,
             config: Arc::new(config),
         }
     }
@@ -327,14 +364,20 @@ impl Storage {
 
     // ---- writing ----
 
-    /// Streams a body into a new durable blob, computing the MD5 and the given
-    /// checksums. Fails (and removes the blob) past `size_bytes_max`, or when
-    /// `expected_len` is given and the body is shorter or longer.
+    /// Streams a body into a new durable blob for object `key` of `bucket`,
+    /// computing the MD5 and the given checksums over the plaintext, and
+    /// encrypting it under a fresh data key bound to the blob (see
+    /// [`Self::binding`]). Fails (and removes the blob) past
+    /// `size_bytes_max`, or when `expected_len` is given and the body is
+    /// shorter or longer.
     ///
     /// # Errors
-    /// `EntityTooLarge`, `IncompleteBody`, `Body`, or a blob store failure.
+    /// `NoSuchBucket`, `EntityTooLarge`, `IncompleteBody`, `Body`, a key or
+    /// blob store failure.
     pub async fn stage<S, E>(
         &self,
+        bucket: &str,
+        key: &str,
         body: S,
         expected_len: Option<u64>,
         size_bytes_max: u64,
@@ -349,12 +392,23 @@ impl Storage {
                 "your proposed upload exceeds the maximum allowed size of {size_bytes_max} bytes"
             )));
         }
+        let bucket_record = self.bucket(bucket).await?;
         let mut writer = self.blobs.create().await?;
+        let binding = Self::binding(&bucket_record, key, writer.blob_id());
+        let (data_key, wrapped) = match self.keys.new_data_key(&bucket_record.owner, &binding).await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                writer.abandon().await;
+                return Err(StorageError::Internal(e.to_string()));
+            }
+        };
         let mut digests = DigestSet::new(algorithms);
         let mut size: u64 = 0;
-        let mut body = std::pin::pin!(body);
         let result: StorageResult<()> = async {
-            while let Some(chunk) = body.next().await {
+            // The plaintext is measured and digested on its way to the cipher;
+            // only ciphertext reaches the blob store.
+            let plaintext = body.map(|chunk| {
                 let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
                 size += chunk.len() as u64;
                 if size > size_bytes_max {
@@ -363,14 +417,24 @@ impl Storage {
                     )));
                 }
                 digests.update(&chunk);
-                writer.write(chunk).await?;
-            }
-            if expected_len.is_some_and(|l| l != size) {
-                return Err(StorageError::IncompleteBody);
+                Ok::<Bytes, StorageError>(chunk)
+            });
+            let mut sealed = std::pin::pin!(nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(
+                data_key, &binding, plaintext
+            ));
+            while let Some(chunk) = sealed.next().await {
+                writer.write(chunk?).await?;
             }
             Ok(())
         }
         .await;
+        let result = result.and_then(|()| {
+            if expected_len.is_some_and(|l| l != size) {
+                Err(StorageError::IncompleteBody)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = result {
             writer.abandon().await;
             return Err(e);
@@ -381,7 +445,24 @@ impl Storage {
             blob_id,
             size,
             digests: digests.finish(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            sealed_key: Some(BASE64.encode(wrapped)),
         })
+    }
+
+    /// What a blob's data key is bound to: the owning tenant, the bucket, the
+    /// object key, the blob and the region. A wrapped key copied onto another
+    /// object, bucket or tenant does not unwrap.
+    fn binding(bucket: &BucketRecord, key: &str, blob: &str) -> Vec<u8> {
+        nuage_crypto::Binding {
+            tenant: &bucket.owner,
+            bucket: &bucket.name,
+            key,
+            blob,
+            region: &bucket.region,
+        }
+        .encode()
     }
 
     /// Removes a staged blob that will not be committed.
@@ -489,6 +570,12 @@ impl Storage {
     ) -> StorageResult<VersionRecord> {
         Self::validate_key(key)?;
         Self::validate_attributes(&attributes)?;
+        if staged.bucket != bucket || staged.key != key {
+            return Err(StorageError::Internal(format!(
+                "data staged for {}/{} cannot become {bucket}/{key}",
+                staged.bucket, staged.key
+            )));
+        }
         let bucket_record = self.bucket(bucket).await?;
         if !checksums.is_empty() {
             checksums.checksum_type = Some("FULL_OBJECT".into());
@@ -510,6 +597,7 @@ impl Storage {
                 blob_id: staged.blob_id.clone(),
                 size: staged.size,
                 part_etag: None,
+                sealed_key: staged.sealed_key.clone(),
             }],
         };
         let outcome = self
@@ -574,31 +662,104 @@ impl Storage {
         offset: u64,
         len: u64,
     ) -> StorageResult<ObjectBody> {
+        let bucket = self.bucket(&record.bucket).await?;
+        // Data keys are unwrapped before the first byte is read (a key that
+        // does not unwrap is an error status, not a cut-off body); the blobs
+        // themselves are opened one segment at a time.
         let mut pieces = Vec::new();
         let mut segment_start = 0u64;
         let end = offset.saturating_add(len);
         for segment in &record.segments {
             let segment_end = segment_start + segment.size;
-            if segment_end > offset && segment_start < end && segment.size > 0 {
+            let touched = segment_end > offset && segment_start < end && segment.size > 0;
+            // An empty encrypted object still has one chunk to authenticate.
+            let empty_object = record.size == 0 && segment.sealed_key.is_some();
+            if touched || empty_object {
                 let from = offset.max(segment_start) - segment_start;
                 let to = end.min(segment_end) - segment_start;
-                pieces.push((segment.blob_id.clone(), from, to - from));
+                let sealing = match &segment.sealed_key {
+                    None => None,
+                    Some(wrapped) => {
+                        let wrapped = BASE64.decode(wrapped).map_err(|e| {
+                            StorageError::Corrupt(format!(
+                                "wrapped key of blob {}: {e}",
+                                segment.blob_id
+                            ))
+                        })?;
+                        let binding = Self::binding(&bucket, &record.key, &segment.blob_id);
+                        let key = self
+                            .keys
+                            .open_data_key(&bucket.owner, &wrapped, &binding)
+                            .await
+                            .map_err(|e| {
+                                StorageError::Corrupt(format!(
+                                    "data key of blob {}: {e}",
+                                    segment.blob_id
+                                ))
+                            })?;
+                        let span =
+                            nuage_crypto::ChunkSpan::for_range(segment.size, from, to - from)?;
+                        Some((key, binding, span))
+                    }
+                };
+                pieces.push(Piece {
+                    blob_id: segment.blob_id.clone(),
+                    from,
+                    len: to - from,
+                    sealing,
+                });
             }
             segment_start = segment_end;
         }
         let blobs = Arc::clone(&self.blobs);
-        let stream = futures::stream::iter(pieces)
-            .map(move |(blob, from, n)| blobs.read(&blob, from, n))
-            .flatten()
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        let mut stream: ObjectBody = Box::pin(stream);
+        let stream = futures::stream::iter(pieces).map(move |piece| -> ObjectBody {
+            match piece.sealing {
+                None => Box::pin(
+                    blobs
+                        .read(&piece.blob_id, piece.from, piece.len)
+                        .map_err(|e| std::io::Error::other(e.to_string())),
+                ),
+                Some((key, binding, span)) => {
+                    let ciphertext = blobs.read(
+                        &piece.blob_id,
+                        span.ciphertext_offset(),
+                        span.ciphertext_len(),
+                    );
+                    Box::pin(
+                        nuage_crypto::decrypt_stream::<_, nuage_blob::BlobError, ReadFailure>(
+                            &key, &binding, span, ciphertext,
+                        )
+                        .map_err(|e| std::io::Error::other(e.0)),
+                    )
+                }
+            }
+        });
+        let mut stream: ObjectBody = Box::pin(stream.flatten());
         match stream.next().await {
             None => Ok(Box::pin(futures::stream::empty())),
             Some(Err(e)) => Err(StorageError::Corrupt(e.to_string())),
+            Some(Ok(first)) if first.is_empty() => Ok(stream),
             Some(Ok(first)) => Ok(Box::pin(
                 futures::stream::once(async move { Ok(first) }).chain(stream),
             )),
         }
+    }
+
+    /// Digests a whole version (MD5 and the given checksums) without copying it.
+    ///
+    /// # Errors
+    /// `Corrupt` when stored data fails its checks.
+    pub async fn digest_object(
+        &self,
+        record: &VersionRecord,
+        algorithms: &[ChecksumAlgorithm],
+    ) -> StorageResult<Digests> {
+        let mut body = self.read_object(record, 0, record.size).await?;
+        let mut digests = DigestSet::new(algorithms);
+        while let Some(chunk) = body.next().await {
+            digests.update(&chunk.map_err(|e| StorageError::Corrupt(e.to_string()))?);
+        }
+        Ok(digests.finish())
     }
 
     // ---- copying ----
@@ -612,14 +773,25 @@ impl Storage {
         source: &VersionRecord,
         offset: u64,
         len: u64,
+        bucket: &str,
+        key: &str,
     ) -> StorageResult<Staged> {
         let body = self.read_object(source, offset, len).await?;
         let algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
             .into_iter()
             .filter(|a| a.get(&source.checksums).is_some())
             .collect();
-        self.stage(body, Some(len), limits::OBJECT_SIZE_BYTES_MAX, &algorithms)
-            .await
+        // The copy is encrypted afresh: its data key is bound to its own
+        // bucket, key and blob.
+        self.stage(
+            bucket,
+            key,
+            body,
+            Some(len),
+            limits::OBJECT_SIZE_BYTES_MAX,
+            &algorithms,
+        )
+        .await
     }
 
     // ---- deleting ----
