@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the S3 clients that the compatibility suite (tests/compat) drives.
+# Installs the S3 clients that the compatibility suite (tests/compat) drives,
+# and SoftHSM2, the PKCS#11 token the HSM root-of-trust tests run against
+# (crates/kms, crates/nuage/tests/hsm.rs).
 #
 # Why a script and not "whatever is on the machine": CI runs on a fresh machine
 # as often as not, so every tool the tests need must be installed by the
@@ -37,6 +39,10 @@ log() { printf 'install-test-deps: %s\n' "$*"; }
 apt_missing=()
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 command -v rclone >/dev/null 2>&1 || apt_missing+=(rclone)
+# softhsm2 brings softhsm2-util and, through libsofthsm2, the PKCS#11 module.
+if ! command -v softhsm2-util >/dev/null 2>&1 || [[ ! -e /usr/lib/softhsm/libsofthsm2.so ]]; then
+  apt_missing+=(softhsm2)
+fi
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_missing+=(python3-venv)
 fi
@@ -65,7 +71,7 @@ if ((${#apt_missing[@]})); then
     python=/usr/bin/python3
   fi
 else
-  log "curl and rclone already present ($(rclone version 2>/dev/null | head -n1))"
+  log "curl, rclone and softhsm2 already present ($(rclone version 2>/dev/null | head -n1))"
 fi
 
 # --- Python venv -----------------------------------------------------------
@@ -99,4 +105,5 @@ log "s3cmd: $("$venv/bin/s3cmd" --version 2>&1)"
 log "pytest: $("$venv/bin/python" -m pytest --version 2>&1)"
 log "rclone: $(rclone version 2>/dev/null | head -n1)"
 log "curl: $(curl --version | head -n1)"
+log "softhsm2: $(softhsm2-util --version 2>&1)"
 log "venv bin dir: $venv/bin"

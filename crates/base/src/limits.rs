@@ -62,3 +62,45 @@ pub const IAM_TAGS_MAX: usize = 50;
 /// Most items one IAM list page returns, and the default page (AWS: 1,000 and 100).
 pub const IAM_LIST_ITEMS_MAX: usize = 1000;
 pub const IAM_LIST_ITEMS_DEFAULT: usize = 100;
+/// Largest KMS JSON API request body. The largest legitimate request is a
+/// key policy (Nuage: 20 KiB, as a bucket policy) JSON-escaped, or a 6 KiB
+/// ciphertext base64-encoded with encryption contexts.
+pub const KMS_REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest plaintext KMS Encrypt accepts (AWS: 4,096 bytes).
+pub const KMS_PLAINTEXT_BYTES_MAX: usize = 4096;
+/// Largest ciphertext blob KMS Decrypt accepts (AWS: 6,144 bytes).
+pub const KMS_CIPHERTEXT_BYTES_MAX: usize = 6144;
+/// Most bytes GenerateRandom and GenerateDataKey's NumberOfBytes return (AWS: 1,024).
+pub const KMS_RANDOM_BYTES_MAX: usize = 1024;
+/// Largest encryption context, keys and values together, in UTF-8 bytes
+/// (AWS documents no exact figure; this bounds the AAD built from it).
+pub const KMS_ENCRYPTION_CONTEXT_BYTES_MAX: usize = 8 * 1024;
+/// Longest KMS key description (AWS: 8,192 characters).
+pub const KMS_DESCRIPTION_CHARS_MAX: usize = 8192;
+/// Longest alias name, `alias/` included (AWS: 256 characters).
+pub const KMS_ALIAS_NAME_CHARS_MAX: usize = 256;
+/// Most KMS keys of one tenant, pending deletion included (AWS: 100,000 per account and region).
+pub const KMS_KEYS_PER_TENANT_MAX: u32 = 100_000;
+/// Most aliases naming one KMS key (AWS: 50).
+pub const KMS_ALIASES_PER_KEY_MAX: usize = 50;
+/// Most on-demand rotations of one KMS key (AWS: 25, not adjustable).
+pub const KMS_ON_DEMAND_ROTATIONS_MAX: usize = 25;
+/// Most items one KMS list page returns (AWS: 1,000), and the default pages of
+/// ListKeys and ListKeyRotations (AWS: 100) and of ListAliases (AWS: 50).
+pub const KMS_LIST_ITEMS_MAX: usize = 1000;
+pub const KMS_LIST_ITEMS_DEFAULT: usize = 100;
+pub const KMS_LIST_ALIASES_DEFAULT: usize = 50;
+/// Most tags on a KMS key (AWS: 50).
+pub const KMS_TAGS_MAX: usize = 50;
+/// Times a KMS key update is retried when a concurrent write changed the key
+/// first (optimistic concurrency); more means sustained contention: refused.
+pub const KMS_UPDATE_ATTEMPTS_MAX: usize = 8;
+/// Waiting period before a KMS key scheduled for deletion is deleted, in days
+/// (AWS: 7 to 30, default 30).
+pub const KMS_PENDING_WINDOW_DAYS_MIN: u32 = 7;
+pub const KMS_PENDING_WINDOW_DAYS_MAX: u32 = 30;
+pub const KMS_PENDING_WINDOW_DAYS_DEFAULT: u32 = 30;
+/// Automatic rotation period of a KMS key, in days (AWS: 90 to 2,560, default 365).
+pub const KMS_ROTATION_PERIOD_DAYS_MIN: u32 = 90;
+pub const KMS_ROTATION_PERIOD_DAYS_MAX: u32 = 2560;
+pub const KMS_ROTATION_PERIOD_DAYS_DEFAULT: u32 = 365;

@@ -4,7 +4,10 @@
 //! the system random number generator, never appear in `Debug` output, are
 //! not `Clone`, and are overwritten with zeros when dropped. Two types rather
 //! than one so a data key cannot be passed where a key-encryption key is
-//! expected. This module must never hand out raw key bytes outside the crate.
+//! expected. This module must never hand out raw key bytes outside the crate,
+//! with one documented exception: a root of trust that wraps tenant keys in
+//! a hardware security module needs a key-encryption key's bytes in and out
+//! ([`KeyEncryptionKey::expose_bytes`], [`KeyEncryptionKey::from_bytes`]).
 //!
 //! Randomness deliberately does not come through a substitutable trait (as
 //! time does elsewhere in Nuage): a test-controlled source is exactly what
@@ -98,6 +101,28 @@ impl KeyEncryptionKey {
 
     pub(crate) fn from_secret(bytes: SecretBytes) -> Self {
         Self { bytes }
+    }
+
+    /// A key-encryption key from raw bytes that a root of trust has just
+    /// unwrapped (a hardware security module decrypting a stored tenant key).
+    ///
+    /// **Only root-of-trust adapters may use this** (`nuage-kms`'s PKCS#11
+    /// root): everywhere else a key-encryption key comes from
+    /// [`KeyEncryptionKey::generate`] or [`crate::unwrap_key_encryption_key`].
+    /// The bytes must be the output of an authenticated decryption, never
+    /// input from the network or disk.
+    pub fn from_bytes(bytes: Zeroizing<[u8; KEY_BYTES]>) -> Self {
+        Self { bytes }
+    }
+
+    /// The raw key bytes, for a root of trust that wraps this key outside the
+    /// process (a hardware security module encrypting a tenant key).
+    ///
+    /// **Only root-of-trust adapters may use this**, to hand the bytes
+    /// straight to the wrapping operation: never log, store or send them
+    /// anywhere else, and keep any copy in a [`Zeroizing`] buffer.
+    pub fn expose_bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.bytes
     }
 
     pub(crate) fn secret(&self) -> &[u8; KEY_BYTES] {

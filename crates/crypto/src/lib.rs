@@ -13,9 +13,11 @@
 //! Every object (more precisely: every blob) is sealed under its own fresh
 //! [`DataKey`]. The data key is stored only *wrapped* (encrypted) under a
 //! [`KeyEncryptionKey`] with [`wrap_data_key`], next to the object's metadata.
-//! For development the key-encryption key is the root key from
-//! [`RootKeyFile::open_or_create`]; production keeps it in a hardware security
-//! module behind PKCS#11 (a later issue).
+//! Each tenant's key-encryption key is in turn wrapped by the root of trust:
+//! for development the root key from [`RootKeyFile::open_or_create`]; in
+//! production a key inside a hardware security module, reached over PKCS#11
+//! by `nuage-kms`, which seals with AES-256-GCM in the HSM using
+//! [`key_encryption_key_wrap_aad`] so the stored format is the same.
 //!
 //! # Object format (version 1)
 //!
@@ -129,12 +131,20 @@
 //! different bindings encode to the same bytes, whatever characters the fields
 //! contain.
 //!
+//! # Sealed messages
+//!
+//! [`seal_message`] encrypts a short message whole under a key-encryption key
+//! (a KMS customer key's material) with a fresh random nonce and the caller's
+//! AAD prefixed by `msg|`; see the `message` module. [`random_bytes`] hands out
+//! system randomness in a zeroing buffer (data keys for `GenerateDataKey`).
+//!
 //! # Root key file (development only)
 //!
 //! Exactly 32 raw random bytes, mode `0600`; see [`RootKeyFile`].
 
 mod format;
 mod keys;
+mod message;
 mod root_key;
 mod stream;
 mod wrap;
@@ -144,11 +154,12 @@ pub use format::{
     chunk_count, ciphertext_len, plaintext_len,
 };
 pub use keys::{DataKey, KEY_BYTES, KeyEncryptionKey};
+pub use message::{MESSAGE_NONCE_BYTES, SealedMessage, open_message, random_bytes, seal_message};
 pub use root_key::RootKeyFile;
 pub use stream::{DecryptStream, EncryptStream, decrypt_stream, encrypt_stream};
 pub use wrap::{
-    Binding, WRAPPED_KEY_BYTES, WRAPPED_KEY_FORMAT_V1, unwrap_data_key, unwrap_key_encryption_key,
-    wrap_data_key, wrap_key_encryption_key,
+    Binding, WRAPPED_KEY_BYTES, WRAPPED_KEY_FORMAT_V1, key_encryption_key_wrap_aad,
+    unwrap_data_key, unwrap_key_encryption_key, wrap_data_key, wrap_key_encryption_key,
 };
 
 use std::path::PathBuf;
@@ -186,6 +197,8 @@ pub enum CryptoError {
     MalformedWrappedKey(&'static str),
     #[error("wrapped key failed authentication: wrong key-encryption key or wrong binding")]
     UnwrapAuthentication,
+    #[error("sealed message failed authentication: wrong key or context, or it was altered")]
+    MessageAuthentication,
     #[error("root key file {}: {source}", .path.display())]
     RootKeyIo {
         path: PathBuf,

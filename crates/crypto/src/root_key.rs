@@ -2,8 +2,9 @@
 //!
 //! **Development only.** Anyone who can read the file (or a backup of it, or
 //! the disk) can decrypt every object. Production keeps the root key inside a
-//! hardware security module and reaches it through PKCS#11; that arrives with
-//! a later issue and will replace this module, not extend it.
+//! hardware security module and reaches it through PKCS#11 (`nuage-kms`'s
+//! `Pkcs11Root`, `[root_of_trust] kind = "pkcs11"`); this file is the
+//! default only so that `nuage serve` works with no setup.
 //!
 //! This module owns the file's format (exactly [`KEY_BYTES`] random bytes, no
 //! header) and its safety rules: created with mode `0600`, written to a

@@ -154,6 +154,17 @@ fn kek_aad(aad: &[u8]) -> Vec<u8> {
     full
 }
 
+/// The associated data that [`wrap_key_encryption_key`] authenticates for a
+/// caller's `aad`: the format version byte, `kek|`, then `aad`.
+///
+/// For root-of-trust adapters that run AES-256-GCM outside the process (a
+/// hardware security module): sealing the 32 key bytes with this AAD and a
+/// random 12-byte nonce, laid out as `0x01 || nonce || ciphertext || tag`,
+/// gives exactly the wrapped-key format of this crate.
+pub fn key_encryption_key_wrap_aad(aad: &[u8]) -> Vec<u8> {
+    wrap_aad(&kek_aad(aad))
+}
+
 /// Encrypts a key-encryption key (a tenant key) under another (the root of
 /// trust), authenticating `aad` (for example the tenant id).
 pub fn wrap_key_encryption_key(
@@ -321,6 +332,28 @@ mod tests {
         let dek = unwrap_data_key(&kek, &wrapped, &aad).expect("known-answer unwrap");
         let expected: [u8; KEY_BYTES] = std::array::from_fn(|i| 0xA0 ^ i as u8);
         assert_eq!(dek.secret(), &expected);
+    }
+
+    /// An external AES-256-GCM (here `ring` itself, standing in for an HSM)
+    /// fed the documented AAD and layout produces a wrapped key this crate
+    /// opens.
+    #[test]
+    fn external_sealing_with_the_published_aad_matches_the_format() {
+        let root = kek(9);
+        let tenant = kek(4);
+        let nonce = [3u8; NONCE_LEN];
+        let mut sealed = tenant.secret().to_vec();
+        let tag = root
+            .aead_key()
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(key_encryption_key_wrap_aad(b"123456789012").as_slice()),
+                &mut sealed,
+            )
+            .unwrap();
+        let wrapped = [&[WRAPPED_KEY_FORMAT_V1][..], &nonce, &sealed, tag.as_ref()].concat();
+        let back = unwrap_key_encryption_key(&root, &wrapped, b"123456789012").unwrap();
+        assert_eq!(back.secret(), tenant.secret());
     }
 
     #[test]

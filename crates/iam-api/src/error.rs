@@ -92,6 +92,17 @@ impl ApiError {
         )
     }
 
+    /// Signature refusals, as IAM and STS name them.
+    pub(crate) fn from_sigv4(error: nuage_sigv4::SigV4Error) -> Self {
+        use nuage_sigv4::SigV4Error;
+        match error {
+            SigV4Error::Incomplete(m) => Self::incomplete_signature(m),
+            e @ SigV4Error::WrongService { .. } => Self::incomplete_signature(e.to_string()),
+            SigV4Error::Mismatch => Self::signature_does_not_match(),
+            SigV4Error::Expired(m) => Self::new(StatusCode::BAD_REQUEST, "RequestExpired", m),
+        }
+    }
+
     /// The one place identity-service refusals become wire codes. STS names
     /// bad input `ValidationError` where IAM says `InvalidInput`.
     pub(crate) fn from_iam(error: IamError, api: Api) -> Self {

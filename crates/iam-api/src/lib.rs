@@ -2,7 +2,7 @@
 //! (and every SDK) work unchanged against a Nuage endpoint.
 //!
 //! One request goes: form parameters ([`params`]) -> SigV4 verification
-//! ([`sigv4`]) and the caller's identity (`Iam::resolve`, session token
+//! (`nuage-sigv4`) and the caller's identity (`Iam::resolve`, session token
 //! checked) -> a closed [`action::Action`] -> authorization of `iam:ActionName`
 //! on the ARN of the entity it touches (`Iam::authorize`) -> the identity
 //! service -> an AWS Query XML response ([`xml`]); errors map to AWS codes in
@@ -23,7 +23,6 @@ mod error;
 mod flow_tests;
 mod handlers;
 mod params;
-mod sigv4;
 mod xml;
 
 use bytes::Bytes;
@@ -32,6 +31,7 @@ use http_body_util::BodyExt as _;
 use nuage_base::Clock;
 use nuage_base::limits::QUERY_API_BODY_BYTES_MAX;
 use nuage_iam::{Iam, Identity, PrincipalKind};
+use nuage_sigv4::{Credential, SignedRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -68,6 +68,9 @@ impl Api {
         }
     }
 }
+
+/// The credential scopes this front end accepts.
+const SIGNING_SERVICES: &[&str] = &["iam", "sts"];
 
 /// What the HTTP layer knows about a request that the request does not say.
 #[derive(Debug, Clone, Default)]
@@ -125,7 +128,7 @@ impl IamQueryApi {
                     && has_action_parameter(uri)));
         let signed_for_us = !headers.contains_key(http::header::AUTHORIZATION)
             || matches!(
-                sigv4::signing_service(headers).as_deref(),
+                nuage_sigv4::signing_service(headers).as_deref(),
                 Some("iam" | "sts")
             );
         shape && signed_for_us
@@ -142,7 +145,7 @@ impl IamQueryApi {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let signing_service = sigv4::signing_service(&parts.headers);
+        let signing_service = nuage_sigv4::signing_service(&parts.headers);
         let (api, outcome) = match read_body(&parts, body).await {
             Err(e) => (Api::guess(None, signing_service.as_deref()), Err(e)),
             Ok(body) => {
@@ -232,7 +235,10 @@ impl IamQueryApi {
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<Identity, ApiError> {
-        let Some(auth) = sigv4::parse_authorization(&parts.headers)? else {
+        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
+        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
+            .map_err(ApiError::from_sigv4)?;
+        let Some(credential) = credential else {
             if parts
                 .uri
                 .query()
@@ -244,21 +250,21 @@ impl IamQueryApi {
             }
             return Err(ApiError::missing_authentication());
         };
-        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
-        let amz_date = sigv4::check_date(&parts.headers, &auth, now_unix_s)?;
-        let identity = match self.iam.resolve(&auth.access_key_id).await {
+        let identity = match self.iam.resolve(credential.access_key_id()).await {
             Ok(Some(identity)) => identity,
             // AWS answers an unknown and a deactivated key alike.
             Ok(None) => return Err(ApiError::invalid_client_token_id()),
             Err(e) => return Err(ApiError::from_iam(e, Api::Iam)),
         };
-        let signed = sigv4::SignedRequest {
+        let signed = SignedRequest {
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
             body,
         };
-        sigv4::verify(&signed, &auth, &amz_date, &identity.secret_access_key)?;
+        credential
+            .verify(&signed, &identity.secret_access_key)
+            .map_err(ApiError::from_sigv4)?;
         let presented = parts
             .headers
             .get("x-amz-security-token")

@@ -7,17 +7,9 @@
 
 use crate::Api;
 use crate::error::ApiError;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use nuage_sigv4::RFC3986_RESERVED;
+use percent_encoding::utf8_percent_encode;
 use std::fmt::Write as _;
-
-/// RFC 3986 unreserved characters stay; everything else is `%XX`. Used for
-/// policy documents in responses (AWS's format, which botocore unquotes) and
-/// for SigV4 canonical requests.
-pub(crate) const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Builds an XML document.
 #[derive(Debug, Default)]

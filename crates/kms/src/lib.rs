@@ -5,15 +5,20 @@
 //! where wrapped keys are stored next to objects (`nuage-storage`):
 //!
 //! ```text
-//! root key (development: a 0600 file; production: an HSM, later)
+//! root key (development: a 0600 file; production: an AES key inside an HSM,
+//!   │        reached over PKCS#11, that never leaves it; see [`RootOfTrust`])
 //!   └─ tenant key, one per tenant, stored wrapped by the root key
 //!        └─ data key, one per blob, stored wrapped beside the object's record,
 //!           its wrapping bound to (tenant, bucket, key, blob, region)
 //! ```
 //!
 //! A tenant key is created the first time the tenant stores data and never
-//! leaves this service unwrapped. The KMS API, key rotation, HSM roots and
-//! customer-held keys (XKS) build on this.
+//! leaves this service unwrapped. The KMS API, key rotation and customer-held
+//! keys (XKS) build on this.
+
+mod root;
+
+pub use root::{DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig, RootOfTrust, RootOfTrustError};
 
 use nuage_crypto::{DataKey, KeyEncryptionKey};
 use nuage_meta::{DocumentStore, DocumentWrite, Expect, MetaError};
@@ -31,19 +36,24 @@ pub enum KeyError {
     Crypto(#[from] nuage_crypto::CryptoError),
     #[error("key storage failed: {0}")]
     Store(#[from] MetaError),
+    #[error("root of trust: {0}")]
+    RootOfTrust(#[from] RootOfTrustError),
 }
 
 /// The key hierarchy of one Nuage.
 #[derive(Clone)]
 pub struct KeyService {
     docs: Arc<dyn DocumentStore>,
-    root: Arc<KeyEncryptionKey>,
+    root: Arc<dyn RootOfTrust>,
     tenants: Arc<RwLock<HashMap<String, Arc<KeyEncryptionKey>>>>,
 }
 
 impl KeyService {
+    /// A key service whose tenant keys are wrapped by `root`: a
+    /// [`Pkcs11Root`] in production, the [`KeyEncryptionKey`] read from the
+    /// development key file, or an `Arc<dyn RootOfTrust>` chosen at start.
     #[must_use]
-    pub fn new(docs: Arc<dyn DocumentStore>, root: KeyEncryptionKey) -> Self {
+    pub fn new(docs: Arc<dyn DocumentStore>, root: impl RootOfTrust + 'static) -> Self {
         Self {
             docs,
             root: Arc::new(root),
@@ -63,10 +73,10 @@ impl KeyService {
         }
         let aad = tenant.as_bytes();
         let key = match self.docs.get_document(TENANT_KEYS, tenant).await? {
-            Some(doc) => nuage_crypto::unwrap_key_encryption_key(&self.root, &doc.value, aad)?,
+            Some(doc) => self.root.unwrap_key(&doc.value, aad).await?,
             None => {
                 let fresh = KeyEncryptionKey::generate()?;
-                let wrapped = nuage_crypto::wrap_key_encryption_key(&self.root, &fresh, aad)?;
+                let wrapped = self.root.wrap_key(&fresh, aad).await?;
                 let write = DocumentWrite {
                     namespace: TENANT_KEYS.into(),
                     key: tenant.into(),
@@ -85,7 +95,7 @@ impl KeyService {
                             .get_document(TENANT_KEYS, tenant)
                             .await?
                             .ok_or(MetaError::PreconditionFailed)?;
-                        nuage_crypto::unwrap_key_encryption_key(&self.root, &doc.value, aad)?
+                        self.root.unwrap_key(&doc.value, aad).await?
                     }
                     Err(e) => return Err(e.into()),
                 }

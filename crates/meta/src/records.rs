@@ -154,6 +154,11 @@ pub struct VersionRecord {
     /// The data, in order. Empty for delete markers and empty objects.
     #[serde(default)]
     pub segments: Vec<DataSegment>,
+    /// User metadata and checksum values, encrypted (`WRAPPED_KEY.CIPHERTEXT`,
+    /// base64). While set, `user_metadata` is empty and each present checksum
+    /// holds an empty placeholder (so listings can name the algorithms).
+    #[serde(default)]
+    pub sealed_attributes: Option<String>,
 }
 
 /// A condition a write must meet, checked inside its transaction.

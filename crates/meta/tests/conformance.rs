@@ -47,6 +47,7 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
             part_etag: None,
             sealed_key: None,
         }],
+        sealed_attributes: None,
     }
 }
 

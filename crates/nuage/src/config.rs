@@ -19,6 +19,24 @@ pub struct FileConfig {
     pub tls: TlsFileConfig,
     #[serde(default)]
     pub regions: Vec<RegionFileConfig>,
+    #[serde(default)]
+    pub root_of_trust: RootOfTrustFileConfig,
+}
+
+/// `[root_of_trust]`: what wraps each tenant's key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum RootOfTrustFileConfig {
+    /// `DATA_DIR/root.key` (development only). A struct variant, not a unit
+    /// one, so that `deny_unknown_fields` refuses stray keys beside it.
+    File {},
+    /// An AES key inside an HSM, reached over PKCS#11.
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin_file: PathBuf,
+        key_label: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,7 +63,29 @@ pub struct Config {
     pub domains: Vec<String>,
     pub tls: Option<TlsSource>,
     pub regions: Vec<nuage_storage::Region>,
+    pub root_of_trust: RootOfTrustSource,
 }
+
+impl Default for RootOfTrustFileConfig {
+    fn default() -> Self {
+        Self::File {}
+    }
+}
+
+/// The root of trust after checks; opened by `crate::root_of_trust`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootOfTrustSource {
+    KeyFile,
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin_file: PathBuf,
+        key_label: String,
+    },
+}
+
+/// PKCS#11 labels are fixed 32-byte fields (blank-padded).
+const PKCS11_LABEL_BYTES_MAX: usize = 32;
 
 #[derive(Debug, Clone)]
 pub enum TlsSource {
@@ -107,6 +147,31 @@ impl FileConfig {
                 );
             }
         }
+        let root_of_trust = match self.root_of_trust {
+            RootOfTrustFileConfig::File {} => RootOfTrustSource::KeyFile,
+            RootOfTrustFileConfig::Pkcs11 {
+                module,
+                token_label,
+                pin_file,
+                key_label,
+            } => {
+                let key_label =
+                    key_label.unwrap_or_else(|| nuage_kms::DEFAULT_KEY_LABEL.to_owned());
+                for (name, label) in [("token_label", &token_label), ("key_label", &key_label)] {
+                    if label.is_empty() || label.len() > PKCS11_LABEL_BYTES_MAX {
+                        bail!(
+                            "root_of_trust.{name} `{label}` must be 1 to {PKCS11_LABEL_BYTES_MAX} bytes long"
+                        );
+                    }
+                }
+                RootOfTrustSource::Pkcs11 {
+                    module,
+                    token_label,
+                    pin_file,
+                    key_label,
+                }
+            }
+        };
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -121,6 +186,7 @@ impl FileConfig {
             },
             tls,
             regions,
+            root_of_trust,
         })
     }
 }
@@ -145,6 +211,44 @@ mod tests {
             ..Default::default()
         };
         assert!(c.resolve().is_err());
+    }
+
+    #[test]
+    fn root_of_trust_defaults_to_the_key_file_and_reads_pkcs11() -> anyhow::Result<()> {
+        assert_eq!(
+            FileConfig::default().resolve()?.root_of_trust,
+            RootOfTrustSource::KeyFile
+        );
+        let file: FileConfig = toml::from_str("[root_of_trust]\nkind = \"file\"")?;
+        assert_eq!(file.resolve()?.root_of_trust, RootOfTrustSource::KeyFile);
+        let hsm: FileConfig = toml::from_str(
+            "[root_of_trust]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+             token_label = \"nuage\"\npin_file = \"/etc/nuage/hsm.pin\"",
+        )?;
+        assert_eq!(
+            hsm.resolve()?.root_of_trust,
+            RootOfTrustSource::Pkcs11 {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token_label: "nuage".into(),
+                pin_file: "/etc/nuage/hsm.pin".into(),
+                key_label: "nuage-root".into(),
+            }
+        );
+        // Missing, misspelt or misplaced keys are errors, as everywhere.
+        for bad in [
+            "[root_of_trust]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"",
+            "[root_of_trust]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_file = \"/p\"\npin = \"1234\"",
+            "[root_of_trust]\nkind = \"file\"\nmodule = \"/m.so\"",
+            "[root_of_trust]\nkind = \"hsm\"",
+        ] {
+            assert!(toml::from_str::<FileConfig>(bad).is_err(), "{bad}");
+        }
+        let long: FileConfig = toml::from_str(&format!(
+            "[root_of_trust]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"{}\"\npin_file = \"/p\"",
+            "x".repeat(33)
+        ))?;
+        assert!(long.resolve().is_err());
+        Ok(())
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod admin_cli;
 mod bootstrap;
 mod config;
 mod credentials;
+mod root_of_trust;
 mod server;
 mod tls;
 

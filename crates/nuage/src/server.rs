@@ -39,13 +39,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         Arc::clone(&clock),
     );
-    // Encryption at rest: the root of trust (a development key file for now)
-    // protects each tenant's key, which wraps every blob's data key.
-    let root_key = nuage_crypto::RootKeyFile::open_or_create(&config.data_dir.join(ROOT_KEY_FILE))
-        .context("cannot open the root key")?;
+    // Encryption at rest: the root of trust (an HSM over PKCS#11, or the
+    // development key file) protects each tenant's key, which wraps every
+    // blob's data key.
+    let root = crate::root_of_trust::open(&config.root_of_trust, &config.data_dir).await?;
     let keys = nuage_kms::KeyService::new(
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
-        root_key,
+        root,
     );
     let storage = Storage::new(
         meta,
@@ -210,9 +210,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     Ok(())
 }
-
-/// The development root of trust, in the data directory (mode 0600).
-const ROOT_KEY_FILE: &str = "root.key";
 
 /// Writes `DATA_DIR/started` and returns its modification time.
 fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {

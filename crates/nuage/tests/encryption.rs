@@ -136,6 +136,55 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         !contains(&metadata, MARKER),
         "the metadata store holds no object data"
     );
+    // User metadata and checksum values are sealed in the metadata store too,
+    // and come back in the clear to the owner.
+    let put = s3
+        .put_object()
+        .bucket("sealed")
+        .key("with-attributes")
+        .metadata("note", "NUAGE-META-MARKER")
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .body(b"attributes".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let sha256 = put.checksum_sha256().unwrap().to_owned();
+    let head = s3
+        .head_object()
+        .bucket("sealed")
+        .key("with-attributes")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("note"))
+            .map(String::as_str),
+        Some("NUAGE-META-MARKER")
+    );
+    assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
+    let listed = s3
+        .list_objects_v2()
+        .bucket("sealed")
+        .prefix("with-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.contents()[0].checksum_algorithm().len(),
+        1,
+        "listings still name the algorithm"
+    );
+    let metadata = std::fs::read(server.data_dir.join("meta.redb")).unwrap();
+    assert!(
+        !contains(&metadata, b"NUAGE-META-MARKER"),
+        "user metadata is sealed"
+    );
+    assert!(
+        !contains(&metadata, sha256.as_bytes()),
+        "checksum values are sealed"
+    );
     // The root of trust is readable by its owner only.
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(server.data_dir.join("root.key"))

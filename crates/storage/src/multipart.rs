@@ -372,14 +372,17 @@ impl Storage {
             checksums,
             tags: upload.tags,
             segments,
+            sealed_attributes: None,
         };
+        let mut sealed = record.clone();
+        self.seal_attributes(&bucket_record, &mut sealed).await?;
         let put = PutVersion {
-            record,
+            record: sealed,
             null_version: bucket_record.versioning != Versioning::Enabled,
             condition,
         };
         let outcome = self.meta.complete_upload(upload_id, put).await?;
         self.free_blobs(outcome.freed_blobs).await;
-        Ok(outcome.record)
+        Ok(Self::with_identity_of(record, outcome.record))
     }
 }

@@ -74,6 +74,13 @@ pub struct DeleteOutcome {
 pub type ObjectBody =
     std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
 
+/// What [`Storage::seal_attributes`] encrypts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedAttributes {
+    user_metadata: BTreeMap<String, String>,
+    checksums: Checksums,
+}
+
 /// One segment's part of a read: which blob bytes, and how to open them.
 struct Piece {
     blob_id: String,
@@ -599,17 +606,129 @@ impl Storage {
                 part_etag: None,
                 sealed_key: staged.sealed_key.clone(),
             }],
+            sealed_attributes: None,
         };
+        let mut sealed = record.clone();
+        self.seal_attributes(&bucket_record, &mut sealed).await?;
         let outcome = self
             .meta
             .put_version(PutVersion {
-                record,
+                record: sealed,
                 null_version: bucket_record.versioning != Versioning::Enabled,
                 condition,
             })
             .await?;
         self.free_blobs(outcome.freed_blobs).await;
-        Ok(outcome.record)
+        Ok(Self::with_identity_of(record, outcome.record))
+    }
+
+    /// The written record with the plaintext attributes the caller gave.
+    pub(crate) fn with_identity_of(
+        mut plain: VersionRecord,
+        stored: VersionRecord,
+    ) -> VersionRecord {
+        plain.version_id = stored.version_id;
+        plain.seq = stored.seq;
+        plain.sealed_attributes = stored.sealed_attributes;
+        plain
+    }
+
+    /// Encrypts a record's user metadata and checksum values under a fresh
+    /// key bound to the record's first blob, so the metadata store holds
+    /// neither. Checksum values become empty placeholders (listings still
+    /// name the algorithms).
+    pub(crate) async fn seal_attributes(
+        &self,
+        bucket: &BucketRecord,
+        record: &mut VersionRecord,
+    ) -> StorageResult<()> {
+        if record.user_metadata.is_empty() && record.checksums.is_empty() {
+            return Ok(());
+        }
+        let Some(first) = record.segments.first() else {
+            return Ok(());
+        };
+        let binding = Self::binding(
+            bucket,
+            &record.key,
+            &format!("attributes/{}", first.blob_id),
+        );
+        let (key, wrapped) = self
+            .keys
+            .new_data_key(&bucket.owner, &binding)
+            .await
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let plaintext = serde_json::to_vec(&SealedAttributes {
+            user_metadata: record.user_metadata.clone(),
+            checksums: record.checksums.clone(),
+        })
+        .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let input = futures::stream::iter([Ok::<Bytes, StorageError>(Bytes::from(plaintext))]);
+        let sealed: Vec<Bytes> =
+            nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(key, &binding, input)
+                .try_collect()
+                .await?;
+        record.sealed_attributes = Some(format!(
+            "{}.{}",
+            BASE64.encode(wrapped),
+            BASE64.encode(sealed.concat())
+        ));
+        record.user_metadata.clear();
+        for algorithm in ChecksumAlgorithm::ALL {
+            if algorithm.get(&record.checksums).is_some() {
+                algorithm.set(&mut record.checksums, Some(String::new()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decrypts what [`Self::seal_attributes`] sealed, back into the record.
+    pub(crate) async fn open_attributes(
+        &self,
+        bucket: &BucketRecord,
+        record: &mut VersionRecord,
+    ) -> StorageResult<()> {
+        let Some(sealed) = record.sealed_attributes.as_deref() else {
+            return Ok(());
+        };
+        let corrupt = |what: &str| {
+            StorageError::Corrupt(format!(
+                "sealed attributes of {}/{}: {what}",
+                record.bucket, record.key
+            ))
+        };
+        let (wrapped, ciphertext) = sealed.split_once('.').ok_or_else(|| corrupt("malformed"))?;
+        let wrapped = BASE64
+            .decode(wrapped)
+            .map_err(|_| corrupt("malformed key"))?;
+        let ciphertext = BASE64
+            .decode(ciphertext)
+            .map_err(|_| corrupt("malformed ciphertext"))?;
+        let first = record.segments.first().ok_or_else(|| corrupt("no data"))?;
+        let binding = Self::binding(
+            bucket,
+            &record.key,
+            &format!("attributes/{}", first.blob_id),
+        );
+        let key = self
+            .keys
+            .open_data_key(&bucket.owner, &wrapped, &binding)
+            .await
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let plaintext_len = nuage_crypto::plaintext_len(ciphertext.len() as u64)
+            .ok_or_else(|| corrupt("bad length"))?;
+        let span = nuage_crypto::ChunkSpan::whole(plaintext_len)?;
+        let input = futures::stream::iter([Ok::<Bytes, StorageError>(Bytes::from(ciphertext))]);
+        let plaintext: Vec<Bytes> = nuage_crypto::decrypt_stream::<_, StorageError, StorageError>(
+            &key, &binding, span, input,
+        )
+        .try_collect()
+        .await?;
+        let attributes: SealedAttributes =
+            serde_json::from_slice(&plaintext.concat()).map_err(|e| corrupt(&e.to_string()))?;
+        record.user_metadata = attributes.user_metadata;
+        record.checksums = attributes.checksums;
+        Ok(())
     }
 
     // ---- reading ----
@@ -625,9 +744,9 @@ impl Storage {
         key: &str,
         version_id: Option<&str>,
     ) -> StorageResult<VersionRecord> {
-        self.bucket(bucket).await?;
+        let bucket_record = self.bucket(bucket).await?;
         let record = self.meta.get_version(bucket, key, version_id).await?;
-        match (record, version_id) {
+        let found = match (record, version_id) {
             (None, None) => Err(StorageError::NoSuchKey),
             (None, Some(v)) => {
                 if ids::version_seq(v).is_none() && v != ids::NULL_VERSION_ID {
@@ -647,7 +766,10 @@ impl Storage {
                 })
             }
             (Some(r), _) => Ok(r),
-        }
+        };
+        let mut record = found?;
+        self.open_attributes(&bucket_record, &mut record).await?;
+        Ok(record)
     }
 
     /// Streams `len` bytes of a version from `offset`. The first chunk is read
@@ -858,6 +980,7 @@ impl Storage {
                     checksums: Checksums::default(),
                     tags: Vec::new(),
                     segments: Vec::new(),
+                    sealed_attributes: None,
                 };
                 let null_version = bucket_record.versioning == Versioning::Suspended;
                 let outcome = self

@@ -49,6 +49,16 @@ impl Server {
 
     /// Starts a server on an existing data directory (a restart), with extra flags.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables for the process
+    /// (for example `SOFTHSM2_CONF`, which only the PKCS#11 module reads).
+    pub fn start_in_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nuage"))
             .arg("serve")
             .arg("--data-dir")
@@ -56,6 +66,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("NUAGE_LOG", "warn,s3s::ops=off")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,1 @@
+//! The AWS KMS JSON API (in progress).
