@@ -113,6 +113,9 @@ pub(crate) enum Action {
         user: Option<String>,
         page: Page,
     },
+    GetAccessKeyLastUsed {
+        access_key_id: String,
+    },
     UpdateAccessKey {
         user: Option<String>,
         access_key_id: String,
@@ -279,6 +282,9 @@ impl Action {
             "ListAccessKeys" => Self::ListAccessKeys {
                 user: p.take("UserName"),
                 page: Page::take(p)?,
+            },
+            "GetAccessKeyLastUsed" => Self::GetAccessKeyLastUsed {
+                access_key_id: p.require("AccessKeyId")?,
             },
             "UpdateAccessKey" => Self::UpdateAccessKey {
                 user: p.take("UserName"),
@@ -484,6 +490,7 @@ impl Action {
             Self::DeleteUser { .. } => "DeleteUser",
             Self::CreateAccessKey { .. } => "CreateAccessKey",
             Self::ListAccessKeys { .. } => "ListAccessKeys",
+            Self::GetAccessKeyLastUsed { .. } => "GetAccessKeyLastUsed",
             Self::UpdateAccessKey { .. } => "UpdateAccessKey",
             Self::DeleteAccessKey { .. } => "DeleteAccessKey",
             Self::CreateGroup { .. } => "CreateGroup",
@@ -574,6 +581,7 @@ mod tests {
             "DeleteUser&UserName=u",
             "CreateAccessKey",
             "ListAccessKeys",
+            "GetAccessKeyLastUsed&AccessKeyId=k",
             "UpdateAccessKey&AccessKeyId=k&Status=Inactive",
             "DeleteAccessKey&AccessKeyId=k",
             "CreateGroup&GroupName=g",

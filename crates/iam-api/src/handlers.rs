@@ -289,6 +289,25 @@ impl Call<'_> {
                 });
                 write_truncation(&mut w, next.as_deref());
             }
+            Action::GetAccessKeyLastUsed { access_key_id } => {
+                let key = self
+                    .iam
+                    .access_key(&t, &access_key_id)
+                    .await
+                    .map_err(iam_err)?;
+                let found = self.on_user(&iam_action, &key.user_name).await?;
+                w.leaf("UserName", &found.name);
+                w.nest("AccessKeyLastUsed", |w| {
+                    if let Some(at) = key.last_used_unix_ns {
+                        w.leaf("LastUsedDate", &iso8601(at));
+                    }
+                    w.leaf(
+                        "ServiceName",
+                        key.last_used_service.as_deref().unwrap_or("N/A"),
+                    );
+                    w.leaf("Region", key.last_used_region.as_deref().unwrap_or("N/A"));
+                });
+            }
             Action::UpdateAccessKey {
                 user,
                 access_key_id,

@@ -175,6 +175,11 @@ pub struct AccessKey {
     pub created_unix_ns: i64,
     #[serde(default)]
     pub last_used_unix_ns: Option<i64>,
+    /// The service (`s3`, `iam`, `sts`, `kms`) and region of that last use.
+    #[serde(default)]
+    pub last_used_service: Option<String>,
+    #[serde(default)]
+    pub last_used_region: Option<String>,
 }
 
 /// Who a temporary credential acts as.

@@ -32,6 +32,9 @@ pub const INLINE_POLICIES_MAX: usize = 100;
 pub const SESSION_DURATION_S_MIN: u32 = 900;
 pub const SESSION_DURATION_S_MAX: u32 = 43_200;
 pub const ROLE_SESSION_DURATION_S_DEFAULT: u32 = 3600;
+/// How stale an access key's last-used time may be: recording every use
+/// would cost a metadata write per request.
+pub const KEY_LAST_USED_PRECISION_NS: i64 = 60 * 1_000_000_000;
 /// Retries of a read-modify-write that lost a race.
 const CONFLICT_RETRIES_MAX: usize = 16;
 
@@ -539,6 +542,8 @@ impl Iam {
             status: KeyStatus::Active,
             created_unix_ns: self.now(),
             last_used_unix_ns: None,
+            last_used_service: None,
+            last_used_region: None,
         };
         match self
             .commit(vec![write(KEYS, &key.access_key_id, Expect::Absent, &key)?])
@@ -584,6 +589,61 @@ impl Iam {
             _ => Err(IamError::NoSuchEntity(format!(
                 "the access key with id {access_key_id} cannot be found"
             ))),
+        }
+    }
+
+    /// A key of the tenant, by id.
+    ///
+    /// # Errors
+    /// `NoSuchEntity` (also for another tenant's key).
+    pub async fn access_key(&self, tenant_id: &str, access_key_id: &str) -> IamResult<AccessKey> {
+        match self.load::<AccessKey>(KEYS, access_key_id).await? {
+            Some((key, _)) if key.tenant_id == tenant_id => Ok(key),
+            _ => Err(IamError::NoSuchEntity(format!(
+                "the access key with id {access_key_id} cannot be found"
+            ))),
+        }
+    }
+
+    /// Records that a long-lived key signed a request for `service` in
+    /// `region` (at most once per [`KEY_LAST_USED_PRECISION_NS`]); temporary
+    /// credentials are not recorded.
+    ///
+    /// # Errors
+    /// Backend failure.
+    pub async fn record_key_use(
+        &self,
+        access_key_id: &str,
+        service: &str,
+        region: &str,
+    ) -> IamResult<()> {
+        let Some((mut key, revision)) = self.load::<AccessKey>(KEYS, access_key_id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let fresh = key
+            .last_used_unix_ns
+            .is_some_and(|t| now - t < KEY_LAST_USED_PRECISION_NS)
+            && key.last_used_service.as_deref() == Some(service)
+            && key.last_used_region.as_deref() == Some(region);
+        if fresh {
+            return Ok(());
+        }
+        key.last_used_unix_ns = Some(now);
+        key.last_used_service = Some(service.to_owned());
+        key.last_used_region = Some(region.to_owned());
+        match self
+            .commit(vec![write(
+                KEYS,
+                access_key_id,
+                Expect::Revision(revision),
+                &key,
+            )?])
+            .await
+        {
+            // A concurrent request recorded it (or changed the key): either way, done.
+            Ok(()) | Err(Retry::Conflict) => Ok(()),
+            Err(Retry::Fail(e)) => Err(e),
         }
     }
 

@@ -1,1 +1,224 @@
-//! The AWS KMS JSON API (in progress).
+//! The AWS KMS JSON API (`TrentService`), so that `aws kms ...` and every SDK
+//! work unchanged against a Nuage endpoint, on the same port as S3.
+//!
+//! One request goes: `POST /` with `X-Amz-Target: TrentService.<Operation>`
+//! and an `application/x-amz-json-1.1` body of at most
+//! [`KMS_REQUEST_BODY_BYTES_MAX`] bytes -> SigV4 verification for the `kms`
+//! service (`nuage-sigv4`) and the caller's identity (`Iam::resolve`, session
+//! token checked) -> a closed [`operation::Operation`] -> the key the request
+//! names, looked up in the caller's tenant only -> authorization of
+//! `kms:<Operation>` on the key's ARN, the key policy acting as the resource
+//! policy (`Iam::authorize`) -> the key service (`nuage_kms::CustomerKeys`) ->
+//! a JSON response; errors map to AWS exception names in one place
+//! ([`error`]). What is supported and how it differs from AWS:
+//! `docs/kms.md`.
+//!
+//! *Invariant:* a tenant never sees or uses another tenant's keys. The tenant
+//! comes from the caller's credentials; a key id, key ARN, alias or
+//! ciphertext naming another tenant's key is answered `NotFoundException`,
+//! exactly as a key that does not exist (AWS would consult the key policy
+//! for a cross-account ARN; Nuage keeps tenants sealed).
+//!
+//! *Boundaries:* this crate parses the wire protocol and nothing else. It
+//! never stores anything itself and never holds key material (the key service
+//! does both), never reads the environment, and does not depend on the S3 or
+//! IAM front ends: the binary routes KMS requests here ([`KmsApi::is_match`])
+//! before s3s sees them, and passes what the connection knows
+//! ([`RequestContext`]).
+
+mod error;
+mod handlers;
+mod operation;
+
+use bytes::Bytes;
+use error::ApiError;
+use http_body_util::BodyExt as _;
+use nuage_base::Clock;
+use nuage_base::limits::KMS_REQUEST_BODY_BYTES_MAX;
+use nuage_iam::{Iam, Identity};
+use nuage_kms::CustomerKeys;
+use nuage_sigv4::{Credential, SignedRequest};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The credential scope KMS requests are signed for.
+const SIGNING_SERVICES: &[&str] = &["kms"];
+const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// What the HTTP layer knows about a request that the request does not say.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Echoed in `x-amzn-RequestId`.
+    pub request_id: String,
+    /// The client's address: `aws:SourceIp`.
+    pub source_ip: Option<IpAddr>,
+    /// Whether the connection is TLS: `aws:SecureTransport`.
+    pub secure_transport: bool,
+}
+
+/// The KMS JSON front end.
+#[derive(Clone)]
+pub struct KmsApi {
+    keys: CustomerKeys,
+    iam: Iam,
+    clock: Arc<dyn Clock>,
+}
+
+impl KmsApi {
+    #[must_use]
+    pub fn new(keys: CustomerKeys, iam: Iam, clock: Arc<dyn Clock>) -> Self {
+        Self { keys, iam, clock }
+    }
+
+    /// Whether a request is a KMS request: `POST /` with an `X-Amz-Target`
+    /// naming `TrentService`, unsigned or signed with SigV4 for `kms`. No S3
+    /// or IAM/STS request carries that header; anything signed for another
+    /// service is left to the other front ends.
+    #[must_use]
+    pub fn is_match(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        let shape = method == http::Method::POST
+            && uri.path() == "/"
+            && headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with(operation::TARGET_PREFIX));
+        let signed_for_us = !headers.contains_key(http::header::AUTHORIZATION)
+            || nuage_sigv4::signing_service(headers).as_deref() == Some("kms");
+        shape && signed_for_us
+    }
+
+    /// Answers one KMS request. Never fails: every problem is an AWS error response.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        context: &RequestContext,
+    ) -> http::Response<Bytes>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let outcome = match read_body(&parts, body).await {
+            Ok(body) => self.serve(&parts, &body, context).await,
+            Err(e) => Err(e),
+        };
+        let (status, text) = match outcome {
+            Ok(Some(value)) => (http::StatusCode::OK, value.to_string()),
+            Ok(None) => (http::StatusCode::OK, String::new()),
+            Err(e) => (e.status, e.to_json()),
+        };
+        let mut response = http::Response::new(Bytes::from(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(CONTENT_TYPE),
+        );
+        if let Ok(id) = http::HeaderValue::from_str(&context.request_id) {
+            headers.insert("x-amzn-requestid", id);
+        }
+        response
+    }
+
+    async fn serve(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        context: &RequestContext,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        // Authenticate before parsing, so an anonymous caller learns nothing.
+        let identity = self.authenticate(parts, body).await?;
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let operation = operation::Operation::parse(target, body)?;
+        let name = operation.name();
+        let call = handlers::Call {
+            keys: &self.keys,
+            iam: &self.iam,
+            identity: &identity,
+            context,
+        };
+        let result = call.run(operation).await;
+        if let Err(e) = &result {
+            tracing::debug!(caller = %identity.arn, operation = name, code = e.code, message = %e.message, "KMS request refused");
+        }
+        result
+    }
+
+    /// The caller: a valid SigV4 signature for `kms` by a known, active key,
+    /// with its session token when the key is temporary.
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Identity, ApiError> {
+        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
+        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
+            .map_err(ApiError::from_sigv4)?
+            .ok_or_else(ApiError::missing_authentication)?;
+        let identity = match self.iam.resolve(credential.access_key_id()).await {
+            Ok(Some(identity)) => identity,
+            // AWS answers an unknown and a deactivated key alike.
+            Ok(None) => return Err(ApiError::unrecognized_client()),
+            Err(e) => return Err(ApiError::from_iam(e)),
+        };
+        let signed = SignedRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body,
+        };
+        credential
+            .verify(&signed, &identity.secret_access_key)
+            .map_err(ApiError::from_sigv4)?;
+        let presented = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        match (&identity.session_token, presented) {
+            (None, None) => {}
+            (Some(expected), Some(given)) if expected.as_bytes() == given.as_bytes() => {}
+            _ => return Err(ApiError::unrecognized_client()),
+        }
+        Ok(identity)
+    }
+}
+
+/// Reads the body, refusing more than [`KMS_REQUEST_BODY_BYTES_MAX`].
+async fn read_body<B>(parts: &http::request::Parts, body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLargeException",
+            format!("a KMS request body may hold at most {KMS_REQUEST_BODY_BYTES_MAX} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > KMS_REQUEST_BODY_BYTES_MAX as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, KMS_REQUEST_BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::serialization(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

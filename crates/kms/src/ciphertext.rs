@@ -53,7 +53,8 @@ pub const CIPHERTEXT_FORMAT_V1: u8 = 0x01;
 /// Version, key id, material version.
 pub const CIPHERTEXT_HEADER_BYTES: usize = 1 + 16 + 4;
 /// What a blob adds to its plaintext: header, nonce, tag.
-pub const CIPHERTEXT_OVERHEAD_BYTES: usize = CIPHERTEXT_HEADER_BYTES + MESSAGE_NONCE_BYTES + TAG_BYTES;
+pub const CIPHERTEXT_OVERHEAD_BYTES: usize =
+    CIPHERTEXT_HEADER_BYTES + MESSAGE_NONCE_BYTES + TAG_BYTES;
 
 /// A parsed ciphertext blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +109,8 @@ impl CiphertextBlob {
         }
         let id: [u8; 16] = bytes[1..17].try_into().map_err(|_| invalid())?;
         let version: [u8; 4] = bytes[17..21].try_into().map_err(|_| invalid())?;
-        let nonce: [u8; MESSAGE_NONCE_BYTES] = bytes[21..CIPHERTEXT_HEADER_BYTES + MESSAGE_NONCE_BYTES]
+        let nonce: [u8; MESSAGE_NONCE_BYTES] = bytes
+            [21..CIPHERTEXT_HEADER_BYTES + MESSAGE_NONCE_BYTES]
             .try_into()
             .map_err(|_| invalid())?;
         let material_version = u32::from_be_bytes(version);
@@ -256,8 +258,12 @@ mod tests {
             assert_ne!(associated_data(&header, arn, &other).unwrap(), ab);
         }
         assert_ne!(
-            associated_data(&header, &arn.replace("fr-par", "de-fra"), &context(&[("a", "1"), ("b", "2")]))
-                .unwrap(),
+            associated_data(
+                &header,
+                &arn.replace("fr-par", "de-fra"),
+                &context(&[("a", "1"), ("b", "2")])
+            )
+            .unwrap(),
             ab
         );
         let v2 = CiphertextBlob::header(KEY_ID, 2).unwrap();

@@ -425,13 +425,16 @@ struct TenantCounts {
     keys: u32,
 }
 
+/// Unwrapped materials by (key ARN, material version).
+type MaterialCache = RwLock<HashMap<(String, u32), Arc<KeyEncryptionKey>>>;
+
 /// The customer keys of one Nuage (one KMS region).
 #[derive(Clone)]
 pub struct CustomerKeys {
     keys: KeyService,
     clock: Arc<dyn Clock>,
     region: String,
-    materials: Arc<RwLock<HashMap<(String, u32), Arc<KeyEncryptionKey>>>>,
+    materials: Arc<MaterialCache>,
 }
 
 impl CustomerKeys {
@@ -589,8 +592,7 @@ impl CustomerKeys {
             } else {
                 return Err(KmsError::InvalidArn(format!("Invalid arn {text}")));
             };
-            if *partition != "aws" || *service != "kms" || region.is_empty() || account.is_empty()
-            {
+            if *partition != "aws" || *service != "kms" || region.is_empty() || account.is_empty() {
                 return Err(KmsError::InvalidArn(format!("Invalid arn {text}")));
             }
             if *region != self.region || *account != tenant {
@@ -666,10 +668,7 @@ impl CustomerKeys {
         let now = self.now();
         if key.state == KeyState::PendingDeletion && key.deletion_unix_ns.is_some_and(|d| d <= now)
         {
-            return Ok(self
-                .purge(&key, doc.revision)
-                .await?
-                .then_some(None));
+            return Ok(self.purge(&key, doc.revision).await?.then_some(None));
         }
         let rotation_due = key.state == KeyState::Enabled
             && key.rotation_enabled
@@ -695,7 +694,10 @@ impl CustomerKeys {
         }
         rotated.next_rotation_unix_ns = Some(next);
         if self
-            .commit(vec![Self::key_write(&rotated, Expect::Revision(doc.revision))?])
+            .commit(vec![Self::key_write(
+                &rotated,
+                Expect::Revision(doc.revision),
+            )?])
             .await?
         {
             tracing::info!(key = %key.arn, version, "rotated a KMS key's material (automatic)");
@@ -842,9 +844,7 @@ impl CustomerKeys {
             rotation_period_days: None,
             next_rotation_unix_ns: None,
             materials: vec![material],
-            policy: new
-                .policy
-                .unwrap_or_else(|| default_key_policy(tenant)),
+            policy: new.policy.unwrap_or_else(|| default_key_policy(tenant)),
             aliases: Vec::new(),
             tags: new.tags,
         };
@@ -1137,7 +1137,12 @@ impl CustomerKeys {
     /// # Errors
     /// `Validation`/`InvalidAliasName`, `AlreadyExists`, `NotFound`,
     /// `InvalidState` (key pending deletion), `LimitExceeded`.
-    pub async fn create_alias(&self, tenant: &str, name: &str, key_id: &str) -> KmsResult<KmsAlias> {
+    pub async fn create_alias(
+        &self,
+        tenant: &str,
+        name: &str,
+        key_id: &str,
+    ) -> KmsResult<KmsAlias> {
         check_alias_name(name)?;
         for _ in 0..KMS_UPDATE_ATTEMPTS_MAX {
             let Some((mut key, revision)) = self.load(tenant, key_id).await? else {
@@ -1174,7 +1179,12 @@ impl CustomerKeys {
     ///
     /// # Errors
     /// `NotFound` (alias or key), `InvalidState`, `LimitExceeded`.
-    pub async fn update_alias(&self, tenant: &str, name: &str, key_id: &str) -> KmsResult<KmsAlias> {
+    pub async fn update_alias(
+        &self,
+        tenant: &str,
+        name: &str,
+        key_id: &str,
+    ) -> KmsResult<KmsAlias> {
         check_alias_name(name)?;
         for _ in 0..KMS_UPDATE_ATTEMPTS_MAX {
             let Some((mut alias, alias_revision)) = self.load_alias(tenant, name).await? else {
@@ -1254,7 +1264,12 @@ impl CustomerKeys {
         let docs = self
             .keys
             .docs
-            .scan_documents(ALIASES, &format!("{tenant}/alias/"), after.as_deref(), limit + 1)
+            .scan_documents(
+                ALIASES,
+                &format!("{tenant}/alias/"),
+                after.as_deref(),
+                limit + 1,
+            )
             .await?;
         let truncated = docs.len() > limit;
         let items = docs
@@ -1357,8 +1372,7 @@ impl CustomerKeys {
         key.check_usable()?;
         let invalid = || {
             KmsError::InvalidCiphertext(
-                "the ciphertext does not decrypt under its key with this encryption context"
-                    .into(),
+                "the ciphertext does not decrypt under its key with this encryption context".into(),
             )
         };
         let material = key
@@ -1445,7 +1459,9 @@ mod base64_bytes {
         serializer.serialize_str(&STANDARD.encode(bytes))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
     }

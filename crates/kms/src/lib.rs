@@ -13,10 +13,32 @@
 //! ```
 //!
 //! A tenant key is created the first time the tenant stores data and never
-//! leaves this service unwrapped. The KMS API, key rotation and customer-held
-//! keys (XKS) build on this.
+//! leaves this service unwrapped. Customer-held keys (XKS) build on this.
+//!
+//! Beside that hierarchy, the same root of trust protects the *customer keys*
+//! tenants manage through the KMS API ([`CustomerKeys`], module `customer`):
+//!
+//! ```text
+//! root key
+//!   └─ KMS key material, one per key and rotation, stored wrapped by the
+//!        │  root with the key's ARN as associated data
+//!        └─ ciphertext blobs (Encrypt, GenerateDataKey) held by clients;
+//!           format in module `ciphertext`
+//! ```
 
+mod ciphertext;
+mod customer;
 mod root;
+
+pub use ciphertext::{
+    CIPHERTEXT_FORMAT_V1, CIPHERTEXT_HEADER_BYTES, CIPHERTEXT_OVERHEAD_BYTES, CiphertextBlob,
+    EncryptionContext, associated_data,
+};
+pub use customer::{
+    CustomerKeys, KeyMaterial, KeyReference, KeySpec, KeyState, KeyUsage, KmsAlias, KmsError,
+    KmsKey, KmsResult, MATERIALS_CACHED_MAX, NewKey, Page, RotationType, check_alias_name,
+    check_encryption_context, default_key_policy, random,
+};
 
 pub use root::{DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig, RootOfTrust, RootOfTrustError};
 

@@ -12,6 +12,7 @@ use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_iam::Iam;
 use nuage_iam_api::{IamQueryApi, RequestContext};
+use nuage_kms_api::KmsApi;
 use nuage_meta::embedded::EmbeddedMetaStore;
 use nuage_s3::{
     Authorizer, Cors, IamAuth, NuageS3, RequestId, SecureTransport, SourceAddress, VirtualHosts,
@@ -51,7 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         meta,
         Arc::new(blobs),
         Arc::clone(&clock),
-        keys,
+        keys.clone(),
         StorageConfig {
             regions: config.regions.clone(),
             default_region_aliases: vec!["us-east-1".into()],
@@ -94,7 +95,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         operator.token.clone(),
     ));
     // The IAM and STS query APIs share the listener too (`aws iam`, `aws sts`).
-    let query_api = Arc::new(IamQueryApi::new(iam.clone(), Arc::clone(&clock)));
+    let query_api = IamQueryApi::new(iam.clone(), Arc::clone(&clock));
+    // And the KMS JSON API (`aws kms`): customer keys under the same root of
+    // trust and document store, with ARNs in the first configured region.
+    let kms_api = KmsApi::new(
+        nuage_kms::CustomerKeys::new(keys, Arc::clone(&clock), default_region.clone()),
+        iam.clone(),
+        Arc::clone(&clock),
+    );
     let storage_for_access = storage.clone();
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage, iam.clone()));
     builder.set_auth(IamAuth::new(iam.clone()));
@@ -155,7 +163,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!("nuage: S3 endpoint listening on {endpoint}");
 
-    let s3 = Arc::new(s3);
+    let front_ends = Arc::new(FrontEnds {
+        s3,
+        cors,
+        admin,
+        query_api,
+        kms_api,
+    });
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let (stream, peer) = tokio::select! {
@@ -170,20 +184,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         };
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let s3 = Arc::clone(&s3);
-        let cors = Arc::clone(&cors);
-        let admin = Arc::clone(&admin);
-        let query_api = Arc::clone(&query_api);
+        let front_ends = Arc::clone(&front_ends);
         let tls = tls.clone();
         let secure = tls.is_some();
         tokio::spawn(async move {
-            let cors = Arc::clone(&cors);
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let s3 = Arc::clone(&s3);
-                let cors = Arc::clone(&cors);
-                let admin = Arc::clone(&admin);
-                let query_api = Arc::clone(&query_api);
-                handle(s3, cors, admin, query_api, peer, secure, req)
+                handle(Arc::clone(&front_ends), peer, secure, req)
             });
             let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             http.http1()
@@ -218,14 +224,20 @@ fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
     Ok(std::fs::metadata(&path)?.modified()?)
 }
 
-/// One request: a request id on every response, the admin API under
-/// `/_nuage/admin/`, the IAM/STS query APIs, CORS preflights answered here (they carry no signature),
-/// everything else through s3s.
-async fn handle(
-    s3: Arc<s3s::service::S3Service>,
+/// The front ends that share the listener.
+struct FrontEnds {
+    s3: s3s::service::S3Service,
     cors: Arc<Cors>,
     admin: Arc<AdminApi>,
-    query_api: Arc<IamQueryApi>,
+    query_api: IamQueryApi,
+    kms_api: KmsApi,
+}
+
+/// One request: a request id on every response, the admin API under
+/// `/_nuage/admin/`, the IAM/STS query APIs, the KMS JSON API, CORS preflights
+/// answered here (they carry no signature), everything else through s3s.
+async fn handle(
+    front_ends: Arc<FrontEnds>,
     peer: std::net::SocketAddr,
     secure: bool,
     mut req: http::Request<hyper::body::Incoming>,
@@ -248,6 +260,13 @@ async fn handle(
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
     let method = req.method().clone();
+    let FrontEnds {
+        s3,
+        cors,
+        admin,
+        query_api,
+        kms_api,
+    } = &*front_ends;
     let mut response = if nuage_admin_api::is_admin_path(&path) {
         admin.handle(req).await.map(s3s::Body::from)
     } else if IamQueryApi::is_match(&method, req.uri(), req.headers()) {
@@ -258,6 +277,14 @@ async fn handle(
             secure_transport: secure,
         };
         query_api.handle(req, &context).await.map(s3s::Body::from)
+    } else if KmsApi::is_match(&method, req.uri(), req.headers()) {
+        // Before s3s too, which refuses the `kms` credential scope.
+        let context = nuage_kms_api::RequestContext {
+            request_id: id.clone(),
+            source_ip: Some(peer.ip()),
+            secure_transport: secure,
+        };
+        kms_api.handle(req, &context).await.map(s3s::Body::from)
     } else if method == http::Method::OPTIONS {
         let (status, headers, message) =
             cors.preflight(host.as_deref(), &path, req.headers()).await;

@@ -270,6 +270,26 @@ fn a_user_limited_to_one_prefix_writes_there_and_nowhere_else() {
     cli.run(&writer, &["iam", "create-user", "--user-name", "mallory"])
         .refused_with("AccessDenied");
 
+    // The administrator sees when and where the writer's key was last used.
+    let last_used = cli.run(
+        &admin,
+        &[
+            "iam",
+            "get-access-key-last-used",
+            "--access-key-id",
+            &writer.key,
+            "--query",
+            "[UserName,AccessKeyLastUsed.ServiceName,AccessKeyLastUsed.Region,AccessKeyLastUsed.LastUsedDate]",
+        ],
+    );
+    let fields: Vec<&str> = last_used.out().split_whitespace().collect();
+    assert_eq!(
+        fields[..3],
+        ["writer", "s3", server.credentials.region.as_str()],
+        "{fields:?}"
+    );
+    assert!(fields[3].starts_with("20"), "a last-used date: {fields:?}");
+
     // Temporary credentials: they work with their token, not without it.
     let session = cli.run(
         &writer,

@@ -347,6 +347,19 @@ impl S3Access for Authorizer {
         let caller = self
             .caller(access_key.as_deref(), cx.headers(), cx.uri())
             .await?;
+        if let Some(identity) = caller.as_ref().filter(|i| i.session_token.is_none()) {
+            // The signature is verified by now: record the key's last use
+            // (IAM's GetAccessKeyLastUsed). A failure to record refuses nothing.
+            let region = credential_scope(cx.headers(), &query)
+                .map_or_else(|| self.storage.default_region().to_owned(), |(r, _)| r);
+            if let Err(e) = self
+                .iam
+                .record_key_use(&identity.access_key_id, "s3", &region)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an access key's last use");
+            }
+        }
         let has_version_id = query.iter().any(|(k, v)| k == "versionId" && !v.is_empty());
         let op = cx.s3_op().name().to_owned();
         let op = op.as_str();

@@ -119,13 +119,10 @@ impl Pkcs11Root {
     }
 
     /// [`Pkcs11Root::open`], on the calling thread.
-    ///
-    /// # Errors
-    /// As [`Pkcs11Root::open`].
-    pub fn open_blocking(config: Pkcs11RootConfig) -> Result<Self, RootOfTrustError> {
+    fn open_blocking(config: Pkcs11RootConfig) -> Result<Self, RootOfTrustError> {
         let module_error = |error: &Pkcs11Error| RootOfTrustError::Module {
             module: config.module.clone(),
-            detail: describe(error),
+            detail: one_line(error),
         };
         let context = Pkcs11::new(&config.module).map_err(|e| module_error(&e))?;
         match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
@@ -170,7 +167,7 @@ impl Pkcs11Root {
         RootOfTrustError::Pkcs11 {
             token: self.inner.token_label.clone(),
             operation,
-            detail: describe(error),
+            detail: one_line(error),
         }
         .into()
     }
@@ -360,7 +357,7 @@ impl Inner {
                 Err(ref error) if session_lost(error) && !retried => {
                     tracing::warn!(
                         token = %self.token_label,
-                        error = %describe(error),
+                        error = %one_line(error),
                         "the HSM dropped the session; reconnecting"
                     );
                     retried = true;
@@ -377,7 +374,7 @@ impl Inner {
         RootOfTrustError::Pkcs11 {
             token: self.token_label.clone(),
             operation,
-            detail: describe(error),
+            detail: one_line(error),
         }
     }
 }
@@ -464,7 +461,7 @@ impl RootOfTrust for Pkcs11Root {
                     _,
                 ),
             ) => {
-                tracing::debug!(error = %describe(&error), "the HSM refused to unwrap a tenant key");
+                tracing::debug!(error = %one_line(&error), "the HSM refused to unwrap a tenant key");
                 return Err(CryptoError::UnwrapAuthentication.into());
             }
             Err(error) => return Err(self.failure("AES-GCM decryption", &error)),
@@ -502,7 +499,7 @@ fn session_lost(error: &Pkcs11Error) -> bool {
 
 /// A PKCS#11 error in one line: `C_Login: PinIncorrect` rather than the
 /// paragraph `cryptoki` prints.
-fn describe(error: &Pkcs11Error) -> String {
+fn one_line(error: &Pkcs11Error) -> String {
     match error {
         Pkcs11Error::Pkcs11(code, function) => format!("C_{function:?}: {code:?}"),
         other => other.to_string(),
