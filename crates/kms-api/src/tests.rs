@@ -669,3 +669,56 @@ async fn authentication_and_wire_errors() {
     let reply = f.call("DisableKey", json!({"KeyId": key_id})).await;
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn sessions_need_their_token_and_keep_their_policy() {
+    let f = Fixture::new().await;
+    let (key_id, _) = f.create_key().await;
+    let describe_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:DescribeKey","Resource":"*"}]}"#;
+    let session = f
+        .iam
+        .create_session(
+            &f.tenant,
+            nuage_iam::SessionSubject::User {
+                user_name: "admin".into(),
+            },
+            3600,
+            3600,
+            Some(describe_only.into()),
+            "test",
+        )
+        .await
+        .unwrap();
+    let creds = Creds {
+        key: session.access_key_id.clone(),
+        secret: session.secret_access_key.clone(),
+    };
+    let send = |token: Option<&str>, operation: &str, body: Value| {
+        let mut request = Fixture::request(operation, &body);
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("x-amz-security-token", token.parse().unwrap());
+        }
+        nuage_sigv4::sign(&mut request, &creds.key, &creds.secret, REGION, "kms").unwrap();
+        f.send(request)
+    };
+    send(None, "DescribeKey", json!({"KeyId": key_id}))
+        .await
+        .refused(400, "UnrecognizedClientException");
+    send(Some("wrong"), "DescribeKey", json!({"KeyId": key_id}))
+        .await
+        .refused(400, "UnrecognizedClientException");
+    let token = session.session_token.as_str();
+    send(Some(token), "DescribeKey", json!({"KeyId": key_id}))
+        .await
+        .ok();
+    // The session policy narrows the administrator's `*`.
+    send(
+        Some(token),
+        "Encrypt",
+        json!({"KeyId": key_id, "Plaintext": b64(b"x")}),
+    )
+    .await
+    .refused(400, "AccessDeniedException");
+}

@@ -605,7 +605,8 @@ impl CustomerKeys {
                 KeyReference::Id(id) if !is_key_id(&id) => {
                     Err(KmsError::NotFound(format!("Invalid keyId '{text}'")))
                 }
-                other => Ok(other),
+                KeyReference::Id(id) => Ok(KeyReference::Id(id.to_ascii_lowercase())),
+                alias @ KeyReference::Alias(_) => Ok(alias),
             };
         }
         if text.starts_with("alias/") {

@@ -149,6 +149,40 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         .await
         .unwrap();
     let sha256 = put.checksum_sha256().unwrap().to_owned();
+    assert_eq!(
+        put.server_side_encryption(),
+        Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
+    );
+    // Asking for a protection Nuage does not provide yet is refused, not ignored.
+    let kms = s3
+        .put_object()
+        .bucket("sealed")
+        .key("kms")
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        kms.into_service_error().meta().code(),
+        Some("NotImplemented")
+    );
+    let config = s3
+        .get_bucket_encryption()
+        .bucket("sealed")
+        .send()
+        .await
+        .unwrap();
+    let rule = &config
+        .server_side_encryption_configuration()
+        .unwrap()
+        .rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default()
+            .unwrap()
+            .sse_algorithm(),
+        &aws_sdk_s3::types::ServerSideEncryption::Aes256
+    );
     let head = s3
         .head_object()
         .bucket("sealed")
@@ -164,6 +198,10 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         Some("NUAGE-META-MARKER")
     );
     assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
+    assert_eq!(
+        head.server_side_encryption(),
+        Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
+    );
     let listed = s3
         .list_objects_v2()
         .bucket("sealed")

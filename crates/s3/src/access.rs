@@ -65,6 +65,8 @@ fn action_for(op: &str, has_version_id: bool) -> String {
         "DeleteObjectTagging" if has_version_id => "DeleteObjectVersionTagging",
         "DeleteBucketTagging" => "PutBucketTagging",
         "GetBucketCors" => "GetBucketCORS",
+        "GetBucketEncryption" => "GetEncryptionConfiguration",
+        "PutBucketEncryption" | "DeleteBucketEncryption" => "PutEncryptionConfiguration",
         "PutBucketCors" | "DeleteBucketCors" => "PutBucketCORS",
         "GetPublicAccessBlock" => "GetBucketPublicAccessBlock",
         "PutPublicAccessBlock" | "DeletePublicAccessBlock" => "PutBucketPublicAccessBlock",

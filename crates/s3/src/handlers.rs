@@ -388,6 +388,7 @@ macro_rules! object_read_output {
             website_redirect_location: content.website_redirect_location.clone(),
             parts_count: $part_number.and_then(|_| parts_count(record)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            server_side_encryption: Some(sse_s3()),
             ..Default::default()
         };
         if plan.checksums_on {
@@ -432,6 +433,35 @@ impl NuageS3 {
             span,
             checksums_on,
         })
+    }
+}
+
+/// Every object is encrypted at rest under its tenant's key, which is what
+/// S3 calls SSE-S3: responses say so, as AWS's do for default encryption.
+fn sse_s3() -> ServerSideEncryption {
+    ServerSideEncryption::from_static(ServerSideEncryption::AES256)
+}
+
+/// Refuses encryption requests Nuage cannot honour yet, rather than storing
+/// the object under a different protection than the client asked for.
+fn check_encryption_request(
+    sse: Option<&ServerSideEncryption>,
+    sse_c_algorithm: Option<&str>,
+) -> S3Result<()> {
+    if sse_c_algorithm.is_some() {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "SSE-C (customer-provided keys) is not supported yet; objects are always encrypted at rest (SSE-S3)",
+        ));
+    }
+    match sse.map(ServerSideEncryption::as_str) {
+        None | Some(ServerSideEncryption::AES256) => Ok(()),
+        Some(other) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!(
+                "server-side encryption `{other}` is not supported yet; objects are always encrypted at rest (AES256)"
+            ),
+        )),
     }
 }
 
@@ -874,12 +904,54 @@ impl S3 for NuageS3 {
         Ok(response)
     }
 
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> Res<GetBucketEncryptionOutput> {
+        self.storage
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        ok(GetBucketEncryptionOutput {
+            server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
+                rules: vec![ServerSideEncryptionRule {
+                    apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                        sse_algorithm: sse_s3(),
+                        kms_master_key_id: None,
+                    }),
+                    bucket_key_enabled: None,
+                }],
+            }),
+        })
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> Res<PutBucketEncryptionOutput> {
+        let input = req.input;
+        self.storage.bucket(&input.bucket).await.map_err(to_s3)?;
+        // SSE-S3 is always on; only a configuration asking for it is accepted.
+        for rule in &input.server_side_encryption_configuration.rules {
+            let algorithm = rule
+                .apply_server_side_encryption_by_default
+                .as_ref()
+                .map(|d| &d.sse_algorithm);
+            check_encryption_request(algorithm, None)?;
+        }
+        ok(PutBucketEncryptionOutput {})
+    }
+
     // ---------------- objects ----------------
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> Res<PutObjectOutput> {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
+        check_encryption_request(
+            input.server_side_encryption.as_ref(),
+            input.sse_customer_algorithm.as_deref(),
+        )?;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
         let attributes = ObjectAttributes {
@@ -936,6 +1008,7 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &record.checksums;
         ok(PutObjectOutput {
+            server_side_encryption: Some(sse_s3()),
             e_tag: Some(convert::etag(&record.etag)),
             version_id: written_version_id(&self.storage, &record).await,
             checksum_crc32: c.crc32.clone(),
@@ -1100,6 +1173,11 @@ impl S3 for NuageS3 {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
         let input = req.input;
+        check_encryption_request(
+            input.server_side_encryption.as_ref(),
+            input.sse_customer_algorithm.as_deref(),
+        )?;
+        check_encryption_request(None, input.copy_source_sse_customer_algorithm.as_deref())?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
         let source = self
             .storage
@@ -1210,6 +1288,7 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &record.checksums;
         ok(CopyObjectOutput {
+            server_side_encryption: Some(sse_s3()),
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(convert::etag(&record.etag)),
                 last_modified: Some(timestamp(record.last_modified_unix_ns)),
@@ -1482,6 +1561,10 @@ impl S3 for NuageS3 {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> Res<CreateMultipartUploadOutput> {
         let input = req.input;
+        check_encryption_request(
+            input.server_side_encryption.as_ref(),
+            input.sse_customer_algorithm.as_deref(),
+        )?;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
         let attributes = ObjectAttributes {
             content: convert::content(ContentInput {
@@ -1523,6 +1606,7 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         ok(CreateMultipartUploadOutput {
+            server_side_encryption: Some(sse_s3()),
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.upload_id),
@@ -1536,6 +1620,7 @@ impl S3 for NuageS3 {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
+        check_encryption_request(None, input.sse_customer_algorithm.as_deref())?;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
         let upload = self
             .storage
@@ -1591,6 +1676,7 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &part.checksums;
         ok(UploadPartOutput {
+            server_side_encryption: Some(sse_s3()),
             e_tag: Some(convert::etag(&part.etag)),
             checksum_crc32: c.crc32.clone(),
             checksum_crc32c: c.crc32c.clone(),
@@ -1741,6 +1827,7 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &record.checksums;
         ok(CompleteMultipartUploadOutput {
+            server_side_encryption: Some(sse_s3()),
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
