@@ -25,6 +25,18 @@ use std::time::SystemTime;
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // The metadata store holds access-key secrets and wrapped keys: the data
+    // directory is its owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| {
+                format!(
+                    "cannot restrict the permissions of {}",
+                    config.data_dir.display()
+                )
+            })?;
+    }
     let default_region = config
         .regions
         .first()

@@ -12,6 +12,12 @@ async fn fresh_server_stores_and_returns_an_object() {
         "{}",
         server.banner
     );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&server.data_dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the data directory is its owner's alone");
     let s3 = server.client();
     s3.create_bucket().bucket("smoke").send().await.unwrap();
     s3.put_object()
