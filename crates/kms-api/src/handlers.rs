@@ -12,7 +12,8 @@ use crate::RequestContext;
 use crate::error::ApiError;
 use crate::operation::{
     AliasOnly, AliasTarget, CreateKey, Decrypt, Encrypt, GenerateDataKey, GenerateRandom,
-    GetKeyPolicy, ListAliases, ListKeyRotations, Operation, Paging, PutKeyPolicy, ReEncrypt,
+    GetKeyPolicy, ListAliases, ListKeyRotations, Operation, Paging, PutKeyAccessReasons,
+    PutKeyPolicy, ReEncrypt,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -32,6 +33,9 @@ type Context = BTreeMap<String, Vec<String>>;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 /// The only key policy name AWS has.
 const DEFAULT_POLICY_NAME: &str = "default";
+/// The key id in the ARN of a tenant's data key (the storage key hierarchy's
+/// tenant key), the resource of `kms:Get|PutKeyAccessReasons`.
+pub(crate) const TENANT_DATA_KEY_ID: &str = "tenant-data";
 
 /// One authenticated request in progress.
 pub(crate) struct Call<'a> {
@@ -478,7 +482,47 @@ impl Call<'_> {
                     .map_err(kms)?;
                 Ok(None)
             }
+            Operation::GetKeyAccessReasons(_) => self.get_key_access_reasons().await.map(Some),
+            Operation::PutKeyAccessReasons(input) => {
+                self.put_key_access_reasons(input).await.map(|()| None)
+            }
         }
+    }
+
+    /// The ARN of the caller tenant's data key.
+    fn tenant_data_key_arn(&self) -> String {
+        self.keys.key_arn(self.tenant(), TENANT_DATA_KEY_ID)
+    }
+
+    /// Nuage extension: the reasons the caller tenant's data key accepts.
+    /// Identity policies alone decide (the data key has no key policy).
+    async fn get_key_access_reasons(&self) -> ApiResult<Value> {
+        let arn = self.tenant_data_key_arn();
+        self.authorize("GetKeyAccessReasons", &arn, None, Context::new())
+            .await?;
+        let reasons = self
+            .keys
+            .key_service()
+            .allowed_reasons(self.tenant())
+            .await
+            .map_err(|e| kms(e.into()))?;
+        let names: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+        Ok(json!({ "KeyId": arn, "AllowedReasons": names }))
+    }
+
+    /// Nuage extension: replaces the reasons the caller tenant's data key
+    /// accepts. An empty list refuses every read of the tenant's objects.
+    async fn put_key_access_reasons(&self, input: PutKeyAccessReasons) -> ApiResult<()> {
+        let arn = self.tenant_data_key_arn();
+        self.authorize("PutKeyAccessReasons", &arn, None, Context::new())
+            .await?;
+        self.keys
+            .key_service()
+            .set_allowed_reasons(self.tenant(), &input.allowed_reasons)
+            .await
+            .map_err(|e| kms(e.into()))?;
+        tracing::info!(caller = %self.identity.arn, tenant = self.tenant(), "key access reasons replaced");
+        Ok(())
     }
 
     async fn create_key(&self, input: CreateKey) -> ApiResult<Value> {

@@ -10,7 +10,7 @@
 use crate::error::ApiError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use nuage_kms::EncryptionContext;
+use nuage_kms::{AccessReason, EncryptionContext};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -193,6 +193,42 @@ pub(crate) struct PutKeyPolicy {
     pub bypass_policy_lockout_safety_check: bool,
 }
 
+/// An operation with no input members.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Empty {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutKeyAccessReasonsWire {
+    allowed_reasons: Vec<String>,
+}
+
+/// Nuage extension: the reasons the caller tenant's data key accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct PutKeyAccessReasons {
+    pub allowed_reasons: Vec<AccessReason>,
+}
+
+impl PutKeyAccessReasons {
+    fn from_wire(wire: PutKeyAccessReasonsWire) -> Result<Self, ApiError> {
+        let allowed_reasons = wire
+            .allowed_reasons
+            .iter()
+            .map(|name| {
+                AccessReason::parse(name).ok_or_else(|| {
+                    let known: Vec<&str> = AccessReason::ALL.iter().map(|r| r.as_str()).collect();
+                    ApiError::validation(format!(
+                        "1 validation error detected: Value '{name}' at 'allowedReasons' failed \
+                         to satisfy constraint: Member must satisfy enum value set: [{}]",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { allowed_reasons })
+    }
+}
+
 /// Every operation Nuage's KMS serves.
 #[derive(Debug, Clone)]
 pub(crate) enum Operation {
@@ -220,6 +256,10 @@ pub(crate) enum Operation {
     CancelKeyDeletion(KeyOnly),
     GetKeyPolicy(GetKeyPolicy),
     PutKeyPolicy(PutKeyPolicy),
+    /// Nuage extension (key access justifications).
+    GetKeyAccessReasons(Empty),
+    /// Nuage extension (key access justifications).
+    PutKeyAccessReasons(PutKeyAccessReasons),
 }
 
 fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -291,6 +331,10 @@ impl Operation {
             "CancelKeyDeletion" => Self::CancelKeyDeletion(input(body)?),
             "GetKeyPolicy" => Self::GetKeyPolicy(input(body)?),
             "PutKeyPolicy" => Self::PutKeyPolicy(input(body)?),
+            "GetKeyAccessReasons" => Self::GetKeyAccessReasons(input(body)?),
+            "PutKeyAccessReasons" => {
+                Self::PutKeyAccessReasons(PutKeyAccessReasons::from_wire(input(body)?)?)
+            }
             _ => {
                 return Err(ApiError::bad(
                     "UnknownOperationException",
@@ -327,6 +371,8 @@ impl Operation {
             Self::CancelKeyDeletion(_) => "CancelKeyDeletion",
             Self::GetKeyPolicy(_) => "GetKeyPolicy",
             Self::PutKeyPolicy(_) => "PutKeyPolicy",
+            Self::GetKeyAccessReasons(_) => "GetKeyAccessReasons",
+            Self::PutKeyAccessReasons(_) => "PutKeyAccessReasons",
         }
     }
 }
@@ -388,6 +434,19 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        let unknown = Operation::parse(
+            "TrentService.PutKeyAccessReasons",
+            br#"{"AllowedReasons":["CUSTOMER_INITIATED_ACCESS","GOOGLE_INITIATED_SERVICE"]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(unknown.code, "ValidationException");
+        assert!(unknown.message.contains("GOOGLE_INITIATED_SERVICE"));
+        assert_eq!(
+            Operation::parse("TrentService.PutKeyAccessReasons", b"{}")
+                .unwrap_err()
+                .code,
+            "ValidationException"
+        );
         assert_eq!(
             Operation::parse("TrentService.Sign", b"{}")
                 .unwrap_err()

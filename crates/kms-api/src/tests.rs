@@ -722,3 +722,135 @@ async fn sessions_need_their_token_and_keep_their_policy() {
     .await
     .refused(400, "AccessDeniedException");
 }
+
+#[tokio::test]
+async fn key_access_reasons_get_put_authorize_and_validate() {
+    let f = Fixture::new().await;
+    let arn = format!("arn:aws:kms:{REGION}:{}:key/tenant-data", f.tenant);
+    // The defaults, before the tenant sets its own.
+    let got = f.call("GetKeyAccessReasons", json!({})).await.ok();
+    assert_eq!(got["KeyId"], arn);
+    assert_eq!(
+        got["AllowedReasons"],
+        json!([
+            "CUSTOMER_INITIATED_ACCESS",
+            "CUSTOMER_INITIATED_SUPPORT",
+            "OPERATOR_INITIATED_SYSTEM_OPERATION"
+        ])
+    );
+    // No body at all is a valid GetKeyAccessReasons.
+    let mut request = Fixture::request("GetKeyAccessReasons", &json!({}));
+    *request.body_mut() = Bytes::new();
+    nuage_sigv4::sign(&mut request, &f.admin.key, &f.admin.secret, REGION, "kms").unwrap();
+    f.send(request).await.ok();
+
+    let wanted = json!([
+        "OPERATOR_INITIATED_SYSTEM_OPERATION",
+        "THIRD_PARTY_DATA_REQUEST"
+    ]);
+    let put = f
+        .call("PutKeyAccessReasons", json!({ "AllowedReasons": wanted }))
+        .await
+        .ok();
+    assert_eq!(put, json!({}));
+    assert_eq!(
+        f.call("GetKeyAccessReasons", json!({})).await.ok()["AllowedReasons"],
+        wanted
+    );
+    assert_eq!(
+        f.api
+            .keys
+            .key_service()
+            .allowed_reasons(&f.tenant)
+            .await
+            .unwrap(),
+        vec![
+            nuage_kms::AccessReason::OperatorInitiatedSystemOperation,
+            nuage_kms::AccessReason::ThirdPartyDataRequest
+        ]
+    );
+
+    // Validation: unknown names, a missing or mistyped member; nothing changes.
+    let unknown = f
+        .call(
+            "PutKeyAccessReasons",
+            json!({ "AllowedReasons": ["CUSTOMER_INITIATED_ACCESS", "BECAUSE"] }),
+        )
+        .await
+        .refused(400, "ValidationException");
+    assert!(
+        unknown.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("BECAUSE"),
+        "{:?}",
+        unknown.body
+    );
+    f.call("PutKeyAccessReasons", json!({}))
+        .await
+        .refused(400, "ValidationException");
+    f.call("PutKeyAccessReasons", json!({ "AllowedReasons": "ALL" }))
+        .await
+        .refused(400, "SerializationException");
+    assert_eq!(
+        f.call("GetKeyAccessReasons", json!({})).await.ok()["AllowedReasons"],
+        wanted
+    );
+    // An empty list is accepted (it locks every read).
+    f.call("PutKeyAccessReasons", json!({ "AllowedReasons": [] }))
+        .await
+        .ok();
+    assert_eq!(
+        f.call("GetKeyAccessReasons", json!({})).await.ok()["AllowedReasons"],
+        json!([])
+    );
+
+    // Authorization: identity policies on the tenant data key's ARN.
+    let s3_only = f.user(&f.tenant, "s3-only", S3_ONLY_POLICY).await;
+    for (operation, body) in [
+        ("GetKeyAccessReasons", json!({})),
+        (
+            "PutKeyAccessReasons",
+            json!({ "AllowedReasons": ["CUSTOMER_INITIATED_ACCESS"] }),
+        ),
+    ] {
+        let denied = f
+            .call_as(&s3_only, operation, body)
+            .await
+            .refused(400, "AccessDeniedException");
+        let message = denied.body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("kms:{operation}")), "{message}");
+        assert!(message.contains(&arn), "{message}");
+    }
+    let reader_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"kms:GetKeyAccessReasons","Resource":"{arn}"}}]}}"#
+    );
+    let reader = f.user(&f.tenant, "reader", &reader_policy).await;
+    f.call_as(&reader, "GetKeyAccessReasons", json!({}))
+        .await
+        .ok();
+    f.call_as(
+        &reader,
+        "PutKeyAccessReasons",
+        json!({ "AllowedReasons": ["CUSTOMER_INITIATED_ACCESS"] }),
+    )
+    .await
+    .refused(400, "AccessDeniedException");
+    assert_eq!(
+        f.call("GetKeyAccessReasons", json!({})).await.ok()["AllowedReasons"],
+        json!([])
+    );
+
+    // Each tenant has its own list.
+    let other = f.iam.create_tenant("other", "FR", "").await.unwrap().id;
+    let other_admin = f.user(&other, "admin", ADMIN_POLICY).await;
+    let theirs = f
+        .call_as(&other_admin, "GetKeyAccessReasons", json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        theirs["KeyId"],
+        format!("arn:aws:kms:{REGION}:{other}:key/tenant-data")
+    );
+    assert_eq!(theirs["AllowedReasons"].as_array().unwrap().len(), 3);
+}

@@ -450,6 +450,13 @@ impl CustomerKeys {
         }
     }
 
+    /// The storage key hierarchy these keys share a root of trust with:
+    /// the KMS API reaches the tenants' key access justifications through it.
+    #[must_use]
+    pub fn key_service(&self) -> &KeyService {
+        &self.keys
+    }
+
     /// The region in every key and alias ARN.
     #[must_use]
     pub fn region(&self) -> &str {

@@ -15,6 +15,11 @@
 //! A tenant key is created the first time the tenant stores data and never
 //! leaves this service unwrapped. Customer-held keys (XKS) build on this.
 //!
+//! Every unwrap of a data key names an [`AccessReason`]; the tenant decides
+//! which reasons its data key accepts ([`KeyService::set_allowed_reasons`],
+//! module `access`), and a reason outside that list is refused before any
+//! key is unwrapped.
+//!
 //! Beside that hierarchy, the same root of trust protects the *customer keys*
 //! tenants manage through the KMS API ([`CustomerKeys`], module `customer`):
 //!
@@ -26,10 +31,12 @@
 //!           format in module `ciphertext`
 //! ```
 
+mod access;
 mod ciphertext;
 mod customer;
 mod root;
 
+pub use access::{ACCESS_REASONS, AccessReason, DEFAULT_ALLOWED_REASONS};
 pub use ciphertext::{
     CIPHERTEXT_FORMAT_V1, CIPHERTEXT_HEADER_BYTES, CIPHERTEXT_OVERHEAD_BYTES, CiphertextBlob,
     EncryptionContext, associated_data,
@@ -60,6 +67,13 @@ pub enum KeyError {
     Store(#[from] MetaError),
     #[error("root of trust: {0}")]
     RootOfTrust(#[from] RootOfTrustError),
+    /// The tenant's key access reasons do not include this access's reason;
+    /// nothing was unwrapped.
+    #[error("the tenant's key access justifications do not allow access for the reason {reason}")]
+    ReasonNotAllowed { reason: AccessReason },
+    /// A stored allowed-reasons list that does not parse.
+    #[error("corrupt key access reasons of a tenant: {0}")]
+    CorruptReasons(String),
 }
 
 /// The key hierarchy of one Nuage.
@@ -149,19 +163,81 @@ impl KeyService {
         Ok((key, wrapped))
     }
 
-    /// Unwraps a blob's data key; fails unless `binding` is the one it was
+    /// Unwraps a blob's data key for `reason`; fails unless the tenant's
+    /// allowed reasons include `reason` and `binding` is the one the key was
     /// wrapped with.
     ///
     /// # Errors
-    /// Wrong binding or tenant, corrupt wrapped key, key storage failure.
+    /// [`KeyError::ReasonNotAllowed`] (checked first: nothing is unwrapped),
+    /// wrong binding or tenant, corrupt wrapped key, key storage failure.
     pub async fn open_data_key(
         &self,
         tenant: &str,
         wrapped: &[u8],
         binding: &[u8],
+        reason: AccessReason,
     ) -> Result<DataKey, KeyError> {
+        let allowed = self.allowed_reasons(tenant).await?;
+        if !allowed.contains(&reason) {
+            // The binding names bucket and key: it stays out of the log.
+            tracing::info!(
+                tenant,
+                reason = reason.as_str(),
+                allowed = ?allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "data key unwrap refused by the tenant's key access justifications"
+            );
+            return Err(KeyError::ReasonNotAllowed { reason });
+        }
         let kek = self.tenant_key(tenant).await?;
         Ok(nuage_crypto::unwrap_data_key(&kek, wrapped, binding)?)
+    }
+
+    /// The reasons for which `tenant`'s data key may be unwrapped:
+    /// [`DEFAULT_ALLOWED_REASONS`] until the tenant sets its own.
+    ///
+    /// # Errors
+    /// Key storage failure, or a stored list that does not parse.
+    pub async fn allowed_reasons(&self, tenant: &str) -> Result<Vec<AccessReason>, KeyError> {
+        match self.docs.get_document(ACCESS_REASONS, tenant).await? {
+            None => Ok(DEFAULT_ALLOWED_REASONS.to_vec()),
+            Some(doc) => serde_json::from_slice(&doc.value)
+                .map_err(|e| KeyError::CorruptReasons(e.to_string())),
+        }
+    }
+
+    /// Replaces `tenant`'s allowed reasons (duplicates dropped, order kept).
+    /// An empty list is accepted: it refuses every read of the tenant's data
+    /// until the list is changed again (writes still work).
+    ///
+    /// # Errors
+    /// Key storage failure.
+    pub async fn set_allowed_reasons(
+        &self,
+        tenant: &str,
+        reasons: &[AccessReason],
+    ) -> Result<(), KeyError> {
+        let mut list: Vec<AccessReason> = Vec::with_capacity(reasons.len());
+        for reason in reasons {
+            if !list.contains(reason) {
+                list.push(*reason);
+            }
+        }
+        let value =
+            serde_json::to_vec(&list).map_err(|e| KeyError::CorruptReasons(e.to_string()))?;
+        self.docs
+            .commit_documents(vec![DocumentWrite {
+                namespace: ACCESS_REASONS.into(),
+                key: tenant.into(),
+                expect: Expect::Any,
+                value: Some(value),
+            }])
+            .await?;
+        tracing::info!(
+            tenant,
+            allowed = ?list.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "set the tenant's key access justifications"
+        );
+        Ok(())
     }
 }
 
@@ -169,6 +245,135 @@ impl KeyService {
 mod tests {
     use super::*;
     use nuage_meta::embedded::EmbeddedMetaStore;
+
+    const ACCESS: AccessReason = AccessReason::CustomerInitiatedAccess;
+    const TENANT: &str = "111122223333";
+
+    fn service(dir: &std::path::Path, store: Arc<EmbeddedMetaStore>) -> KeyService {
+        let root = nuage_crypto::RootKeyFile::open_or_create(&dir.join("root.key")).unwrap();
+        KeyService::new(store, root)
+    }
+
+    #[tokio::test]
+    async fn default_reasons_apply_until_the_tenant_sets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+        let keys = service(dir.path(), store);
+        assert_eq!(
+            keys.allowed_reasons(TENANT).await.unwrap(),
+            DEFAULT_ALLOWED_REASONS.to_vec()
+        );
+        let (_, wrapped) = keys.new_data_key(TENANT, b"b").await.unwrap();
+        for reason in DEFAULT_ALLOWED_REASONS {
+            keys.open_data_key(TENANT, &wrapped, b"b", reason)
+                .await
+                .unwrap();
+        }
+        for reason in [
+            AccessReason::OperatorInitiatedService,
+            AccessReason::OperatorInitiatedReview,
+            AccessReason::ThirdPartyDataRequest,
+            AccessReason::ReasonNotExpected,
+        ] {
+            assert!(
+                matches!(
+                    keys.open_data_key(TENANT, &wrapped, b"b", reason).await,
+                    Err(KeyError::ReasonNotAllowed { reason: r }) if r == reason
+                ),
+                "{reason}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reason_outside_the_list_is_refused_and_writes_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+        let keys = service(dir.path(), store);
+        let (_, wrapped) = keys.new_data_key(TENANT, b"b").await.unwrap();
+        keys.set_allowed_reasons(TENANT, &[AccessReason::OperatorInitiatedSystemOperation])
+            .await
+            .unwrap();
+        let refused = keys
+            .open_data_key(TENANT, &wrapped, b"b", ACCESS)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            refused,
+            KeyError::ReasonNotAllowed {
+                reason: AccessReason::CustomerInitiatedAccess
+            }
+        ));
+        assert!(refused.to_string().contains("CUSTOMER_INITIATED_ACCESS"));
+        // The reason is checked before the binding: still refused by reason.
+        assert!(matches!(
+            keys.open_data_key(TENANT, &wrapped, b"other", ACCESS).await,
+            Err(KeyError::ReasonNotAllowed { .. })
+        ));
+        keys.open_data_key(
+            TENANT,
+            &wrapped,
+            b"b",
+            AccessReason::OperatorInitiatedSystemOperation,
+        )
+        .await
+        .unwrap();
+        // Writes are not affected; other tenants keep the defaults.
+        let (_, fresh) = keys.new_data_key(TENANT, b"c").await.unwrap();
+        let (_, theirs) = keys.new_data_key("444455556666", b"d").await.unwrap();
+        keys.open_data_key("444455556666", &theirs, b"d", ACCESS)
+            .await
+            .unwrap();
+        // An empty list locks every read.
+        keys.set_allowed_reasons(TENANT, &[]).await.unwrap();
+        for reason in AccessReason::ALL {
+            assert!(
+                keys.open_data_key(TENANT, &fresh, b"c", reason)
+                    .await
+                    .is_err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn allowed_reasons_round_trip_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+        let keys = service(dir.path(), store.clone());
+        let (_, wrapped) = keys.new_data_key(TENANT, b"b").await.unwrap();
+        let wanted = [
+            AccessReason::ThirdPartyDataRequest,
+            AccessReason::CustomerInitiatedSupport,
+            AccessReason::ThirdPartyDataRequest,
+        ];
+        keys.set_allowed_reasons(TENANT, &wanted).await.unwrap();
+        let expected = vec![
+            AccessReason::ThirdPartyDataRequest,
+            AccessReason::CustomerInitiatedSupport,
+        ];
+        assert_eq!(keys.allowed_reasons(TENANT).await.unwrap(), expected);
+        // Stored as a JSON array of wire names.
+        let doc = store
+            .get_document(ACCESS_REASONS, TENANT)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            doc.value,
+            br#"["THIRD_PARTY_DATA_REQUEST","CUSTOMER_INITIATED_SUPPORT"]"#
+        );
+        // A new service over the same store (a restart) keeps the list.
+        let again = service(dir.path(), store);
+        assert_eq!(again.allowed_reasons(TENANT).await.unwrap(), expected);
+        assert!(matches!(
+            again.open_data_key(TENANT, &wrapped, b"b", ACCESS).await,
+            Err(KeyError::ReasonNotAllowed { .. })
+        ));
+        again
+            .open_data_key(TENANT, &wrapped, b"b", AccessReason::ThirdPartyDataRequest)
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn data_keys_round_trip_per_tenant_and_binding() {
@@ -180,17 +385,17 @@ mod tests {
             .new_data_key("111122223333", b"binding-a")
             .await
             .unwrap();
-        keys.open_data_key("111122223333", &wrapped, b"binding-a")
+        keys.open_data_key("111122223333", &wrapped, b"binding-a", ACCESS)
             .await
             .unwrap();
         assert!(
-            keys.open_data_key("111122223333", &wrapped, b"binding-b")
+            keys.open_data_key("111122223333", &wrapped, b"binding-b", ACCESS)
                 .await
                 .is_err(),
             "bound to its object"
         );
         assert!(
-            keys.open_data_key("444455556666", &wrapped, b"binding-a")
+            keys.open_data_key("444455556666", &wrapped, b"binding-a", ACCESS)
                 .await
                 .is_err(),
             "bound to its tenant"
@@ -199,7 +404,7 @@ mod tests {
         let root = nuage_crypto::RootKeyFile::open_or_create(&dir.path().join("root.key")).unwrap();
         let again = KeyService::new(store, root);
         again
-            .open_data_key("111122223333", &wrapped, b"binding-a")
+            .open_data_key("111122223333", &wrapped, b"binding-a", ACCESS)
             .await
             .unwrap();
         // The tenant key is stored wrapped, never in the clear.

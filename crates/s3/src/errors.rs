@@ -41,6 +41,7 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::IncompleteBody | StorageError::Body(_) => (C::IncompleteBody, None),
         StorageError::NoSuchTagSet => (C::NoSuchTagSet, None),
         StorageError::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
+        StorageError::KeyAccessRefused(_) => (C::AccessDenied, None),
         StorageError::Corrupt(_) | StorageError::Internal(_) => {
             tracing::error!(error = %message, "internal error");
             (C::InternalError, None)

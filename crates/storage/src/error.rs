@@ -65,6 +65,13 @@ pub enum StorageError {
     NoSuchTagSet,
     #[error("the CORS configuration does not exist")]
     NoSuchCorsConfiguration,
+    /// The bucket owner's key access justifications refused to unwrap the
+    /// data key for this access's reason (the wire name it holds).
+    #[error(
+        "access denied by the key access justifications of the bucket owner: \
+         the reason {0} is not allowed"
+    )]
+    KeyAccessRefused(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// The client's body stream failed (disconnect, bad chunk signature).
@@ -73,6 +80,19 @@ pub enum StorageError {
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+impl From<nuage_kms::KeyError> for StorageError {
+    /// A refusal by reason is the owner's decision (403); anything else
+    /// the key service reports is a failure to read stored data.
+    fn from(e: nuage_kms::KeyError) -> Self {
+        match e {
+            nuage_kms::KeyError::ReasonNotAllowed { reason } => {
+                Self::KeyAccessRefused(reason.as_str().to_owned())
+            }
+            other => Self::Corrupt(other.to_string()),
+        }
+    }
+}
 
 impl From<MetaError> for StorageError {
     fn from(e: MetaError) -> Self {

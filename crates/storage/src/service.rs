@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
-use nuage_kms::KeyService;
+use nuage_kms::{AccessReason, KeyService};
 use nuage_meta::{
     BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion,
     VersionRecord, Versioning, WriteCondition,
@@ -712,9 +712,18 @@ impl Storage {
         );
         let key = self
             .keys
-            .open_data_key(&bucket.owner, &wrapped, &binding)
+            .open_data_key(
+                &bucket.owner,
+                &wrapped,
+                &binding,
+                // A customer's S3 request, as every read today.
+                AccessReason::CustomerInitiatedAccess,
+            )
             .await
-            .map_err(|e| corrupt(&e.to_string()))?;
+            .map_err(|e| match StorageError::from(e) {
+                StorageError::Corrupt(message) => corrupt(&message),
+                refused => refused,
+            })?;
         let plaintext_len = nuage_crypto::plaintext_len(ciphertext.len() as u64)
             .ok_or_else(|| corrupt("bad length"))?;
         let span = nuage_crypto::ChunkSpan::whole(plaintext_len)?;
@@ -809,16 +818,23 @@ impl Storage {
                             ))
                         })?;
                         let binding = Self::binding(&bucket, &record.key, &segment.blob_id);
-                        let key = self
-                            .keys
-                            .open_data_key(&bucket.owner, &wrapped, &binding)
-                            .await
-                            .map_err(|e| {
-                                StorageError::Corrupt(format!(
-                                    "data key of blob {}: {e}",
-                                    segment.blob_id
-                                ))
-                            })?;
+                        let key =
+                            self.keys
+                                .open_data_key(
+                                    &bucket.owner,
+                                    &wrapped,
+                                    &binding,
+                                    // Every read today is a customer's S3 request;
+                                    // operator access paths will name their own.
+                                    AccessReason::CustomerInitiatedAccess,
+                                )
+                                .await
+                                .map_err(|e| match StorageError::from(e) {
+                                    StorageError::Corrupt(message) => StorageError::Corrupt(
+                                        format!("data key of blob {}: {message}", segment.blob_id),
+                                    ),
+                                    refused => refused,
+                                })?;
                         let span =
                             nuage_crypto::ChunkSpan::for_range(segment.size, from, to - from)?;
                         Some((key, binding, span))

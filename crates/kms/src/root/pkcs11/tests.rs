@@ -242,7 +242,12 @@ async fn the_key_service_runs_on_the_hsm_root() {
     // A new service (a restart) unwraps the tenant key through the HSM.
     let again = KeyService::new(store.clone(), root);
     again
-        .open_data_key("111122223333", &wrapped, b"binding")
+        .open_data_key(
+            "111122223333",
+            &wrapped,
+            b"binding",
+            crate::AccessReason::CustomerInitiatedAccess,
+        )
         .await
         .unwrap();
     // The stored tenant key has the usual format, and only the HSM opens it.
@@ -255,7 +260,12 @@ async fn the_key_service_runs_on_the_hsm_root() {
     let with_file_root = KeyService::new(store, KeyEncryptionKey::generate().unwrap());
     assert!(
         with_file_root
-            .open_data_key("111122223333", &wrapped, b"binding")
+            .open_data_key(
+                "111122223333",
+                &wrapped,
+                b"binding",
+                crate::AccessReason::CustomerInitiatedAccess,
+            )
             .await
             .is_err()
     );
