@@ -35,6 +35,7 @@
 //! on the wire.
 
 use crate::KeyService;
+use crate::access::AccessReason;
 use crate::ciphertext::{CiphertextBlob, EncryptionContext, associated_data};
 use nuage_base::Clock;
 use nuage_base::limits::{
@@ -45,6 +46,7 @@ use nuage_base::limits::{
     KMS_ROTATION_PERIOD_DAYS_MAX, KMS_ROTATION_PERIOD_DAYS_MIN, KMS_TAGS_MAX,
     KMS_UPDATE_ATTEMPTS_MAX,
 };
+use nuage_crypto::DataKey;
 use nuage_crypto::KeyEncryptionKey;
 use nuage_meta::{Document, DocumentWrite, Expect, MetaError};
 use serde::{Deserialize, Serialize};
@@ -103,7 +105,10 @@ pub enum KmsError {
 
 impl From<crate::KeyError> for KmsError {
     fn from(e: crate::KeyError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            crate::KeyError::CustomerKey(e) => e,
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -1411,6 +1416,87 @@ impl CustomerKeys {
         let plaintext = random(bytes)?;
         let blob = self.encrypt(key, &plaintext, context).await?;
         Ok((plaintext, blob))
+    }
+
+    // ---- S3 object data keys (SSE-KMS) ----
+
+    /// The tenant's key that `key_arn` names (a key ARN recorded on an
+    /// object segment).
+    async fn key_of_arn(&self, tenant: &str, key_arn: &str) -> KmsResult<KmsKey> {
+        match self.parse_reference(tenant, key_arn)? {
+            KeyReference::Id(id) => self.key(tenant, &id).await,
+            KeyReference::Alias(_) => Err(KmsError::NotFound(format!(
+                "Key '{key_arn}' does not exist"
+            ))),
+        }
+    }
+
+    /// A fresh data key for an object blob of `tenant`, wrapped under the
+    /// current material of the customer key `key_arn` (which must be
+    /// enabled) and bound to `binding`. The wrapped form starts with the
+    /// material version (4 bytes, big-endian), so rotation keeps old blobs
+    /// readable.
+    ///
+    /// # Errors
+    /// `NotFound`, `Disabled`, `InvalidState`; key storage or randomness failure.
+    pub async fn new_data_key_under(
+        &self,
+        tenant: &str,
+        key_arn: &str,
+        binding: &[u8],
+    ) -> KmsResult<(DataKey, Vec<u8>)> {
+        let key = self.key_of_arn(tenant, key_arn).await?;
+        key.check_usable()?;
+        let material = key.current_material()?;
+        let secret = self.material_secret(&key, material).await?;
+        let data_key = DataKey::generate()?;
+        let mut wrapped = material.version.to_be_bytes().to_vec();
+        wrapped.extend(nuage_crypto::wrap_data_key(&secret, &data_key, binding)?);
+        Ok((data_key, wrapped))
+    }
+
+    /// Unwraps a data key [`Self::new_data_key_under`] wrapped, for
+    /// `reason`: refused unless the tenant's key access justifications allow
+    /// `reason` (checked first) and the key is enabled *now* (a disabled key
+    /// or one pending deletion makes its data unreadable).
+    ///
+    /// # Errors
+    /// [`crate::KeyError::ReasonNotAllowed`]; [`crate::KeyError::CustomerKey`]
+    /// with `NotFound`, `Disabled`, `InvalidState`, or `InvalidCiphertext`
+    /// for a wrapped key that does not open with this binding.
+    pub async fn open_data_key_under(
+        &self,
+        tenant: &str,
+        key_arn: &str,
+        wrapped: &[u8],
+        binding: &[u8],
+        reason: AccessReason,
+    ) -> Result<DataKey, crate::KeyError> {
+        let allowed = self.keys.allowed_reasons(tenant).await?;
+        if !allowed.contains(&reason) {
+            tracing::info!(
+                tenant,
+                reason = reason.as_str(),
+                "data key unwrap refused by the tenant's key access justifications"
+            );
+            return Err(crate::KeyError::ReasonNotAllowed { reason });
+        }
+        let key = self.key_of_arn(tenant, key_arn).await?;
+        key.check_usable()?;
+        let (version, sealed) = wrapped
+            .split_first_chunk::<4>()
+            .ok_or_else(|| KmsError::InvalidCiphertext("wrapped data key too short".into()))?;
+        let version = u32::from_be_bytes(*version);
+        let material = key
+            .materials
+            .iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| {
+                KmsError::InvalidCiphertext(format!("no material version {version} in {}", key.arn))
+            })?;
+        let secret = self.material_secret(&key, material).await?;
+        Ok(nuage_crypto::unwrap_data_key(&secret, sealed, binding)
+            .map_err(|e| KmsError::InvalidCiphertext(e.to_string()))?)
     }
 }
 

@@ -74,6 +74,10 @@ pub enum KeyError {
     /// A stored allowed-reasons list that does not parse.
     #[error("corrupt key access reasons of a tenant: {0}")]
     CorruptReasons(String),
+    /// A customer KMS key protecting the data refused: missing, disabled,
+    /// pending deletion, or the wrapped key does not open under it.
+    #[error("{0}")]
+    CustomerKey(#[from] KmsError),
 }
 
 /// The key hierarchy of one Nuage.

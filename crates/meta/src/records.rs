@@ -128,6 +128,10 @@ pub struct DataSegment {
     /// only for data written before encryption at rest existed.
     #[serde(default)]
     pub sealed_key: Option<String>,
+    /// The ARN of the customer KMS key `sealed_key` is wrapped under (S3
+    /// SSE-KMS); None: wrapped under the tenant key (SSE-S3).
+    #[serde(default)]
+    pub kms_key_arn: Option<String>,
 }
 
 /// One version of an object, or a delete marker.
@@ -206,6 +210,10 @@ pub struct UploadRecord {
     pub checksum_algorithm: Option<String>,
     #[serde(default)]
     pub checksum_type: Option<String>,
+    /// The customer KMS key (ARN) chosen at creation for SSE-KMS: every
+    /// part's data key is wrapped under it. None: SSE-S3.
+    #[serde(default)]
+    pub kms_key_arn: Option<String>,
 }
 
 /// One uploaded part.
@@ -222,4 +230,7 @@ pub struct PartRecord {
     /// The part blob's wrapped data key (see [`DataSegment::sealed_key`]).
     #[serde(default)]
     pub sealed_key: Option<String>,
+    /// See [`DataSegment::kms_key_arn`].
+    #[serde(default)]
+    pub kms_key_arn: Option<String>,
 }

@@ -46,6 +46,7 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
             size: 1,
             part_etag: None,
             sealed_key: None,
+            kms_key_arn: None,
         }],
         sealed_attributes: None,
     }
@@ -106,6 +107,7 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
                 tags: vec![],
                 checksum_algorithm: None,
                 checksum_type: None,
+                kms_key_arn: None,
             })
             .await
             .unwrap();
@@ -355,6 +357,7 @@ async fn uploads_parts_and_completion() {
             tags: vec![],
             checksum_algorithm: None,
             checksum_type: None,
+            kms_key_arn: None,
         };
         store.create_upload(upload.clone()).await.unwrap();
         let part = |n: u32, blob: &str| PartRecord {
@@ -365,6 +368,7 @@ async fn uploads_parts_and_completion() {
             last_modified_unix_ns: 1,
             checksums: Checksums::default(),
             sealed_key: None,
+            kms_key_arn: None,
         };
         for n in 1..=3 {
             assert!(
@@ -404,12 +408,14 @@ async fn uploads_parts_and_completion() {
                 size: 5,
                 part_etag: Some("e1".into()),
                 sealed_key: None,
+                kms_key_arn: None,
             },
             DataSegment {
                 blob_id: "p2b".into(),
                 size: 5,
                 part_etag: Some("e2".into()),
                 sealed_key: None,
+                kms_key_arn: None,
             },
         ];
         let outcome = store

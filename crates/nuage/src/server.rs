@@ -60,16 +60,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         root,
     );
+    // Customer keys (the KMS API's), which S3 SSE-KMS objects are stored
+    // under: one instance, shared by both front ends.
+    let customer_keys =
+        nuage_kms::CustomerKeys::new(keys.clone(), Arc::clone(&clock), default_region.clone());
     let storage = Storage::new(
         meta,
         Arc::new(blobs),
         Arc::clone(&clock),
-        keys.clone(),
+        keys,
         StorageConfig {
             regions: config.regions.clone(),
             default_region_aliases: vec!["us-east-1".into()],
         },
-    );
+    )
+    .with_customer_keys(customer_keys.clone());
 
     let country = config.regions.first().map_or("FR", |r| r.country.as_str());
     let default_tenant = crate::bootstrap::ensure_default_tenant(&iam, &creds, country).await?;
@@ -110,11 +115,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let query_api = IamQueryApi::new(iam.clone(), Arc::clone(&clock));
     // And the KMS JSON API (`aws kms`): customer keys under the same root of
     // trust and document store, with ARNs in the first configured region.
-    let kms_api = KmsApi::new(
-        nuage_kms::CustomerKeys::new(keys, Arc::clone(&clock), default_region.clone()),
-        iam.clone(),
-        Arc::clone(&clock),
-    );
+    let kms_api = KmsApi::new(customer_keys, iam.clone(), Arc::clone(&clock));
     let storage_for_access = storage.clone();
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage, iam.clone()));
     builder.set_auth(IamAuth::new(iam.clone()));

@@ -153,7 +153,7 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         put.server_side_encryption(),
         Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
     );
-    // Asking for a protection Nuage does not provide yet is refused, not ignored.
+    // SSE-KMS needs a customer key named (no AWS-managed default key).
     let kms = s3
         .put_object()
         .bucket("sealed")
@@ -165,7 +165,7 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         .unwrap_err();
     assert_eq!(
         kms.into_service_error().meta().code(),
-        Some("NotImplemented")
+        Some("InvalidArgument")
     );
     let config = s3
         .get_bucket_encryption()

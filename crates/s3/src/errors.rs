@@ -42,6 +42,7 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::NoSuchTagSet => (C::NoSuchTagSet, None),
         StorageError::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
         StorageError::KeyAccessRefused(_) => (C::AccessDenied, None),
+        StorageError::Kms { code, .. } => return kms_error(code, message),
         StorageError::Corrupt(_) | StorageError::Internal(_) => {
             tracing::error!(error = %message, "internal error");
             (C::InternalError, None)
@@ -51,6 +52,14 @@ pub fn to_s3(e: StorageError) -> S3Error {
     if let Some(headers) = headers {
         err.set_headers(headers);
     }
+    err
+}
+
+/// An SSE-KMS refusal: AWS's `KMS.*` codes, with status 400.
+#[must_use]
+pub fn kms_error(code: &'static str, message: impl Into<String>) -> S3Error {
+    let mut err = S3Error::with_message(S3ErrorCode::Custom(code.into()), message.into());
+    err.set_status_code(http::StatusCode::BAD_REQUEST);
     err
 }
 

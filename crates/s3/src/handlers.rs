@@ -388,7 +388,8 @@ macro_rules! object_read_output {
             website_redirect_location: content.website_redirect_location.clone(),
             parts_count: $part_number.and_then(|_| parts_count(record)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption: sse_out(record_kms_key(record)).0,
+            ssekms_key_id: sse_out(record_kms_key(record)).1,
             ..Default::default()
         };
         if plan.checksums_on {
@@ -465,6 +466,173 @@ fn check_encryption_request(
     }
 }
 
+/// The `x-amz-server-side-encryption` and `...-aws-kms-key-id` values of
+/// data under `kms_key_arn` (SSE-KMS) or the tenant key (SSE-S3, None).
+fn sse_out(kms_key_arn: Option<&str>) -> (Option<ServerSideEncryption>, Option<String>) {
+    match kms_key_arn {
+        None => (Some(sse_s3()), None),
+        Some(arn) => (
+            Some(ServerSideEncryption::from_static(
+                ServerSideEncryption::AWS_KMS,
+            )),
+            Some(arn.to_owned()),
+        ),
+    }
+}
+
+/// The customer KMS key an object's data is wrapped under, if any.
+fn record_kms_key(record: &VersionRecord) -> Option<&str> {
+    record
+        .segments
+        .iter()
+        .find_map(|s| s.kms_key_arn.as_deref())
+}
+
+/// The identity behind the request (None: anonymous).
+fn caller_identity<T>(req: &S3Request<T>) -> Option<nuage_iam::Identity> {
+    req.extensions
+        .get::<crate::access::Caller>()
+        .and_then(|c| c.0.clone())
+}
+
+impl NuageS3 {
+    /// `kms:<action>` on the customer key, decided as the KMS API decides
+    /// (the caller's identity policies with the key policy as resource
+    /// policy); AccessDenied (403) when refused.
+    async fn authorize_kms(
+        &self,
+        caller: Option<&nuage_iam::Identity>,
+        action: &str,
+        key: &nuage_kms::KmsKey,
+    ) -> S3Result<()> {
+        let mut context = std::collections::BTreeMap::new();
+        if let Some(tenant) = caller.map(|c| c.tenant_id.clone()) {
+            context.insert("kms:CallerAccount".to_owned(), vec![tenant]);
+        }
+        context.insert(
+            "kms:ViaService".to_owned(),
+            vec![format!(
+                "s3.{}.amazonaws.com",
+                self.storage.customer_keys().region()
+            )],
+        );
+        let request = nuage_iam::AccessRequest {
+            action: format!("kms:{action}"),
+            resource: key.arn.clone(),
+            context,
+        };
+        let decision = self
+            .iam
+            .authorize(
+                caller,
+                &request,
+                Some(&key.tenant),
+                Some(&key.policy),
+                false,
+            )
+            .await
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+        if decision.allowed {
+            return Ok(());
+        }
+        let who = caller.map_or("anonymous", |c| c.arn.as_str());
+        Err(S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            format!(
+                "User: {who} is not authorized to perform: kms:{action} on resource: {}",
+                key.arn
+            ),
+        ))
+    }
+
+    /// The protection a write asks for: None for SSE-S3, the customer key's
+    /// ARN for SSE-KMS, after checking that the key is one of the bucket
+    /// owner's, that the caller may `kms:GenerateDataKey` with it, and
+    /// that it is enabled.
+    async fn write_encryption(
+        &self,
+        caller: Option<&nuage_iam::Identity>,
+        bucket: &str,
+        sse: Option<&ServerSideEncryption>,
+        kms_key_id: Option<&str>,
+        sse_c_algorithm: Option<&str>,
+    ) -> S3Result<Option<String>> {
+        if sse.map(ServerSideEncryption::as_str) != Some(ServerSideEncryption::AWS_KMS) {
+            check_encryption_request(sse, sse_c_algorithm)?;
+            if kms_key_id.is_some() {
+                return Err(invalid(
+                    "x-amz-server-side-encryption-aws-kms-key-id is only valid with x-amz-server-side-encryption: aws:kms",
+                ));
+            }
+            return Ok(None);
+        }
+        check_encryption_request(None, sse_c_algorithm)?;
+        let Some(key_id) = kms_key_id.filter(|k| !k.is_empty()) else {
+            return Err(invalid("a KMS key id is required"));
+        };
+        let owner = self.storage.bucket(bucket).await.map_err(to_s3)?.owner;
+        let key = self
+            .storage
+            .customer_keys()
+            .resolve(&owner, key_id)
+            .await
+            .map_err(|e| to_s3(e.into()))?;
+        self.authorize_kms(caller, "GenerateDataKey", &key).await?;
+        key.check_usable().map_err(|e| to_s3(e.into()))?;
+        Ok(Some(key.arn))
+    }
+
+    /// Before a part of an SSE-KMS upload is stored: `kms:GenerateDataKey`
+    /// on the key chosen when the upload was created.
+    async fn authorize_upload_key(
+        &self,
+        caller: Option<&nuage_iam::Identity>,
+        upload: &nuage_meta::UploadRecord,
+    ) -> S3Result<()> {
+        let Some(arn) = upload.kms_key_arn.as_deref() else {
+            return Ok(());
+        };
+        let owner = self
+            .storage
+            .bucket(&upload.bucket)
+            .await
+            .map_err(to_s3)?
+            .owner;
+        let key = self
+            .storage
+            .customer_keys()
+            .resolve(&owner, arn)
+            .await
+            .map_err(|e| to_s3(e.into()))?;
+        self.authorize_kms(caller, "GenerateDataKey", &key).await
+    }
+
+    /// Before reading an SSE-KMS object: the caller must be allowed
+    /// `kms:Decrypt` with its key (the key's state is checked on unwrap).
+    async fn authorize_read(
+        &self,
+        caller: Option<&nuage_iam::Identity>,
+        record: &VersionRecord,
+    ) -> S3Result<()> {
+        let Some(arn) = record_kms_key(record) else {
+            return Ok(());
+        };
+        let owner = self
+            .storage
+            .bucket(&record.bucket)
+            .await
+            .map_err(to_s3)?
+            .owner;
+        let key = self
+            .storage
+            .customer_keys()
+            .resolve(&owner, arn)
+            .await
+            .map_err(|e| to_s3(e.into()))?;
+        self.authorize_kms(caller, "Decrypt", &key).await
+    }
+}
+
 /// The tenant of the authenticated caller (set by the authorizer).
 fn caller_tenant<T>(req: &S3Request<T>) -> S3Result<String> {
     req.extensions
@@ -489,6 +657,8 @@ struct Upload<'a> {
     body: Option<StreamingBlob>,
     content_length: Option<i64>,
     size_bytes_max: u64,
+    /// SSE-KMS: the customer key (ARN) the data key is wrapped under.
+    kms_key_arn: Option<&'a str>,
 }
 
 /// Reads a request body into a staged blob and checks it against the digests
@@ -510,23 +680,33 @@ async fn stage_body(
         body,
         content_length,
         size_bytes_max,
+        kms_key_arn,
     } = upload;
     let expected_len = content_length.and_then(|l| u64::try_from(l).ok());
     let staged = match body {
         Some(body) => {
             storage
-                .stage(bucket, key, body, expected_len, size_bytes_max, algorithms)
+                .stage_under(
+                    bucket,
+                    key,
+                    body,
+                    expected_len,
+                    size_bytes_max,
+                    algorithms,
+                    kms_key_arn,
+                )
                 .await
         }
         None => {
             storage
-                .stage(
+                .stage_under(
                     bucket,
                     key,
                     futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
                     expected_len,
                     size_bytes_max,
                     algorithms,
+                    kms_key_arn,
                 )
                 .await
         }
@@ -945,13 +1125,19 @@ impl S3 for NuageS3 {
     // ---------------- objects ----------------
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> Res<PutObjectOutput> {
+        let caller = caller_identity(&req);
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
-        check_encryption_request(
-            input.server_side_encryption.as_ref(),
-            input.sse_customer_algorithm.as_deref(),
-        )?;
+        let kms_key_arn = self
+            .write_encryption(
+                caller.as_ref(),
+                &input.bucket,
+                input.server_side_encryption.as_ref(),
+                input.ssekms_key_id.as_deref(),
+                input.sse_customer_algorithm.as_deref(),
+            )
+            .await?;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
         let attributes = ObjectAttributes {
@@ -984,6 +1170,7 @@ impl S3 for NuageS3 {
                 body: input.body,
                 content_length: input.content_length,
                 size_bytes_max: limits::PUT_OBJECT_SIZE_BYTES_MAX,
+                kms_key_arn: kms_key_arn.as_deref(),
             },
             &algorithms,
             ClientDigests {
@@ -1007,8 +1194,10 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
+        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
         ok(PutObjectOutput {
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption,
+            ssekms_key_id,
             e_tag: Some(convert::etag(&record.etag)),
             version_id: written_version_id(&self.storage, &record).await,
             checksum_crc32: c.crc32.clone(),
@@ -1023,6 +1212,7 @@ impl S3 for NuageS3 {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
+        let caller = caller_identity(&req);
         let input = req.input;
         let plan = self
             .plan_read(ReadRequest {
@@ -1038,6 +1228,7 @@ impl S3 for NuageS3 {
                 checksum_mode: input.checksum_mode.as_ref(),
             })
             .await?;
+        self.authorize_read(caller.as_ref(), &plan.record).await?;
         let (offset, len) = plan.span.unwrap_or((0, plan.record.size));
         let body = self
             .storage
@@ -1172,11 +1363,17 @@ impl S3 for NuageS3 {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
+        let caller = caller_identity(&req);
         let input = req.input;
-        check_encryption_request(
-            input.server_side_encryption.as_ref(),
-            input.sse_customer_algorithm.as_deref(),
-        )?;
+        let kms_key_arn = self
+            .write_encryption(
+                caller.as_ref(),
+                &input.bucket,
+                input.server_side_encryption.as_ref(),
+                input.ssekms_key_id.as_deref(),
+                input.sse_customer_algorithm.as_deref(),
+            )
+            .await?;
         check_encryption_request(None, input.copy_source_sse_customer_algorithm.as_deref())?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
         let source = self
@@ -1241,9 +1438,17 @@ impl S3 for NuageS3 {
             },
         };
         Storage::validate_attributes(&attributes).map_err(to_s3)?;
+        self.authorize_read(caller.as_ref(), &source).await?;
         let staged = self
             .storage
-            .stage_copy(&source, 0, source.size, &input.bucket, &input.key)
+            .stage_copy(
+                &source,
+                0,
+                source.size,
+                &input.bucket,
+                &input.key,
+                kms_key_arn.as_deref(),
+            )
             .await
             .map_err(to_s3)?;
         let mut algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
@@ -1287,8 +1492,10 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
+        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
         ok(CopyObjectOutput {
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption,
+            ssekms_key_id,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(convert::etag(&record.etag)),
                 last_modified: Some(timestamp(record.last_modified_unix_ns)),
@@ -1560,11 +1767,17 @@ impl S3 for NuageS3 {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> Res<CreateMultipartUploadOutput> {
+        let caller = caller_identity(&req);
         let input = req.input;
-        check_encryption_request(
-            input.server_side_encryption.as_ref(),
-            input.sse_customer_algorithm.as_deref(),
-        )?;
+        let kms_key_arn = self
+            .write_encryption(
+                caller.as_ref(),
+                &input.bucket,
+                input.server_side_encryption.as_ref(),
+                input.ssekms_key_id.as_deref(),
+                input.sse_customer_algorithm.as_deref(),
+            )
+            .await?;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
         let attributes = ObjectAttributes {
             content: convert::content(ContentInput {
@@ -1602,11 +1815,14 @@ impl S3 for NuageS3 {
                 checksum_type
                     .clone()
                     .or(algorithm.map(|_| "COMPOSITE".to_owned())),
+                kms_key_arn,
             )
             .await
             .map_err(to_s3)?;
+        let (server_side_encryption, ssekms_key_id) = sse_out(upload.kms_key_arn.as_deref());
         ok(CreateMultipartUploadOutput {
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption,
+            ssekms_key_id,
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.upload_id),
@@ -1617,6 +1833,7 @@ impl S3 for NuageS3 {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> Res<UploadPartOutput> {
+        let caller = caller_identity(&req);
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
@@ -1627,6 +1844,7 @@ impl S3 for NuageS3 {
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(to_s3)?;
+        self.authorize_upload_key(caller.as_ref(), &upload).await?;
         let announced = convert::announced_checksums(
             input.checksum_crc32,
             input.checksum_crc32c,
@@ -1652,6 +1870,7 @@ impl S3 for NuageS3 {
                 body: input.body,
                 content_length: input.content_length,
                 size_bytes_max: limits::PART_SIZE_BYTES_MAX,
+                kms_key_arn: upload.kms_key_arn.as_deref(),
             },
             &algorithms,
             ClientDigests {
@@ -1675,8 +1894,10 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &part.checksums;
+        let (server_side_encryption, ssekms_key_id) = sse_out(part.kms_key_arn.as_deref());
         ok(UploadPartOutput {
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption,
+            ssekms_key_id,
             e_tag: Some(convert::etag(&part.etag)),
             checksum_crc32: c.crc32.clone(),
             checksum_crc32c: c.crc32c.clone(),
@@ -1691,6 +1912,7 @@ impl S3 for NuageS3 {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> Res<UploadPartCopyOutput> {
+        let caller = caller_identity(&req);
         let input = req.input;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
         let upload = self
@@ -1698,6 +1920,7 @@ impl S3 for NuageS3 {
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(to_s3)?;
+        self.authorize_upload_key(caller.as_ref(), &upload).await?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
         let source = self
             .storage
@@ -1721,6 +1944,7 @@ impl S3 for NuageS3 {
                 "a copied part may be at most 5 GiB".into(),
             )));
         }
+        self.authorize_read(caller.as_ref(), &source).await?;
         let body = self
             .storage
             .read_object(&source, offset, len)
@@ -1736,13 +1960,14 @@ impl S3 for NuageS3 {
         }
         let staged = self
             .storage
-            .stage(
+            .stage_under(
                 &input.bucket,
                 &input.key,
                 body,
                 Some(len),
                 limits::PART_SIZE_BYTES_MAX,
                 &algorithms,
+                upload.kms_key_arn.as_deref(),
             )
             .await
             .map_err(to_s3)?;
@@ -1826,8 +2051,10 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
+        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
         ok(CompleteMultipartUploadOutput {
-            server_side_encryption: Some(sse_s3()),
+            server_side_encryption,
+            ssekms_key_id,
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),

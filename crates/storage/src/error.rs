@@ -72,6 +72,10 @@ pub enum StorageError {
          the reason {0} is not allowed"
     )]
     KeyAccessRefused(String),
+    /// The customer KMS key of an SSE-KMS object or request refused: `code`
+    /// is the S3 error code AWS uses (`KMS.DisabledException`, ...).
+    #[error("{message}")]
+    Kms { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
     /// The client's body stream failed (disconnect, bad chunk signature).
@@ -89,7 +93,26 @@ impl From<nuage_kms::KeyError> for StorageError {
             nuage_kms::KeyError::ReasonNotAllowed { reason } => {
                 Self::KeyAccessRefused(reason.as_str().to_owned())
             }
+            nuage_kms::KeyError::CustomerKey(e) => e.into(),
             other => Self::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<nuage_kms::KmsError> for StorageError {
+    /// A customer key's refusal, in the codes S3 answers with for SSE-KMS.
+    fn from(e: nuage_kms::KmsError) -> Self {
+        use nuage_kms::KmsError as K;
+        let code = match &e {
+            K::NotFound(_) | K::InvalidArn(_) => "KMS.NotFoundException",
+            K::Disabled(_) => "KMS.DisabledException",
+            K::InvalidState(_) => "KMS.KMSInvalidStateException",
+            K::InvalidCiphertext(_) | K::IncorrectKey(_) => "KMS.InvalidCiphertextException",
+            _ => return Self::Internal(e.to_string()),
+        };
+        Self::Kms {
+            code,
+            message: e.to_string(),
         }
     }
 }

@@ -63,6 +63,7 @@ impl Storage {
         attributes: ObjectAttributes,
         checksum_algorithm: Option<ChecksumAlgorithm>,
         checksum_type: Option<String>,
+        kms_key_arn: Option<String>,
     ) -> StorageResult<UploadRecord> {
         Self::validate_key(key)?;
         Self::validate_attributes(&attributes)?;
@@ -76,6 +77,7 @@ impl Storage {
             tags: attributes.tags,
             checksum_algorithm: checksum_algorithm.map(|a| a.name().to_owned()),
             checksum_type,
+            kms_key_arn,
         };
         self.meta.create_upload(record.clone()).await?;
         Ok(record)
@@ -136,6 +138,7 @@ impl Storage {
             last_modified_unix_ns: self.now_ns(),
             checksums,
             sealed_key: staged.sealed_key.clone(),
+            kms_key_arn: staged.kms_key_arn.clone(),
         };
         match self
             .meta
@@ -336,6 +339,7 @@ impl Storage {
                 size: part.size,
                 part_etag: Some(part.etag.clone()),
                 sealed_key: part.sealed_key.clone(),
+                kms_key_arn: part.kms_key_arn.clone(),
             });
         }
         if size > limits::OBJECT_SIZE_BYTES_MAX {

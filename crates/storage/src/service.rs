@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
-use nuage_kms::{AccessReason, KeyService};
+use nuage_kms::{AccessReason, CustomerKeys, KeyService};
 use nuage_meta::{
     BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion,
     VersionRecord, Versioning, WriteCondition,
@@ -61,6 +61,9 @@ pub struct Staged {
     pub key: String,
     /// The blob's data key, wrapped (base64).
     pub sealed_key: Option<String>,
+    /// The customer KMS key the data key is wrapped under (SSE-KMS); None:
+    /// the bucket owner's tenant key (SSE-S3).
+    pub kms_key_arn: Option<String>,
 }
 
 /// The result of a DeleteObject.
@@ -112,6 +115,8 @@ pub struct Storage {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: KeyService,
+    /// Customer KMS keys, for objects stored under S3 SSE-KMS.
+    pub(crate) customer_keys: CustomerKeys,
     config: Arc<StorageConfig>,
 }
 
@@ -124,13 +129,33 @@ impl Storage {
         keys: KeyService,
         config: StorageConfig,
     ) -> Self {
+        let region = config
+            .regions
+            .first()
+            .map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
+        let customer_keys = CustomerKeys::new(keys.clone(), Arc::clone(&clock), region);
         Self {
             meta,
             blobs,
             clock,
             keys,
+            customer_keys,
             config: Arc::new(config),
         }
+    }
+
+    /// Shares `customer_keys` (the KMS API's) rather than the instance
+    /// [`Self::new`] made over the same key service and region.
+    #[must_use]
+    pub fn with_customer_keys(mut self, customer_keys: CustomerKeys) -> Self {
+        self.customer_keys = customer_keys;
+        self
+    }
+
+    /// The customer KMS keys objects may be stored under (S3 SSE-KMS).
+    #[must_use]
+    pub fn customer_keys(&self) -> &CustomerKeys {
+        &self.customer_keys
     }
 
     #[must_use]
@@ -394,6 +419,39 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        self.stage_under(
+            bucket,
+            key,
+            body,
+            expected_len,
+            size_bytes_max,
+            algorithms,
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::stage`], the blob's data key wrapped under the customer KMS
+    /// key `kms_key_arn` of the bucket owner (S3 SSE-KMS; the key must be
+    /// enabled) instead of the owner's tenant key when given.
+    ///
+    /// # Errors
+    /// As [`Self::stage`]; `Kms` when the customer key refuses.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn stage_under<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        expected_len: Option<u64>,
+        size_bytes_max: u64,
+        algorithms: &[ChecksumAlgorithm],
+        kms_key_arn: Option<&str>,
+    ) -> StorageResult<Staged>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
         if expected_len.is_some_and(|l| l > size_bytes_max) {
             return Err(StorageError::EntityTooLarge(format!(
                 "your proposed upload exceeds the maximum allowed size of {size_bytes_max} bytes"
@@ -402,12 +460,23 @@ impl Storage {
         let bucket_record = self.bucket(bucket).await?;
         let mut writer = self.blobs.create().await?;
         let binding = Self::binding(&bucket_record, key, writer.blob_id());
-        let (data_key, wrapped) = match self.keys.new_data_key(&bucket_record.owner, &binding).await
-        {
+        let wrapping = match kms_key_arn {
+            None => self
+                .keys
+                .new_data_key(&bucket_record.owner, &binding)
+                .await
+                .map_err(|e| StorageError::Internal(e.to_string())),
+            Some(arn) => self
+                .customer_keys
+                .new_data_key_under(&bucket_record.owner, arn, &binding)
+                .await
+                .map_err(StorageError::from),
+        };
+        let (data_key, wrapped) = match wrapping {
             Ok(k) => k,
             Err(e) => {
                 writer.abandon().await;
-                return Err(StorageError::Internal(e.to_string()));
+                return Err(e);
             }
         };
         let mut digests = DigestSet::new(algorithms);
@@ -455,6 +524,7 @@ impl Storage {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             sealed_key: Some(BASE64.encode(wrapped)),
+            kms_key_arn: kms_key_arn.map(str::to_owned),
         })
     }
 
@@ -605,6 +675,7 @@ impl Storage {
                 size: staged.size,
                 part_etag: None,
                 sealed_key: staged.sealed_key.clone(),
+                kms_key_arn: staged.kms_key_arn.clone(),
             }],
             sealed_attributes: None,
         };
@@ -818,23 +889,34 @@ impl Storage {
                             ))
                         })?;
                         let binding = Self::binding(&bucket, &record.key, &segment.blob_id);
-                        let key =
-                            self.keys
-                                .open_data_key(
-                                    &bucket.owner,
-                                    &wrapped,
-                                    &binding,
-                                    // Every read today is a customer's S3 request;
-                                    // operator access paths will name their own.
-                                    AccessReason::CustomerInitiatedAccess,
-                                )
-                                .await
-                                .map_err(|e| match StorageError::from(e) {
-                                    StorageError::Corrupt(message) => StorageError::Corrupt(
-                                        format!("data key of blob {}: {message}", segment.blob_id),
-                                    ),
-                                    refused => refused,
-                                })?;
+                        // Every read today is a customer's S3 request;
+                        // operator access paths will name their own.
+                        let reason = AccessReason::CustomerInitiatedAccess;
+                        let opened = match &segment.kms_key_arn {
+                            None => {
+                                self.keys
+                                    .open_data_key(&bucket.owner, &wrapped, &binding, reason)
+                                    .await
+                            }
+                            Some(arn) => {
+                                self.customer_keys
+                                    .open_data_key_under(
+                                        &bucket.owner,
+                                        arn,
+                                        &wrapped,
+                                        &binding,
+                                        reason,
+                                    )
+                                    .await
+                            }
+                        };
+                        let key = opened.map_err(|e| match StorageError::from(e) {
+                            StorageError::Corrupt(message) => StorageError::Corrupt(format!(
+                                "data key of blob {}: {message}",
+                                segment.blob_id
+                            )),
+                            refused => refused,
+                        })?;
                         let span =
                             nuage_crypto::ChunkSpan::for_range(segment.size, from, to - from)?;
                         Some((key, binding, span))
@@ -913,6 +995,7 @@ impl Storage {
         len: u64,
         bucket: &str,
         key: &str,
+        kms_key_arn: Option<&str>,
     ) -> StorageResult<Staged> {
         let body = self.read_object(source, offset, len).await?;
         let algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
@@ -921,13 +1004,14 @@ impl Storage {
             .collect();
         // The copy is encrypted afresh: its data key is bound to its own
         // bucket, key and blob.
-        self.stage(
+        self.stage_under(
             bucket,
             key,
             body,
             Some(len),
             limits::OBJECT_SIZE_BYTES_MAX,
             &algorithms,
+            kms_key_arn,
         )
         .await
     }
