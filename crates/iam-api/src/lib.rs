@@ -269,10 +269,8 @@ impl IamQueryApi {
             .headers
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok());
-        match (&identity.session_token, presented) {
-            (None, None) => {}
-            (Some(expected), Some(given)) if expected.as_bytes() == given.as_bytes() => {}
-            _ => return Err(ApiError::invalid_client_token_id()),
+        if !identity.session_token_matches(presented) {
+            return Err(ApiError::invalid_client_token_id());
         }
         Ok(identity)
     }

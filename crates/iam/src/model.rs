@@ -247,9 +247,31 @@ pub struct Identity {
     pub session_token: Option<String>,
     pub expires_unix_ns: Option<i64>,
     pub session_policy: Option<String>,
+    /// For a long-lived key, its last recorded use as of resolution (so that
+    /// recording a use needs no second read while the record is fresh).
+    pub key_last_used: Option<KeyUse>,
+}
+
+/// When, for which service and in which region a key was last used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub at_unix_ns: i64,
+    pub service: String,
+    pub region: String,
 }
 
 impl Identity {
+    /// Whether a request presented the right session token: none for a
+    /// long-lived key, exactly the session's for temporary credentials.
+    #[must_use]
+    pub fn session_token_matches(&self, presented: Option<&str>) -> bool {
+        match (&self.session_token, presented) {
+            (None, None) => true,
+            (Some(expected), Some(given)) => expected.as_bytes() == given.as_bytes(),
+            _ => false,
+        }
+    }
+
     #[must_use]
     pub fn user_name(&self) -> Option<&str> {
         match &self.kind {

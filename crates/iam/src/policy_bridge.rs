@@ -206,6 +206,7 @@ mod tests {
             session_token: None,
             expires_unix_ns: None,
             session_policy: None,
+            key_last_used: None,
         }
     }
 

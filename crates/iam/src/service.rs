@@ -203,6 +203,25 @@ impl Iam {
         }
     }
 
+    /// Stores a new entity under a key that must be free; a taken key is
+    /// `EntityAlreadyExists` with `exists`'s message.
+    async fn create<T: Serialize>(
+        &self,
+        namespace: &str,
+        key: String,
+        value: T,
+        exists: impl FnOnce() -> String,
+    ) -> IamResult<T> {
+        match self
+            .commit(vec![write(namespace, &key, Expect::Absent, &value)?])
+            .await
+        {
+            Ok(()) => Ok(value),
+            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(exists())),
+            Err(Retry::Fail(e)) => Err(e),
+        }
+    }
+
     /// Runs a read-modify-write until it commits without a concurrent change.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> IamResult<T>
     where
@@ -424,21 +443,10 @@ impl Iam {
             policies: PolicySet::default(),
             groups: Vec::new(),
         };
-        match self
-            .commit(vec![write(
-                USERS,
-                &entity_key(tenant_id, name),
-                Expect::Absent,
-                &user,
-            )?])
-            .await
-        {
-            Ok(()) => Ok(user),
-            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(format!(
-                "user with name {name} already exists"
-            ))),
-            Err(Retry::Fail(e)) => Err(e),
-        }
+        self.create(USERS, entity_key(tenant_id, name), user, || {
+            format!("user with name {name} already exists")
+        })
+        .await
     }
 
     async fn user_with_revision(&self, tenant_id: &str, name: &str) -> IamResult<(User, u64)> {
@@ -545,16 +553,10 @@ impl Iam {
             last_used_service: None,
             last_used_region: None,
         };
-        match self
-            .commit(vec![write(KEYS, &key.access_key_id, Expect::Absent, &key)?])
-            .await
-        {
-            Ok(()) => Ok(key),
-            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(format!(
-                "access key {access_key_id} already exists"
-            ))),
-            Err(Retry::Fail(e)) => Err(e),
-        }
+        self.create(KEYS, key.access_key_id.clone(), key, || {
+            format!("access key {access_key_id} already exists")
+        })
+        .await
     }
 
     /// # Errors
@@ -613,22 +615,26 @@ impl Iam {
     /// Backend failure.
     pub async fn record_key_use(
         &self,
-        access_key_id: &str,
+        identity: &Identity,
         service: &str,
         region: &str,
     ) -> IamResult<()> {
-        let Some((mut key, revision)) = self.load::<AccessKey>(KEYS, access_key_id).await? else {
+        if identity.session_token.is_some() {
             return Ok(());
-        };
+        }
         let now = self.now();
-        let fresh = key
-            .last_used_unix_ns
-            .is_some_and(|t| now - t < KEY_LAST_USED_PRECISION_NS)
-            && key.last_used_service.as_deref() == Some(service)
-            && key.last_used_region.as_deref() == Some(region);
+        let fresh = identity.key_last_used.as_ref().is_some_and(|used| {
+            now - used.at_unix_ns < KEY_LAST_USED_PRECISION_NS
+                && used.service == service
+                && used.region == region
+        });
         if fresh {
             return Ok(());
         }
+        let access_key_id = identity.access_key_id.as_str();
+        let Some((mut key, revision)) = self.load::<AccessKey>(KEYS, access_key_id).await? else {
+            return Ok(());
+        };
         key.last_used_unix_ns = Some(now);
         key.last_used_service = Some(service.to_owned());
         key.last_used_region = Some(region.to_owned());
@@ -712,21 +718,10 @@ impl Iam {
             created_unix_ns: self.now(),
             policies: PolicySet::default(),
         };
-        match self
-            .commit(vec![write(
-                GROUPS,
-                &entity_key(tenant_id, name),
-                Expect::Absent,
-                &group,
-            )?])
-            .await
-        {
-            Ok(()) => Ok(group),
-            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(format!(
-                "group with name {name} already exists"
-            ))),
-            Err(Retry::Fail(e)) => Err(e),
-        }
+        self.create(GROUPS, entity_key(tenant_id, name), group, || {
+            format!("group with name {name} already exists")
+        })
+        .await
     }
 
     /// A group and its members.
@@ -863,21 +858,10 @@ impl Iam {
             tags: Vec::new(),
             policies: PolicySet::default(),
         };
-        match self
-            .commit(vec![write(
-                ROLES,
-                &entity_key(tenant_id, name),
-                Expect::Absent,
-                &role,
-            )?])
-            .await
-        {
-            Ok(()) => Ok(role),
-            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(format!(
-                "role with name {name} already exists"
-            ))),
-            Err(Retry::Fail(e)) => Err(e),
-        }
+        self.create(ROLES, entity_key(tenant_id, name), role, || {
+            format!("role with name {name} already exists")
+        })
+        .await
     }
 
     /// # Errors
@@ -1109,21 +1093,10 @@ impl Iam {
             description: description.to_owned(),
             created_unix_ns: self.now(),
         };
-        match self
-            .commit(vec![write(
-                POLICIES,
-                &entity_key(tenant_id, name),
-                Expect::Absent,
-                &policy,
-            )?])
-            .await
-        {
-            Ok(()) => Ok(policy),
-            Err(Retry::Conflict) => Err(IamError::EntityAlreadyExists(format!(
-                "a policy called {name} already exists"
-            ))),
-            Err(Retry::Fail(e)) => Err(e),
-        }
+        self.create(POLICIES, entity_key(tenant_id, name), policy, || {
+            format!("a policy called {name} already exists")
+        })
+        .await
     }
 
     /// A managed policy of the tenant by ARN (`arn:aws:iam::TENANT:policy/PATH/NAME`).
@@ -1340,6 +1313,11 @@ impl Iam {
                 kind: PrincipalKind::User {
                     user_name: user.name,
                 },
+                key_last_used: key.last_used_unix_ns.map(|at_unix_ns| KeyUse {
+                    at_unix_ns,
+                    service: key.last_used_service.clone().unwrap_or_default(),
+                    region: key.last_used_region.clone().unwrap_or_default(),
+                }),
                 access_key_id: key.access_key_id,
                 secret_access_key: key.secret_access_key,
                 session_token: None,
@@ -1403,6 +1381,7 @@ impl Iam {
             session_token: Some(session.session_token),
             expires_unix_ns: Some(session.expires_unix_ns),
             session_policy: session.session_policy,
+            key_last_used: None,
         }))
     }
 

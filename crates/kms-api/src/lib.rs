@@ -178,10 +178,8 @@ impl KmsApi {
             .headers
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok());
-        match (&identity.session_token, presented) {
-            (None, None) => {}
-            (Some(expected), Some(given)) if expected.as_bytes() == given.as_bytes() => {}
-            _ => return Err(ApiError::unrecognized_client()),
+        if !identity.session_token_matches(presented) {
+            return Err(ApiError::unrecognized_client());
         }
         Ok(identity)
     }

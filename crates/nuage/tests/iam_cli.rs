@@ -7,30 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-/// The aws CLI that `scripts/install-test-deps.sh` installs: `NUAGE_AWS_CLI`,
-/// else `$NUAGE_TOOLS_DIR/venv/bin/aws` (default tools dir `~/.cache/nuage-tools`).
-fn aws_cli() -> PathBuf {
-    if let Some(path) = std::env::var_os("NUAGE_AWS_CLI") {
-        return PathBuf::from(path);
-    }
-    let tools = std::env::var_os("NUAGE_TOOLS_DIR").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/nuage-tools")
-        },
-        PathBuf::from,
-    );
-    let path = tools.join("venv/bin/aws");
-    assert!(
-        path.exists(),
-        "the aws CLI is not installed at {}: run scripts/install-test-deps.sh (or set NUAGE_AWS_CLI)",
-        path.display()
-    );
-    path
-}
 
 /// Credentials a CLI invocation signs with.
 #[derive(Clone)]
@@ -88,7 +66,7 @@ impl Cli {
         )
         .unwrap();
         Self {
-            aws: aws_cli(),
+            aws: common::aws_cli(),
             endpoint: server.endpoint.clone(),
             region: server.credentials.region.clone(),
             home,

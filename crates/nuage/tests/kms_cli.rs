@@ -9,30 +9,8 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-/// The aws CLI that `scripts/install-test-deps.sh` installs: `NUAGE_AWS_CLI`,
-/// else `$NUAGE_TOOLS_DIR/venv/bin/aws` (default tools dir `~/.cache/nuage-tools`).
-fn aws_cli() -> PathBuf {
-    if let Some(path) = std::env::var_os("NUAGE_AWS_CLI") {
-        return PathBuf::from(path);
-    }
-    let tools = std::env::var_os("NUAGE_TOOLS_DIR").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/nuage-tools")
-        },
-        PathBuf::from,
-    );
-    let path = tools.join("venv/bin/aws");
-    assert!(
-        path.exists(),
-        "the aws CLI is not installed at {}: run scripts/install-test-deps.sh (or set NUAGE_AWS_CLI)",
-        path.display()
-    );
-    path
-}
 
 #[derive(Clone)]
 struct Creds {
@@ -84,7 +62,7 @@ impl Cli {
         )
         .unwrap();
         Self {
-            aws: aws_cli(),
+            aws: common::aws_cli(),
             endpoint: server.endpoint.clone(),
             region: server.credentials.region.clone(),
             home,

@@ -10,29 +10,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// The aws CLI, found as `kms_cli.rs` finds it.
-fn aws_cli() -> PathBuf {
-    if let Some(path) = std::env::var_os("NUAGE_AWS_CLI") {
-        return PathBuf::from(path);
-    }
-    let tools = std::env::var_os("NUAGE_TOOLS_DIR").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/nuage-tools")
-        },
-        PathBuf::from,
-    );
-    let path = tools.join("venv/bin/aws");
-    assert!(
-        path.exists(),
-        "the aws CLI is not installed at {}: run scripts/install-test-deps.sh (or set NUAGE_AWS_CLI)",
-        path.display()
-    );
-    path
-}
 
 /// `aws kms ARGS --output text` as the server's administrator; its trimmed output.
 fn kms(server: &common::Server, home: &Path, args: &[&str]) -> String {
@@ -41,7 +20,7 @@ fn kms(server: &common::Server, home: &Path, args: &[&str]) -> String {
         format!("[default]\nregion = {}\n", server.credentials.region),
     )
     .unwrap();
-    let output = Command::new(aws_cli())
+    let output = Command::new(common::aws_cli())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)

@@ -213,21 +213,13 @@ impl Authorizer {
                     .find(|(k, _)| k == "X-Amz-Security-Token")
                     .map(|(_, v)| v)
             });
-        match (&identity.session_token, presented) {
-            (None, None) => {}
-            (Some(expected), Some(given)) if *expected == given => {}
-            (Some(_), None) => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::InvalidToken,
-                    "temporary credentials need their session token (x-amz-security-token)",
-                ));
-            }
-            _ => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::InvalidToken,
-                    "the provided token is malformed or otherwise invalid",
-                ));
-            }
+        if !identity.session_token_matches(presented.as_deref()) {
+            let message = if identity.session_token.is_some() && presented.is_none() {
+                "temporary credentials need their session token (x-amz-security-token)"
+            } else {
+                "the provided token is malformed or otherwise invalid"
+            };
+            return Err(S3Error::with_message(S3ErrorCode::InvalidToken, message));
         }
         Ok(Some(identity))
     }
@@ -354,11 +346,7 @@ impl S3Access for Authorizer {
             // (IAM's GetAccessKeyLastUsed). A failure to record refuses nothing.
             let region = credential_scope(cx.headers(), &query)
                 .map_or_else(|| self.storage.default_region().to_owned(), |(r, _)| r);
-            if let Err(e) = self
-                .iam
-                .record_key_use(&identity.access_key_id, "s3", &region)
-                .await
-            {
+            if let Err(e) = self.iam.record_key_use(identity, "s3", &region).await {
                 tracing::warn!(error = %e, "could not record an access key's last use");
             }
         }

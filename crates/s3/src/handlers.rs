@@ -22,6 +22,20 @@ fn ok<T>(output: T) -> Res<T> {
     Ok(S3Response::new(output))
 }
 
+/// A success with no body: 204, as S3 answers deletions.
+fn no_content<T>(output: T) -> Res<T> {
+    let mut response = S3Response::new(output);
+    response.status = Some(http::StatusCode::NO_CONTENT);
+    Ok(response)
+}
+
+fn no_bucket_policy() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::NoSuchBucketPolicy,
+        "the bucket policy does not exist",
+    )
+}
+
 fn invalid(message: impl Into<String>) -> S3Error {
     S3Error::with_message(S3ErrorCode::InvalidArgument, message.into())
 }
@@ -962,9 +976,7 @@ impl S3 for NuageS3 {
             .set_bucket_policy(&input.bucket, Some(input.policy))
             .await
             .map_err(to_s3)?;
-        let mut response = S3Response::new(PutBucketPolicyOutput {});
-        response.status = Some(http::StatusCode::NO_CONTENT);
-        Ok(response)
+        no_content(PutBucketPolicyOutput {})
     }
 
     async fn get_bucket_policy(
@@ -976,12 +988,7 @@ impl S3 for NuageS3 {
             .bucket(&req.input.bucket)
             .await
             .map_err(to_s3)?;
-        let policy = record.policy.ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::NoSuchBucketPolicy,
-                "the bucket policy does not exist",
-            )
-        })?;
+        let policy = record.policy.ok_or_else(no_bucket_policy)?;
         ok(GetBucketPolicyOutput {
             policy: Some(policy),
         })
@@ -995,9 +1002,7 @@ impl S3 for NuageS3 {
             .set_bucket_policy(&req.input.bucket, None)
             .await
             .map_err(to_s3)?;
-        let mut response = S3Response::new(DeleteBucketPolicyOutput {});
-        response.status = Some(http::StatusCode::NO_CONTENT);
-        Ok(response)
+        no_content(DeleteBucketPolicyOutput {})
     }
 
     async fn get_bucket_policy_status(
@@ -1009,12 +1014,7 @@ impl S3 for NuageS3 {
             .bucket(&req.input.bucket)
             .await
             .map_err(to_s3)?;
-        let policy = record.policy.ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::NoSuchBucketPolicy,
-                "the bucket policy does not exist",
-            )
-        })?;
+        let policy = record.policy.ok_or_else(no_bucket_policy)?;
         let is_public = nuage_iam::check_policy_document(&policy, nuage_iam::PolicyKind::Bucket)
             .map(|s| s.is_public)
             .unwrap_or(false);
@@ -1079,9 +1079,7 @@ impl S3 for NuageS3 {
             .set_public_access_block(&req.input.bucket, None)
             .await
             .map_err(to_s3)?;
-        let mut response = S3Response::new(DeletePublicAccessBlockOutput {});
-        response.status = Some(http::StatusCode::NO_CONTENT);
-        Ok(response)
+        no_content(DeletePublicAccessBlockOutput {})
     }
 
     async fn get_bucket_encryption(
@@ -1299,13 +1297,11 @@ impl S3 for NuageS3 {
             .delete_object(&input.bucket, &input.key, input.version_id.as_deref())
             .await
             .map_err(to_s3)?;
-        let mut response = S3Response::new(DeleteObjectOutput {
+        no_content(DeleteObjectOutput {
             delete_marker: outcome.delete_marker.then_some(true),
             version_id: outcome.version_id,
             ..Default::default()
-        });
-        response.status = Some(http::StatusCode::NO_CONTENT);
-        Ok(response)
+        })
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> Res<DeleteObjectsOutput> {
@@ -2079,9 +2075,7 @@ impl S3 for NuageS3 {
             .abort_upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(to_s3)?;
-        let mut response = S3Response::new(AbortMultipartUploadOutput::default());
-        response.status = Some(http::StatusCode::NO_CONTENT);
-        Ok(response)
+        no_content(AbortMultipartUploadOutput::default())
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> Res<ListPartsOutput> {

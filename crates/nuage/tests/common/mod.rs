@@ -238,3 +238,25 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+/// The aws CLI that `scripts/install-test-deps.sh` installs: `NUAGE_AWS_CLI`,
+/// else `$NUAGE_TOOLS_DIR/venv/bin/aws` (default tools dir `~/.cache/nuage-tools`).
+pub fn aws_cli() -> PathBuf {
+    if let Some(path) = std::env::var_os("NUAGE_AWS_CLI") {
+        return PathBuf::from(path);
+    }
+    let tools = std::env::var_os("NUAGE_TOOLS_DIR").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/nuage-tools")
+        },
+        PathBuf::from,
+    );
+    let path = tools.join("venv/bin/aws");
+    assert!(
+        path.exists(),
+        "the aws CLI is not installed at {}: run scripts/install-test-deps.sh (or set NUAGE_AWS_CLI)",
+        path.display()
+    );
+    path
+}
