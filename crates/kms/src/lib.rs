@@ -34,6 +34,7 @@
 mod access;
 mod ciphertext;
 mod customer;
+mod external;
 mod root;
 
 pub use access::{ACCESS_REASONS, AccessReason, DEFAULT_ALLOWED_REASONS};
@@ -47,6 +48,10 @@ pub use customer::{
     check_encryption_context, default_key_policy, random,
 };
 
+pub use external::{
+    ExternalKeyStore, XksCiphertext, XksError, XksHealth, XksKeyMetadata, XksProxyEndpoint,
+    XksRequestMetadata,
+};
 pub use root::{DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig, RootOfTrust, RootOfTrustError};
 
 use nuage_crypto::{DataKey, KeyEncryptionKey};
