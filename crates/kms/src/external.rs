@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 
 /// How Nuage reaches one external key store proxy (from
 /// `CreateCustomKeyStore` / `UpdateCustomKeyStore`).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Not serializable: the key service stores its own record, with the secret
+/// sealed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct XksProxyEndpoint {
     /// `https://host[:port]` (`XksProxyUriEndpoint`), no path.
     pub uri_endpoint: String,
