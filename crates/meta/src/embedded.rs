@@ -9,8 +9,10 @@
 //! - `upload_index`: upload id -> bucket 0x00 key
 //! - `parts`: upload id 0x00 part number (big-endian u32) -> [`PartRecord`]
 //! - `documents`: namespace 0x00 key -> revision (u64 big-endian) then the value.
-//! - `blob_refs`: blob id -> empty; every blob a record references, so the orphan
-//!   collector can tell live blobs from leftovers of a crash.
+//! - `blob_refs`: blob id -> how many records (versions, parts) reference it, a
+//!   big-endian u64 (an empty value, written before blobs could be shared, counts
+//!   one). A blob is freed when its count reaches zero; the orphan collector
+//!   deletes blobs with no entry (leftovers of a crash).
 
 use crate::{
     BucketRecord, Document, MetaError, MetaResult, MetaStore, PartRecord, PutVersion,
@@ -143,14 +145,56 @@ fn find_version(
     Ok(None)
 }
 
+/// How many records reference `blob` (0: none, the blob may be deleted).
+fn ref_count(refs: &Table<'_>, blob: &str) -> MetaResult<u64> {
+    let Some(value) = refs.get(blob.as_bytes()).map_err(backend)? else {
+        return Ok(0);
+    };
+    let bytes = value.value();
+    if bytes.is_empty() {
+        // Written before blobs could be shared: exactly one reference.
+        return Ok(1);
+    }
+    let count: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| MetaError::Corrupt(format!("blob reference count of {blob}")))?;
+    Ok(u64::from_be_bytes(count))
+}
+
+/// Adds a reference to `blob`; a blob this transaction was about to free is
+/// kept.
+fn ref_add(refs: &mut Table<'_>, blob: &str, freed: &mut Vec<String>) -> MetaResult<()> {
+    let count = ref_count(refs, blob)?.saturating_add(1);
+    refs.insert(blob.as_bytes(), count.to_be_bytes().as_slice())
+        .map_err(backend)?;
+    freed.retain(|b| b != blob);
+    Ok(())
+}
+
+/// Drops one reference to `blob`; when none is left the entry goes and the
+/// blob joins `freed` (deleted by the caller once the transaction commits).
+fn ref_drop(refs: &mut Table<'_>, blob: &str, freed: &mut Vec<String>) -> MetaResult<()> {
+    match ref_count(refs, blob)? {
+        0 => {}
+        1 => {
+            refs.remove(blob.as_bytes()).map_err(backend)?;
+            freed.push(blob.to_owned());
+        }
+        n => {
+            refs.insert(blob.as_bytes(), (n - 1).to_be_bytes().as_slice())
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_refs(
     refs: &mut Table<'_>,
     record: &VersionRecord,
     freed: &mut Vec<String>,
 ) -> MetaResult<()> {
     for segment in &record.segments {
-        refs.remove(segment.blob_id.as_bytes()).map_err(backend)?;
-        freed.push(segment.blob_id.clone());
+        ref_drop(refs, &segment.blob_id, freed)?;
     }
     Ok(())
 }
@@ -206,9 +250,7 @@ fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<Pu
         record.version_id = ids::version_id(record.seq);
     }
     for segment in &record.segments {
-        refs.insert(segment.blob_id.as_bytes(), &[][..])
-            .map_err(backend)?;
-        freed.retain(|b| b != &segment.blob_id);
+        ref_add(&mut refs, &segment.blob_id, &mut freed)?;
     }
     let value = encode(&record)?;
     versions
@@ -612,17 +654,15 @@ impl MetaStore for EmbeddedMetaStore {
             let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
             let k = part_key(&upload_id, part.part_number);
             let mut freed = Vec::new();
-            if let Some(old) = parts.get(k.as_slice()).map_err(backend)? {
-                let old: PartRecord = decode(old.value())?;
-                if old.blob_id != part.blob_id {
-                    freed.push(old.blob_id);
-                }
+            let old = parts
+                .get(k.as_slice())
+                .map_err(backend)?
+                .map(|old| decode::<PartRecord>(old.value()))
+                .transpose()?;
+            ref_add(&mut refs, &part.blob_id, &mut freed)?;
+            if let Some(old) = old {
+                ref_drop(&mut refs, &old.blob_id, &mut freed)?;
             }
-            for blob in &freed {
-                refs.remove(blob.as_bytes()).map_err(backend)?;
-            }
-            refs.insert(part.blob_id.as_bytes(), &[][..])
-                .map_err(backend)?;
             let value = encode(&part)?;
             parts
                 .insert(k.as_slice(), value.as_slice())
@@ -719,7 +759,7 @@ impl MetaStore for EmbeddedMetaStore {
                 .map_err(backend)?
                 .remove(upload_id.as_bytes())
                 .map_err(backend)?;
-            remove_parts(txn, &upload_id, &[])
+            remove_parts(txn, &upload_id)
         })
         .await
     }
@@ -746,15 +786,16 @@ impl MetaStore for EmbeddedMetaStore {
                 .map_err(backend)?
                 .remove(upload_id.as_bytes())
                 .map_err(backend)?;
-            let keep: Vec<String> = put
-                .record
-                .segments
-                .iter()
-                .map(|s| s.blob_id.clone())
-                .collect();
-            let mut freed = remove_parts(txn, &upload_id, &keep)?;
+            // The parts' references go, the version's come: a part kept as a
+            // segment goes from one reference to one, and is not freed.
+            let freed = remove_parts(txn, &upload_id)?;
             let mut outcome = write_version(txn, put)?;
-            outcome.freed_blobs.append(&mut freed);
+            let refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+            for blob in freed {
+                if ref_count(&refs, &blob)? == 0 {
+                    outcome.freed_blobs.push(blob);
+                }
+            }
             Ok(outcome)
         })
         .await
@@ -893,12 +934,9 @@ impl crate::DocumentStore for EmbeddedMetaStore {
     }
 }
 
-/// Deletes every part of an upload; frees the blobs not in `keep`.
-fn remove_parts(
-    txn: &redb::WriteTransaction,
-    upload_id: &str,
-    keep: &[String],
-) -> MetaResult<Vec<String>> {
+/// Deletes every part of an upload and drops their blob references; returns
+/// the blobs left without any.
+fn remove_parts(txn: &redb::WriteTransaction, upload_id: &str) -> MetaResult<Vec<String>> {
     let mut parts = txn.open_table(PARTS).map_err(backend)?;
     let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
     let start = part_key(upload_id, 0);
@@ -911,16 +949,11 @@ fn remove_parts(
     {
         let (k, v) = entry.map_err(backend)?;
         let part: PartRecord = decode(v.value())?;
-        doomed.push(k.value().to_vec());
-        if !keep.contains(&part.blob_id) {
-            freed.push(part.blob_id);
-        }
+        doomed.push((k.value().to_vec(), part.blob_id));
     }
-    for k in doomed {
+    for (k, blob) in doomed {
         parts.remove(k.as_slice()).map_err(backend)?;
-    }
-    for blob in &freed {
-        refs.remove(blob.as_bytes()).map_err(backend)?;
+        ref_drop(&mut refs, &blob, &mut freed)?;
     }
     Ok(freed)
 }

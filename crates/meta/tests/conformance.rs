@@ -438,6 +438,56 @@ async fn uploads_parts_and_completion() {
             )
             .await;
         assert!(matches!(again, Err(MetaError::NoSuchUpload)), "{name}");
+        // The parts became the version's segments with one reference each:
+        // deleting the version frees them.
+        let (_, mut freed) = store.delete_version("b", "big", "null").await.unwrap();
+        freed.sort();
+        assert_eq!(freed, ["p1", "p2b"], "{name}");
+        assert!(!store.blob_is_referenced("p1").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_shared_blob_is_freed_with_its_last_reference() {
+    for (name, store, _dir) in backends() {
+        store.create_bucket(bucket("b")).await.unwrap();
+        store.create_bucket(bucket("c")).await.unwrap();
+        // A copy shares its source's blob: three records, one blob.
+        for (b, k) in [("b", "src"), ("b", "copy"), ("c", "other")] {
+            let outcome = store
+                .put_version(put(version(b, k, "shared", 1), true, WriteCondition::None))
+                .await
+                .unwrap();
+            assert!(outcome.freed_blobs.is_empty(), "{name}");
+        }
+        // Overwriting one with a version naming the same blob keeps the count.
+        let outcome = store
+            .put_version(put(
+                version("b", "copy", "shared", 2),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        assert!(outcome.freed_blobs.is_empty(), "{name}");
+        let (_, freed) = store.delete_version("b", "src", "null").await.unwrap();
+        assert!(freed.is_empty(), "{name}: still referenced twice");
+        let outcome = store
+            .put_version(put(
+                version("b", "copy", "fresh", 3),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        assert!(
+            outcome.freed_blobs.is_empty(),
+            "{name}: still referenced once"
+        );
+        assert!(store.blob_is_referenced("shared").await.unwrap(), "{name}");
+        let (_, freed) = store.delete_version("c", "other", "null").await.unwrap();
+        assert_eq!(freed, ["shared"], "{name}: the last reference frees it");
+        assert!(!store.blob_is_referenced("shared").await.unwrap(), "{name}");
     }
 }
 
