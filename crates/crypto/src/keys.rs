@@ -8,6 +8,8 @@
 //! with one documented exception: a root of trust that wraps tenant keys in
 //! a hardware security module needs a key-encryption key's bytes in and out
 //! ([`KeyEncryptionKey::expose_bytes`], [`KeyEncryptionKey::from_bytes`]).
+//! Bytes may come in (never out) as an S3 SSE-C customer key
+//! ([`KeyEncryptionKey::from_customer_key`]).
 //!
 //! Randomness deliberately does not come through a substitutable trait (as
 //! time does elsewhere in Nuage): a test-controlled source is exactly what
@@ -112,6 +114,15 @@ impl KeyEncryptionKey {
     /// The bytes must be the output of an authenticated decryption, never
     /// input from the network or disk.
     pub fn from_bytes(bytes: Zeroizing<[u8; KEY_BYTES]>) -> Self {
+        Self { bytes }
+    }
+
+    /// A key-encryption key a client supplied with its request: the
+    /// customer-provided key of S3 SSE-C, which wraps one blob's data key
+    /// (or an upload's key check) and is then dropped. Never stored by
+    /// Nuage; whether it is the right key is proved by an unwrap
+    /// authenticating, never by comparing it with anything kept.
+    pub fn from_customer_key(bytes: Zeroizing<[u8; KEY_BYTES]>) -> Self {
         Self { bytes }
     }
 

@@ -158,7 +158,7 @@ pub use message::{MESSAGE_NONCE_BYTES, SealedMessage, open_message, random_bytes
 pub use root_key::RootKeyFile;
 pub use stream::{DecryptStream, EncryptStream, decrypt_stream, encrypt_stream};
 pub use wrap::{
-    Binding, WRAPPED_KEY_BYTES, WRAPPED_KEY_FORMAT_V1, key_encryption_key_wrap_aad,
+    Binding, BlobBinding, WRAPPED_KEY_BYTES, WRAPPED_KEY_FORMAT_V1, key_encryption_key_wrap_aad,
     unwrap_data_key, unwrap_key_encryption_key, wrap_data_key, wrap_key_encryption_key,
 };
 

@@ -18,6 +18,7 @@ pub const WRAPPED_KEY_FORMAT_V1: u8 = 0x01;
 pub const WRAPPED_KEY_BYTES: usize = 1 + NONCE_LEN + KEY_BYTES + TAG_BYTES;
 
 const BINDING_FORMAT_V1: u8 = 0x01;
+const BLOB_BINDING_FORMAT_V2: u8 = 0x02;
 
 /// Where a ciphertext belongs: the associated data for both the object's
 /// chunks and its wrapped data key. Ciphertext or a wrapped key presented
@@ -49,6 +50,39 @@ impl Binding<'_> {
         let len = 1 + fields.iter().map(|field| 8 + field.len()).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.push(BINDING_FORMAT_V1);
+        for field in fields {
+            out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out
+    }
+}
+
+/// The associated data of a *shareable* blob's chunks (format 2): the
+/// tenant, the blob and the region, not the object. Several objects of one
+/// tenant may then reference one blob (a server-side copy shares its
+/// source's blob), each with its own wrapped copy of the data key bound by a
+/// [`Binding`] to that object. The chunks still cannot move to another blob,
+/// tenant or region; a wrapped key still cannot move to another object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobBinding<'a> {
+    /// The owning tenant's account id.
+    pub tenant: &'a str,
+    /// The blob id holding the ciphertext.
+    pub blob: &'a str,
+    /// The region whose storage holds the blob.
+    pub region: &'a str,
+}
+
+impl BlobBinding<'_> {
+    /// Canonical bytes: version byte 2 (so they never equal a [`Binding`]'s),
+    /// then tenant, blob and region, each as its length in a big-endian `u64`
+    /// and its UTF-8 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let fields = [self.tenant, self.blob, self.region];
+        let len = 1 + fields.iter().map(|field| 8 + field.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.push(BLOB_BINDING_FORMAT_V2);
         for field in fields {
             out.extend_from_slice(&(field.len() as u64).to_be_bytes());
             out.extend_from_slice(field.as_bytes());
@@ -200,6 +234,32 @@ mod tests {
 
     fn kek(byte: u8) -> KeyEncryptionKey {
         KeyEncryptionKey::from_secret(Zeroizing::new([byte; KEY_BYTES]))
+    }
+
+    #[test]
+    fn blob_bindings_are_injective_and_never_equal_object_bindings() {
+        let blob = |tenant, blob, region| BlobBinding {
+            tenant,
+            blob,
+            region,
+        };
+        let a = blob("123456789012", "0123456789abcdef", "fr-par").encode();
+        assert_ne!(
+            a,
+            blob("123456789013", "0123456789abcdef", "fr-par").encode()
+        );
+        assert_ne!(
+            a,
+            blob("123456789012", "0123456789abcdee", "fr-par").encode()
+        );
+        assert_ne!(
+            a,
+            blob("123456789012", "0123456789abcdef", "fr-lyo").encode()
+        );
+        // Moving bytes between fields changes the encoding.
+        assert_ne!(blob("ab", "c", "d").encode(), blob("a", "bc", "d").encode());
+        assert_eq!(a[0], BLOB_BINDING_FORMAT_V2);
+        assert_ne!(a[0], binding().encode()[0]);
     }
 
     #[test]
