@@ -898,3 +898,73 @@ def test_unknown_access_key_is_invalid_access_key_id(server: Server, s3, tmp_pat
     status = curl_get(url, bad_key, *sigv4, "--user", f"NOSUCHKEY0000000000:{server.secret_access_key}")
     assert status == 403, bad_key.read_bytes()[:2000]
     assert s3_error(bad_key.read_bytes())["Code"] == "InvalidAccessKeyId"
+
+
+def test_boto3_sse_c_and_bucket_default_encryption(s3, tmp_path: Path):
+    """SSE-C as boto3 sends it (the key base64-encoded and its MD5 computed
+    by botocore), through single PUTs, s3transfer's multipart upload and
+    copies; then a bucket default of SSE-S3 put, read back and deleted."""
+    import io
+
+    from botocore.exceptions import ClientError
+
+    bucket = unique_bucket("sse-c")
+    create_bucket(s3, bucket)
+    key = os.urandom(32)
+    other = os.urandom(32)
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    data = os.urandom(200_000)
+    put = s3.put_object(Bucket=bucket, Key="secret", Body=data, **sse_c)
+    key_md5 = base64.b64encode(hashlib.md5(key).digest()).decode()
+    assert put["SSECustomerKeyMD5"] == key_md5
+    assert "ServerSideEncryption" not in put
+    got = s3.get_object(Bucket=bucket, Key="secret", Range="bytes=1000-70999", **sse_c)
+    assert got["Body"].read() == data[1000:71000]
+    assert got["SSECustomerAlgorithm"] == "AES256"
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key="secret")
+    assert client_error_code(excinfo) == ("InvalidRequest", 400)
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key="secret", SSECustomerAlgorithm="AES256", SSECustomerKey=other)
+    assert client_error_code(excinfo) == ("AccessDenied", 403)
+
+    # s3transfer's multipart upload sends the key with every part.
+    from boto3.s3.transfer import TransferConfig
+
+    big = os.urandom(12 * 1024 * 1024)
+    config = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    s3.upload_fileobj(io.BytesIO(big), bucket, "big", ExtraArgs=sse_c, Config=config)
+    out = io.BytesIO()
+    s3.download_fileobj(bucket, "big", out, ExtraArgs=sse_c, Config=config)
+    assert out.getvalue() == big
+
+    # Copy from SSE-C to SSE-S3.
+    copy = s3.copy_object(
+        Bucket=bucket, Key="plain", CopySource={"Bucket": bucket, "Key": "secret"},
+        CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key,
+    )
+    assert copy["ServerSideEncryption"] == "AES256"
+    assert s3.get_object(Bucket=bucket, Key="plain")["Body"].read() == data
+
+    # Bucket default encryption: put, get, delete.
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+                       "BucketKeyEnabled": True}]
+        },
+    )
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert rule["BucketKeyEnabled"] is True
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+            },
+        )
+    assert client_error_code(excinfo) == ("InvalidArgument", 400)
+    s3.delete_bucket_encryption(Bucket=bucket)
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule.get("BucketKeyEnabled") in (None, False)

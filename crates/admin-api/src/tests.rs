@@ -134,7 +134,14 @@ impl Fixture {
         self.put(bucket, "b", b"three").await;
         self.storage.delete_object(bucket, "b", None).await.unwrap();
         self.storage
-            .create_upload(bucket, "c", ObjectAttributes::default(), None, None, None)
+            .create_upload(
+                bucket,
+                "c",
+                ObjectAttributes::default(),
+                None,
+                None,
+                nuage_storage::Protection::Tenant,
+            )
             .await
             .unwrap();
     }

@@ -104,3 +104,89 @@ pub const KMS_PENDING_WINDOW_DAYS_DEFAULT: u32 = 30;
 pub const KMS_ROTATION_PERIOD_DAYS_MIN: u32 = 90;
 pub const KMS_ROTATION_PERIOD_DAYS_MAX: u32 = 2560;
 pub const KMS_ROTATION_PERIOD_DAYS_DEFAULT: u32 = 365;
+/// Most custom key stores (external key stores) of one tenant (AWS: 10 per
+/// account and Region).
+pub const KMS_CUSTOM_KEY_STORES_PER_TENANT_MAX: usize = 10;
+/// Longest custom key store name (AWS: 256 characters).
+pub const KMS_CUSTOM_KEY_STORE_NAME_CHARS_MAX: usize = 256;
+/// Longest `XksProxyUriEndpoint` (AWS: 128 characters).
+pub const XKS_URI_ENDPOINT_CHARS_MAX: usize = 128;
+/// Length of an XKS proxy authentication credential's access key id (AWS:
+/// 20 to 30 characters of `[A-Z2-7]`).
+pub const XKS_ACCESS_KEY_ID_CHARS_MIN: usize = 20;
+pub const XKS_ACCESS_KEY_ID_CHARS_MAX: usize = 30;
+/// Length of its raw secret access key (AWS: 43 to 64 characters of
+/// `[a-zA-Z0-9/+=]`).
+pub const XKS_SECRET_ACCESS_KEY_CHARS_MIN: usize = 43;
+pub const XKS_SECRET_ACCESS_KEY_CHARS_MAX: usize = 64;
+/// Longest wait for one call to an external key store (XKS) proxy, connection,
+/// TLS handshake, request and response together. AWS KMS gives a proxy
+/// 250 ms; Nuage allows more for a proxy across a WAN, but a read blocked on a
+/// dead proxy must fail fast rather than hold the client's request.
+pub const XKS_CALL_TIMEOUT_MS_MAX: u64 = 3000;
+/// Longest wait for the TCP connection to an XKS proxy, within the call's
+/// timeout.
+pub const XKS_CONNECT_TIMEOUT_MS_MAX: u64 = 1000;
+/// Largest response body Nuage reads from an XKS proxy. The largest legitimate
+/// answer is an Encrypt response for 4,300 bytes of plaintext, under 8 KiB
+/// base64-encoded.
+pub const XKS_RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest request body the reference XKS proxy (`nuage xks-proxy`) reads.
+/// The largest legitimate request is an Encrypt of 4,300 bytes with 8,192
+/// bytes of AAD (about 16 KiB base64-encoded) plus request metadata holding
+/// ARNs of up to 2,048 characters each.
+pub const XKS_REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest plaintext the XKS proxy encrypts (the spec's required minimum,
+/// 4,300 bytes; Nuage wraps 32-byte keys).
+pub const XKS_PLAINTEXT_BYTES_MAX: usize = 4300;
+/// Largest additional authenticated data an XKS call carries (the spec's
+/// required minimum, 8,192 bytes).
+pub const XKS_AAD_BYTES_MAX: usize = 8192;
+/// Largest `ciphertextMetadata` (XKS spec: 20 bytes).
+pub const XKS_CIPHERTEXT_METADATA_BYTES_MAX: usize = 20;
+/// Longest external key id (XKS spec: 128 characters).
+pub const XKS_KEY_ID_CHARS_MAX: usize = 128;
+/// Longest `XksProxyUriPath` (XKS spec: 128 characters).
+pub const XKS_URI_PATH_CHARS_MAX: usize = 128;
+/// Longest ARN in XKS request metadata (XKS spec: 2,048 characters).
+pub const XKS_ARN_CHARS_MAX: usize = 2048;
+/// Longest `errorMessage` in an XKS error body (XKS spec: under 512).
+pub const XKS_ERROR_MESSAGE_CHARS_MAX: usize = 511;
+/// How far a request's `x-amz-date` may be from the XKS proxy's clock (XKS
+/// spec: requests more than 5 minutes off should fail authentication).
+pub const XKS_SIGNATURE_CLOCK_SKEW_S_MAX: i64 = 5 * 60;
+/// Largest key state file (`keys.json`) the XKS proxy reads: a few hundred
+/// bytes per key.
+pub const XKS_STATE_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Most keys the XKS proxy's state file may list (bounds its size and every
+/// reread of it).
+pub const XKS_KEYS_MAX: usize = 10_000;
+/// Most SigV4 credentials the XKS proxy accepts at once (XKS spec: at least
+/// two, for rotation).
+pub const XKS_CREDENTIALS_MAX: usize = 16;
+/// Connections the XKS proxy serves at once; more wait in the accept queue.
+pub const XKS_PROXY_CONNECTIONS_MAX: usize = 256;
+/// Largest canonical audit log entry, in bytes. C2SP tlog-tiles entry bundles
+/// prefix each entry with a big-endian u16 length, so 65,535 is the ceiling.
+pub const AUDIT_ENTRY_BYTES_MAX: usize = 65_535;
+/// Appends waiting for the audit log's group commit; past this, callers wait
+/// (back-pressure) instead of growing memory.
+pub const AUDIT_APPEND_QUEUE_MAX: usize = 4096;
+/// Most audit entries written and fsynced together in one group commit; with
+/// `AUDIT_ENTRY_BYTES_MAX` this bounds one commit's buffer to 16 MiB.
+pub const AUDIT_COMMIT_BATCH_MAX: usize = 256;
+/// Most entries one audit store read returns: one full C2SP entry bundle.
+pub const AUDIT_READ_ENTRIES_MAX: u64 = 256;
+/// Largest signed checkpoint (a C2SP signed note) the audit log reads from
+/// disk; Nuage's own are about 200 bytes.
+pub const AUDIT_CHECKPOINT_BYTES_MAX: usize = 16 * 1024;
+/// Record offsets an audit store rebuilds in memory before writing them out,
+/// while recovering its index after a crash.
+pub const AUDIT_RECOVERY_OFFSETS_MAX: usize = 64 * 1024;
+/// Default retention of audit entries: 190 days, a little over the six months
+/// SecNumCloud asks logs to be kept.
+pub const AUDIT_RETENTION_DAYS_DEFAULT: u32 = 190;
+/// Longest the XKS proxy waits for one operation of its token before
+/// answering `DependencyTimeoutException` (a hung HSM must not hold Nuage's
+/// requests until its own timeout, `XKS_CALL_TIMEOUT_MS_MAX`).
+pub const XKS_PROXY_HSM_CALL_TIMEOUT_MS_MAX: u64 = 2000;

@@ -99,6 +99,31 @@ impl ApiError {
             KmsError::LimitExceeded(m) => Self::bad("LimitExceededException", m),
             KmsError::Validation(m) => Self::validation(m),
             KmsError::Unsupported(m) => Self::unsupported(m),
+            KmsError::AccessDenied(m) => Self::access_denied(m),
+            KmsError::CustomKeyStoreNotFound(m) => Self::bad("CustomKeyStoreNotFoundException", m),
+            KmsError::CustomKeyStoreNameInUse(m) => {
+                Self::bad("CustomKeyStoreNameInUseException", m)
+            }
+            KmsError::CustomKeyStoreInvalidState(m) => {
+                Self::bad("CustomKeyStoreInvalidStateException", m)
+            }
+            KmsError::CustomKeyStoreHasKeys(m) => Self::bad("CustomKeyStoreHasCMKsException", m),
+            KmsError::XksProxyUriInUse(m) => Self::bad("XksProxyUriInUseException", m),
+            KmsError::XksProxyUriUnreachable(m) => Self::bad("XksProxyUriUnreachableException", m),
+            KmsError::XksProxyIncorrectAuthenticationCredential(m) => {
+                Self::bad("XksProxyIncorrectAuthenticationCredentialException", m)
+            }
+            KmsError::XksProxyInvalidConfiguration(m) => {
+                Self::bad("XksProxyInvalidConfigurationException", m)
+            }
+            KmsError::XksProxyInvalidResponse(m) => {
+                Self::bad("XksProxyInvalidResponseException", m)
+            }
+            KmsError::XksKeyNotFound(m) => Self::bad("XksKeyNotFoundException", m),
+            KmsError::XksKeyInvalidConfiguration(m) => {
+                Self::bad("XksKeyInvalidConfigurationException", m)
+            }
+            KmsError::XksKeyAlreadyInUse(m) => Self::bad("XksKeyAlreadyInUseException", m),
             KmsError::Internal(m) => {
                 // Logged here, where it is handled; the client learns only that it failed.
                 tracing::error!(error = %m, "KMS failure");

@@ -11,17 +11,19 @@
 use crate::RequestContext;
 use crate::error::ApiError;
 use crate::operation::{
-    AliasOnly, AliasTarget, CreateKey, Decrypt, Encrypt, GenerateDataKey, GenerateRandom,
-    GetKeyPolicy, ListAliases, ListKeyRotations, Operation, Paging, PutKeyAccessReasons,
-    PutKeyPolicy, ReEncrypt,
+    AliasOnly, AliasTarget, CreateCustomKeyStore, CreateKey, Decrypt, DescribeCustomKeyStores,
+    Encrypt, GenerateDataKey, GenerateRandom, GetKeyPolicy, ListAliases, ListKeyRotations,
+    Operation, Paging, PutKeyAccessReasons, PutKeyPolicy, ReEncrypt, UnsupportedStoreMembers,
+    UpdateCustomKeyStore,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use nuage_base::limits::{KMS_LIST_ALIASES_DEFAULT, KMS_LIST_ITEMS_DEFAULT, KMS_LIST_ITEMS_MAX};
 use nuage_iam::{AccessRequest, Iam, Identity, PolicyKind, check_policy_document};
 use nuage_kms::{
-    CustomerKeys, EncryptionContext, KeyReference, KeyState, KmsAlias, KmsKey, NewKey,
-    check_alias_name,
+    ConnectionState, CustomKeyStore, CustomKeyStoreUpdate, CustomerKeys, EXTERNAL_KEY_STORE,
+    EncryptionContext, KeyCaller, KeyOrigin, KeyReference, KeyState, KmsAlias, KmsKey,
+    NewCustomKeyStore, NewKey, check_alias_name,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -138,7 +140,14 @@ fn small(value: Option<i64>, member: &str) -> ApiResult<Option<u32>> {
         .transpose()
 }
 
-fn key_metadata(key: &KmsKey) -> Value {
+/// `KeyMetadata`. `unavailable`: the key's custom key store is not
+/// connected, so AWS reports the key `Unavailable` (unless pending deletion).
+fn key_metadata(key: &KmsKey, unavailable: bool) -> Value {
+    let state = if unavailable && key.state != KeyState::PendingDeletion {
+        "Unavailable"
+    } else {
+        key.state.as_str()
+    };
     let mut metadata = json!({
         "AWSAccountId": key.tenant,
         "KeyId": key.key_id,
@@ -147,8 +156,8 @@ fn key_metadata(key: &KmsKey) -> Value {
         "Enabled": key.state == KeyState::Enabled,
         "Description": key.description,
         "KeyUsage": key.key_usage.as_str(),
-        "KeyState": key.state.as_str(),
-        "Origin": "AWS_KMS",
+        "KeyState": state,
+        "Origin": key.origin.as_str(),
         "KeyManager": "CUSTOMER",
         "CustomerMasterKeySpec": key.key_spec.as_str(),
         "KeySpec": key.key_spec.as_str(),
@@ -164,7 +173,57 @@ fn key_metadata(key: &KmsKey) -> Value {
     if let Ok(material) = key.current_material() {
         metadata["CurrentKeyMaterialId"] = json!(material.material_id(&key.key_id));
     }
+    if let Some(store) = &key.custom_key_store_id {
+        metadata["CustomKeyStoreId"] = json!(store);
+    }
+    if let Some(xks_key_id) = &key.xks_key_id {
+        metadata["XksKeyConfiguration"] = json!({ "Id": xks_key_id });
+    }
     metadata
+}
+
+/// A `CustomKeyStoresListEntry`. Never the credential's secret: the
+/// record has no accessor for it.
+fn store_entry(store: &CustomKeyStore) -> Value {
+    let mut entry = json!({
+        "CustomKeyStoreId": store.id,
+        "CustomKeyStoreName": store.name,
+        "CustomKeyStoreType": store.store_type(),
+        "ConnectionState": store.connection_state.as_str(),
+        "CreationDate": epoch(store.created_unix_ns),
+        "XksProxyConfiguration": {
+            "AccessKeyId": store.access_key_id,
+            "Connectivity": store.connectivity(),
+            "UriEndpoint": store.uri_endpoint,
+            "UriPath": store.uri_path,
+        },
+    });
+    if let Some(code) = store.connection_error_code {
+        entry["ConnectionErrorCode"] = json!(code.as_str());
+    }
+    entry
+}
+
+/// Refuses the members of CloudHSM key stores and VPC connectivity.
+fn refuse_unsupported_store_members(members: &UnsupportedStoreMembers) -> ApiResult<()> {
+    if members.cloud_hsm_cluster_id.is_some()
+        || members.trust_anchor_certificate.is_some()
+        || members.key_store_password.is_some()
+    {
+        return Err(ApiError::unsupported(
+            "CloudHSM key stores are not supported: Nuage's custom key stores are external key \
+             stores (CustomKeyStoreType EXTERNAL_KEY_STORE)",
+        ));
+    }
+    if members.xks_proxy_vpc_endpoint_service_name.is_some()
+        || members.xks_proxy_vpc_endpoint_service_owner.is_some()
+    {
+        return Err(ApiError::unsupported(
+            "VPC endpoint services are not supported: Nuage reaches external key store proxies \
+             over their public endpoint (XksProxyConnectivity PUBLIC_ENDPOINT)",
+        ));
+    }
+    Ok(())
 }
 
 impl Call<'_> {
@@ -251,9 +310,33 @@ impl Call<'_> {
             "kms:KeyUsage".to_owned(),
             vec![key.key_usage.as_str().to_owned()],
         );
-        extra.insert("kms:KeyOrigin".to_owned(), vec!["AWS_KMS".to_owned()]);
+        extra.insert(
+            "kms:KeyOrigin".to_owned(),
+            vec![key.origin.as_str().to_owned()],
+        );
         self.authorize(action, &key.arn, Some(&key.policy), extra)
             .await
+    }
+
+    /// Who is calling, for the request metadata of external key stores.
+    fn caller(&self) -> KeyCaller {
+        KeyCaller::direct(self.identity.arn.clone(), self.context.request_id.clone())
+    }
+
+    /// `KeyMetadata`, with `Unavailable` for a key whose custom key store is
+    /// not connected.
+    async fn describe(&self, key: &KmsKey) -> ApiResult<Value> {
+        let unavailable = match &key.custom_key_store_id {
+            None => false,
+            Some(id) => self
+                .keys
+                .custom_key_store(self.tenant(), id)
+                .await
+                .map_or(true, |store| {
+                    store.connection_state != ConnectionState::Connected
+                }),
+        };
+        Ok(key_metadata(key, unavailable))
     }
 
     /// The key a `KeyId` names in the caller's tenant, and `kms:RequestAlias`
@@ -314,7 +397,7 @@ impl Call<'_> {
             Operation::DescribeKey(input) => {
                 let (key, extra) = self.resolve(&input.key_id).await?;
                 self.authorize_key(name, &key, extra).await?;
-                Ok(Some(json!({ "KeyMetadata": key_metadata(&key) })))
+                Ok(Some(json!({ "KeyMetadata": self.describe(&key).await? })))
             }
             Operation::ListKeys(paging) => {
                 let limit = page_limit(&paging, KMS_LIST_ITEMS_DEFAULT)?;
@@ -486,7 +569,116 @@ impl Call<'_> {
             Operation::PutKeyAccessReasons(input) => {
                 self.put_key_access_reasons(input).await.map(|()| None)
             }
+            Operation::CreateCustomKeyStore(input) => {
+                self.create_custom_key_store(input).await.map(Some)
+            }
+            Operation::DescribeCustomKeyStores(input) => {
+                self.describe_custom_key_stores(input).await.map(Some)
+            }
+            Operation::UpdateCustomKeyStore(input) => self
+                .update_custom_key_store(input)
+                .await
+                .map(|()| Some(json!({}))),
+            Operation::ConnectCustomKeyStore(input) => {
+                self.authorize(name, "*", None, Context::new()).await?;
+                self.keys
+                    .connect_custom_key_store(
+                        self.tenant(),
+                        &input.custom_key_store_id,
+                        &self.caller(),
+                    )
+                    .await
+                    .map_err(kms)?;
+                Ok(Some(json!({})))
+            }
+            Operation::DisconnectCustomKeyStore(input) => {
+                self.authorize(name, "*", None, Context::new()).await?;
+                self.keys
+                    .disconnect_custom_key_store(self.tenant(), &input.custom_key_store_id)
+                    .await
+                    .map_err(kms)?;
+                Ok(Some(json!({})))
+            }
+            Operation::DeleteCustomKeyStore(input) => {
+                self.authorize(name, "*", None, Context::new()).await?;
+                self.keys
+                    .delete_custom_key_store(self.tenant(), &input.custom_key_store_id)
+                    .await
+                    .map_err(kms)?;
+                Ok(Some(json!({})))
+            }
         }
+    }
+
+    /// CreateCustomKeyStore, authorized as `kms:CreateCustomKeyStore` on
+    /// `*` by the caller's identity policies (as AWS).
+    async fn create_custom_key_store(&self, input: CreateCustomKeyStore) -> ApiResult<Value> {
+        self.authorize("CreateCustomKeyStore", "*", None, Context::new())
+            .await?;
+        refuse_unsupported_store_members(&input.unsupported)?;
+        let store = self
+            .keys
+            .create_custom_key_store(
+                self.tenant(),
+                NewCustomKeyStore {
+                    name: input.custom_key_store_name,
+                    store_type: input.custom_key_store_type,
+                    uri_endpoint: input.xks_proxy_uri_endpoint,
+                    uri_path: input.xks_proxy_uri_path,
+                    connectivity: input.xks_proxy_connectivity,
+                    credential: input.xks_proxy_authentication_credential.map(Into::into),
+                },
+                &self.caller(),
+            )
+            .await
+            .map_err(kms)?;
+        tracing::info!(caller = %self.identity.arn, store = %store.id, "custom key store created");
+        Ok(json!({ "CustomKeyStoreId": store.id }))
+    }
+
+    async fn describe_custom_key_stores(&self, input: DescribeCustomKeyStores) -> ApiResult<Value> {
+        let limit = page_limit(&input.paging, KMS_LIST_ITEMS_DEFAULT)?;
+        self.authorize("DescribeCustomKeyStores", "*", None, Context::new())
+            .await?;
+        let page = self
+            .keys
+            .describe_custom_key_stores(
+                self.tenant(),
+                input.custom_key_store_id.as_deref(),
+                input.custom_key_store_name.as_deref(),
+                input.paging.marker.as_deref(),
+                limit,
+            )
+            .await
+            .map_err(kms)?;
+        let stores: Vec<Value> = page.items.iter().map(store_entry).collect();
+        let mut out = json!({ "CustomKeyStores": stores, "Truncated": page.next_marker.is_some() });
+        if let Some(marker) = page.next_marker {
+            out["NextMarker"] = json!(marker);
+        }
+        Ok(out)
+    }
+
+    async fn update_custom_key_store(&self, input: UpdateCustomKeyStore) -> ApiResult<()> {
+        self.authorize("UpdateCustomKeyStore", "*", None, Context::new())
+            .await?;
+        refuse_unsupported_store_members(&input.unsupported)?;
+        self.keys
+            .update_custom_key_store(
+                self.tenant(),
+                &input.custom_key_store_id,
+                CustomKeyStoreUpdate {
+                    new_name: input.new_custom_key_store_name,
+                    uri_endpoint: input.xks_proxy_uri_endpoint,
+                    uri_path: input.xks_proxy_uri_path,
+                    connectivity: input.xks_proxy_connectivity,
+                    credential: input.xks_proxy_authentication_credential.map(Into::into),
+                },
+                &self.caller(),
+            )
+            .await
+            .map_err(kms)?;
+        Ok(())
     }
 
     /// The ARN of the caller tenant's data key.
@@ -534,7 +726,6 @@ impl Call<'_> {
                 input.customer_master_key_spec.as_deref(),
                 SYMMETRIC_DEFAULT,
             ),
-            ("Origin", input.origin.as_deref(), "AWS_KMS"),
         ] {
             if let Some(value) = value.filter(|v| *v != allowed) {
                 return Err(ApiError::unsupported(format!(
@@ -543,11 +734,39 @@ impl Call<'_> {
                 )));
             }
         }
-        if input.custom_key_store_id.is_some() || input.xks_key_id.is_some() {
-            return Err(ApiError::unsupported(
-                "custom key stores (CloudHSM, external key stores) are not supported yet",
-            ));
-        }
+        let origin = match input.origin.as_deref() {
+            None | Some("AWS_KMS") => KeyOrigin::AwsKms,
+            Some(EXTERNAL_KEY_STORE) => KeyOrigin::ExternalKeyStore,
+            Some(other @ ("AWS_CLOUDHSM" | "EXTERNAL")) => {
+                return Err(ApiError::unsupported(format!(
+                    "Origin {other} is not supported: Nuage's KMS keys have origin AWS_KMS or \
+                     EXTERNAL_KEY_STORE"
+                )));
+            }
+            Some(other) => {
+                return Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{other}' at 'origin' failed to satisfy \
+                     constraint: Member must satisfy enum value set: [AWS_KMS, EXTERNAL, \
+                     AWS_CLOUDHSM, EXTERNAL_KEY_STORE]"
+                )));
+            }
+        };
+        let external = match (origin, &input.custom_key_store_id, &input.xks_key_id) {
+            (KeyOrigin::AwsKms, None, None) => None,
+            (KeyOrigin::ExternalKeyStore, Some(store), Some(xks)) => {
+                Some((store.clone(), xks.clone()))
+            }
+            (KeyOrigin::ExternalKeyStore, _, _) => {
+                return Err(ApiError::validation(
+                    "Origin EXTERNAL_KEY_STORE requires CustomKeyStoreId and XksKeyId",
+                ));
+            }
+            (KeyOrigin::AwsKms, _, _) => {
+                return Err(ApiError::validation(
+                    "CustomKeyStoreId and XksKeyId require Origin EXTERNAL_KEY_STORE",
+                ));
+            }
+        };
         if input.multi_region == Some(true) {
             return Err(ApiError::unsupported(
                 "multi-Region keys are not supported: a Nuage KMS key lives in one region",
@@ -564,7 +783,7 @@ impl Call<'_> {
             "kms:KeyUsage".to_owned(),
             vec!["ENCRYPT_DECRYPT".to_owned()],
         );
-        extra.insert("kms:KeyOrigin".to_owned(), vec!["AWS_KMS".to_owned()]);
+        extra.insert("kms:KeyOrigin".to_owned(), vec![origin.as_str().to_owned()]);
         for (k, v) in &tags {
             extra.insert(format!("aws:RequestTag/{k}"), vec![v.clone()]);
         }
@@ -581,19 +800,21 @@ impl Call<'_> {
             self.check_key_policy(policy, &arn, input.bypass_policy_lockout_safety_check)
                 .await?;
         }
-        let key = self
-            .keys
-            .create_key(
-                self.tenant(),
-                NewKey {
-                    description: input.description.unwrap_or_default(),
-                    policy: input.policy,
-                    tags,
-                },
-            )
-            .await
-            .map_err(kms)?;
-        Ok(json!({ "KeyMetadata": key_metadata(&key) }))
+        let new = NewKey {
+            description: input.description.unwrap_or_default(),
+            policy: input.policy,
+            tags,
+        };
+        let key = match external {
+            None => self.keys.create_key(self.tenant(), new).await,
+            Some((store, xks_key_id)) => {
+                self.keys
+                    .create_external_key(self.tenant(), new, &store, &xks_key_id, &self.caller())
+                    .await
+            }
+        }
+        .map_err(kms)?;
+        Ok(json!({ "KeyMetadata": key_metadata(&key, false) }))
     }
 
     /// The alias ARN is authorized by the caller's identity policies (an
@@ -705,7 +926,13 @@ impl Call<'_> {
         }
         let blob = self
             .keys
-            .encrypt(&key, &input.plaintext.0, &input.encryption_context)
+            .encrypt(
+                &key,
+                &input.plaintext.0,
+                &input.encryption_context,
+                &self.caller(),
+                "Encrypt",
+            )
             .await
             .map_err(kms)?;
         Ok(json!({
@@ -755,7 +982,13 @@ impl Call<'_> {
         }
         let plaintext = self
             .keys
-            .decrypt(&key, &parsed, &input.encryption_context)
+            .decrypt(
+                &key,
+                &parsed,
+                &input.encryption_context,
+                &self.caller(),
+                "Decrypt",
+            )
             .await
             .map_err(kms)?;
         let mut out = json!({
@@ -805,7 +1038,13 @@ impl Call<'_> {
         }
         let (data_key, blob) = self
             .keys
-            .generate_data_key(&key, bytes, &input.encryption_context)
+            .generate_data_key(
+                &key,
+                bytes,
+                &input.encryption_context,
+                &self.caller(),
+                action,
+            )
             .await
             .map_err(kms)?;
         let mut out = json!({ "CiphertextBlob": b64(&blob), "KeyId": key.arn });
@@ -821,8 +1060,10 @@ impl Call<'_> {
     async fn generate_random(&self, input: GenerateRandom) -> ApiResult<Value> {
         refuse_recipient(input.recipient.as_ref())?;
         if input.custom_key_store_id.is_some() {
+            // As AWS: only CloudHSM key stores generate random bytes.
             return Err(ApiError::unsupported(
-                "custom key stores are not supported yet",
+                "GenerateRandom with a CustomKeyStoreId needs a CloudHSM key store; Nuage's \
+                 custom key stores are external key stores",
             ));
         }
         self.authorize("GenerateRandom", "*", None, Context::new())
@@ -861,7 +1102,13 @@ impl Call<'_> {
         }
         let plaintext = self
             .keys
-            .decrypt(&source, &parsed, &input.source_encryption_context)
+            .decrypt(
+                &source,
+                &parsed,
+                &input.source_encryption_context,
+                &self.caller(),
+                "ReEncrypt",
+            )
             .await
             .map_err(kms)?;
         let blob = self
@@ -870,6 +1117,8 @@ impl Call<'_> {
                 &destination,
                 &plaintext,
                 &input.destination_encryption_context,
+                &self.caller(),
+                "ReEncrypt",
             )
             .await
             .map_err(kms)?;

@@ -10,7 +10,7 @@
 use crate::error::ApiError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use nuage_kms::{AccessReason, EncryptionContext};
+use nuage_kms::{AccessReason, EncryptionContext, XksCredential};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -193,6 +193,87 @@ pub(crate) struct PutKeyPolicy {
     pub bypass_policy_lockout_safety_check: bool,
 }
 
+/// `XksProxyAuthenticationCredential` as sent. Its `Debug` never shows the
+/// secret, and it becomes a [`nuage_kms::XksCredential`] (zeroed on drop)
+/// before the handlers see it.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CredentialWire {
+    access_key_id: String,
+    raw_secret_access_key: String,
+}
+
+impl std::fmt::Debug for CredentialWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XksProxyAuthenticationCredential")
+            .field("AccessKeyId", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<CredentialWire> for XksCredential {
+    fn from(wire: CredentialWire) -> Self {
+        Self {
+            access_key_id: wire.access_key_id,
+            raw_secret_access_key: wire.raw_secret_access_key.into(),
+        }
+    }
+}
+
+/// Members of CreateCustomKeyStore and UpdateCustomKeyStore that only
+/// CloudHSM key stores or VPC connectivity use (refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UnsupportedStoreMembers {
+    pub cloud_hsm_cluster_id: Option<String>,
+    pub trust_anchor_certificate: Option<String>,
+    pub key_store_password: Option<serde_json::Value>,
+    pub xks_proxy_vpc_endpoint_service_name: Option<String>,
+    pub xks_proxy_vpc_endpoint_service_owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CreateCustomKeyStore {
+    pub custom_key_store_name: String,
+    pub custom_key_store_type: Option<String>,
+    pub xks_proxy_uri_endpoint: Option<String>,
+    pub xks_proxy_uri_path: Option<String>,
+    pub xks_proxy_connectivity: Option<String>,
+    pub xks_proxy_authentication_credential: Option<CredentialWire>,
+    #[serde(flatten)]
+    pub unsupported: UnsupportedStoreMembers,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateCustomKeyStore {
+    pub custom_key_store_id: String,
+    pub new_custom_key_store_name: Option<String>,
+    pub xks_proxy_uri_endpoint: Option<String>,
+    pub xks_proxy_uri_path: Option<String>,
+    pub xks_proxy_connectivity: Option<String>,
+    pub xks_proxy_authentication_credential: Option<CredentialWire>,
+    #[serde(flatten)]
+    pub unsupported: UnsupportedStoreMembers,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DescribeCustomKeyStores {
+    pub custom_key_store_id: Option<String>,
+    pub custom_key_store_name: Option<String>,
+    #[serde(flatten)]
+    pub paging: Paging,
+}
+
+/// Operations whose only input is `CustomKeyStoreId`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct StoreOnly {
+    pub custom_key_store_id: String,
+}
+
 /// An operation with no input members.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct Empty {}
@@ -260,6 +341,12 @@ pub(crate) enum Operation {
     GetKeyAccessReasons(Empty),
     /// Nuage extension (key access justifications).
     PutKeyAccessReasons(PutKeyAccessReasons),
+    CreateCustomKeyStore(CreateCustomKeyStore),
+    DescribeCustomKeyStores(DescribeCustomKeyStores),
+    UpdateCustomKeyStore(UpdateCustomKeyStore),
+    ConnectCustomKeyStore(StoreOnly),
+    DisconnectCustomKeyStore(StoreOnly),
+    DeleteCustomKeyStore(StoreOnly),
 }
 
 fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -335,6 +422,12 @@ impl Operation {
             "PutKeyAccessReasons" => {
                 Self::PutKeyAccessReasons(PutKeyAccessReasons::from_wire(input(body)?)?)
             }
+            "CreateCustomKeyStore" => Self::CreateCustomKeyStore(input(body)?),
+            "DescribeCustomKeyStores" => Self::DescribeCustomKeyStores(input(body)?),
+            "UpdateCustomKeyStore" => Self::UpdateCustomKeyStore(input(body)?),
+            "ConnectCustomKeyStore" => Self::ConnectCustomKeyStore(input(body)?),
+            "DisconnectCustomKeyStore" => Self::DisconnectCustomKeyStore(input(body)?),
+            "DeleteCustomKeyStore" => Self::DeleteCustomKeyStore(input(body)?),
             _ => {
                 return Err(ApiError::bad(
                     "UnknownOperationException",
@@ -373,6 +466,12 @@ impl Operation {
             Self::PutKeyPolicy(_) => "PutKeyPolicy",
             Self::GetKeyAccessReasons(_) => "GetKeyAccessReasons",
             Self::PutKeyAccessReasons(_) => "PutKeyAccessReasons",
+            Self::CreateCustomKeyStore(_) => "CreateCustomKeyStore",
+            Self::DescribeCustomKeyStores(_) => "DescribeCustomKeyStores",
+            Self::UpdateCustomKeyStore(_) => "UpdateCustomKeyStore",
+            Self::ConnectCustomKeyStore(_) => "ConnectCustomKeyStore",
+            Self::DisconnectCustomKeyStore(_) => "DisconnectCustomKeyStore",
+            Self::DeleteCustomKeyStore(_) => "DeleteCustomKeyStore",
         }
     }
 }

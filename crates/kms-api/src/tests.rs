@@ -1,6 +1,8 @@
 //! Whole requests through [`KmsApi::handle`]: signed JSON in, JSON out, over
 //! a real identity service and key service on a temporary metadata store.
 
+mod xks;
+
 use super::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -77,12 +79,20 @@ fn amz_date() -> String {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::build(None).await
+    }
+
+    /// With `external` as the server's external key store client.
+    async fn build(external: Option<Arc<dyn nuage_kms::ExternalKeyStore>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let iam = Iam::new(store.clone(), Arc::clone(&clock));
         let root = nuage_crypto::RootKeyFile::open_or_create(&dir.path().join("root.key")).unwrap();
-        let keys = CustomerKeys::new(KeyService::new(store, root), Arc::clone(&clock), REGION);
+        let mut keys = CustomerKeys::new(KeyService::new(store, root), Arc::clone(&clock), REGION);
+        if let Some(external) = external {
+            keys = keys.with_external_key_store(external);
+        }
         let tenant = iam.create_tenant("default", "FR", "").await.unwrap().id;
         let mut fixture = Self {
             api: KmsApi::new(keys, iam.clone(), clock),

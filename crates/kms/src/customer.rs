@@ -34,9 +34,22 @@
 //! validation of policy documents. This module knows nothing of HTTP or JSON
 //! on the wire.
 
+mod custom_key_store;
+mod xks;
+
+pub use custom_key_store::{
+    ConnectionErrorCode, ConnectionState, CustomKeyStore, CustomKeyStoreUpdate, EXTERNAL_KEY_STORE,
+    KeyCaller, NewCustomKeyStore, PUBLIC_ENDPOINT, XksCredential, check_credential,
+    check_uri_endpoint, check_uri_path,
+};
+
 use crate::KeyService;
 use crate::access::AccessReason;
-use crate::ciphertext::{CiphertextBlob, EncryptionContext, associated_data};
+use crate::ciphertext::{
+    CIPHERTEXT_FORMAT_V1, CIPHERTEXT_FORMAT_V2, CiphertextBlob, CiphertextBody, EncryptionContext,
+    associated_data,
+};
+use crate::external::ExternalKeyStore;
 use nuage_base::Clock;
 use nuage_base::limits::{
     KMS_ALIAS_NAME_CHARS_MAX, KMS_ALIASES_PER_KEY_MAX, KMS_DESCRIPTION_CHARS_MAX,
@@ -99,6 +112,37 @@ pub enum KmsError {
     Validation(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The caller may not do this (an external key store proxy refused).
+    #[error("{0}")]
+    AccessDenied(String),
+    // ---- custom key stores (AWS's exceptions of the same names) ----
+    #[error("{0}")]
+    CustomKeyStoreNotFound(String),
+    #[error("{0}")]
+    CustomKeyStoreNameInUse(String),
+    /// The store's connection state forbids the operation (or, for a key in
+    /// the store, makes it unavailable).
+    #[error("{0}")]
+    CustomKeyStoreInvalidState(String),
+    /// `CustomKeyStoreHasCMKsException`.
+    #[error("{0}")]
+    CustomKeyStoreHasKeys(String),
+    #[error("{0}")]
+    XksProxyUriInUse(String),
+    #[error("{0}")]
+    XksProxyUriUnreachable(String),
+    #[error("{0}")]
+    XksProxyIncorrectAuthenticationCredential(String),
+    #[error("{0}")]
+    XksProxyInvalidConfiguration(String),
+    #[error("{0}")]
+    XksProxyInvalidResponse(String),
+    #[error("{0}")]
+    XksKeyNotFound(String),
+    #[error("{0}")]
+    XksKeyInvalidConfiguration(String),
+    #[error("{0}")]
+    XksKeyAlreadyInUse(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -176,6 +220,29 @@ impl KeySpec {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         "SYMMETRIC_DEFAULT"
+    }
+}
+
+/// Where a key's cryptography happens (AWS's `Origin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOrigin {
+    /// Nuage's material alone.
+    #[default]
+    #[serde(rename = "AWS_KMS")]
+    AwsKms,
+    /// Nuage's material and an external key in a custom key store, both
+    /// needed for every use.
+    #[serde(rename = "EXTERNAL_KEY_STORE")]
+    ExternalKeyStore,
+}
+
+impl KeyOrigin {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsKms => "AWS_KMS",
+            Self::ExternalKeyStore => "EXTERNAL_KEY_STORE",
+        }
     }
 }
 
@@ -258,6 +325,14 @@ pub struct KmsKey {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    #[serde(default)]
+    pub origin: KeyOrigin,
+    /// The custom key store of a key whose origin is `EXTERNAL_KEY_STORE`.
+    #[serde(default)]
+    pub custom_key_store_id: Option<String>,
+    /// Its external key's id in that store (`XksKeyConfiguration.Id`).
+    #[serde(default)]
+    pub xks_key_id: Option<String>,
 }
 
 impl KmsKey {
@@ -440,6 +515,8 @@ pub struct CustomerKeys {
     clock: Arc<dyn Clock>,
     region: String,
     materials: Arc<MaterialCache>,
+    /// The client for external key store proxies, when the server has one.
+    external: Option<Arc<dyn ExternalKeyStore>>,
 }
 
 impl CustomerKeys {
@@ -452,7 +529,17 @@ impl CustomerKeys {
             clock,
             region: region.into(),
             materials: Arc::new(RwLock::new(HashMap::new())),
+            external: None,
         }
+    }
+
+    /// These keys with `client` reaching the tenants' external key store
+    /// proxies (`nuage-xks`'s HTTPS client): custom key stores of type
+    /// `EXTERNAL_KEY_STORE` and the keys in them work only with one.
+    #[must_use]
+    pub fn with_external_key_store(mut self, client: Arc<dyn ExternalKeyStore>) -> Self {
+        self.external = Some(client);
+        self
     }
 
     /// The storage key hierarchy these keys share a root of trust with:
@@ -745,6 +832,8 @@ impl CustomerKeys {
             },
             counts_expect,
         )?);
+        // The external key may back a new key in its store again.
+        writes.extend(Self::xks_key_write(key, Expect::Any, false));
         let deleted = self.commit(writes).await?;
         if deleted {
             self.forget_materials(key);
@@ -832,6 +921,34 @@ impl CustomerKeys {
     /// `Validation` for a description or tags beyond AWS's limits;
     /// `LimitExceeded` past [`KMS_KEYS_PER_TENANT_MAX`]; storage failure.
     pub async fn create_key(&self, tenant: &str, new: NewKey) -> KmsResult<KmsKey> {
+        let key = self.new_key_record(tenant, new).await?;
+        for _ in 0..KMS_UPDATE_ATTEMPTS_MAX {
+            let (counts, expect) = self.counts(tenant).await?;
+            if counts.keys >= KMS_KEYS_PER_TENANT_MAX {
+                return Err(KmsError::LimitExceeded(format!(
+                    "The tenant already has {KMS_KEYS_PER_TENANT_MAX} KMS keys, the most it may have"
+                )));
+            }
+            let writes = vec![
+                Self::key_write(&key, Expect::Absent)?,
+                Self::counts_write(
+                    tenant,
+                    &TenantCounts {
+                        keys: counts.keys + 1,
+                    },
+                    expect,
+                )?,
+            ];
+            if self.commit(writes).await? {
+                tracing::info!(key = %key.arn, "created a KMS key");
+                return Ok(key);
+            }
+        }
+        Err(Self::contention("creating a key"))
+    }
+
+    /// A new enabled key with fresh material, not yet stored.
+    async fn new_key_record(&self, tenant: &str, new: NewKey) -> KmsResult<KmsKey> {
         if new.description.chars().count() > KMS_DESCRIPTION_CHARS_MAX {
             return Err(KmsError::Validation(format!(
                 "1 validation error detected: Value at 'description' failed to satisfy \
@@ -860,30 +977,11 @@ impl CustomerKeys {
             policy: new.policy.unwrap_or_else(|| default_key_policy(tenant)),
             aliases: Vec::new(),
             tags: new.tags,
+            origin: KeyOrigin::AwsKms,
+            custom_key_store_id: None,
+            xks_key_id: None,
         };
-        for _ in 0..KMS_UPDATE_ATTEMPTS_MAX {
-            let (counts, expect) = self.counts(tenant).await?;
-            if counts.keys >= KMS_KEYS_PER_TENANT_MAX {
-                return Err(KmsError::LimitExceeded(format!(
-                    "The tenant already has {KMS_KEYS_PER_TENANT_MAX} KMS keys, the most it may have"
-                )));
-            }
-            let writes = vec![
-                Self::key_write(&key, Expect::Absent)?,
-                Self::counts_write(
-                    tenant,
-                    &TenantCounts {
-                        keys: counts.keys + 1,
-                    },
-                    expect,
-                )?,
-            ];
-            if self.commit(writes).await? {
-                tracing::info!(key = %key.arn, "created a KMS key");
-                return Ok(key);
-            }
-        }
-        Err(Self::contention("creating a key"))
+        Ok(key)
     }
 
     /// Reads the key, lets `change` decide and edit, writes it back if the key
@@ -1009,6 +1107,15 @@ impl CustomerKeys {
     // ---- rotation ----
 
     fn check_rotatable(key: &KmsKey) -> KmsResult<()> {
+        if key.origin == KeyOrigin::ExternalKeyStore {
+            // As AWS: the external key's lifecycle is the tenant's, in its
+            // own key manager.
+            return Err(KmsError::Unsupported(format!(
+                "{} is in a custom key store: its key material cannot be rotated by KMS \
+                 (rotate the external key in the external key manager, with a new KMS key)",
+                key.arn
+            )));
+        }
         match key.state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(KmsError::Disabled(format!("{} is disabled.", key.arn))),
@@ -1317,15 +1424,20 @@ impl CustomerKeys {
     // ---- cryptography ----
 
     /// Encrypt: seals `plaintext` (at most 4 KiB) under the key's current
-    /// material, bound to `context`; returns the ciphertext blob.
+    /// material, bound to `context`; returns the ciphertext blob. A key in an
+    /// external key store then has the proxy encrypt the result (format
+    /// version 2), with `caller` and `operation` in the request metadata.
     ///
     /// # Errors
-    /// `Disabled`, `InvalidState`, `Validation`.
+    /// `Disabled`, `InvalidState`, `Validation`; for a key in an external key
+    /// store, `CustomKeyStoreInvalidState` and the proxy's refusals.
     pub async fn encrypt(
         &self,
         key: &KmsKey,
         plaintext: &[u8],
         context: &EncryptionContext,
+        caller: &KeyCaller,
+        operation: &str,
     ) -> KmsResult<Vec<u8>> {
         if plaintext.is_empty() || plaintext.len() > KMS_PLAINTEXT_BYTES_MAX {
             return Err(KmsError::Validation(format!(
@@ -1333,17 +1445,41 @@ impl CustomerKeys {
                  Member must have length between 1 and {KMS_PLAINTEXT_BYTES_MAX}"
             )));
         }
+        self.seal(key, plaintext, context, caller, operation).await
+    }
+
+    /// Encrypt without the plaintext size rule (GenerateDataKey's data keys
+    /// are sized by their own rule).
+    async fn seal(
+        &self,
+        key: &KmsKey,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        caller: &KeyCaller,
+        operation: &str,
+    ) -> KmsResult<Vec<u8>> {
         key.check_usable()?;
         check_encryption_context(context)?;
         let material = key.current_material()?;
         let secret = self.material_secret(key, material).await?;
-        let header = CiphertextBlob::header(&key.key_id, material.version)?;
+        let version = match key.origin {
+            KeyOrigin::AwsKms => CIPHERTEXT_FORMAT_V1,
+            KeyOrigin::ExternalKeyStore => CIPHERTEXT_FORMAT_V2,
+        };
+        let header = CiphertextBlob::header_of(version, &key.key_id, material.version)?;
         let aad = associated_data(&header, &key.arn, context)?;
         let sealed = nuage_crypto::seal_message(&secret, &aad, plaintext)?;
+        let body = match key.origin {
+            KeyOrigin::AwsKms => CiphertextBody::Sealed(sealed),
+            KeyOrigin::ExternalKeyStore => CiphertextBody::External(
+                self.seal_external_message(key, &sealed, &aad, caller, operation)
+                    .await?,
+            ),
+        };
         CiphertextBlob {
             key_id: key.key_id.clone(),
             material_version: material.version,
-            sealed,
+            body,
         }
         .encode()
     }
@@ -1364,17 +1500,24 @@ impl CustomerKeys {
         Ok((key, parsed))
     }
 
-    /// Decrypt: opens a blob sealed under `key` with the same `context`.
+    /// Decrypt: opens a blob sealed under `key` with the same `context`
+    /// (for a key in an external key store, the proxy first removes the
+    /// outer layer).
     ///
     /// # Errors
     /// `IncorrectKey` when the blob names another key; `Disabled`,
     /// `InvalidState`; `InvalidCiphertext` when it does not authenticate
-    /// (another context, an altered byte, an unknown material version).
+    /// (another context, an altered byte, an unknown material version, a
+    /// blob of the other format than the key's origin); for a key in an
+    /// external key store, `CustomKeyStoreInvalidState` and the proxy's
+    /// refusals.
     pub async fn decrypt(
         &self,
         key: &KmsKey,
         blob: &CiphertextBlob,
         context: &EncryptionContext,
+        caller: &KeyCaller,
+        operation: &str,
     ) -> KmsResult<Zeroizing<Vec<u8>>> {
         if blob.key_id != key.key_id {
             return Err(KmsError::IncorrectKey(
@@ -1393,10 +1536,20 @@ impl CustomerKeys {
             .iter()
             .find(|m| m.version == blob.material_version)
             .ok_or_else(invalid)?;
-        let secret = self.material_secret(key, material).await?;
-        let header = CiphertextBlob::header(&key.key_id, material.version)?;
+        let header = blob.own_header()?;
         let aad = associated_data(&header, &key.arn, context)?;
-        nuage_crypto::open_message(&secret, &blob.sealed, &aad).map_err(|e| match e {
+        // A blob must be of its key's format: a version 1 blob naming a key
+        // in an external key store would skip the external key.
+        let sealed = match (&blob.body, key.origin) {
+            (CiphertextBody::Sealed(sealed), KeyOrigin::AwsKms) => sealed.clone(),
+            (CiphertextBody::External(outer), KeyOrigin::ExternalKeyStore) => {
+                self.open_external_message(key, outer, &aad, caller, operation)
+                    .await?
+            }
+            _ => return Err(invalid()),
+        };
+        let secret = self.material_secret(key, material).await?;
+        nuage_crypto::open_message(&secret, &sealed, &aad).map_err(|e| match e {
             nuage_crypto::CryptoError::MessageAuthentication => invalid(),
             other => other.into(),
         })
@@ -1412,9 +1565,13 @@ impl CustomerKeys {
         key: &KmsKey,
         bytes: usize,
         context: &EncryptionContext,
+        caller: &KeyCaller,
+        operation: &str,
     ) -> KmsResult<(Zeroizing<Vec<u8>>, Vec<u8>)> {
         let plaintext = random(bytes)?;
-        let blob = self.encrypt(key, &plaintext, context).await?;
+        let blob = self
+            .seal(key, &plaintext, context, caller, operation)
+            .await?;
         Ok((plaintext, blob))
     }
 
@@ -1435,18 +1592,26 @@ impl CustomerKeys {
     /// current material of the customer key `key_arn` (which must be
     /// enabled) and bound to `binding`. The wrapped form starts with the
     /// material version (4 bytes, big-endian), so rotation keeps old blobs
-    /// readable.
+    /// readable. For a key in an external key store, the proxy then wraps
+    /// that again (`caller` goes into its request metadata): the form starts
+    /// with `0x02` instead (see `docs/kms.md`).
     ///
     /// # Errors
-    /// `NotFound`, `Disabled`, `InvalidState`; key storage or randomness failure.
+    /// `NotFound`, `Disabled`, `InvalidState`; key storage or randomness
+    /// failure; for a key in an external key store,
+    /// `CustomKeyStoreInvalidState` and the proxy's refusals.
     pub async fn new_data_key_under(
         &self,
         tenant: &str,
         key_arn: &str,
         binding: &[u8],
+        caller: &KeyCaller,
     ) -> KmsResult<(DataKey, Vec<u8>)> {
         let key = self.key_of_arn(tenant, key_arn).await?;
         key.check_usable()?;
+        if key.origin == KeyOrigin::ExternalKeyStore {
+            return self.new_data_key_external(&key, binding, caller).await;
+        }
         let material = key.current_material()?;
         let secret = self.material_secret(&key, material).await?;
         let data_key = DataKey::generate()?;
@@ -1458,12 +1623,16 @@ impl CustomerKeys {
     /// Unwraps a data key [`Self::new_data_key_under`] wrapped, for
     /// `reason`: refused unless the tenant's key access justifications allow
     /// `reason` (checked first) and the key is enabled *now* (a disabled key
-    /// or one pending deletion makes its data unreadable).
+    /// or one pending deletion makes its data unreadable). For a key in an
+    /// external key store, the proxy unwraps the outer layer first, told the
+    /// `reason` and `caller`, and may refuse.
     ///
     /// # Errors
     /// [`crate::KeyError::ReasonNotAllowed`]; [`crate::KeyError::CustomerKey`]
     /// with `NotFound`, `Disabled`, `InvalidState`, or `InvalidCiphertext`
-    /// for a wrapped key that does not open with this binding.
+    /// for a wrapped key that does not open with this binding (or is not of
+    /// its key's form); for a key in an external key store,
+    /// `CustomKeyStoreInvalidState` and the proxy's refusals.
     pub async fn open_data_key_under(
         &self,
         tenant: &str,
@@ -1471,6 +1640,7 @@ impl CustomerKeys {
         wrapped: &[u8],
         binding: &[u8],
         reason: AccessReason,
+        caller: &KeyCaller,
     ) -> Result<DataKey, crate::KeyError> {
         let allowed = self.keys.allowed_reasons(tenant).await?;
         if !allowed.contains(&reason) {
@@ -1483,10 +1653,26 @@ impl CustomerKeys {
         }
         let key = self.key_of_arn(tenant, key_arn).await?;
         key.check_usable()?;
-        let (version, sealed) = wrapped
-            .split_first_chunk::<4>()
-            .ok_or_else(|| KmsError::InvalidCiphertext("wrapped data key too short".into()))?;
-        let version = u32::from_be_bytes(*version);
+        let external = wrapped.first() == Some(&xks::EXTERNAL_WRAPPED_KEY_MARKER);
+        if external != (key.origin == KeyOrigin::ExternalKeyStore) {
+            return Err(KmsError::InvalidCiphertext(format!(
+                "the wrapped data key is not of the form {} wraps data keys in",
+                key.arn
+            ))
+            .into());
+        }
+        let (version, inner) = if external {
+            self.unwrap_data_key_external(&key, wrapped, binding, caller, reason)
+                .await?
+        } else {
+            let (version, sealed) = wrapped
+                .split_first_chunk::<4>()
+                .ok_or_else(|| KmsError::InvalidCiphertext("wrapped data key too short".into()))?;
+            (
+                u32::from_be_bytes(*version),
+                Zeroizing::new(sealed.to_vec()),
+            )
+        };
         let material = key
             .materials
             .iter()
@@ -1495,7 +1681,7 @@ impl CustomerKeys {
                 KmsError::InvalidCiphertext(format!("no material version {version} in {}", key.arn))
             })?;
         let secret = self.material_secret(&key, material).await?;
-        Ok(nuage_crypto::unwrap_data_key(&secret, sealed, binding)
+        Ok(nuage_crypto::unwrap_data_key(&secret, &inner, binding)
             .map_err(|e| KmsError::InvalidCiphertext(e.to_string()))?)
     }
 }
@@ -1563,3 +1749,5 @@ mod base64_bytes {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xks_tests;

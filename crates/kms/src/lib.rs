@@ -13,7 +13,7 @@
 //! ```
 //!
 //! A tenant key is created the first time the tenant stores data and never
-//! leaves this service unwrapped. Customer-held keys (XKS) build on this.
+//! leaves this service unwrapped.
 //!
 //! Every unwrap of a data key names an [`AccessReason`]; the tenant decides
 //! which reasons its data key accepts ([`KeyService::set_allowed_reasons`],
@@ -30,6 +30,12 @@
 //!        └─ ciphertext blobs (Encrypt, GenerateDataKey) held by clients;
 //!           format in module `ciphertext`
 //! ```
+//!
+//! A customer key may also live in the tenant's own key manager, behind an
+//! external key store proxy (AWS KMS's XKS, [`ExternalKeyStore`]): then
+//! every ciphertext and data key under it is sealed by its Nuage material
+//! *and* by the external key, so neither side alone can decrypt, and
+//! nothing the proxy returns is cached.
 
 mod access;
 mod ciphertext;
@@ -39,13 +45,15 @@ mod root;
 
 pub use access::{ACCESS_REASONS, AccessReason, DEFAULT_ALLOWED_REASONS};
 pub use ciphertext::{
-    CIPHERTEXT_FORMAT_V1, CIPHERTEXT_HEADER_BYTES, CIPHERTEXT_OVERHEAD_BYTES, CiphertextBlob,
-    EncryptionContext, associated_data,
+    CIPHERTEXT_FORMAT_V1, CIPHERTEXT_FORMAT_V2, CIPHERTEXT_HEADER_BYTES, CIPHERTEXT_OVERHEAD_BYTES,
+    CiphertextBlob, CiphertextBody, EncryptionContext, associated_data, external_associated_data,
 };
 pub use customer::{
-    CustomerKeys, KeyMaterial, KeyReference, KeySpec, KeyState, KeyUsage, KmsAlias, KmsError,
-    KmsKey, KmsResult, MATERIALS_CACHED_MAX, NewKey, Page, RotationType, check_alias_name,
-    check_encryption_context, default_key_policy, random,
+    ConnectionErrorCode, ConnectionState, CustomKeyStore, CustomKeyStoreUpdate, CustomerKeys,
+    EXTERNAL_KEY_STORE, KeyCaller, KeyMaterial, KeyOrigin, KeyReference, KeySpec, KeyState,
+    KeyUsage, KmsAlias, KmsError, KmsKey, KmsResult, MATERIALS_CACHED_MAX, NewCustomKeyStore,
+    NewKey, PUBLIC_ENDPOINT, Page, RotationType, XksCredential, check_alias_name, check_credential,
+    check_encryption_context, check_uri_endpoint, check_uri_path, default_key_policy, random,
 };
 
 pub use external::{

@@ -51,6 +51,24 @@ pub struct BucketRecord {
     pub policy: Option<String>,
     #[serde(default)]
     pub public_access_block: Option<PublicAccessBlock>,
+    /// The bucket's default encryption (PutBucketEncryption), as put; None:
+    /// the built-in default, SSE-S3 (`AES256`).
+    #[serde(default)]
+    pub encryption: Option<BucketEncryption>,
+}
+
+/// A bucket's default encryption: what a write that asks for none gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BucketEncryption {
+    /// `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    pub sse_algorithm: String,
+    /// For `aws:kms`: the bucket owner's KMS key, exactly as put (key id,
+    /// key ARN, alias name or alias ARN); resolved at each write.
+    #[serde(default)]
+    pub kms_master_key_id: Option<String>,
+    /// Stored and returned only: Nuage has no S3 Bucket Keys to enable.
+    #[serde(default)]
+    pub bucket_key_enabled: bool,
 }
 
 /// S3 Block Public Access settings (per bucket, and per tenant).
@@ -132,6 +150,15 @@ pub struct DataSegment {
     /// SSE-KMS); None: wrapped under the tenant key (SSE-S3).
     #[serde(default)]
     pub kms_key_arn: Option<String>,
+    /// SSE-KMS: the encryption context bound into `sealed_key`'s wrapping,
+    /// as canonical JSON (keys sorted). None for SSE-KMS data written before
+    /// contexts were bound (wrapped under the blob's binding alone).
+    #[serde(default)]
+    pub kms_context: Option<String>,
+    /// S3 SSE-C: `sealed_key` is wrapped under the customer-provided key,
+    /// which Nuage never stores; a read must present it again.
+    #[serde(default)]
+    pub sse_c: bool,
 }
 
 /// One version of an object, or a delete marker.
@@ -214,6 +241,15 @@ pub struct UploadRecord {
     /// part's data key is wrapped under it. None: SSE-S3.
     #[serde(default)]
     pub kms_key_arn: Option<String>,
+    /// SSE-KMS: the encryption context chosen at creation (canonical JSON).
+    #[serde(default)]
+    pub kms_context: Option<String>,
+    /// SSE-C: a random 32-byte value wrapped under the customer-provided key
+    /// given at creation, bound to the upload (base64). Every UploadPart
+    /// must present a key that unwraps it: the key itself, or any hash of
+    /// it, is never stored.
+    #[serde(default)]
+    pub sse_c_key_check: Option<String>,
 }
 
 /// One uploaded part.
@@ -233,4 +269,10 @@ pub struct PartRecord {
     /// See [`DataSegment::kms_key_arn`].
     #[serde(default)]
     pub kms_key_arn: Option<String>,
+    /// See [`DataSegment::kms_context`].
+    #[serde(default)]
+    pub kms_context: Option<String>,
+    /// See [`DataSegment::sse_c`].
+    #[serde(default)]
+    pub sse_c: bool,
 }

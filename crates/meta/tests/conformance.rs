@@ -24,6 +24,7 @@ fn bucket(name: &str) -> BucketRecord {
         versioning: Versioning::Unversioned,
         tags: None,
         cors: None,
+        encryption: None,
     }
 }
 
@@ -47,6 +48,8 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
             part_etag: None,
             sealed_key: None,
             kms_key_arn: None,
+            kms_context: None,
+            sse_c: false,
         }],
         sealed_attributes: None,
     }
@@ -108,6 +111,8 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
                 checksum_algorithm: None,
                 checksum_type: None,
                 kms_key_arn: None,
+                kms_context: None,
+                sse_c_key_check: None,
             })
             .await
             .unwrap();
@@ -358,6 +363,8 @@ async fn uploads_parts_and_completion() {
             checksum_algorithm: None,
             checksum_type: None,
             kms_key_arn: None,
+            kms_context: None,
+            sse_c_key_check: None,
         };
         store.create_upload(upload.clone()).await.unwrap();
         let part = |n: u32, blob: &str| PartRecord {
@@ -369,6 +376,8 @@ async fn uploads_parts_and_completion() {
             checksums: Checksums::default(),
             sealed_key: None,
             kms_key_arn: None,
+            kms_context: None,
+            sse_c: false,
         };
         for n in 1..=3 {
             assert!(
@@ -409,6 +418,8 @@ async fn uploads_parts_and_completion() {
                 part_etag: Some("e1".into()),
                 sealed_key: None,
                 kms_key_arn: None,
+                kms_context: None,
+                sse_c: false,
             },
             DataSegment {
                 blob_id: "p2b".into(),
@@ -416,6 +427,8 @@ async fn uploads_parts_and_completion() {
                 part_etag: Some("e2".into()),
                 sealed_key: None,
                 kms_key_arn: None,
+                kms_context: None,
+                sse_c: false,
             },
         ];
         let outcome = store

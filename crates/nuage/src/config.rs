@@ -21,6 +21,19 @@ pub struct FileConfig {
     pub regions: Vec<RegionFileConfig>,
     #[serde(default)]
     pub root_of_trust: RootOfTrustFileConfig,
+    #[serde(default)]
+    pub external_key_stores: ExternalKeyStoresFileConfig,
+}
+
+/// `[external_key_stores]`: how Nuage reaches tenants' XKS proxies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalKeyStoresFileConfig {
+    /// PEM files of certificate authorities trusted for XKS proxies, beside
+    /// the system's (a tenant's proxy with a private or self-signed
+    /// certificate).
+    #[serde(default)]
+    pub trusted_ca_files: Vec<PathBuf>,
 }
 
 /// `[root_of_trust]`: what wraps each tenant's key.
@@ -64,6 +77,8 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     pub regions: Vec<nuage_storage::Region>,
     pub root_of_trust: RootOfTrustSource,
+    /// Extra certificate authorities trusted for tenants' XKS proxies.
+    pub xks_trusted_ca_files: Vec<PathBuf>,
 }
 
 impl Default for RootOfTrustFileConfig {
@@ -187,6 +202,7 @@ impl FileConfig {
             tls,
             regions,
             root_of_trust,
+            xks_trusted_ca_files: self.external_key_stores.trusted_ca_files,
         })
     }
 }

@@ -9,6 +9,7 @@ mod credentials;
 mod root_of_trust;
 mod server;
 mod tls;
+mod xks_proxy_cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// The operator's commands: tenants, users and access keys, through the
     /// admin API of a running server (docs/admin.md).
     Admin(admin_cli::AdminArgs),
+    /// The reference external key store (XKS) proxy a tenant runs on its own
+    /// premises, and its key commands (docs/xks-proxy.md).
+    XksProxy(xks_proxy_cli::XksProxyArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +78,13 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(args) => {
             if let Err(e) = admin_cli::run(args) {
                 eprintln!("nuage admin: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::XksProxy(args) => {
+            if let Err(e) = xks_proxy_cli::run(args) {
+                eprintln!("nuage xks-proxy: {e:#}");
                 std::process::exit(1);
             }
             Ok(())

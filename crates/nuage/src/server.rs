@@ -62,8 +62,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     // Customer keys (the KMS API's), which S3 SSE-KMS objects are stored
     // under: one instance, shared by both front ends.
+    // Tenants' external key stores (hold your own key) are reached through
+    // one XKS client, which trusts the system's roots and the configured CAs.
+    let mut xks_config = nuage_xks::XksClientConfig::new(default_region.clone());
+    xks_config.clock = Arc::clone(&clock);
+    for path in &config.xks_trusted_ca_files {
+        let pem = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read external_key_stores.trusted_ca_files entry {}",
+                path.display()
+            )
+        })?;
+        xks_config.extra_ca_certificates_pem.push(pem);
+    }
+    let xks = nuage_xks::XksClient::new(xks_config)
+        .context("cannot set up the client for external key stores")?;
     let customer_keys =
-        nuage_kms::CustomerKeys::new(keys.clone(), Arc::clone(&clock), default_region.clone());
+        nuage_kms::CustomerKeys::new(keys.clone(), Arc::clone(&clock), default_region.clone())
+            .with_external_key_store(Arc::new(xks));
     let storage = Storage::new(
         meta,
         Arc::new(blobs),

@@ -7,60 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-/// `aws ARGS` as the server's administrator, with a private configuration.
-fn aws(server: &common::Server, home: &Path, args: &[&str]) -> Output {
-    std::fs::write(
-        home.join("aws-config"),
-        format!("[default]\nregion = {}\n", server.credentials.region),
-    )
-    .unwrap();
-    Command::new(common::aws_cli())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("absent"))
-        .env("AWS_ACCESS_KEY_ID", &server.credentials.access_key_id)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            &server.credentials.secret_access_key,
-        )
-        .env("AWS_DEFAULT_REGION", &server.credentials.region)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_PAGER", "")
-        .args(["--endpoint-url", &server.endpoint, "--output", "text"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// [`aws`] that must succeed; its trimmed standard output.
-#[track_caller]
-fn aws_ok(server: &common::Server, home: &Path, args: &[&str]) -> String {
-    let output = aws(server, home, args);
-    assert!(
-        output.status.success(),
-        "aws {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-/// [`aws`] that must fail; its standard error.
-#[track_caller]
-fn aws_err(server: &common::Server, home: &Path, args: &[&str]) -> String {
-    let output = aws(server, home, args);
-    assert!(
-        !output.status.success(),
-        "aws {args:?} should have failed, printed: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
+use common::{aws_err, aws_ok};
 
 #[tokio::test]
 async fn the_aws_cli_stores_reads_and_copies_sse_s3_and_sse_kms_objects() {

@@ -406,6 +406,20 @@ impl S3Access for Authorizer {
                 "only the bucket owner's tenant may manage its bucket policy",
             ));
         }
+        // A bucket's default encryption decides which KMS key other
+        // principals' writes use: only its owner's principals manage it,
+        // whatever a bucket policy grants.
+        if matches!(
+            op,
+            "GetBucketEncryption" | "PutBucketEncryption" | "DeleteBucketEncryption"
+        ) && let Some(record) = &record
+            && caller.as_ref().map(|c| c.tenant_id.as_str()) != Some(record.owner.as_str())
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "only the bucket owner's tenant may manage its default encryption",
+            ));
+        }
         cx.extensions_mut().insert(Caller(caller));
         Ok(())
     }

@@ -41,7 +41,10 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::IncompleteBody | StorageError::Body(_) => (C::IncompleteBody, None),
         StorageError::NoSuchTagSet => (C::NoSuchTagSet, None),
         StorageError::NoSuchCorsConfiguration => (C::NoSuchCORSConfiguration, None),
-        StorageError::KeyAccessRefused(_) => (C::AccessDenied, None),
+        StorageError::KeyAccessRefused(_) | StorageError::CustomerKeyMismatch => {
+            (C::AccessDenied, None)
+        }
+        StorageError::InvalidRequest(_) => (C::InvalidRequest, None),
         StorageError::Kms { code, .. } => return kms_error(code, message),
         StorageError::Corrupt(_) | StorageError::Internal(_) => {
             tracing::error!(error = %message, "internal error");
@@ -55,11 +58,18 @@ pub fn to_s3(e: StorageError) -> S3Error {
     err
 }
 
-/// An SSE-KMS refusal: AWS's `KMS.*` codes, with status 400.
+/// An SSE-KMS refusal: AWS's `KMS.*` codes, with status 400 (403 for access denied).
 #[must_use]
 pub fn kms_error(code: &'static str, message: impl Into<String>) -> S3Error {
     let mut err = S3Error::with_message(S3ErrorCode::Custom(code.into()), message.into());
-    err.set_status_code(http::StatusCode::BAD_REQUEST);
+    // An external key store proxy refusing the access is a refusal, as S3
+    // answers KMS denials: 403.
+    let status = if code == "KMS.AccessDeniedException" {
+        http::StatusCode::FORBIDDEN
+    } else {
+        http::StatusCode::BAD_REQUEST
+    };
+    err.set_status_code(status);
     err
 }
 

@@ -4,14 +4,15 @@
 use crate::NuageS3;
 use crate::convert::{self, ContentInput, timestamp};
 use crate::errors::to_s3;
+use crate::sse::{self, Reported, WriteSseRequest, upload_protection};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use nuage_base::limits;
 use nuage_storage::{
-    ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, ListQuery, ObjectAttributes,
-    Storage, StorageError, VersionListQuery, VersionRecord, Versioning, WriteCondition,
-    evaluate_read_conditions,
+    ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, CustomerKey, ListQuery,
+    ObjectAttributes, Protection, Storage, StorageError, VersionListQuery, VersionRecord,
+    Versioning, WriteCondition, evaluate_read_conditions,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -324,6 +325,8 @@ struct ReadRequest<'a> {
     part_number: Option<i32>,
     range: Option<&'a Range>,
     checksum_mode: Option<&'a ChecksumMode>,
+    /// The SSE-C key the request presented.
+    customer: Option<&'a CustomerKey>,
 }
 
 /// The version a GET or HEAD reads, and which bytes of it.
@@ -368,11 +371,13 @@ struct Overrides {
 /// Fills the headers GET and HEAD share (their output types have the same
 /// field names but no common trait, hence a macro).
 macro_rules! object_read_output {
-    ($output:ident, $plan:expr, $overrides:expr, $version_in:expr, $part_number:expr) => {{
+    ($output:ident, $plan:expr, $overrides:expr, $version_in:expr, $part_number:expr, $customer:expr) => {{
         let plan = &$plan;
         let overrides = $overrides;
         let record = &plan.record;
         let content = &record.content;
+        let reported = Reported::of_record(record);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer($customer);
         let mut output = $output {
             content_length: Some(size_i64(plan.len())),
             content_range: plan.content_range(),
@@ -402,8 +407,10 @@ macro_rules! object_read_output {
             website_redirect_location: content.website_redirect_location.clone(),
             parts_count: $part_number.and_then(|_| parts_count(record)),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            server_side_encryption: sse_out(record_kms_key(record)).0,
-            ssekms_key_id: sse_out(record_kms_key(record)).1,
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             ..Default::default()
         };
         if plan.checksums_on {
@@ -425,6 +432,12 @@ impl NuageS3 {
         let record = self
             .storage
             .head_object(r.bucket, r.key, r.version_id)
+            .await
+            .map_err(to_s3)?;
+        // An SSE-C object answers nothing, not even its ETag, to a request
+        // without its key.
+        self.storage
+            .check_customer_key(&record, r.customer)
             .await
             .map_err(to_s3)?;
         let conditions = read_conditions(
@@ -457,49 +470,20 @@ fn sse_s3() -> ServerSideEncryption {
     ServerSideEncryption::from_static(ServerSideEncryption::AES256)
 }
 
-/// Refuses encryption requests Nuage cannot honour yet, rather than storing
-/// the object under a different protection than the client asked for.
-fn check_encryption_request(
-    sse: Option<&ServerSideEncryption>,
-    sse_c_algorithm: Option<&str>,
-) -> S3Result<()> {
-    if sse_c_algorithm.is_some() {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            "SSE-C (customer-provided keys) is not supported yet; objects are always encrypted at rest (SSE-S3)",
-        ));
-    }
-    match sse.map(ServerSideEncryption::as_str) {
-        None | Some(ServerSideEncryption::AES256) => Ok(()),
-        Some(other) => Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            format!(
-                "server-side encryption `{other}` is not supported yet; objects are always encrypted at rest (AES256)"
-            ),
-        )),
-    }
-}
-
-/// The `x-amz-server-side-encryption` and `...-aws-kms-key-id` values of
-/// data under `kms_key_arn` (SSE-KMS) or the tenant key (SSE-S3, None).
-fn sse_out(kms_key_arn: Option<&str>) -> (Option<ServerSideEncryption>, Option<String>) {
-    match kms_key_arn {
-        None => (Some(sse_s3()), None),
-        Some(arn) => (
-            Some(ServerSideEncryption::from_static(
-                ServerSideEncryption::AWS_KMS,
-            )),
-            Some(arn.to_owned()),
-        ),
-    }
-}
-
 /// The customer KMS key an object's data is wrapped under, if any.
 fn record_kms_key(record: &VersionRecord) -> Option<&str> {
     record
         .segments
         .iter()
         .find_map(|s| s.kms_key_arn.as_deref())
+}
+
+/// The encryption context an object's SSE-KMS data is bound to, if any.
+fn record_kms_context(record: &VersionRecord) -> Option<&str> {
+    record
+        .segments
+        .iter()
+        .find_map(|s| s.kms_context.as_deref())
 }
 
 /// The identity behind the request (None: anonymous).
@@ -513,13 +497,16 @@ impl NuageS3 {
     /// `kms:<action>` on the customer key, decided as the KMS API decides
     /// (the caller's identity policies with the key policy as resource
     /// policy); AccessDenied (403) when refused.
-    async fn authorize_kms(
+    pub(crate) async fn authorize_kms(
         &self,
         caller: Option<&nuage_iam::Identity>,
         action: &str,
         key: &nuage_kms::KmsKey,
+        encryption_context: Option<&str>,
     ) -> S3Result<()> {
-        let mut context = std::collections::BTreeMap::new();
+        // kms:EncryptionContext:<key> and kms:EncryptionContextKeys, as
+        // KMS itself offers them for the data key S3 asks for.
+        let mut context = sse::context_condition_keys(encryption_context);
         if let Some(tenant) = caller.map(|c| c.tenant_id.clone()) {
             context.insert("kms:CallerAccount".to_owned(), vec![tenant]);
         }
@@ -559,43 +546,6 @@ impl NuageS3 {
         ))
     }
 
-    /// The protection a write asks for: None for SSE-S3, the customer key's
-    /// ARN for SSE-KMS, after checking that the key is one of the bucket
-    /// owner's, that the caller may `kms:GenerateDataKey` with it, and
-    /// that it is enabled.
-    async fn write_encryption(
-        &self,
-        caller: Option<&nuage_iam::Identity>,
-        bucket: &str,
-        sse: Option<&ServerSideEncryption>,
-        kms_key_id: Option<&str>,
-        sse_c_algorithm: Option<&str>,
-    ) -> S3Result<Option<String>> {
-        if sse.map(ServerSideEncryption::as_str) != Some(ServerSideEncryption::AWS_KMS) {
-            check_encryption_request(sse, sse_c_algorithm)?;
-            if kms_key_id.is_some() {
-                return Err(invalid(
-                    "x-amz-server-side-encryption-aws-kms-key-id is only valid with x-amz-server-side-encryption: aws:kms",
-                ));
-            }
-            return Ok(None);
-        }
-        check_encryption_request(None, sse_c_algorithm)?;
-        let Some(key_id) = kms_key_id.filter(|k| !k.is_empty()) else {
-            return Err(invalid("a KMS key id is required"));
-        };
-        let owner = self.storage.bucket(bucket).await.map_err(to_s3)?.owner;
-        let key = self
-            .storage
-            .customer_keys()
-            .resolve(&owner, key_id)
-            .await
-            .map_err(|e| to_s3(e.into()))?;
-        self.authorize_kms(caller, "GenerateDataKey", &key).await?;
-        key.check_usable().map_err(|e| to_s3(e.into()))?;
-        Ok(Some(key.arn))
-    }
-
     /// Before a part of an SSE-KMS upload is stored: `kms:GenerateDataKey`
     /// on the key chosen when the upload was created.
     async fn authorize_upload_key(
@@ -618,7 +568,13 @@ impl NuageS3 {
             .resolve(&owner, arn)
             .await
             .map_err(|e| to_s3(e.into()))?;
-        self.authorize_kms(caller, "GenerateDataKey", &key).await
+        self.authorize_kms(
+            caller,
+            "GenerateDataKey",
+            &key,
+            upload.kms_context.as_deref(),
+        )
+        .await
     }
 
     /// Before reading an SSE-KMS object: the caller must be allowed
@@ -643,7 +599,8 @@ impl NuageS3 {
             .resolve(&owner, arn)
             .await
             .map_err(|e| to_s3(e.into()))?;
-        self.authorize_kms(caller, "Decrypt", &key).await
+        self.authorize_kms(caller, "Decrypt", &key, record_kms_context(record))
+            .await
     }
 }
 
@@ -671,8 +628,8 @@ struct Upload<'a> {
     body: Option<StreamingBlob>,
     content_length: Option<i64>,
     size_bytes_max: u64,
-    /// SSE-KMS: the customer key (ARN) the data key is wrapped under.
-    kms_key_arn: Option<&'a str>,
+    /// How the data key is wrapped.
+    protection: Protection<'a>,
 }
 
 /// Reads a request body into a staged blob and checks it against the digests
@@ -694,7 +651,7 @@ async fn stage_body(
         body,
         content_length,
         size_bytes_max,
-        kms_key_arn,
+        protection,
     } = upload;
     let expected_len = content_length.and_then(|l| u64::try_from(l).ok());
     let staged = match body {
@@ -707,7 +664,7 @@ async fn stage_body(
                     expected_len,
                     size_bytes_max,
                     algorithms,
-                    kms_key_arn,
+                    protection,
                 )
                 .await
         }
@@ -720,7 +677,7 @@ async fn stage_body(
                     expected_len,
                     size_bytes_max,
                     algorithms,
-                    kms_key_arn,
+                    protection,
                 )
                 .await
         }
@@ -1086,18 +1043,29 @@ impl S3 for NuageS3 {
         &self,
         req: S3Request<GetBucketEncryptionInput>,
     ) -> Res<GetBucketEncryptionOutput> {
-        self.storage
+        let record = self
+            .storage
             .bucket(&req.input.bucket)
             .await
             .map_err(to_s3)?;
+        // Without a configuration every bucket still encrypts with SSE-S3,
+        // which is what S3 reports for buckets that never set one.
+        let (algorithm, key_id, bucket_key) = match record.encryption {
+            Some(e) => (
+                ServerSideEncryption::from(e.sse_algorithm),
+                e.kms_master_key_id,
+                Some(e.bucket_key_enabled),
+            ),
+            None => (sse_s3(), None, Some(false)),
+        };
         ok(GetBucketEncryptionOutput {
             server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
                 rules: vec![ServerSideEncryptionRule {
                     apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
-                        sse_algorithm: sse_s3(),
-                        kms_master_key_id: None,
+                        sse_algorithm: algorithm,
+                        kms_master_key_id: key_id,
                     }),
-                    bucket_key_enabled: None,
+                    bucket_key_enabled: bucket_key,
                 }],
             }),
         })
@@ -1109,15 +1077,23 @@ impl S3 for NuageS3 {
     ) -> Res<PutBucketEncryptionOutput> {
         let input = req.input;
         self.storage.bucket(&input.bucket).await.map_err(to_s3)?;
-        // SSE-S3 is always on; only a configuration asking for it is accepted.
-        for rule in &input.server_side_encryption_configuration.rules {
-            let algorithm = rule
-                .apply_server_side_encryption_by_default
-                .as_ref()
-                .map(|d| &d.sse_algorithm);
-            check_encryption_request(algorithm, None)?;
-        }
+        let encryption = sse::bucket_encryption(&input.server_side_encryption_configuration)?;
+        self.storage
+            .set_bucket_encryption(&input.bucket, Some(encryption))
+            .await
+            .map_err(to_s3)?;
         ok(PutBucketEncryptionOutput {})
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> Res<DeleteBucketEncryptionOutput> {
+        self.storage
+            .set_bucket_encryption(&req.input.bucket, None)
+            .await
+            .map_err(to_s3)?;
+        no_content(DeleteBucketEncryptionOutput {})
     }
 
     // ---------------- objects ----------------
@@ -1127,13 +1103,18 @@ impl S3 for NuageS3 {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
-        let kms_key_arn = self
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
+        let write = self
             .write_encryption(
                 caller.as_ref(),
                 &input.bucket,
-                input.server_side_encryption.as_ref(),
-                input.ssekms_key_id.as_deref(),
-                input.sse_customer_algorithm.as_deref(),
+                &input.key,
+                WriteSseRequest {
+                    sse: input.server_side_encryption.as_ref(),
+                    kms_key_id: input.ssekms_key_id.as_deref(),
+                    context: input.ssekms_encryption_context.as_deref(),
+                    customer,
+                },
             )
             .await?;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
@@ -1168,7 +1149,7 @@ impl S3 for NuageS3 {
                 body: input.body,
                 content_length: input.content_length,
                 size_bytes_max: limits::PUT_OBJECT_SIZE_BYTES_MAX,
-                kms_key_arn: kms_key_arn.as_deref(),
+                protection: write.protection(),
             },
             &algorithms,
             ClientDigests {
@@ -1192,10 +1173,14 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
-        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
+        let reported = Reported::of_record(&record);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(PutObjectOutput {
-            server_side_encryption,
-            ssekms_key_id,
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            ssekms_encryption_context: reported.context(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             e_tag: Some(convert::etag(&record.etag)),
             version_id: written_version_id(&self.storage, &record).await,
             checksum_crc32: c.crc32.clone(),
@@ -1212,6 +1197,7 @@ impl S3 for NuageS3 {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
         let caller = caller_identity(&req);
         let input = req.input;
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
         let plan = self
             .plan_read(ReadRequest {
                 bucket: &input.bucket,
@@ -1224,13 +1210,14 @@ impl S3 for NuageS3 {
                 part_number: input.part_number,
                 range: input.range.as_ref(),
                 checksum_mode: input.checksum_mode.as_ref(),
+                customer: customer.as_ref(),
             })
             .await?;
         self.authorize_read(caller.as_ref(), &plan.record).await?;
         let (offset, len) = plan.span.unwrap_or((0, plan.record.size));
         let body = self
             .storage
-            .read_object(&plan.record, offset, len)
+            .read_object(&plan.record, customer.as_ref(), offset, len)
             .await
             .map_err(to_s3)?;
         let overrides = Overrides {
@@ -1246,7 +1233,8 @@ impl S3 for NuageS3 {
             plan,
             overrides,
             input.version_id,
-            input.part_number
+            input.part_number,
+            customer.as_ref()
         );
         output.body = Some(StreamingBlob::wrap(
             body.map(|r| r.map_err(std::io::Error::other)),
@@ -1258,6 +1246,7 @@ impl S3 for NuageS3 {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> Res<HeadObjectOutput> {
         let input = req.input;
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
         let plan = self
             .plan_read(ReadRequest {
                 bucket: &input.bucket,
@@ -1270,6 +1259,7 @@ impl S3 for NuageS3 {
                 part_number: input.part_number,
                 range: input.range.as_ref(),
                 checksum_mode: input.checksum_mode.as_ref(),
+                customer: customer.as_ref(),
             })
             .await?;
         let overrides = Overrides {
@@ -1285,7 +1275,8 @@ impl S3 for NuageS3 {
             plan,
             overrides,
             input.version_id,
-            input.part_number
+            input.part_number,
+            customer.as_ref()
         );
         Ok(plan.response(output))
     }
@@ -1361,16 +1352,27 @@ impl S3 for NuageS3 {
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
         let caller = caller_identity(&req);
         let input = req.input;
-        let kms_key_arn = self
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
+        let source_customer =
+            crate::sse::sse_c_key!(input, copy_source_sse_customer, &req.extensions)?;
+        // A copy onto itself may change nothing but its encryption (AWS's
+        // key rotation for SSE-C and SSE-KMS objects).
+        let changes_encryption = customer.is_some()
+            || input.server_side_encryption.is_some()
+            || input.ssekms_key_id.is_some();
+        let write = self
             .write_encryption(
                 caller.as_ref(),
                 &input.bucket,
-                input.server_side_encryption.as_ref(),
-                input.ssekms_key_id.as_deref(),
-                input.sse_customer_algorithm.as_deref(),
+                &input.key,
+                WriteSseRequest {
+                    sse: input.server_side_encryption.as_ref(),
+                    kms_key_id: input.ssekms_key_id.as_deref(),
+                    context: input.ssekms_encryption_context.as_deref(),
+                    customer,
+                },
             )
             .await?;
-        check_encryption_request(None, input.copy_source_sse_customer_algorithm.as_deref())?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
         let source = self
             .storage
@@ -1380,6 +1382,10 @@ impl S3 for NuageS3 {
                 StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
                 other => to_s3(other),
             })?;
+        self.storage
+            .check_customer_key(&source, source_customer.as_ref())
+            .await
+            .map_err(to_s3)?;
         let conditions = read_conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -1402,6 +1408,7 @@ impl S3 for NuageS3 {
             && src_version.is_none()
             && !replace
             && !replace_tags
+            && !changes_encryption
         {
             return Err(S3Error::with_message(
                 S3ErrorCode::InvalidRequest,
@@ -1439,11 +1446,12 @@ impl S3 for NuageS3 {
             .storage
             .stage_copy(
                 &source,
+                source_customer.as_ref(),
                 0,
                 source.size,
                 &input.bucket,
                 &input.key,
-                kms_key_arn.as_deref(),
+                write.protection(),
             )
             .await
             .map_err(to_s3)?;
@@ -1470,7 +1478,7 @@ impl S3 for NuageS3 {
         } else {
             let digests = self
                 .storage
-                .digest_object(&source, &algorithms)
+                .digest_object(&source, source_customer.as_ref(), &algorithms)
                 .await
                 .map_err(to_s3)?;
             stored_checksums(&digests.checksums, &algorithms)
@@ -1488,10 +1496,14 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
-        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
+        let reported = Reported::of_record(&record);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(CopyObjectOutput {
-            server_side_encryption,
-            ssekms_key_id,
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            ssekms_encryption_context: reported.context(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(convert::etag(&record.etag)),
                 last_modified: Some(timestamp(record.last_modified_unix_ns)),
@@ -1765,13 +1777,18 @@ impl S3 for NuageS3 {
     ) -> Res<CreateMultipartUploadOutput> {
         let caller = caller_identity(&req);
         let input = req.input;
-        let kms_key_arn = self
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
+        let write = self
             .write_encryption(
                 caller.as_ref(),
                 &input.bucket,
-                input.server_side_encryption.as_ref(),
-                input.ssekms_key_id.as_deref(),
-                input.sse_customer_algorithm.as_deref(),
+                &input.key,
+                WriteSseRequest {
+                    sse: input.server_side_encryption.as_ref(),
+                    kms_key_id: input.ssekms_key_id.as_deref(),
+                    context: input.ssekms_encryption_context.as_deref(),
+                    customer,
+                },
             )
             .await?;
         let tags = convert::parse_tagging_header(input.tagging.as_deref())?;
@@ -1811,14 +1828,18 @@ impl S3 for NuageS3 {
                 checksum_type
                     .clone()
                     .or(algorithm.map(|_| "COMPOSITE".to_owned())),
-                kms_key_arn,
+                write.protection(),
             )
             .await
             .map_err(to_s3)?;
-        let (server_side_encryption, ssekms_key_id) = sse_out(upload.kms_key_arn.as_deref());
+        let reported = Reported::of_upload(&upload);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(CreateMultipartUploadOutput {
-            server_side_encryption,
-            ssekms_key_id,
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            ssekms_encryption_context: reported.context(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.upload_id),
@@ -1833,11 +1854,15 @@ impl S3 for NuageS3 {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
-        check_encryption_request(None, input.sse_customer_algorithm.as_deref())?;
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
         let upload = self
             .storage
             .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        self.storage
+            .check_upload_key(&upload, customer.as_ref())
             .await
             .map_err(to_s3)?;
         self.authorize_upload_key(caller.as_ref(), &upload).await?;
@@ -1866,7 +1891,7 @@ impl S3 for NuageS3 {
                 body: input.body,
                 content_length: input.content_length,
                 size_bytes_max: limits::PART_SIZE_BYTES_MAX,
-                kms_key_arn: upload.kms_key_arn.as_deref(),
+                protection: upload_protection(&upload, customer.as_ref()),
             },
             &algorithms,
             ClientDigests {
@@ -1890,10 +1915,13 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &part.checksums;
-        let (server_side_encryption, ssekms_key_id) = sse_out(part.kms_key_arn.as_deref());
+        let reported = Reported::of_part(&part);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());
         ok(UploadPartOutput {
-            server_side_encryption,
-            ssekms_key_id,
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             e_tag: Some(convert::etag(&part.etag)),
             checksum_crc32: c.crc32.clone(),
             checksum_crc32c: c.crc32c.clone(),
@@ -1910,10 +1938,17 @@ impl S3 for NuageS3 {
     ) -> Res<UploadPartCopyOutput> {
         let caller = caller_identity(&req);
         let input = req.input;
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
+        let source_customer =
+            crate::sse::sse_c_key!(input, copy_source_sse_customer, &req.extensions)?;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
         let upload = self
             .storage
             .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        self.storage
+            .check_upload_key(&upload, customer.as_ref())
             .await
             .map_err(to_s3)?;
         self.authorize_upload_key(caller.as_ref(), &upload).await?;
@@ -1926,6 +1961,10 @@ impl S3 for NuageS3 {
                 StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
                 other => to_s3(other),
             })?;
+        self.storage
+            .check_customer_key(&source, source_customer.as_ref())
+            .await
+            .map_err(to_s3)?;
         let conditions = read_conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -1943,7 +1982,7 @@ impl S3 for NuageS3 {
         self.authorize_read(caller.as_ref(), &source).await?;
         let body = self
             .storage
-            .read_object(&source, offset, len)
+            .read_object(&source, source_customer.as_ref(), offset, len)
             .await
             .map_err(to_s3)?;
         let mut algorithms = vec![ChecksumAlgorithm::Crc64Nvme];
@@ -1963,7 +2002,7 @@ impl S3 for NuageS3 {
                 Some(len),
                 limits::PART_SIZE_BYTES_MAX,
                 &algorithms,
-                upload.kms_key_arn.as_deref(),
+                upload_protection(&upload, customer.as_ref()),
             )
             .await
             .map_err(to_s3)?;
@@ -1981,7 +2020,13 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &part.checksums;
+        let reported = Reported::of_part(&part);
+        let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());
         ok(UploadPartCopyOutput {
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(convert::etag(&part.etag)),
                 last_modified: Some(timestamp(part.last_modified_unix_ns)),
@@ -2001,6 +2046,20 @@ impl S3 for NuageS3 {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> Res<CompleteMultipartUploadOutput> {
         let input = req.input;
+        // S3 does not require the SSE-C key to complete (no data is read);
+        // when sent, it must be the upload's.
+        let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
+        if customer.is_some() {
+            let upload = self
+                .storage
+                .upload(&input.bucket, &input.key, &input.upload_id)
+                .await
+                .map_err(to_s3)?;
+            self.storage
+                .check_upload_key(&upload, customer.as_ref())
+                .await
+                .map_err(to_s3)?;
+        }
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let parts = input
             .multipart_upload
@@ -2047,10 +2106,10 @@ impl S3 for NuageS3 {
             .await
             .map_err(to_s3)?;
         let c = &record.checksums;
-        let (server_side_encryption, ssekms_key_id) = sse_out(record_kms_key(&record));
-        ok(CompleteMultipartUploadOutput {
-            server_side_encryption,
-            ssekms_key_id,
+        let reported = Reported::of_record(&record);
+        let mut response = S3Response::new(CompleteMultipartUploadOutput {
+            server_side_encryption: reported.sse(),
+            ssekms_key_id: reported.kms_key_id(),
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
@@ -2063,7 +2122,20 @@ impl S3 for NuageS3 {
             checksum_sha256: c.sha256.clone(),
             checksum_type: convert::checksum_type(c),
             ..Default::default()
-        })
+        });
+        // s3s's output has no SSE-C fields for CompleteMultipartUpload:
+        // the headers S3 sends are added here.
+        if let (Some(algorithm), Some(md5)) = reported.customer(customer.as_ref()) {
+            for (name, value) in [
+                ("x-amz-server-side-encryption-customer-algorithm", algorithm),
+                ("x-amz-server-side-encryption-customer-key-md5", md5),
+            ] {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers.insert(name, value);
+                }
+            }
+        }
+        Ok(response)
     }
 
     async fn abort_multipart_upload(

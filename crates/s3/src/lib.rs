@@ -13,6 +13,7 @@ pub mod cors;
 pub mod errors;
 mod handlers;
 pub mod hosts;
+mod sse;
 
 pub use access::{Authorizer, Caller, SecureTransport, SourceAddress};
 pub use auth::IamAuth;

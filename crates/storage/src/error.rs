@@ -76,6 +76,16 @@ pub enum StorageError {
     /// is the S3 error code AWS uses (`KMS.DisabledException`, ...).
     #[error("{message}")]
     Kms { code: &'static str, message: String },
+    /// A request S3 answers with `InvalidRequest` (400): SSE-C parameters
+    /// missing for, or not applicable to, the object or upload.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The SSE-C key presented does not open the object's (or upload's)
+    /// wrapped key: AccessDenied (403), as in S3.
+    #[error(
+        "access denied: the customer-provided key is not the key this object was encrypted with"
+    )]
+    CustomerKeyMismatch,
     #[error("internal error: {0}")]
     Internal(String),
     /// The client's body stream failed (disconnect, bad chunk signature).
@@ -108,6 +118,15 @@ impl From<nuage_kms::KmsError> for StorageError {
             K::Disabled(_) => "KMS.DisabledException",
             K::InvalidState(_) => "KMS.KMSInvalidStateException",
             K::InvalidCiphertext(_) | K::IncorrectKey(_) => "KMS.InvalidCiphertextException",
+            // A key in an external key store: its store or proxy refused.
+            K::AccessDenied(_) => "KMS.AccessDeniedException",
+            K::CustomKeyStoreInvalidState(_) => "KMS.CustomKeyStoreInvalidStateException",
+            K::XksProxyUriUnreachable(_) => "KMS.XksProxyUriUnreachableException",
+            K::XksProxyIncorrectAuthenticationCredential(_) => {
+                "KMS.XksProxyIncorrectAuthenticationCredentialException"
+            }
+            K::XksProxyInvalidResponse(_) => "KMS.XksProxyInvalidResponseException",
+            K::XksKeyNotFound(_) => "KMS.XksKeyNotFoundException",
             _ => return Self::Internal(e.to_string()),
         };
         Self::Kms {

@@ -16,6 +16,7 @@ mod error;
 mod list;
 mod multipart;
 mod service;
+mod sse;
 
 pub use conditions::{Conditions, evaluate_read_conditions};
 pub use digest::{ChecksumAlgorithm, DigestSet, Digests};
@@ -23,9 +24,10 @@ pub use error::{StorageError, StorageResult};
 pub use list::{ListPage, ListQuery, VersionListPage, VersionListQuery};
 pub use multipart::{CompletedPart, PartListing, UploadListing};
 pub use nuage_meta::{
-    BucketRecord, Checksums, ContentHeaders, CorsRule, PartRecord, PublicAccessBlock, UploadRecord,
-    VersionRecord, Versioning, WriteCondition,
+    BucketEncryption, BucketRecord, Checksums, ContentHeaders, CorsRule, PartRecord,
+    PublicAccessBlock, UploadRecord, VersionRecord, Versioning, WriteCondition,
 };
 pub use service::{
     DeleteOutcome, ObjectAttributes, ObjectBody, Region, Staged, Storage, StorageConfig,
 };
+pub use sse::{CustomerKey, Protection, canonical_context, context_pairs};

@@ -6,6 +6,7 @@
 
 use crate::digest::ChecksumAlgorithm;
 use crate::service::{ObjectAttributes, Staged};
+use crate::sse::{CustomerKey, Protection};
 use crate::{Storage, StorageError, StorageResult, VersionRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -52,7 +53,10 @@ fn check_part_number(part_number: i32) -> StorageResult<u32> {
 }
 
 impl Storage {
-    /// Starts an upload.
+    /// Starts an upload whose parts will be protected as `protection` says.
+    /// For SSE-C, the upload keeps a *key check* (a random value wrapped
+    /// under the customer key, bound to the upload) so that each part can
+    /// prove it comes with the same key, without the key being stored.
     ///
     /// # Errors
     /// `NoSuchBucket`, invalid key or attributes, unknown checksum algorithm.
@@ -63,14 +67,31 @@ impl Storage {
         attributes: ObjectAttributes,
         checksum_algorithm: Option<ChecksumAlgorithm>,
         checksum_type: Option<String>,
-        kms_key_arn: Option<String>,
+        protection: Protection<'_>,
     ) -> StorageResult<UploadRecord> {
         Self::validate_key(key)?;
         Self::validate_attributes(&attributes)?;
+        let bucket_record = self.bucket(bucket).await?;
+        let upload_id = ids::random_id();
+        let (kms_key_arn, kms_context, sse_c_key_check) = match protection {
+            Protection::Tenant => (None, None, None),
+            Protection::Kms { arn, context } => {
+                (Some(arn.to_owned()), context.map(str::to_owned), None)
+            }
+            Protection::Customer(customer) => {
+                let check = nuage_crypto::DataKey::generate()?;
+                let wrapped = nuage_crypto::wrap_data_key(
+                    customer.kek(),
+                    &check,
+                    &Self::upload_check_binding(&bucket_record, key, &upload_id),
+                )?;
+                (None, None, Some(STANDARD.encode(wrapped)))
+            }
+        };
         let record = UploadRecord {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            upload_id: ids::random_id(),
+            upload_id,
             initiated_unix_ns: self.now_ns(),
             content: attributes.content,
             user_metadata: attributes.user_metadata,
@@ -78,9 +99,69 @@ impl Storage {
             checksum_algorithm: checksum_algorithm.map(|a| a.name().to_owned()),
             checksum_type,
             kms_key_arn,
+            kms_context,
+            sse_c_key_check,
         };
         self.meta.create_upload(record.clone()).await?;
         Ok(record)
+    }
+
+    /// What an upload's SSE-C key check is bound to: the upload, in a blob
+    /// field no blob id can take.
+    fn upload_check_binding(
+        bucket: &nuage_meta::BucketRecord,
+        key: &str,
+        upload_id: &str,
+    ) -> Vec<u8> {
+        let mut binding = nuage_crypto::Binding {
+            tenant: &bucket.owner,
+            bucket: &bucket.name,
+            key,
+            blob: &format!("upload/{upload_id}"),
+            region: &bucket.region,
+        }
+        .encode();
+        binding.extend_from_slice(b"sse-c-key-check");
+        binding
+    }
+
+    /// Checks the SSE-C key an UploadPart or UploadPartCopy presents
+    /// against the upload's key check: required (and the same key) for an
+    /// upload created with SSE-C, refused for any other.
+    ///
+    /// # Errors
+    /// `InvalidRequest` when missing, not applicable or not the same key.
+    pub async fn check_upload_key(
+        &self,
+        upload: &UploadRecord,
+        customer: Option<&CustomerKey>,
+    ) -> StorageResult<()> {
+        match (&upload.sse_c_key_check, customer) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(StorageError::InvalidRequest(
+                "The multipart upload initiate did not request encryption with a customer-provided key; the encryption parameters are not applicable to its parts.".into(),
+            )),
+            (Some(_), None) => Err(StorageError::InvalidRequest(
+                "The multipart upload initiate requested encryption. Subsequent part requests must include the appropriate encryption parameters.".into(),
+            )),
+            (Some(check), Some(customer)) => {
+                let bucket = self.bucket(&upload.bucket).await?;
+                let wrapped = STANDARD.decode(check).map_err(|_| {
+                    StorageError::Corrupt(format!("key check of upload {}", upload.upload_id))
+                })?;
+                nuage_crypto::unwrap_data_key(
+                    customer.kek(),
+                    &wrapped,
+                    &Self::upload_check_binding(&bucket, &upload.key, &upload.upload_id),
+                )
+                .map(drop)
+                .map_err(|_| {
+                    StorageError::InvalidRequest(
+                        "The provided encryption parameters did not match the ones used originally.".into(),
+                    )
+                })
+            }
+        }
     }
 
     /// The upload, which must exist for this bucket and key.
@@ -139,6 +220,8 @@ impl Storage {
             checksums,
             sealed_key: staged.sealed_key.clone(),
             kms_key_arn: staged.kms_key_arn.clone(),
+            kms_context: staged.kms_context.clone(),
+            sse_c: staged.sse_c,
         };
         match self
             .meta
@@ -340,6 +423,8 @@ impl Storage {
                 part_etag: Some(part.etag.clone()),
                 sealed_key: part.sealed_key.clone(),
                 kms_key_arn: part.kms_key_arn.clone(),
+                kms_context: part.kms_context.clone(),
+                sse_c: part.sse_c,
             });
         }
         if size > limits::OBJECT_SIZE_BYTES_MAX {

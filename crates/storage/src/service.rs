@@ -7,6 +7,7 @@
 //! [`Storage::collect_orphans`] at the next start.
 
 use crate::digest::{ChecksumAlgorithm, DigestSet, Digests};
+use crate::sse::{CustomerKey, Protection, customer_wrap_binding, kms_wrap_binding};
 use crate::{StorageError, StorageResult};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -64,6 +65,10 @@ pub struct Staged {
     /// The customer KMS key the data key is wrapped under (SSE-KMS); None:
     /// the bucket owner's tenant key (SSE-S3).
     pub kms_key_arn: Option<String>,
+    /// SSE-KMS: the encryption context bound into the wrapping (canonical JSON).
+    pub kms_context: Option<String>,
+    /// SSE-C: the data key is wrapped under the customer-provided key.
+    pub sse_c: bool,
 }
 
 /// The result of a DeleteObject.
@@ -90,6 +95,13 @@ struct Piece {
     from: u64,
     len: u64,
     sealing: Option<(nuage_crypto::DataKey, Vec<u8>, nuage_crypto::ChunkSpan)>,
+}
+
+/// A read of SSE-C data without its key, in S3's words.
+fn customer_key_required() -> StorageError {
+    StorageError::InvalidRequest(
+        "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.".into(),
+    )
 }
 
 /// Why reading a segment failed (blob store or cipher), for the body stream.
@@ -237,6 +249,7 @@ impl Storage {
             owner: owner.to_owned(),
             policy: None,
             public_access_block: None,
+            encryption: None,
         };
         match self.meta.create_bucket(record.clone()).await {
             Ok(()) => Ok(record),
@@ -322,6 +335,21 @@ impl Storage {
         block: Option<nuage_meta::PublicAccessBlock>,
     ) -> StorageResult<()> {
         self.update_bucket(name, |b| b.public_access_block = block)
+            .await
+            .map(drop)
+    }
+
+    /// Sets or removes (back to SSE-S3) the bucket's default encryption,
+    /// validated by the caller.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn set_bucket_encryption(
+        &self,
+        name: &str,
+        encryption: Option<nuage_meta::BucketEncryption>,
+    ) -> StorageResult<()> {
+        self.update_bucket(name, |b| b.encryption = encryption)
             .await
             .map(drop)
     }
@@ -426,14 +454,15 @@ impl Storage {
             expected_len,
             size_bytes_max,
             algorithms,
-            None,
+            Protection::Tenant,
         )
         .await
     }
 
-    /// [`Self::stage`], the blob's data key wrapped under the customer KMS
-    /// key `kms_key_arn` of the bucket owner (S3 SSE-KMS; the key must be
-    /// enabled) instead of the owner's tenant key when given.
+    /// [`Self::stage`], the blob's data key wrapped as `protection` says:
+    /// under the owner's tenant key (SSE-S3), under the customer KMS key of
+    /// the bucket owner with an encryption context bound in (SSE-KMS; the
+    /// key must be enabled), or under the client's own key (SSE-C).
     ///
     /// # Errors
     /// As [`Self::stage`]; `Kms` when the customer key refuses.
@@ -446,7 +475,7 @@ impl Storage {
         expected_len: Option<u64>,
         size_bytes_max: u64,
         algorithms: &[ChecksumAlgorithm],
-        kms_key_arn: Option<&str>,
+        protection: Protection<'_>,
     ) -> StorageResult<Staged>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -459,18 +488,40 @@ impl Storage {
         }
         let bucket_record = self.bucket(bucket).await?;
         let mut writer = self.blobs.create().await?;
-        let binding = Self::binding(&bucket_record, key, writer.blob_id());
-        let wrapping = match kms_key_arn {
-            None => self
-                .keys
-                .new_data_key(&bucket_record.owner, &binding)
-                .await
-                .map_err(|e| StorageError::Internal(e.to_string())),
-            Some(arn) => self
-                .customer_keys
-                .new_data_key_under(&bucket_record.owner, arn, &binding)
-                .await
-                .map_err(StorageError::from),
+        // The chunks authenticate the blob's binding; the data key's
+        // wrapping authenticates `binding`, which adds the SSE-KMS context.
+        let blob_binding = Self::binding(&bucket_record, key, writer.blob_id());
+        let (kms_key_arn, kms_context) = match protection {
+            Protection::Kms { arn, context } => (Some(arn), context),
+            Protection::Tenant | Protection::Customer(_) => (None, None),
+        };
+        let binding = kms_wrap_binding(&blob_binding, kms_context);
+        let wrapping = if let Protection::Customer(customer) = protection {
+            Self::new_customer_data_key(customer, &blob_binding)
+        } else {
+            match kms_key_arn {
+                None => self
+                    .keys
+                    .new_data_key(&bucket_record.owner, &binding)
+                    .await
+                    .map_err(|e| StorageError::Internal(e.to_string())),
+                Some(arn) => self
+                    .customer_keys
+                    // The requester is not yet threaded through storage: the
+                    // bucket owner's root stands for it, with no request id.
+                    .new_data_key_under(
+                        &bucket_record.owner,
+                        arn,
+                        &binding,
+                        &nuage_kms::KeyCaller::via(
+                            "s3",
+                            format!("arn:aws:iam::{}:root", bucket_record.owner),
+                            "",
+                        ),
+                    )
+                    .await
+                    .map_err(StorageError::from),
+            }
         };
         let (data_key, wrapped) = match wrapping {
             Ok(k) => k,
@@ -496,7 +547,7 @@ impl Storage {
                 Ok::<Bytes, StorageError>(chunk)
             });
             let mut sealed = std::pin::pin!(nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(
-                data_key, &binding, plaintext
+                data_key, &blob_binding, plaintext
             ));
             while let Some(chunk) = sealed.next().await {
                 writer.write(chunk?).await?;
@@ -525,7 +576,77 @@ impl Storage {
             key: key.to_owned(),
             sealed_key: Some(BASE64.encode(wrapped)),
             kms_key_arn: kms_key_arn.map(str::to_owned),
+            kms_context: kms_context.map(str::to_owned),
+            sse_c: matches!(protection, Protection::Customer(_)),
         })
+    }
+
+    /// A fresh data key wrapped under a customer-provided key (SSE-C),
+    /// bound like every data key to the blob.
+    fn new_customer_data_key(
+        customer: &CustomerKey,
+        blob_binding: &[u8],
+    ) -> StorageResult<(nuage_crypto::DataKey, Vec<u8>)> {
+        let data_key = nuage_crypto::DataKey::generate()?;
+        let wrapped = nuage_crypto::wrap_data_key(
+            customer.kek(),
+            &data_key,
+            &customer_wrap_binding(blob_binding),
+        )?;
+        Ok((data_key, wrapped))
+    }
+
+    /// Unwraps an SSE-C segment's data key with the key the client
+    /// presented: the unwrap authenticating is the proof that it is the
+    /// right key (nothing about the key is stored to compare with).
+    fn open_customer_data_key(
+        customer: Option<&CustomerKey>,
+        wrapped: &[u8],
+        blob_binding: &[u8],
+    ) -> StorageResult<nuage_crypto::DataKey> {
+        let customer = customer.ok_or_else(customer_key_required)?;
+        nuage_crypto::unwrap_data_key(
+            customer.kek(),
+            wrapped,
+            &customer_wrap_binding(blob_binding),
+        )
+        .map_err(|e| match e {
+            nuage_crypto::CryptoError::UnwrapAuthentication => StorageError::CustomerKeyMismatch,
+            other => StorageError::from(other),
+        })
+    }
+
+    /// Checks the SSE-C key of a read (GET, HEAD, copy source) against the
+    /// version before anything is returned: required for an SSE-C object
+    /// (and must open its first data key), refused for any other.
+    ///
+    /// # Errors
+    /// `InvalidRequest` when missing or not applicable, `CustomerKeyMismatch`
+    /// for the wrong key.
+    pub async fn check_customer_key(
+        &self,
+        record: &VersionRecord,
+        customer: Option<&CustomerKey>,
+    ) -> StorageResult<()> {
+        let Some(segment) = record.segments.iter().find(|s| s.sse_c) else {
+            return match customer {
+                None => Ok(()),
+                Some(_) => Err(StorageError::InvalidRequest(
+                    "The encryption parameters are not applicable to this object.".into(),
+                )),
+            };
+        };
+        let customer = customer.ok_or_else(customer_key_required)?;
+        let bucket = self.bucket(&record.bucket).await?;
+        let wrapped = segment
+            .sealed_key
+            .as_deref()
+            .and_then(|w| BASE64.decode(w).ok())
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!("wrapped key of blob {}", segment.blob_id))
+            })?;
+        let blob_binding = Self::binding(&bucket, &record.key, &segment.blob_id);
+        Self::open_customer_data_key(Some(customer), &wrapped, &blob_binding).map(drop)
     }
 
     /// What a blob's data key is bound to: the owning tenant, the bucket, the
@@ -676,6 +797,8 @@ impl Storage {
                 part_etag: None,
                 sealed_key: staged.sealed_key.clone(),
                 kms_key_arn: staged.kms_key_arn.clone(),
+                kms_context: staged.kms_context.clone(),
+                sse_c: staged.sse_c,
             }],
             sealed_attributes: None,
         };
@@ -854,13 +977,16 @@ impl Storage {
 
     /// Streams `len` bytes of a version from `offset`. The first chunk is read
     /// before this returns, so a missing or corrupt first block is an error the
-    /// caller can still report in the response status.
+    /// caller can still report in the response status. `customer` is the
+    /// SSE-C key the request presented (required for SSE-C data).
     ///
     /// # Errors
-    /// `Corrupt` when stored data fails its checksum.
+    /// `Corrupt` when stored data fails its checksum; `InvalidRequest` or
+    /// `CustomerKeyMismatch` for a missing or wrong SSE-C key.
     pub async fn read_object(
         &self,
         record: &VersionRecord,
+        customer: Option<&CustomerKey>,
         offset: u64,
         len: u64,
     ) -> StorageResult<ObjectBody> {
@@ -888,29 +1014,44 @@ impl Storage {
                                 segment.blob_id
                             ))
                         })?;
-                        let binding = Self::binding(&bucket, &record.key, &segment.blob_id);
+                        let blob_binding = Self::binding(&bucket, &record.key, &segment.blob_id);
+                        let binding =
+                            kms_wrap_binding(&blob_binding, segment.kms_context.as_deref());
                         // Every read today is a customer's S3 request;
                         // operator access paths will name their own.
                         let reason = AccessReason::CustomerInitiatedAccess;
-                        let opened = match &segment.kms_key_arn {
-                            None => {
-                                self.keys
-                                    .open_data_key(&bucket.owner, &wrapped, &binding, reason)
-                                    .await
+                        let opened = if segment.sse_c {
+                            Self::open_customer_data_key(customer, &wrapped, &blob_binding)
+                        } else {
+                            match &segment.kms_key_arn {
+                                None => {
+                                    self.keys
+                                        .open_data_key(&bucket.owner, &wrapped, &binding, reason)
+                                        .await
+                                }
+                                Some(arn) => {
+                                    self.customer_keys
+                                        .open_data_key_under(
+                                            &bucket.owner,
+                                            arn,
+                                            &wrapped,
+                                            &binding,
+                                            reason,
+                                            // The requester is not yet threaded
+                                            // through storage: the bucket owner's
+                                            // root stands for it.
+                                            &nuage_kms::KeyCaller::via(
+                                                "s3",
+                                                format!("arn:aws:iam::{}:root", bucket.owner),
+                                                "",
+                                            ),
+                                        )
+                                        .await
+                                }
                             }
-                            Some(arn) => {
-                                self.customer_keys
-                                    .open_data_key_under(
-                                        &bucket.owner,
-                                        arn,
-                                        &wrapped,
-                                        &binding,
-                                        reason,
-                                    )
-                                    .await
-                            }
+                            .map_err(StorageError::from)
                         };
-                        let key = opened.map_err(|e| match StorageError::from(e) {
+                        let key = opened.map_err(|e| match e {
                             StorageError::Corrupt(message) => StorageError::Corrupt(format!(
                                 "data key of blob {}: {message}",
                                 segment.blob_id
@@ -919,7 +1060,7 @@ impl Storage {
                         })?;
                         let span =
                             nuage_crypto::ChunkSpan::for_range(segment.size, from, to - from)?;
-                        Some((key, binding, span))
+                        Some((key, blob_binding, span))
                     }
                 };
                 pieces.push(Piece {
@@ -972,9 +1113,10 @@ impl Storage {
     pub async fn digest_object(
         &self,
         record: &VersionRecord,
+        customer: Option<&CustomerKey>,
         algorithms: &[ChecksumAlgorithm],
     ) -> StorageResult<Digests> {
-        let mut body = self.read_object(record, 0, record.size).await?;
+        let mut body = self.read_object(record, customer, 0, record.size).await?;
         let mut digests = DigestSet::new(algorithms);
         while let Some(chunk) = body.next().await {
             digests.update(&chunk.map_err(|e| StorageError::Corrupt(e.to_string()))?);
@@ -984,20 +1126,23 @@ impl Storage {
 
     // ---- copying ----
 
-    /// Copies `len` bytes of a version from `offset` into a new staged blob.
+    /// Copies `len` bytes of a version from `offset` into a new staged blob
+    /// protected as `protection` says (`source_key`: the source's SSE-C key).
     ///
     /// # Errors
     /// `Corrupt` or a blob store failure.
+    #[allow(clippy::too_many_arguments)]
     pub async fn stage_copy(
         &self,
         source: &VersionRecord,
+        source_key: Option<&CustomerKey>,
         offset: u64,
         len: u64,
         bucket: &str,
         key: &str,
-        kms_key_arn: Option<&str>,
+        protection: Protection<'_>,
     ) -> StorageResult<Staged> {
-        let body = self.read_object(source, offset, len).await?;
+        let body = self.read_object(source, source_key, offset, len).await?;
         let algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
             .into_iter()
             .filter(|a| a.get(&source.checksums).is_some())
@@ -1011,7 +1156,7 @@ impl Storage {
             Some(len),
             limits::OBJECT_SIZE_BYTES_MAX,
             &algorithms,
-            kms_key_arn,
+            protection,
         )
         .await
     }

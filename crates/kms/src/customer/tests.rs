@@ -66,6 +66,11 @@ impl Fixture {
     }
 }
 
+/// The caller of direct KMS API calls in these tests.
+fn caller() -> KeyCaller {
+    KeyCaller::direct(format!("arn:aws:iam::{TENANT}:user/alice"), "REQ1")
+}
+
 fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
     pairs
         .iter()
@@ -84,21 +89,32 @@ async fn encrypt_decrypt_round_trip_bound_to_the_context() {
     assert_eq!(key.state, KeyState::Enabled);
     assert!(key.policy.contains(&format!("arn:aws:iam::{TENANT}:root")));
     let ctx = context(&[("bucket", "photos"), ("purpose", "test")]);
-    let blob = f.kms.encrypt(&key, b"secret message", &ctx).await.unwrap();
+    let blob = f
+        .kms
+        .encrypt(&key, b"secret message", &ctx, &caller(), "Encrypt")
+        .await
+        .unwrap();
     assert_eq!(blob.len(), 14 + CIPHERTEXT_OVERHEAD_BYTES);
     assert!(!blob.windows(6).any(|w| w == b"secret"));
 
     // Decrypt needs no key id: the blob names it.
     let (found, parsed) = f.kms.key_of_ciphertext(TENANT, &blob).await.unwrap();
     assert_eq!(found.key_id, key.key_id);
-    let opened = f.kms.decrypt(&found, &parsed, &ctx).await.unwrap();
+    let opened = f
+        .kms
+        .decrypt(&found, &parsed, &ctx, &caller(), "Decrypt")
+        .await
+        .unwrap();
     assert_eq!(opened.as_slice(), b"secret message");
     // The same context in another order is the same context.
     let reordered: EncryptionContext = [("purpose", "test"), ("bucket", "photos")]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    f.kms.decrypt(&found, &parsed, &reordered).await.unwrap();
+    f.kms
+        .decrypt(&found, &parsed, &reordered, &caller(), "Decrypt")
+        .await
+        .unwrap();
     // Any other context is refused.
     for wrong in [
         context(&[]),
@@ -107,7 +123,9 @@ async fn encrypt_decrypt_round_trip_bound_to_the_context() {
         context(&[("bucket", "photos"), ("purpose", "test"), ("x", "")]),
     ] {
         assert!(matches!(
-            f.kms.decrypt(&found, &parsed, &wrong).await,
+            f.kms
+                .decrypt(&found, &parsed, &wrong, &caller(), "Decrypt")
+                .await,
             Err(KmsError::InvalidCiphertext(_))
         ));
     }
@@ -119,7 +137,9 @@ async fn encrypt_decrypt_round_trip_bound_to_the_context() {
         let refused = match f.kms.key_of_ciphertext(TENANT, &altered).await {
             Err(KmsError::InvalidCiphertext(_) | KmsError::NotFound(_)) => true,
             Ok((key, parsed)) => matches!(
-                f.kms.decrypt(&key, &parsed, &ctx).await,
+                f.kms
+                    .decrypt(&key, &parsed, &ctx, &caller(), "Decrypt")
+                    .await,
                 Err(KmsError::InvalidCiphertext(_))
             ),
             Err(other) => panic!("byte {byte}: {other:?}"),
@@ -129,29 +149,42 @@ async fn encrypt_decrypt_round_trip_bound_to_the_context() {
     // Another key named in the request: IncorrectKeyException.
     let other = f.key().await;
     assert!(matches!(
-        f.kms.decrypt(&other, &parsed, &ctx).await,
+        f.kms
+            .decrypt(&other, &parsed, &ctx, &caller(), "Decrypt")
+            .await,
         Err(KmsError::IncorrectKey(_))
     ));
     // After a restart (no cached material) it still decrypts.
     let again = f.restarted();
     let (key, parsed) = again.key_of_ciphertext(TENANT, &blob).await.unwrap();
     assert_eq!(
-        again.decrypt(&key, &parsed, &ctx).await.unwrap().as_slice(),
+        again
+            .decrypt(&key, &parsed, &ctx, &caller(), "Decrypt")
+            .await
+            .unwrap()
+            .as_slice(),
         b"secret message"
     );
     // Size limits.
     assert!(matches!(
-        f.kms.encrypt(&key, b"", &ctx).await,
+        f.kms.encrypt(&key, b"", &ctx, &caller(), "Encrypt").await,
         Err(KmsError::Validation(_))
     ));
-    assert!(f.kms.encrypt(&key, &[1; 4096], &ctx).await.is_ok());
+    assert!(
+        f.kms
+            .encrypt(&key, &[1; 4096], &ctx, &caller(), "Encrypt")
+            .await
+            .is_ok()
+    );
     assert!(matches!(
-        f.kms.encrypt(&key, &[1; 4097], &ctx).await,
+        f.kms
+            .encrypt(&key, &[1; 4097], &ctx, &caller(), "Encrypt")
+            .await,
         Err(KmsError::Validation(_))
     ));
     let huge = context(&[("k", &"v".repeat(9000))]);
     assert!(matches!(
-        f.kms.encrypt(&key, b"x", &huge).await,
+        f.kms.encrypt(&key, b"x", &huge, &caller(), "Encrypt").await,
         Err(KmsError::Validation(_))
     ));
 }
@@ -184,14 +217,22 @@ async fn rotation_adds_versions_and_old_ciphertext_still_decrypts() {
     let f = Fixture::new();
     let key = f.key().await;
     let ctx = context(&[("a", "b")]);
-    let old = f.kms.encrypt(&key, b"before", &ctx).await.unwrap();
+    let old = f
+        .kms
+        .encrypt(&key, b"before", &ctx, &caller(), "Encrypt")
+        .await
+        .unwrap();
     assert_eq!(&old[17..21], &[0, 0, 0, 1]);
 
     let rotated = f.kms.rotate_on_demand(TENANT, &key.key_id).await.unwrap();
     assert_eq!(rotated.materials.len(), 2);
     assert_eq!(rotated.materials[1].rotation, Some(RotationType::OnDemand));
     let key = f.kms.key(TENANT, &key.key_id).await.unwrap();
-    let new = f.kms.encrypt(&key, b"after", &ctx).await.unwrap();
+    let new = f
+        .kms
+        .encrypt(&key, b"after", &ctx, &caller(), "Encrypt")
+        .await
+        .unwrap();
     assert_eq!(
         &new[17..21],
         &[0, 0, 0, 2],
@@ -200,7 +241,11 @@ async fn rotation_adds_versions_and_old_ciphertext_still_decrypts() {
     for (blob, text) in [(&old, &b"before"[..]), (&new, b"after")] {
         let (key, parsed) = f.kms.key_of_ciphertext(TENANT, blob).await.unwrap();
         assert_eq!(
-            f.kms.decrypt(&key, &parsed, &ctx).await.unwrap().as_slice(),
+            f.kms
+                .decrypt(&key, &parsed, &ctx, &caller(), "Decrypt")
+                .await
+                .unwrap()
+                .as_slice(),
             text
         );
     }
@@ -209,7 +254,9 @@ async fn rotation_adds_versions_and_old_ciphertext_still_decrypts() {
     future[20] = 9;
     let (key, parsed) = f.kms.key_of_ciphertext(TENANT, &future).await.unwrap();
     assert!(matches!(
-        f.kms.decrypt(&key, &parsed, &ctx).await,
+        f.kms
+            .decrypt(&key, &parsed, &ctx, &caller(), "Decrypt")
+            .await,
         Err(KmsError::InvalidCiphertext(_))
     ));
 
@@ -283,17 +330,23 @@ async fn key_states_decide_what_a_key_may_do() {
     let f = Fixture::new();
     let key = f.key().await;
     let ctx = EncryptionContext::new();
-    let blob = f.kms.encrypt(&key, b"data", &ctx).await.unwrap();
+    let blob = f
+        .kms
+        .encrypt(&key, b"data", &ctx, &caller(), "Encrypt")
+        .await
+        .unwrap();
 
     let disabled = f.kms.disable_key(TENANT, &key.key_id).await.unwrap();
     assert_eq!(disabled.state, KeyState::Disabled);
     assert!(matches!(
-        f.kms.encrypt(&disabled, b"x", &ctx).await,
+        f.kms
+            .encrypt(&disabled, b"x", &ctx, &caller(), "Encrypt")
+            .await,
         Err(KmsError::Disabled(_))
     ));
     let (k, parsed) = f.kms.key_of_ciphertext(TENANT, &blob).await.unwrap();
     assert!(matches!(
-        f.kms.decrypt(&k, &parsed, &ctx).await,
+        f.kms.decrypt(&k, &parsed, &ctx, &caller(), "Decrypt").await,
         Err(KmsError::Disabled(_))
     ));
     for refused in [
@@ -303,7 +356,10 @@ async fn key_states_decide_what_a_key_may_do() {
         assert!(matches!(refused, Err(KmsError::Disabled(_))));
     }
     let enabled = f.kms.enable_key(TENANT, &key.key_id).await.unwrap();
-    f.kms.encrypt(&enabled, b"x", &ctx).await.unwrap();
+    f.kms
+        .encrypt(&enabled, b"x", &ctx, &caller(), "Encrypt")
+        .await
+        .unwrap();
 
     // Pending deletion: 7 to 30 days, then nothing but describe, cancel,
     // policies and alias deletion.
@@ -327,12 +383,14 @@ async fn key_states_decide_what_a_key_may_do() {
     assert_eq!(pending.state, KeyState::PendingDeletion);
     assert_eq!(pending.pending_window_days, Some(30));
     assert!(matches!(
-        f.kms.encrypt(&pending, b"x", &ctx).await,
+        f.kms
+            .encrypt(&pending, b"x", &ctx, &caller(), "Encrypt")
+            .await,
         Err(KmsError::InvalidState(_))
     ));
     let (k, parsed) = f.kms.key_of_ciphertext(TENANT, &blob).await.unwrap();
     assert!(matches!(
-        f.kms.decrypt(&k, &parsed, &ctx).await,
+        f.kms.decrypt(&k, &parsed, &ctx, &caller(), "Decrypt").await,
         Err(KmsError::InvalidState(_))
     ));
     for refused in [
@@ -594,7 +652,13 @@ async fn tenants_never_see_each_others_keys() {
         .unwrap();
     let blob = f
         .kms
-        .encrypt(&key, b"tenant data", &EncryptionContext::new())
+        .encrypt(
+            &key,
+            b"tenant data",
+            &EncryptionContext::new(),
+            &caller(),
+            "Encrypt",
+        )
         .await
         .unwrap();
     // By id, ARN, alias name and alias ARN: as if the key did not exist.
@@ -661,7 +725,9 @@ async fn tenants_never_see_each_others_keys() {
     forged[1..17].copy_from_slice(their_id.as_bytes());
     let (k, parsed) = f.kms.key_of_ciphertext(OTHER, &forged).await.unwrap();
     assert!(matches!(
-        f.kms.decrypt(&k, &parsed, &EncryptionContext::new()).await,
+        f.kms
+            .decrypt(&k, &parsed, &EncryptionContext::new(), &caller(), "Decrypt")
+            .await,
         Err(KmsError::InvalidCiphertext(_))
     ));
 }
@@ -671,16 +737,29 @@ async fn data_keys_and_random_bytes() {
     let f = Fixture::new();
     let key = f.key().await;
     let ctx = context(&[("object", "a")]);
-    let (plaintext, blob) = f.kms.generate_data_key(&key, 32, &ctx).await.unwrap();
+    let (plaintext, blob) = f
+        .kms
+        .generate_data_key(&key, 32, &ctx, &caller(), "GenerateDataKey")
+        .await
+        .unwrap();
     assert_eq!(plaintext.len(), 32);
     let (k, parsed) = f.kms.key_of_ciphertext(TENANT, &blob).await.unwrap();
     assert_eq!(
-        f.kms.decrypt(&k, &parsed, &ctx).await.unwrap().as_slice(),
+        f.kms
+            .decrypt(&k, &parsed, &ctx, &caller(), "Decrypt")
+            .await
+            .unwrap()
+            .as_slice(),
         plaintext.as_slice()
     );
     for bad in [0, 1025] {
         assert!(matches!(random(bad), Err(KmsError::Validation(_))));
-        assert!(f.kms.generate_data_key(&key, bad, &ctx).await.is_err());
+        assert!(
+            f.kms
+                .generate_data_key(&key, bad, &ctx, &caller(), "GenerateDataKey")
+                .await
+                .is_err()
+        );
     }
     assert_eq!(random(1024).unwrap().len(), 1024);
 }

@@ -2,6 +2,8 @@
 //! and an ephemeral port, and builds AWS SDK clients for it.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod xks;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -259,4 +261,62 @@ pub fn aws_cli() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `aws ARGS` (with `--endpoint-url` and `--output text`) as the server's
+/// administrator, with a private configuration under `home`.
+pub fn aws(server: &Server, home: &Path, args: &[&str]) -> std::process::Output {
+    std::fs::write(
+        home.join("aws-config"),
+        // aws CLI v1 would otherwise fetch any argument that looks like a
+        // URL (an XKS proxy endpoint) and pass its content instead.
+        format!(
+            "[default]\nregion = {}\ncli_follow_urlparam = false\n",
+            server.credentials.region
+        ),
+    )
+    .unwrap();
+    Command::new(aws_cli())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("absent"))
+        .env("AWS_ACCESS_KEY_ID", &server.credentials.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            &server.credentials.secret_access_key,
+        )
+        .env("AWS_DEFAULT_REGION", &server.credentials.region)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_PAGER", "")
+        .args(["--endpoint-url", &server.endpoint, "--output", "text"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// [`aws`] that must succeed; its trimmed standard output.
+#[track_caller]
+pub fn aws_ok(server: &Server, home: &Path, args: &[&str]) -> String {
+    let output = aws(server, home, args);
+    assert!(
+        output.status.success(),
+        "aws {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// [`aws`] that must fail; its standard error.
+#[track_caller]
+pub fn aws_err(server: &Server, home: &Path, args: &[&str]) -> String {
+    let output = aws(server, home, args);
+    assert!(
+        !output.status.success(),
+        "aws {args:?} should have failed, printed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
 }
