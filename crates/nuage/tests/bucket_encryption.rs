@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, ServerSideEncryptionByDefault,
@@ -15,81 +14,10 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use std::fmt::Debug;
-use std::path::Path;
-use std::process::Command;
 
-/// `aws ARGS --output text` with the given credentials; its trimmed output.
-fn aws_as(
-    server: &common::Server,
-    home: &Path,
-    (access_key, secret): (&str, &str),
-    args: &[&str],
-) -> String {
-    std::fs::write(
-        home.join("aws-config"),
-        format!("[default]\nregion = {}\n", server.credentials.region),
-    )
-    .unwrap();
-    let output = Command::new(common::aws_cli())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("absent"))
-        .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_DEFAULT_REGION", &server.credentials.region)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_PAGER", "")
-        .args(["--endpoint-url", &server.endpoint, "--output", "text"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "aws {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-fn aws(server: &common::Server, home: &Path, args: &[&str]) -> String {
-    aws_as(
-        server,
-        home,
-        (
-            &server.credentials.access_key_id,
-            &server.credentials.secret_access_key,
-        ),
-        args,
-    )
-}
-
-/// The S3 error code and HTTP status of a failed SDK call.
-#[track_caller]
-fn failure<T: Debug, E: ProvideErrorMetadata + Debug>(
-    result: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16) {
-    let err = result.expect_err("the call should have been refused");
-    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
-    (err.code().unwrap_or_default().to_owned(), status)
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    s3.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec()
-}
+use common::aws_ok as aws;
+use common::failure;
+use common::get_bytes as get;
 
 fn configuration(
     algorithm: ServerSideEncryption,

@@ -7,15 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::Digest as _;
-use std::fmt::Debug;
 use std::path::Path;
-use std::process::Command;
 
 /// A customer key: its raw bytes, base64 and base64 MD5 (the three forms
 /// a client handles).
@@ -36,15 +33,7 @@ impl Key {
     }
 }
 
-/// The S3 error code and HTTP status of a failed SDK call.
-#[track_caller]
-fn failure<T: Debug, E: ProvideErrorMetadata + Debug>(
-    result: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16) {
-    let err = result.expect_err("the call should have been refused");
-    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
-    (err.code().unwrap_or_default().to_owned(), status)
-}
+use common::{aws, failure};
 
 async fn get_with(
     s3: &aws_sdk_s3::Client,
@@ -538,34 +527,6 @@ async fn sse_c_objects_need_their_key() {
     server.stop();
     assert_key_absent(&server.data_dir, &a);
     assert_key_absent(&server.data_dir, &b);
-}
-
-/// `aws ARGS` as the server's administrator, in `home`.
-fn aws(server: &common::Server, home: &Path, args: &[&str]) -> std::process::Output {
-    std::fs::write(
-        home.join("aws-config"),
-        format!("[default]\nregion = {}\n", server.credentials.region),
-    )
-    .unwrap();
-    Command::new(common::aws_cli())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("absent"))
-        .env("AWS_ACCESS_KEY_ID", &server.credentials.access_key_id)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            &server.credentials.secret_access_key,
-        )
-        .env("AWS_DEFAULT_REGION", &server.credentials.region)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_PAGER", "")
-        .args(["--endpoint-url", &server.endpoint])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[track_caller]

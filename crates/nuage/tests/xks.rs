@@ -8,43 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use common::get_bytes as get;
 use common::xks::XksSetup;
-use common::{aws_err, aws_ok};
-use std::fmt::Debug;
+use common::{aws_err, aws_ok, failure_with_message as failure};
 
 const TOKEN_LABEL: &str = "tenant-xks";
 const XKS_KEY: &str = "invoices-2026";
-
-/// The S3 error code and HTTP status of a failed SDK call.
-#[track_caller]
-fn failure<T: Debug, E: ProvideErrorMetadata + Debug>(
-    result: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16, String) {
-    let err = result.expect_err("the call should have been refused");
-    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
-    (
-        err.code().unwrap_or_default().to_owned(),
-        status,
-        err.message().unwrap_or_default().to_owned(),
-    )
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    s3.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec()
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)

@@ -263,9 +263,14 @@ pub fn aws_cli() -> PathBuf {
     path
 }
 
-/// `aws ARGS` (with `--endpoint-url` and `--output text`) as the server's
-/// administrator, with a private configuration under `home`.
-pub fn aws(server: &Server, home: &Path, args: &[&str]) -> std::process::Output {
+/// `aws ARGS` (with `--endpoint-url`) signed with the given access key,
+/// with a private configuration under `home`; the raw process output.
+pub fn aws_as(
+    server: &Server,
+    home: &Path,
+    (access_key_id, secret_access_key): (&str, &str),
+    args: &[&str],
+) -> std::process::Output {
     std::fs::write(
         home.join("aws-config"),
         // aws CLI v1 would otherwise fetch any argument that looks like a
@@ -282,25 +287,36 @@ pub fn aws(server: &Server, home: &Path, args: &[&str]) -> std::process::Output 
         .env("HOME", home)
         .env("AWS_CONFIG_FILE", home.join("aws-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("absent"))
-        .env("AWS_ACCESS_KEY_ID", &server.credentials.access_key_id)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            &server.credentials.secret_access_key,
-        )
+        .env("AWS_ACCESS_KEY_ID", access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
         .env("AWS_DEFAULT_REGION", &server.credentials.region)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_MAX_ATTEMPTS", "1")
         .env("AWS_PAGER", "")
-        .args(["--endpoint-url", &server.endpoint, "--output", "text"])
+        .args(["--endpoint-url", &server.endpoint])
         .args(args)
         .output()
         .unwrap()
 }
 
-/// [`aws`] that must succeed; its trimmed standard output.
+/// [`aws_as`] as the server's administrator.
+pub fn aws(server: &Server, home: &Path, args: &[&str]) -> std::process::Output {
+    let credentials = &server.credentials;
+    aws_as(
+        server,
+        home,
+        (&credentials.access_key_id, &credentials.secret_access_key),
+        args,
+    )
+}
+
+/// `aws --output text ARGS` as the administrator, which must succeed; its
+/// trimmed standard output.
 #[track_caller]
 pub fn aws_ok(server: &Server, home: &Path, args: &[&str]) -> String {
-    let output = aws(server, home, args);
+    let mut all = vec!["--output", "text"];
+    all.extend_from_slice(args);
+    let output = aws(server, home, &all);
     assert!(
         output.status.success(),
         "aws {args:?} failed: {}",
@@ -309,7 +325,7 @@ pub fn aws_ok(server: &Server, home: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
-/// [`aws`] that must fail; its standard error.
+/// `aws ARGS` as the administrator, which must fail; its standard error.
 #[track_caller]
 pub fn aws_err(server: &Server, home: &Path, args: &[&str]) -> String {
     let output = aws(server, home, args);
@@ -319,4 +335,49 @@ pub fn aws_err(server: &Server, home: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8(output.stderr).unwrap()
+}
+
+/// The S3 error code, HTTP status and message of a failed SDK call.
+#[track_caller]
+pub fn failure_with_message<T: std::fmt::Debug, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16, String)
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    let err = result.expect_err("the call should have been refused");
+    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
+    (
+        err.code().unwrap_or_default().to_owned(),
+        status,
+        err.message().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The S3 error code and HTTP status of a failed SDK call.
+#[track_caller]
+pub fn failure<T: std::fmt::Debug, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16)
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    let (code, status, _) = failure_with_message(result);
+    (code, status)
+}
+
+/// The whole body of an object (the request must succeed).
+pub async fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec()
 }
