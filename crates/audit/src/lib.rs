@@ -1,0 +1,43 @@
+//! Nuage's per-tenant audit log: an append-only, tamper-evident transparency log.
+//!
+//! Every request that touches a tenant becomes an [`Entry`], serialized canonically
+//! (one compact JSON line) into a Merkle tree leaf. The tree follows RFC 6962 /
+//! RFC 9162 hashing; the log is published in the C2SP formats: signed checkpoints
+//! (`tlog-checkpoint` in a `signed-note`, Ed25519), hash tiles and entry bundles
+//! (`tlog-tiles`), plus inclusion and consistency proofs on request. A tenant
+//! verifies all of it offline with the log's public key alone ([`verify`]).
+//!
+//! The pieces:
+//! - [`entry`]: what one entry records, and its canonical bytes.
+//! - [`store`]: the durable, crash-safe storage of entries and tree hashes behind
+//!   the [`LogStore`] trait ([`FileStore`] today, PostgreSQL later).
+//! - [`log`]: [`AuditLog`], the service: group-committed appends, checkpoints,
+//!   tiles and proofs for one tenant.
+//! - [`tiles`], [`checkpoint`], [`proof`]: the wire formats.
+//! - [`prune`]: retention, behind a signed pruning marker.
+//! - [`verify`]: the offline verifier and the directory layout it reads.
+//!
+//! This crate never decides what to log or whether a request is allowed: callers
+//! hand it finished entries. It never acknowledges an append before it is durable,
+//! and it never signs a checkpoint that is inconsistent with the last one it signed.
+
+pub mod checkpoint;
+pub mod entry;
+mod error;
+pub mod log;
+pub mod proof;
+pub mod prune;
+pub mod store;
+pub mod tiles;
+mod tree;
+pub mod verify;
+
+pub use checkpoint::{CheckpointSigner, SignedCheckpoint, verifier_key};
+pub use entry::{Actor, ActorKind, Authentication, Decision, Effect, Entry};
+pub use error::AuditError;
+pub use log::AuditLog;
+pub use proof::{ConsistencyProof, InclusionProof};
+pub use prune::{PruningMarker, retention_cutoff};
+pub use store::{FileStore, LogStore, NoteKind};
+pub use tlog_tiles::Hash;
+pub use verify::{VerifyReport, export_dir, verify_dir};
