@@ -3,7 +3,8 @@
 //!
 //! It is a protocol front end, like `nuage-s3`: it parses a request into one
 //! [`Endpoint`], checks the operator token, and calls the identity service
-//! (`nuage-iam`) and, to purge a deleted tenant's data, the storage service.
+//! (`nuage-iam`) and, to delete a tenant, the storage service (the purge of
+//! its data) and the key service (the crypto-shredding of its keys).
 //! All error mapping happens in `error.rs`; the wire format lives in
 //! `model.rs`, apart from the identity records; `openapi.rs` describes it.
 //!
@@ -33,6 +34,7 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt as _;
 use nuage_base::limits;
 use nuage_iam::{Iam, IamError, PolicyHolder, TenantStatus};
+use nuage_kms::CustomerKeys;
 use nuage_storage::Storage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,19 +50,25 @@ type ApiResult = Result<http::Response<Bytes>, ApiError>;
 pub struct AdminApi {
     iam: Iam,
     storage: Storage,
+    /// The key service, through its customer keys: deleting a tenant
+    /// shreds its tenant key and KMS keys.
+    keys: CustomerKeys,
     operator_token: String,
 }
 
 impl AdminApi {
     /// An empty `operator_token` refuses every authenticated request.
+    /// `keys` must share `storage`'s document store and root of trust: a
+    /// deleted tenant's keys are destroyed through it.
     #[must_use]
-    pub fn new(iam: Iam, storage: Storage, operator_token: String) -> Self {
+    pub fn new(iam: Iam, storage: Storage, keys: CustomerKeys, operator_token: String) -> Self {
         if operator_token.is_empty() {
             tracing::warn!("the operator token is empty: the admin API will refuse every request");
         }
         Self {
             iam,
             storage,
+            keys,
             operator_token,
         }
     }
@@ -327,26 +335,14 @@ impl AdminApi {
         ))
     }
 
+    /// Deletes a tenant: suspends it, purges its data (with `purge`),
+    /// crypto-shreds its keys, then deletes its identities. Each step runs
+    /// only once the previous one is complete, and the tenant is deleted
+    /// last: a failure anywhere leaves it suspended with its identities, and
+    /// the same request again finishes the job (every step is idempotent).
     async fn delete_tenant(&self, tenant: &str, purge: bool) -> ApiResult {
         let tenant = self.iam.tenant(tenant).await?;
-        let purged = if purge {
-            // Suspend first: the tenant's credentials stop working, so no new
-            // bucket or object appears behind the purge.
-            self.iam
-                .set_tenant_status(&tenant.id, TenantStatus::Suspended)
-                .await?;
-            // A purge runs to the end even if the operator's client goes away
-            // (dropping the request would stop it halfway, harmlessly but
-            // uselessly): it runs as its own task.
-            let storage = self.storage.clone();
-            let tenant_id = tenant.id.clone();
-            let report =
-                tokio::spawn(async move { purge::purge_tenant_data(&storage, &tenant_id).await })
-                    .await
-                    .map_err(|e| ApiError::internal("the purge task failed", &e))??;
-            tracing::info!(tenant = %tenant.id, buckets = report.buckets, object_versions = report.object_versions, uploads = report.uploads, "admin: tenant data purged");
-            Some(report)
-        } else if let buckets @ 1.. = self.bucket_count(&tenant.id).await? {
+        if !purge && let buckets @ 1.. = self.bucket_count(&tenant.id).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "DeleteConflict",
@@ -356,9 +352,49 @@ impl AdminApi {
                     tenant.name, tenant.id
                 ),
             ));
-        } else {
-            None
-        };
+        }
+        // Suspend first: the tenant's credentials stop working, so no new
+        // bucket, object or key appears behind the purge and the shredding.
+        self.iam
+            .set_tenant_status(&tenant.id, TenantStatus::Suspended)
+            .await?;
+        // Both run to the end even if the operator's client goes away
+        // (dropping the request would stop them halfway, harmlessly but
+        // uselessly): they run as their own task.
+        let storage = self.storage.clone();
+        let keys = self.keys.clone();
+        let tenant_id = tenant.id.clone();
+        let (purged, shredded) = tokio::spawn(async move {
+            let purged = if purge {
+                Some(
+                    purge::purge_tenant_data(&storage, &tenant_id)
+                        .await
+                        .map_err(ApiError::from)?,
+                )
+            } else {
+                None
+            };
+            // After the purge: the keys are what makes any surviving copy
+            // of the purged blobs (a backup, a disk) undecryptable.
+            let shredded = keys
+                .shred_tenant(&tenant_id)
+                .await
+                .map_err(|e| ApiError::internal("shredding the tenant's keys failed", &e))?;
+            Ok::<_, ApiError>((purged, shredded))
+        })
+        .await
+        .map_err(|e| ApiError::internal("the tenant deletion task failed", &e))??;
+        if let Some(report) = &purged {
+            tracing::info!(tenant = %tenant.id, buckets = report.buckets, object_versions = report.object_versions, uploads = report.uploads, "admin: tenant data purged");
+        }
+        tracing::info!(
+            tenant = %tenant.id,
+            tenant_key = shredded.tenant_key,
+            kms_keys = shredded.kms_keys,
+            material_versions = shredded.material_versions,
+            external_key_stores = shredded.external_key_stores,
+            "admin: tenant keys crypto-shredded"
+        );
         let deleted = self.iam.delete_tenant(&tenant.id).await?;
         tracing::info!(tenant = %deleted.id, name = %deleted.name, "admin: tenant deleted");
         Ok(json_response(
@@ -366,6 +402,7 @@ impl AdminApi {
             &TenantDeletion {
                 tenant: TenantView::new(deleted, 0),
                 purged,
+                shredded: shredded.into(),
             },
         ))
     }

@@ -216,6 +216,34 @@ pub struct TenantDeletion {
     pub tenant: TenantView,
     /// Present when the request purged the tenant's data.
     pub purged: Option<PurgeReport>,
+    /// The keys destroyed, which makes every copy of the tenant's blobs,
+    /// wherever it is, undecryptable (crypto-shredding).
+    pub shredded: ShredReport,
+}
+
+/// What crypto-shredding a deleted tenant destroyed (counts only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShredReport {
+    /// Whether the tenant key (which wraps the data keys of its SSE-S3
+    /// objects) existed and was destroyed.
+    pub tenant_key: bool,
+    /// KMS keys destroyed, in any state.
+    pub kms_keys: usize,
+    /// Their material versions.
+    pub kms_material_versions: usize,
+    /// External key stores whose sealed proxy credential was destroyed.
+    pub external_key_stores: usize,
+}
+
+impl From<nuage_kms::TenantShredding> for ShredReport {
+    fn from(s: nuage_kms::TenantShredding) -> Self {
+        Self {
+            tenant_key: s.tenant_key,
+            kms_keys: s.kms_keys,
+            kms_material_versions: s.material_versions,
+            external_key_stores: s.external_key_stores,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

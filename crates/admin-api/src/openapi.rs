@@ -119,8 +119,12 @@ pub fn document() -> Value {
                     "parameters": [param("Purge")],
                     "operationId": "deleteTenant",
                     "summary": "Deletes a tenant and all its identities. Refused (409) while it owns \
-                        buckets, unless `purge=true`, which first suspends the tenant, then deletes \
-                        every object version, delete marker, in-progress upload and bucket it owns.",
+                        buckets, unless `purge=true`, which deletes every object version, delete \
+                        marker, in-progress upload and bucket it owns. The tenant is suspended \
+                        first; after the purge, its keys are crypto-shredded (its tenant key, every \
+                        KMS key with all its material versions, its external key stores), so no \
+                        copy of its blobs anywhere can be decrypted; then it is deleted. A failure \
+                        leaves it suspended, and the same request finishes the job.",
                     "tags": ["tenants"],
                     "responses": {
                         "200": { "description": "The tenant is gone.", "content": json_content("TenantDeletion") },
@@ -304,15 +308,31 @@ pub fn document() -> Value {
                     "required": ["buckets", "object_versions", "uploads"],
                     "properties": { "buckets": count, "object_versions": count, "uploads": count }
                 },
+                "ShredReport": {
+                    "type": "object",
+                    "description": "What crypto-shredding the tenant destroyed. Counts are of this \
+                        request: a rerun after a failure counts what was left.",
+                    "required": ["tenant_key", "kms_keys", "kms_material_versions", "external_key_stores"],
+                    "properties": {
+                        "tenant_key": {
+                            "type": "boolean",
+                            "description": "The tenant key (which wraps its SSE-S3 data keys) existed and was destroyed."
+                        },
+                        "kms_keys": count,
+                        "kms_material_versions": count,
+                        "external_key_stores": count
+                    }
+                },
                 "TenantDeletion": {
                     "type": "object",
-                    "required": ["tenant"],
+                    "required": ["tenant", "shredded"],
                     "properties": {
                         "tenant": { "$ref": "#/components/schemas/Tenant" },
                         "purged": {
                             "nullable": true,
                             "allOf": [{ "$ref": "#/components/schemas/PurgeReport" }]
-                        }
+                        },
+                        "shredded": { "$ref": "#/components/schemas/ShredReport" }
                     }
                 },
                 "User": {

@@ -3,6 +3,7 @@
 
 use super::*;
 use nuage_base::SystemClock;
+use nuage_kms::NewKey;
 use nuage_storage::{Checksums, ObjectAttributes, Region, StorageConfig, WriteCondition};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ const TOKEN: &str = "nuop_test_token_0123456789";
 struct Fixture {
     api: AdminApi,
     storage: Storage,
+    keys: CustomerKeys,
+    meta: Arc<nuage_meta::embedded::EmbeddedMetaStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,8 +35,9 @@ fn fixture() -> Fixture {
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         root,
     );
+    let customer_keys = CustomerKeys::new(keys.clone(), Arc::clone(&clock), "fr-par");
     let storage = Storage::new(
-        meta,
+        Arc::clone(&meta) as Arc<dyn nuage_meta::MetaStore>,
         blobs,
         clock,
         keys,
@@ -44,10 +48,13 @@ fn fixture() -> Fixture {
             }],
             default_region_aliases: Vec::new(),
         },
-    );
+    )
+    .with_customer_keys(customer_keys.clone());
     Fixture {
-        api: AdminApi::new(iam, storage.clone(), TOKEN.into()),
+        api: AdminApi::new(iam, storage.clone(), customer_keys.clone(), TOKEN.into()),
         storage,
+        keys: customer_keys,
+        meta,
         _dir: dir,
     }
 }
@@ -598,6 +605,9 @@ async fn a_tenant_with_buckets_is_deleted_only_with_purge() {
         body["purged"],
         json!({"buckets": 2, "object_versions": 8, "uploads": 2})
     );
+    // Its objects were written under its tenant key: shredded after the purge.
+    assert_eq!(body["shredded"]["tenant_key"], true);
+    assert_eq!(body["shredded"]["kms_keys"], 0);
     assert_eq!(f.call(Method::GET, "/tenants/doomed", None).await.0, 404);
     assert_eq!(
         f.call(Method::GET, &format!("/tenants/{doomed}/users"), None)
@@ -631,6 +641,10 @@ async fn a_tenant_without_buckets_is_deleted_without_purge() {
     let (status, body) = f.call(Method::DELETE, "/tenants/empty", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["purged"], Value::Null);
+    assert_eq!(
+        body["shredded"],
+        json!({"tenant_key": false, "kms_keys": 0, "kms_material_versions": 0, "external_key_stores": 0})
+    );
     assert_eq!(body["tenant"]["name"], "empty");
     assert_eq!(f.call(Method::DELETE, "/tenants/empty", None).await.0, 404);
 }
@@ -638,5 +652,79 @@ async fn a_tenant_without_buckets_is_deleted_without_purge() {
 #[test]
 fn the_administrator_policy_is_a_valid_identity_policy() {
     nuage_iam::check_policy_document(ADMINISTRATOR_POLICY, nuage_iam::PolicyKind::Identity)
+        .unwrap();
+}
+
+/// The stored wrapped tenant key of `tenant` (namespace `kms.tenant-key`,
+/// see `docs/kms.md`), if any.
+async fn tenant_key_document(f: &Fixture, tenant: &str) -> Option<Vec<u8>> {
+    use nuage_meta::DocumentStore as _;
+    f.meta
+        .get_document("kms.tenant-key", tenant)
+        .await
+        .unwrap()
+        .map(|d| d.value)
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_shreds_its_tenant_key_and_kms_keys() {
+    let f = fixture();
+    let doomed = f.tenant("doomed").await;
+    let other = f.tenant("other").await;
+    // SSE-S3 data under the tenant key, and KMS keys in every state.
+    let service = f.keys.key_service().clone();
+    let (_, wrapped) = service.new_data_key(&doomed, b"blob").await.unwrap();
+    let enabled = f.keys.create_key(&doomed, NewKey::default()).await.unwrap();
+    f.keys
+        .rotate_on_demand(&doomed, &enabled.key_id)
+        .await
+        .unwrap();
+    let pending = f.keys.create_key(&doomed, NewKey::default()).await.unwrap();
+    f.keys
+        .schedule_deletion(&doomed, &pending.key_id, Some(7))
+        .await
+        .unwrap();
+    let theirs = f.keys.create_key(&other, NewKey::default()).await.unwrap();
+    let (_, their_wrapped) = service.new_data_key(&other, b"blob").await.unwrap();
+    assert!(tenant_key_document(&f, &doomed).await.is_some());
+
+    // No buckets: deleted without purge, and shredded all the same.
+    let (status, body) = f.call(Method::DELETE, "/tenants/doomed", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["shredded"],
+        json!({"tenant_key": true, "kms_keys": 2, "kms_material_versions": 3, "external_key_stores": 0})
+    );
+    assert_eq!(f.call(Method::GET, "/tenants/doomed", None).await.0, 404);
+    assert!(tenant_key_document(&f, &doomed).await.is_none());
+    for key in [&enabled, &pending] {
+        assert!(matches!(
+            f.keys.key(&doomed, &key.key_id).await,
+            Err(nuage_kms::KmsError::NotFound(_))
+        ));
+    }
+    // What was wrapped under the old tenant key opens no more (a new key
+    // would be made for the id on use; it is not the old one).
+    assert!(
+        service
+            .open_data_key(
+                &doomed,
+                &wrapped,
+                b"blob",
+                nuage_kms::AccessReason::CustomerInitiatedAccess
+            )
+            .await
+            .is_err()
+    );
+    // The other tenant keeps everything.
+    f.keys.key(&other, &theirs.key_id).await.unwrap();
+    service
+        .open_data_key(
+            &other,
+            &their_wrapped,
+            b"blob",
+            nuage_kms::AccessReason::CustomerInitiatedAccess,
+        )
+        .await
         .unwrap();
 }

@@ -38,6 +38,9 @@ pub enum AuditError {
     /// The log cannot close while other handles to it are alive.
     #[error("audit log is still in use by other handles")]
     InUse,
+    /// Every open log is in use and no more may be opened.
+    #[error("all {0} open audit logs are in use; try again")]
+    TooManyOpenLogs(usize),
     /// An index or tree size outside the tree.
     #[error("out of range: {0}")]
     OutOfRange(String),

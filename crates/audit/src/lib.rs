@@ -16,6 +16,11 @@
 //! - [`tiles`], [`checkpoint`], [`proof`]: the wire formats.
 //! - [`prune`]: retention, behind a signed pruning marker.
 //! - [`verify`]: the offline verifier and the directory layout it reads.
+//! - [`request`]: [`RequestAudit`], what a front end decided about a request,
+//!   which the server completes into an entry (the recipe is in
+//!   `docs/audit-log.md`, "For developers").
+//! - [`registry`]: [`AuditLogs`], every tenant's log on one server: opened on
+//!   first use, a bounded number open, idle ones closed, retention applied.
 //!
 //! This crate never decides what to log or whether a request is allowed: callers
 //! hand it finished entries. It never acknowledges an append before it is durable,
@@ -27,6 +32,8 @@ mod error;
 pub mod log;
 pub mod proof;
 pub mod prune;
+pub mod registry;
+pub mod request;
 pub mod store;
 pub mod tiles;
 mod tree;
@@ -38,6 +45,8 @@ pub use error::AuditError;
 pub use log::AuditLog;
 pub use proof::{ConsistencyProof, InclusionProof};
 pub use prune::{PruningMarker, retention_cutoff};
+pub use registry::{AuditLogs, RegistryConfig, is_tenant_id};
+pub use request::{AuditSlot, RequestAudit, RequestFacts, client_text};
 pub use store::{FileStore, LogStore, NoteKind};
 pub use tlog_tiles::Hash;
-pub use verify::{VerifyReport, export_dir, verify_dir};
+pub use verify::{VerifyReport, export_dir, export_json_lines, for_each_entry, verify_dir};

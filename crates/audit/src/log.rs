@@ -132,6 +132,13 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Handles to this log alive now (this one included): a registry closes a
+    /// log only when it holds the last one.
+    #[must_use]
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.shared)
+    }
+
     /// The log's origin (checkpoint first line and key name).
     #[must_use]
     pub fn origin(&self) -> &str {

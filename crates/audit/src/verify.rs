@@ -278,6 +278,118 @@ fn read_tile_file(dir: &Path, path: &str) -> Result<Option<Vec<u8>>, AuditError>
     read_small_file(&dir.join(path), TILE_FILE_BYTES_MAX)
 }
 
+/// Calls `visit(index, entry)` for every entry of a directory that
+/// [`verify_dir`] just accepted (`report`), in order, one bundle in memory at a
+/// time. Entries below the pruning mark are skipped.
+///
+/// # Errors
+/// A bundle missing or malformed (the directory changed since it was
+/// verified), or the first error `visit` returns.
+pub fn for_each_entry(
+    dir: &Path,
+    report: &VerifyReport,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    for tile_index in 0..report.size.div_ceil(TILE_WIDTH) {
+        let start = tile_index * TILE_WIDTH;
+        let width = (report.size - start).min(TILE_WIDTH);
+        if start + width <= report.minimum_index {
+            continue;
+        }
+        let path = TilePath::Entries {
+            index: tile_index,
+            width: u32::try_from(width).unwrap_or(u32::MAX),
+        }
+        .to_path();
+        let bundle =
+            read_tile_file(dir, &path)?.ok_or(AuditError::MissingBundle { path: path.clone() })?;
+        for (k, entry) in decode_bundle(&path, &bundle)?.iter().enumerate() {
+            visit(start + k as u64, entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads hash tiles from a verification directory, for `tlog_tiles`'
+/// [`tlog_tiles::TileHashReader`], which authenticates them against the root.
+struct DirTiles<'a> {
+    dir: &'a Path,
+}
+
+impl tlog_tiles::TileReader for DirTiles<'_> {
+    fn height(&self) -> u8 {
+        crate::tiles::TILE_HEIGHT
+    }
+
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|tile| {
+                // tlog_tiles' own paths name the height (Go's tlog layout);
+                // C2SP's do not.
+                let path = TilePath::Hashes {
+                    level: tile.level(),
+                    index: tile.level_index(),
+                    width: tile.width(),
+                }
+                .to_path();
+                match read_tile_file(self.dir, &path) {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    _ => Err(tlog_tiles::Error::InvalidTile),
+                }
+            })
+            .collect()
+    }
+
+    fn save_tiles(&self, _tiles: &[tlog_tiles::Tile], _data: &[Vec<u8>]) {}
+}
+
+/// Writes a verified directory as JSON lines: first
+/// `{"checkpoint":"<signed note>"}`, then one line per kept entry,
+/// `{"index":I,"entry":<the entry, byte for byte>,"inclusion_proof":{"index":I,"tree_size":N,"hashes":[..]}}`,
+/// each proof against the checkpoint's root (checked before it is written).
+/// Returns how many entries were written.
+///
+/// # Errors
+/// Verification findings (see [`verify_dir`]), file errors.
+pub fn export_json_lines(
+    dir: &Path,
+    vkey: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, AuditError> {
+    let report = verify_dir(dir, vkey, None)?;
+    let note = read_small_file(&dir.join(CHECKPOINT_FILE), AUDIT_CHECKPOINT_BYTES_MAX)?
+        .ok_or_else(|| AuditError::MissingFile(dir.join(CHECKPOINT_FILE)))?;
+    let header = serde_json::json!({ "checkpoint": String::from_utf8_lossy(&note) });
+    let io = |e| AuditError::io("write export", e);
+    writeln!(out, "{header}").map_err(io)?;
+    let tiles = DirTiles { dir };
+    let reader = tlog_tiles::TileHashReader::new(report.size, report.root, &tiles);
+    let mut written = 0;
+    for_each_entry(dir, &report, |index, entry| {
+        let hashes = tlog_tiles::prove_record(report.size, index, &reader)?;
+        let proof = crate::InclusionProof {
+            index,
+            tree_size: report.size,
+            hashes,
+        };
+        proof.verify(entry, report.root)?;
+        let proof =
+            serde_json::to_string(&proof).map_err(|e| AuditError::Encoding(e.to_string()))?;
+        // The entry verbatim: its exact bytes are the leaf the proof is for.
+        let entry = std::str::from_utf8(entry)
+            .map_err(|_| AuditError::Encoding(format!("entry {index} is not UTF-8")))?;
+        writeln!(
+            out,
+            "{{\"index\":{index},\"entry\":{entry},\"inclusion_proof\":{proof}}}"
+        )
+        .map_err(io)?;
+        written += 1;
+        Ok(())
+    })?;
+    Ok(written)
+}
+
 /// Writes the log's latest signed checkpoint and every tile and entry bundle of
 /// its size into `dir`, in the layout [`verify_dir`] reads. Returns the checkpoint.
 ///

@@ -336,3 +336,41 @@ async fn missing_bundle_is_reported() {
         Err(AuditError::MissingBundle { .. })
     ));
 }
+
+#[tokio::test]
+async fn json_lines_export_carries_a_checked_proof_per_entry() {
+    for count in [1u64, 7, 256, 300, 513] {
+        let (log_dir, out) = (
+            tempfile::tempdir().expect("t"),
+            tempfile::tempdir().expect("t"),
+        );
+        let log = exported(log_dir.path(), out.path(), (0..count).map(entry)).await;
+        let mut lines = Vec::new();
+        let written = nuage_audit::export_json_lines(out.path(), &log.verifier_key(), &mut lines)
+            .unwrap_or_else(|e| panic!("export of {count}: {e}"));
+        assert_eq!(written, count);
+        let text = String::from_utf8(lines).expect("utf8");
+        let mut lines = text.lines();
+        let header: serde_json::Value =
+            serde_json::from_str(lines.next().expect("header")).expect("json");
+        let checkpoint = header["checkpoint"].as_str().expect("checkpoint");
+        let root = nuage_audit::checkpoint::open(checkpoint.as_bytes(), &log.verifier_key())
+            .expect("signed")
+            .root;
+        for (i, line) in lines.enumerate() {
+            // The entry's bytes are on the line verbatim; the proof holds for them.
+            let start = line.find("\"entry\":").expect("entry") + "\"entry\":".len();
+            let end = line.rfind(",\"inclusion_proof\":").expect("proof");
+            let entry = &line[start..end];
+            assert_eq!(entry.as_bytes(), entry_leaf(i as u64).as_slice());
+            let value: serde_json::Value = serde_json::from_str(line).expect("json");
+            let proof: nuage_audit::InclusionProof =
+                serde_json::from_value(value["inclusion_proof"].clone()).expect("proof");
+            proof.verify(entry.as_bytes(), root).expect("inclusion");
+        }
+    }
+}
+
+fn entry_leaf(i: u64) -> Vec<u8> {
+    entry(i).to_leaf().expect("leaf")
+}

@@ -104,6 +104,14 @@ pub const KMS_PENDING_WINDOW_DAYS_DEFAULT: u32 = 30;
 pub const KMS_ROTATION_PERIOD_DAYS_MIN: u32 = 90;
 pub const KMS_ROTATION_PERIOD_DAYS_MAX: u32 = 2560;
 pub const KMS_ROTATION_PERIOD_DAYS_DEFAULT: u32 = 365;
+/// Records of deleted (crypto-shredded) KMS keys kept per tenant for
+/// `ListShreddedKeys`; past this, recording a deletion drops the oldest
+/// record. Each record is small (no key material: ids, dates, counts and the
+/// key's description), so this bounds a tenant's records to a few MiB.
+pub const KMS_SHREDDED_KEYS_PER_TENANT_MAX: u32 = 10_000;
+/// Documents deleted per transaction when a deleted tenant's keys are
+/// shredded: bounds each commit, while every commit stays all-or-nothing.
+pub const KMS_SHRED_DOCUMENTS_PER_COMMIT_MAX: usize = 256;
 /// Most custom key stores (external key stores) of one tenant (AWS: 10 per
 /// account and Region).
 pub const KMS_CUSTOM_KEY_STORES_PER_TENANT_MAX: usize = 10;
@@ -186,7 +194,31 @@ pub const AUDIT_RECOVERY_OFFSETS_MAX: usize = 64 * 1024;
 /// Default retention of audit entries: 190 days, a little over the six months
 /// SecNumCloud asks logs to be kept.
 pub const AUDIT_RETENTION_DAYS_DEFAULT: u32 = 190;
+/// Tenant audit logs the server keeps open at once (three files and a writer
+/// task each); past this, the least recently used idle log is closed first.
+pub const AUDIT_OPEN_LOGS_MAX: usize = 1024;
+/// An audit log unused this long is closed (after signing a checkpoint of what
+/// it holds) and reopened on its tenant's next request.
+pub const AUDIT_LOG_IDLE_S_MAX: u64 = 600;
+/// Default interval between signed checkpoints of a log that grew.
+pub const AUDIT_CHECKPOINT_INTERVAL_S_DEFAULT: u64 = 60;
+/// Longest configurable interval between signed checkpoints (one day).
+pub const AUDIT_CHECKPOINT_INTERVAL_S_MAX: u64 = 86_400;
+/// How often retention pruning runs over every tenant's log.
+pub const AUDIT_PRUNE_INTERVAL_S: u64 = 3600;
+/// Most characters of a client-supplied name (an unknown action) copied into
+/// an audit entry: the log records what was asked without storing a payload.
+pub const AUDIT_CLIENT_TEXT_CHARS_MAX: usize = 128;
+/// Largest tile or entry bundle `nuage audit pull` accepts: 256 entries of at
+/// most `AUDIT_ENTRY_BYTES_MAX` bytes, each with its 2-byte length.
+pub const AUDIT_TILE_BYTES_MAX: usize = 256 * (AUDIT_ENTRY_BYTES_MAX + 2);
 /// Longest the XKS proxy waits for one operation of its token before
 /// answering `DependencyTimeoutException` (a hung HSM must not hold Nuage's
 /// requests until its own timeout, `XKS_CALL_TIMEOUT_MS_MAX`).
 pub const XKS_PROXY_HSM_CALL_TIMEOUT_MS_MAX: u64 = 2000;
+/// Documents one page of a root-of-trust migration reads at once (`nuage-kms`
+/// `rewrap`): memory stays bounded however many tenants and keys there are.
+pub const ROOT_REWRAP_PAGE_DOCUMENTS_MAX: usize = 64;
+/// Attempts to rewrap one document that keeps changing under the migration
+/// (a revision-checked write that fails and is re-read); offline, one suffices.
+pub const ROOT_REWRAP_ATTEMPTS_MAX: usize = 8;

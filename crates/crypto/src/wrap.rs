@@ -20,13 +20,15 @@ pub const WRAPPED_KEY_BYTES: usize = 1 + NONCE_LEN + KEY_BYTES + TAG_BYTES;
 const BINDING_FORMAT_V1: u8 = 0x01;
 const BLOB_BINDING_FORMAT_V2: u8 = 0x02;
 
-/// Where a ciphertext belongs: the associated data for both the object's
-/// chunks and its wrapped data key. Ciphertext or a wrapped key presented
-/// under any other binding fails to authenticate.
+/// Where a ciphertext belongs: the associated data of an object's wrapped
+/// data key (and of the chunks of blobs written before [`BlobBinding`]).
+/// Ciphertext or a wrapped key presented under any other binding fails to
+/// authenticate.
 ///
 /// Binding the region means bytes copied to another region's store do not
 /// decrypt there; binding the blob means two blobs of one object cannot be
-/// swapped. A server-side copy or move therefore re-encrypts into a new blob.
+/// swapped. A blob whose chunks are bound this way belongs to one object: a
+/// server-side copy of it re-encrypts into a new blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding<'a> {
     /// The owning tenant's account id.

@@ -77,6 +77,17 @@ impl Fixture {
         service: &str,
         params: &[(&str, &str)],
     ) -> (u16, String) {
+        let (status, body, _) = self.call_audited(creds, service, params).await;
+        (status, body)
+    }
+
+    /// [`Fixture::call`], with the audit record the response carries.
+    async fn call_audited(
+        &self,
+        creds: &Creds<'_>,
+        service: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, String, Option<nuage_audit::RequestAudit>) {
         let body: Vec<String> = params
             .iter()
             .map(|(k, v)| format!("{k}={}", form_encode(v)))
@@ -119,11 +130,139 @@ impl Fixture {
             .api
             .handle(request.map(http_body_util::Full::new), &context)
             .await;
+        let audit = response
+            .extensions()
+            .get::<nuage_audit::RequestAudit>()
+            .cloned();
         (
             response.status().as_u16(),
             String::from_utf8(response.into_body().to_vec()).unwrap(),
+            audit,
         )
     }
+}
+
+#[tokio::test]
+async fn every_request_of_a_known_key_carries_its_audit_record() {
+    use nuage_audit::{ActorKind, Authentication, Effect};
+    let f = Fixture::new().await;
+    let admin = f.admin();
+    let admin_arn = format!("arn:aws:iam::{}:user/admin", f.tenant);
+
+    // Allowed: the action, the entity's ARN, the policy and who.
+    let (status, _, audit) = f
+        .call_audited(
+            &admin,
+            "iam",
+            &[("Action", "CreateUser"), ("UserName", "carol")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let audit = audit.expect("an audit record");
+    assert_eq!(audit.tenant, f.tenant);
+    assert_eq!(audit.action, "iam:CreateUser");
+    assert_eq!(
+        audit.resource.as_deref(),
+        Some(format!("arn:aws:iam::{}:user/carol", f.tenant).as_str())
+    );
+    assert_eq!(audit.decision.effect, Effect::Allow);
+    assert_eq!(
+        audit.decision.policy.as_deref(),
+        Some("user/admin/inline/all")
+    );
+    assert_eq!(audit.actor.kind, ActorKind::TenantUser);
+    assert_eq!(audit.actor.id.as_deref(), Some(admin_arn.as_str()));
+    assert_eq!(audit.actor.auth, Authentication::Sigv4Header);
+    assert_eq!(
+        audit.actor.access_key_id.as_deref(),
+        Some(f.admin.0.as_str())
+    );
+
+    // Denied by default (carol has no policy): a deny naming no policy.
+    let key = f.iam.create_access_key(&f.tenant, "carol").await.unwrap();
+    let carol = Creds {
+        key: &key.access_key_id,
+        secret: &key.secret_access_key,
+        token: None,
+    };
+    let (status, _, audit) = f
+        .call_audited(&carol, "iam", &[("Action", "ListUsers")])
+        .await;
+    assert_eq!(status, 403);
+    let audit = audit.expect("an audit record");
+    assert_eq!(
+        (audit.action.as_str(), audit.resource.as_deref()),
+        ("iam:ListUsers", Some("*"))
+    );
+    assert_eq!(audit.decision.effect, Effect::Deny);
+    assert_eq!(audit.decision.policy, None);
+
+    // Denied by an explicit Deny: its policy and Sid.
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Sid":"NoUsers","Effect":"Deny","Action":"iam:CreateUser","Resource":"*"}]}"#;
+    f.iam
+        .put_inline_policy(PolicyHolder::User, &f.tenant, "admin", "fence", deny)
+        .await
+        .unwrap();
+    let (status, _, audit) = f
+        .call_audited(
+            &admin,
+            "iam",
+            &[("Action", "CreateUser"), ("UserName", "dave")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let decision = audit.expect("an audit record").decision;
+    assert_eq!(decision.effect, Effect::Deny);
+    assert_eq!(decision.policy.as_deref(), Some("user/admin/inline/fence"));
+    assert_eq!(decision.statement.as_deref(), Some("NoUsers"));
+
+    // An action that needs no permission is allowed by no policy.
+    let (status, _, audit) = f
+        .call_audited(
+            &admin,
+            "sts",
+            &[("Action", "GetCallerIdentity"), ("Version", "2011-06-15")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let audit = audit.expect("an audit record");
+    assert_eq!(audit.action, "sts:GetCallerIdentity");
+    assert_eq!(audit.decision.effect, Effect::Allow);
+    assert_eq!(audit.decision.policy, None);
+
+    // A known key with a wrong signature: the key's tenant hears of it.
+    let forged = Creds {
+        key: &f.admin.0,
+        secret: "not-the-secret",
+        token: None,
+    };
+    let (status, _, audit) = f
+        .call_audited(
+            &forged,
+            "iam",
+            &[("Action", "DeleteUser"), ("UserName", "carol")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let audit = audit.expect("an audit record");
+    assert_eq!(audit.action, "iam:DeleteUser");
+    assert_eq!(audit.decision.effect, Effect::Deny);
+    assert_eq!(
+        audit.actor.access_key_id.as_deref(),
+        Some(f.admin.0.as_str())
+    );
+
+    // An unknown key names no tenant: nothing to log.
+    let stranger = Creds {
+        key: "AKIAUNKNOWNUNKNOWN00",
+        secret: "x",
+        token: None,
+    };
+    let (status, _, audit) = f
+        .call_audited(&stranger, "iam", &[("Action", "ListUsers")])
+        .await;
+    assert_eq!(status, 403);
+    assert!(audit.is_none());
 }
 
 #[tokio::test]

@@ -12,9 +12,9 @@ use crate::error::ApiError;
 use crate::xml::{Xml, encode_policy, iso8601};
 use crate::{Api, RequestContext, caller_user_name};
 use nuage_iam::{
-    AccessKey, AccessRequest, Group, Iam, IamError, Identity, ManagedPolicy, PolicyHolder,
-    PolicyKind, PrincipalKind, ROLE_SESSION_DURATION_S_DEFAULT, Role, SESSION_DURATION_S_MAX,
-    Session, SessionSubject, User, check_policy_document,
+    AccessKey, AccessRequest, Decision, Group, Iam, IamError, Identity, ManagedPolicy,
+    PolicyHolder, PolicyKind, PrincipalKind, ROLE_SESSION_DURATION_S_DEFAULT, Role,
+    SESSION_DURATION_S_MAX, Session, SessionSubject, User, check_policy_document,
 };
 use std::collections::BTreeMap;
 
@@ -32,6 +32,17 @@ pub(crate) struct Call<'a> {
     pub iam: &'a Iam,
     pub identity: &'a Identity,
     pub context: &'a RequestContext,
+    /// The authorization decision the audit log records: the first one made,
+    /// or the first denial (which ends the request). A mutex, not a cell, so
+    /// the request's future stays `Send`.
+    pub decided: std::sync::Mutex<Option<Decided>>,
+}
+
+/// One authorization decision, for the audit log.
+pub(crate) struct Decided {
+    pub action: String,
+    pub resource: String,
+    pub decision: Decision,
 }
 
 fn iam_err(e: IamError) -> ApiError {
@@ -67,6 +78,22 @@ fn policy_path_and_name(arn: &str) -> (String, String) {
 impl Call<'_> {
     fn tenant(&self) -> &str {
         &self.identity.tenant_id
+    }
+
+    /// Keeps `decision` for the audit log unless an earlier one stands: the
+    /// first decision, or the first denial.
+    fn record(&self, action: &str, resource: &str, decision: &Decision) {
+        if let Ok(mut decided) = self.decided.lock()
+            && decided
+                .as_ref()
+                .is_none_or(|d| d.decision.allowed && !decision.allowed)
+        {
+            *decided = Some(Decided {
+                action: action.to_owned(),
+                resource: resource.to_owned(),
+                decision: decision.clone(),
+            });
+        }
     }
 
     /// Condition keys about the request itself. Keys about the caller
@@ -105,6 +132,7 @@ impl Call<'_> {
             )
             .await
             .map_err(iam_err)?;
+        self.record(action, resource, &decision);
         if decision.allowed {
             return Ok(());
         }
@@ -785,6 +813,7 @@ impl Call<'_> {
             .authorize_assume_role(self.identity, &role, &request)
             .await
             .map_err(sts_err)?;
+        self.record(&request.action, &request.resource, &decision);
         if !decision.allowed {
             tracing::debug!(caller = %self.identity.arn, role = %role_arn, reason = %decision.reason, "AssumeRole denied");
             return Err(denied());

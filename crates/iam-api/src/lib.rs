@@ -16,6 +16,13 @@
 //! environment, and does not depend on the S3 front end: the binary routes
 //! query requests here ([`IamQueryApi::is_match`]) before s3s sees them, and
 //! passes what the connection knows ([`RequestContext`]).
+//!
+//! *Audit:* every response to a caller whose access key names a tenant
+//! (allowed, denied, failed, and signatures that do not verify) carries a
+//! [`nuage_audit::RequestAudit`] in its extensions: who, which action on which
+//! ARN, and the decision with the policy and statement that made it. The
+//! binary appends it to the tenant's log before sending the response. A
+//! request whose key is unknown names no tenant and carries none.
 
 mod action;
 mod error;
@@ -28,6 +35,7 @@ mod xml;
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::BodyExt as _;
+use nuage_audit::{Actor, ActorKind, Effect, RequestAudit};
 use nuage_base::Clock;
 use nuage_base::limits::QUERY_API_BODY_BYTES_MAX;
 use nuage_iam::{Iam, Identity, PrincipalKind};
@@ -43,6 +51,14 @@ pub(crate) enum Api {
 }
 
 impl Api {
+    /// The prefix of this API's actions (`iam:CreateUser`, `sts:AssumeRole`).
+    fn action_prefix(self) -> &'static str {
+        match self {
+            Self::Iam => "iam",
+            Self::Sts => "sts",
+        }
+    }
+
     pub(crate) fn namespace(self) -> &'static str {
         match self {
             Self::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
@@ -146,8 +162,8 @@ impl IamQueryApi {
     {
         let (parts, body) = request.into_parts();
         let signing_service = nuage_sigv4::signing_service(&parts.headers);
-        let (api, outcome) = match read_body(&parts, body).await {
-            Err(e) => (Api::guess(None, signing_service.as_deref()), Err(e)),
+        let (api, outcome, audit) = match read_body(&parts, body).await {
+            Err(e) => (Api::guess(None, signing_service.as_deref()), Err(e), None),
             Ok(body) => {
                 self.serve(&parts, &body, context, signing_service.as_deref())
                     .await
@@ -170,19 +186,53 @@ impl IamQueryApi {
         if let Ok(id) = http::HeaderValue::from_str(&context.request_id) {
             headers.insert("x-amzn-requestid", id);
         }
+        if let Some(audit) = audit {
+            response.extensions_mut().insert(audit);
+        }
+        response
+    }
+
+    /// The answer sent instead of a response that could not be recorded in
+    /// the tenant's audit log (`ServiceFailure`, 500): the binary fails closed
+    /// and withholds the original response. `audit` is the record that could
+    /// not be appended (its action says IAM or STS).
+    #[must_use]
+    pub fn audit_failure_response(audit: &RequestAudit, request_id: &str) -> http::Response<Bytes> {
+        let api = if audit.action.starts_with("sts:") {
+            Api::Sts
+        } else {
+            Api::Iam
+        };
+        let error = ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceFailure",
+            "The request could not be recorded in the tenant's audit log, so its response is \
+             withheld. Its effect may have taken place: check before retrying.",
+        );
+        let mut response = http::Response::new(Bytes::from(xml::error(api, &error, request_id)));
+        *response.status_mut() = error.status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/xml"),
+        );
         response
     }
 
     /// Parses, authenticates, authorizes and runs a request; returns the API it
     /// belongs to (for the error namespace), the action's name and the inner
-    /// XML of its `Result` element (None for actions that return nothing).
+    /// XML of its `Result` element (None for actions that return nothing),
+    /// and the audit record when the caller's key names a tenant.
     async fn serve(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
         context: &RequestContext,
         signing_service: Option<&str>,
-    ) -> (Api, Result<(String, Option<String>), ApiError>) {
+    ) -> (
+        Api,
+        Result<(String, Option<String>), ApiError>,
+        Option<RequestAudit>,
+    ) {
         let form_body: &[u8] = if parts.method == http::Method::POST && is_form(&parts.headers) {
             body
         } else {
@@ -190,17 +240,31 @@ impl IamQueryApi {
         };
         let mut params = match params::Params::parse(parts.uri.query(), form_body) {
             Ok(p) => p,
-            Err(e) => return (Api::guess(None, signing_service), Err(e)),
+            Err(e) => return (Api::guess(None, signing_service), Err(e), None),
         };
         let name = params.take("Action");
         let version = params.take("Version");
         let api = Api::guess(version.as_deref(), signing_service);
+        // What the caller asked for, as the log names it until authorization
+        // names the action exactly.
+        let asked = format!(
+            "{}:{}",
+            api.action_prefix(),
+            nuage_audit::client_text(name.as_deref().unwrap_or("MissingAction"))
+        );
         // Authenticate before looking at the action, so that an anonymous
         // caller learns nothing about what exists.
         let identity = match self.authenticate(parts, body).await {
             Ok(identity) => identity,
-            Err(e) => return (api, Err(e)),
+            // A key that exists but a signature or token that does not match:
+            // the key's tenant is told someone tried (a default deny).
+            Err((e, Some(claimed))) => {
+                let audit = RequestAudit::new(&claimed.tenant_id, actor(&claimed), asked);
+                return (api, Err(e), Some(audit));
+            }
+            Err((e, None)) => return (api, Err(e), None),
         };
+        let audit = RequestAudit::new(&identity.tenant_id, actor(&identity), asked);
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             return (
                 api,
@@ -209,52 +273,83 @@ impl IamQueryApi {
                     "MissingAction",
                     "the Action parameter is missing",
                 )),
+                Some(audit),
             );
         };
         let action = match action::Action::parse(&name, version.as_deref(), params) {
             Ok(a) => a,
-            Err(e) => return (api, Err(e)),
+            Err(e) => return (api, Err(e), Some(audit)),
         };
         let api = action.api();
+        let audit = RequestAudit {
+            action: format!("{}:{}", api.action_prefix(), action.name()),
+            ..audit
+        };
         let call = handlers::Call {
             iam: &self.iam,
             identity: &identity,
             context,
+            decided: std::sync::Mutex::new(None),
         };
         let result = call.run(action).await.map(|result| (name, result));
         if let Err(e) = &result {
             tracing::debug!(caller = %identity.arn, code = e.code, message = %e.message, "IAM/STS request refused");
         }
-        (api, result)
+        let audit = match call.decided.into_inner().ok().flatten() {
+            Some(decided) => RequestAudit {
+                action: decided.action,
+                ..audit
+            }
+            .on(decided.resource)
+            .decided(
+                if decided.decision.allowed {
+                    Effect::Allow
+                } else {
+                    Effect::Deny
+                },
+                decided.decision.policy,
+                decided.decision.statement,
+            ),
+            // No policy was asked: an action that needs no permission
+            // (GetCallerIdentity, GetSessionToken) when it succeeded; a
+            // refusal before authorization (a default deny) otherwise.
+            None if result.is_ok() => audit.decided(Effect::Allow, None, None),
+            None => audit,
+        };
+        (api, result, Some(audit))
     }
 
     /// The caller: a valid SigV4 signature by a known, active key, with its
-    /// session token when the key is temporary.
+    /// session token when the key is temporary. A refusal carries the
+    /// identity the key claimed, once the key is known.
     async fn authenticate(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
-    ) -> Result<Identity, ApiError> {
+    ) -> Result<Identity, (ApiError, Option<Identity>)> {
         let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
         let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
-            .map_err(ApiError::from_sigv4)?;
+            .map_err(|e| (ApiError::from_sigv4(e), None))?;
         let Some(credential) = credential else {
             if parts
                 .uri
                 .query()
                 .is_some_and(|q| q.contains("X-Amz-Signature="))
             {
-                return Err(ApiError::incomplete_signature(
-                    "presigned (query string) authentication is not supported for IAM and STS; sign the Authorization header",
+                return Err((
+                    ApiError::incomplete_signature(
+                        "presigned (query string) authentication is not supported for IAM and STS; sign the Authorization header",
+                    ),
+                    None,
                 ));
             }
-            return Err(ApiError::missing_authentication());
+            return Err((ApiError::missing_authentication(), None));
         };
         let identity = match self.iam.resolve(credential.access_key_id()).await {
             Ok(Some(identity)) => identity,
             // AWS answers an unknown and a deactivated key alike.
-            Ok(None) => return Err(ApiError::invalid_client_token_id()),
-            Err(e) => return Err(ApiError::from_iam(e, Api::Iam)),
+            Ok(None) => return Err((ApiError::invalid_client_token_id(), None)),
+            Err(e) => return Err((ApiError::from_iam(e, Api::Iam), None)),
         };
         let signed = SignedRequest {
             method: &parts.method,
@@ -262,18 +357,27 @@ impl IamQueryApi {
             headers: &parts.headers,
             body,
         };
-        credential
-            .verify(&signed, &identity.secret_access_key)
-            .map_err(ApiError::from_sigv4)?;
+        if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
+            return Err((ApiError::from_sigv4(e), Some(identity)));
+        }
         let presented = parts
             .headers
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok());
         if !identity.session_token_matches(presented) {
-            return Err(ApiError::invalid_client_token_id());
+            return Err((ApiError::invalid_client_token_id(), Some(identity)));
         }
         Ok(identity)
     }
+}
+
+/// The audit log's account of a caller: its ARN and the key it signed with.
+fn actor(identity: &Identity) -> Actor {
+    let kind = match identity.kind {
+        PrincipalKind::User { .. } => ActorKind::TenantUser,
+        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
+    };
+    Actor::signed(kind, &identity.arn, &identity.access_key_id)
 }
 
 /// Reads the body, refusing more than [`QUERY_API_BODY_BYTES_MAX`].

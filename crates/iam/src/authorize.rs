@@ -21,6 +21,11 @@ pub struct Decision {
     pub allowed: bool,
     /// Which policy and statement decided, or why nothing allowed.
     pub reason: String,
+    /// The name of the policy whose statement decided (the first statement
+    /// the decision rests on), for the audit log; `None` for a default deny.
+    pub policy: Option<String>,
+    /// That statement's `Sid`, when it has one.
+    pub statement: Option<String>,
 }
 
 /// Which limits and rules a policy document must meet.

@@ -97,7 +97,10 @@ fn outcome(decision: &nuage_policy::Decision) -> Decision {
         .iter()
         .map(ToString::to_string)
         .collect();
+    let first = decision.statements.first();
     Decision {
+        policy: first.map(|s| s.policy.clone()),
+        statement: first.and_then(|s| s.sid.clone()),
         allowed: decision.is_allowed(),
         reason: format!(
             "{:?} ({:?}) {}",

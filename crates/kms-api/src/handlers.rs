@@ -23,7 +23,7 @@ use nuage_iam::{AccessRequest, Iam, Identity, PolicyKind, check_policy_document}
 use nuage_kms::{
     ConnectionState, CustomKeyStore, CustomKeyStoreUpdate, CustomerKeys, EXTERNAL_KEY_STORE,
     EncryptionContext, KeyCaller, KeyOrigin, KeyReference, KeyState, KmsAlias, KmsKey,
-    NewCustomKeyStore, NewKey, check_alias_name,
+    NewCustomKeyStore, NewKey, ShreddedKey, check_alias_name,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -180,6 +180,28 @@ fn key_metadata(key: &KmsKey, unavailable: bool) -> Value {
         metadata["XksKeyConfiguration"] = json!({ "Id": xks_key_id });
     }
     metadata
+}
+
+/// One record of ListShreddedKeys: what was destroyed and when, never any
+/// key material (the record holds none).
+fn shredded_entry(key: &ShreddedKey) -> Value {
+    let mut entry = json!({
+        "KeyId": key.key_id,
+        "KeyArn": key.arn,
+        "Description": key.description,
+        "CreationDate": epoch(key.created_unix_ns),
+        "ScheduledDeletionDate": epoch(key.scheduled_deletion_unix_ns),
+        "DeletionDate": epoch(key.deleted_unix_ns),
+        "MaterialVersionsDestroyed": key.material_versions,
+        "Origin": key.origin.as_str(),
+    });
+    if let Some(store) = &key.custom_key_store_id {
+        entry["CustomKeyStoreId"] = json!(store);
+    }
+    if let Some(xks) = &key.xks_key_id {
+        entry["XksKeyId"] = json!(xks);
+    }
+    entry
 }
 
 /// A `CustomKeyStoresListEntry`. Never the credential's secret: the
@@ -569,6 +591,7 @@ impl Call<'_> {
             Operation::PutKeyAccessReasons(input) => {
                 self.put_key_access_reasons(input).await.map(|()| None)
             }
+            Operation::ListShreddedKeys(paging) => self.list_shredded_keys(paging).await.map(Some),
             Operation::CreateCustomKeyStore(input) => {
                 self.create_custom_key_store(input).await.map(Some)
             }
@@ -679,6 +702,27 @@ impl Call<'_> {
             .await
             .map_err(kms)?;
         Ok(())
+    }
+
+    /// Nuage extension: the records of the caller tenant's deleted
+    /// (crypto-shredded) keys, in key-id order, paged as ListKeys. Authorized
+    /// as `kms:ListShreddedKeys` on `*`, like ListKeys: the keys no longer
+    /// exist, so no key policy can decide.
+    async fn list_shredded_keys(&self, paging: Paging) -> ApiResult<Value> {
+        let limit = page_limit(&paging, KMS_LIST_ITEMS_DEFAULT)?;
+        self.authorize("ListShreddedKeys", "*", None, Context::new())
+            .await?;
+        let page = self
+            .keys
+            .list_shredded_keys(self.tenant(), paging.marker.as_deref(), limit)
+            .await
+            .map_err(kms)?;
+        let keys: Vec<Value> = page.items.iter().map(shredded_entry).collect();
+        let mut out = json!({ "ShreddedKeys": keys, "Truncated": page.next_marker.is_some() });
+        if let Some(marker) = page.next_marker {
+            out["NextMarker"] = json!(marker);
+        }
+        Ok(out)
     }
 
     /// The ARN of the caller tenant's data key.

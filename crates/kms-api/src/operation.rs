@@ -341,6 +341,8 @@ pub(crate) enum Operation {
     GetKeyAccessReasons(Empty),
     /// Nuage extension (key access justifications).
     PutKeyAccessReasons(PutKeyAccessReasons),
+    /// Nuage extension (crypto-shredding): the records of deleted keys.
+    ListShreddedKeys(Paging),
     CreateCustomKeyStore(CreateCustomKeyStore),
     DescribeCustomKeyStores(DescribeCustomKeyStores),
     UpdateCustomKeyStore(UpdateCustomKeyStore),
@@ -422,6 +424,7 @@ impl Operation {
             "PutKeyAccessReasons" => {
                 Self::PutKeyAccessReasons(PutKeyAccessReasons::from_wire(input(body)?)?)
             }
+            "ListShreddedKeys" => Self::ListShreddedKeys(input(body)?),
             "CreateCustomKeyStore" => Self::CreateCustomKeyStore(input(body)?),
             "DescribeCustomKeyStores" => Self::DescribeCustomKeyStores(input(body)?),
             "UpdateCustomKeyStore" => Self::UpdateCustomKeyStore(input(body)?),
@@ -466,6 +469,7 @@ impl Operation {
             Self::PutKeyPolicy(_) => "PutKeyPolicy",
             Self::GetKeyAccessReasons(_) => "GetKeyAccessReasons",
             Self::PutKeyAccessReasons(_) => "PutKeyAccessReasons",
+            Self::ListShreddedKeys(_) => "ListShreddedKeys",
             Self::CreateCustomKeyStore(_) => "CreateCustomKeyStore",
             Self::DescribeCustomKeyStores(_) => "DescribeCustomKeyStores",
             Self::UpdateCustomKeyStore(_) => "UpdateCustomKeyStore",

@@ -84,12 +84,21 @@ impl Fixture {
 
     /// With `external` as the server's external key store client.
     async fn build(external: Option<Arc<dyn nuage_kms::ExternalKeyStore>>) -> Self {
+        Self::build_with(external, Arc::new(SystemClock)).await
+    }
+
+    /// With `key_clock` as the key service's clock (signatures keep the
+    /// system's: a test moves the keys' time only).
+    async fn build_with(
+        external: Option<Arc<dyn nuage_kms::ExternalKeyStore>>,
+        key_clock: Arc<dyn Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let iam = Iam::new(store.clone(), Arc::clone(&clock));
         let root = nuage_crypto::RootKeyFile::open_or_create(&dir.path().join("root.key")).unwrap();
-        let mut keys = CustomerKeys::new(KeyService::new(store, root), Arc::clone(&clock), REGION);
+        let mut keys = CustomerKeys::new(KeyService::new(store, root), key_clock, REGION);
         if let Some(external) = external {
             keys = keys.with_external_key_store(external);
         }
@@ -863,4 +872,121 @@ async fn key_access_reasons_get_put_authorize_and_validate() {
         format!("arn:aws:kms:{REGION}:{other}:key/tenant-data")
     );
     assert_eq!(theirs["AllowedReasons"].as_array().unwrap().len(), 3);
+}
+
+/// The system clock moved forward by a number of days the test sets.
+struct AheadClock(std::sync::atomic::AtomicI64);
+
+impl Clock for AheadClock {
+    fn now_unix_ns(&self) -> i64 {
+        SystemClock.now_unix_ns()
+            + self.0.load(std::sync::atomic::Ordering::SeqCst) * 86_400 * 1_000_000_000
+    }
+}
+
+#[tokio::test]
+async fn list_shredded_keys_reports_deleted_keys_in_pages() {
+    let clock = Arc::new(AheadClock(std::sync::atomic::AtomicI64::new(0)));
+    let f = Fixture::build_with(None, clock.clone()).await;
+    let mut doomed = Vec::new();
+    for _ in 0..3 {
+        let (key_id, arn) = f.create_key().await;
+        f.call(
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key_id, "PendingWindowInDays": 7}),
+        )
+        .await
+        .ok();
+        doomed.push((key_id, arn));
+    }
+    let (kept, _) = f.create_key().await;
+    // Nothing is shredded while the keys wait.
+    let none = f.call("ListShreddedKeys", json!({})).await.ok();
+    assert_eq!(none, json!({"ShreddedKeys": [], "Truncated": false}));
+
+    clock.0.store(8, std::sync::atomic::Ordering::SeqCst);
+    // A lookup of a deleted key says it was shredded.
+    let refused = f
+        .call("DescribeKey", json!({"KeyId": doomed[1].0}))
+        .await
+        .refused(400, "NotFoundException");
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("crypto-shredded"), "{message}");
+    assert!(message.contains(&doomed[1].1), "{message}");
+    // The listing meets the others.
+    let keys = f.call("ListKeys", json!({})).await.ok();
+    assert_eq!(keys["Keys"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["Keys"][0]["KeyId"], kept.as_str());
+
+    let mut expected: Vec<String> = doomed.iter().map(|(id, _)| id.clone()).collect();
+    expected.sort();
+    let first = f.call("ListShreddedKeys", json!({"Limit": 2})).await.ok();
+    assert_eq!(first["Truncated"], true);
+    let entries = first["ShreddedKeys"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let entry = &entries[0];
+    assert_eq!(entry["KeyId"], expected[0].as_str());
+    assert_eq!(
+        entry["KeyArn"],
+        format!("arn:aws:kms:{REGION}:{}:key/{}", f.tenant, expected[0])
+    );
+    assert_eq!(entry["Description"], "test key");
+    assert_eq!(entry["MaterialVersionsDestroyed"], 1);
+    assert_eq!(entry["Origin"], "AWS_KMS");
+    let created = entry["CreationDate"].as_f64().unwrap();
+    let scheduled = entry["ScheduledDeletionDate"].as_f64().unwrap();
+    let deleted = entry["DeletionDate"].as_f64().unwrap();
+    assert!((scheduled - created - 7.0 * 86_400.0).abs() < 60.0);
+    assert!(deleted >= scheduled);
+    // No key material of any form in the answer.
+    for member in entry.as_object().unwrap().keys() {
+        assert!(
+            !member.contains("Material") || member == "MaterialVersionsDestroyed",
+            "{member}"
+        );
+    }
+    let rest = f
+        .call(
+            "ListShreddedKeys",
+            json!({"Marker": first["NextMarker"], "Limit": 2}),
+        )
+        .await
+        .ok();
+    assert_eq!(rest["Truncated"], false);
+    let mut seen: Vec<String> = entries
+        .iter()
+        .chain(rest["ShreddedKeys"].as_array().unwrap())
+        .map(|e| e["KeyId"].as_str().unwrap().to_owned())
+        .collect();
+    seen.dedup();
+    assert_eq!(seen, expected);
+    f.call("ListShreddedKeys", json!({"Marker": "x"}))
+        .await
+        .refused(400, "InvalidMarkerException");
+    f.call("ListShreddedKeys", json!({"Limit": 0}))
+        .await
+        .refused(400, "ValidationException");
+
+    // Authorized as kms:ListShreddedKeys on `*`, by identity policies.
+    let s3_only = f.user(&f.tenant, "s3-only", S3_ONLY_POLICY).await;
+    f.call_as(&s3_only, "ListShreddedKeys", json!({}))
+        .await
+        .refused(400, "AccessDeniedException");
+    let lister = f
+        .user(
+            &f.tenant,
+            "lister",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:ListShreddedKeys","Resource":"*"}]}"#,
+        )
+        .await;
+    let listed = f.call_as(&lister, "ListShreddedKeys", json!({})).await.ok();
+    assert_eq!(listed["ShreddedKeys"].as_array().unwrap().len(), 3);
+    // Another tenant sees none of them.
+    let other = f.iam.create_tenant("other", "FR", "").await.unwrap().id;
+    let other_admin = f.user(&other, "admin", ADMIN_POLICY).await;
+    let theirs = f
+        .call_as(&other_admin, "ListShreddedKeys", json!({}))
+        .await
+        .ok();
+    assert_eq!(theirs["ShreddedKeys"], json!([]));
 }

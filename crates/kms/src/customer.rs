@@ -21,7 +21,9 @@
 //! own keys: every lookup is under the caller's tenant, and an ARN naming
 //! another tenant or region is treated as a key that does not exist. Rotation
 //! adds a material version and never removes one, so old ciphertext keeps
-//! decrypting; only deletion erases material.
+//! decrypting; only deletion erases material, and it leaves a record of the
+//! deleted key that holds none (module `shredding`, which also shreds a
+//! deleted tenant's keys).
 //!
 //! Time-based transitions happen when a key is next read (there is no
 //! background worker): a key whose deletion date has passed is deleted, with
@@ -35,6 +37,11 @@
 //! on the wire.
 
 mod custom_key_store;
+mod shredding;
+// For the root-of-trust migration (`crate::migrate`), which rewraps each
+// store's key.
+pub(crate) use custom_key_store::{STORES as CUSTOM_KEY_STORES, custom_key_store_binding};
+mod rewrap;
 mod xks;
 
 pub use custom_key_store::{
@@ -42,6 +49,7 @@ pub use custom_key_store::{
     KeyCaller, NewCustomKeyStore, PUBLIC_ENDPOINT, XksCredential, check_credential,
     check_uri_endpoint, check_uri_path,
 };
+pub use shredding::{ShreddedKey, TenantShredding};
 
 use crate::KeyService;
 use crate::access::AccessReason;
@@ -67,7 +75,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
-const KEYS: &str = "kms.key";
+/// Also read by the root-of-trust migration (`crate::migrate`).
+pub(crate) const KEYS: &str = "kms.key";
 const ALIASES: &str = "kms.alias";
 const TENANT_COUNTS: &str = "kms.tenant";
 const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
@@ -503,6 +512,10 @@ fn is_key_id(text: &str) -> bool {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct TenantCounts {
     keys: u32,
+    /// Records of deleted keys kept (`shredding`), at most
+    /// `KMS_SHREDDED_KEYS_PER_TENANT_MAX`.
+    #[serde(default)]
+    shredded: u32,
 }
 
 /// Unwrapped materials by (key ARN, material version).
@@ -738,8 +751,20 @@ impl CustomerKeys {
     pub async fn key(&self, tenant: &str, key_id: &str) -> KmsResult<KmsKey> {
         match self.load(tenant, key_id).await? {
             Some((key, _)) => Ok(key),
-            None => Err(self.not_found(tenant, key_id)),
+            None => Err(self.missing(tenant, key_id).await?.map_or_else(
+                || self.not_found(tenant, key_id),
+                |shredded| shredded.not_found(),
+            )),
         }
+    }
+
+    /// Why `key_id` is not among the tenant's keys: the record of its
+    /// deletion, when it was deleted and the record is still kept.
+    async fn missing(&self, tenant: &str, key_id: &str) -> KmsResult<Option<ShreddedKey>> {
+        if !is_key_id(key_id) {
+            return Ok(None);
+        }
+        self.shredded_key(tenant, key_id).await
     }
 
     /// Reads a key and applies what time made due: deletion once its date has
@@ -806,10 +831,16 @@ impl CustomerKeys {
         Ok(None)
     }
 
-    /// Deletes a key whose waiting period is over, with its aliases.
-    /// `false` when the key changed meanwhile.
+    /// Deletes a key whose waiting period is over, with its aliases and
+    /// every material version (crypto-shredding what was sealed under it),
+    /// and records the deletion (`shredding`) in the same batch: the record
+    /// exists exactly when the key no longer does. `false` when the key
+    /// changed meanwhile.
     async fn purge(&self, key: &KmsKey, revision: u64) -> KmsResult<bool> {
         let (counts, counts_expect) = self.counts(&key.tenant).await?;
+        let (records, shredded) = self
+            .shredded_key_writes(key, self.now(), counts.shredded)
+            .await?;
         let mut writes = vec![DocumentWrite {
             namespace: KEYS.into(),
             key: key_doc(&key.tenant, &key.key_id),
@@ -829,15 +860,22 @@ impl CustomerKeys {
             &key.tenant,
             &TenantCounts {
                 keys: counts.keys.saturating_sub(1),
+                shredded,
             },
             counts_expect,
         )?);
         // The external key may back a new key in its store again.
         writes.extend(Self::xks_key_write(key, Expect::Any, false));
+        writes.extend(records);
         let deleted = self.commit(writes).await?;
         if deleted {
             self.forget_materials(key);
-            tracing::info!(key = %key.arn, "deleted a KMS key at the end of its waiting period");
+            tracing::info!(
+                key = %key.arn,
+                material_versions = key.materials.len(),
+                origin = key.origin.as_str(),
+                "deleted a KMS key at the end of its waiting period: its data is crypto-shredded"
+            );
         }
         Ok(deleted)
     }
@@ -935,6 +973,7 @@ impl CustomerKeys {
                     tenant,
                     &TenantCounts {
                         keys: counts.keys + 1,
+                        shredded: counts.shredded,
                     },
                     expect,
                 )?,
@@ -1651,7 +1690,21 @@ impl CustomerKeys {
             );
             return Err(crate::KeyError::ReasonNotAllowed { reason });
         }
-        let key = self.key_of_arn(tenant, key_arn).await?;
+        let key = match self.key_of_arn(tenant, key_arn).await {
+            Ok(key) => key,
+            // Say that the object is gone for good, and since when.
+            Err(KmsError::NotFound(message)) => {
+                return Err(match self.parse_reference(tenant, key_arn) {
+                    Ok(KeyReference::Id(id)) => self
+                        .missing(tenant, &id)
+                        .await?
+                        .map_or(KmsError::NotFound(message), |s| s.object_shredded()),
+                    _ => KmsError::NotFound(message),
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         key.check_usable()?;
         let external = wrapped.first() == Some(&xks::EXTERNAL_WRAPPED_KEY_MARKER);
         if external != (key.origin == KeyOrigin::ExternalKeyStore) {
@@ -1747,6 +1800,8 @@ mod base64_bytes {
     }
 }
 
+#[cfg(test)]
+mod shredding_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

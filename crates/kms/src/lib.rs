@@ -36,11 +36,17 @@
 //! every ciphertext and data key under it is sealed by its Nuage material
 //! *and* by the external key, so neither side alone can decrypt, and
 //! nothing the proxy returns is cached.
+//!
+//! Every key the root wraps is stored tagged with the root's [`RootId`]
+//! ([`RootRing`]), and [`rewrap`] (module `migrate`) moves all of them from
+//! one root of trust to another: a migration between kinds of root (file to
+//! HSM) or a rotation of the root key, resumable at any point.
 
 mod access;
 mod ciphertext;
 mod customer;
 mod external;
+mod migrate;
 mod root;
 
 pub use access::{ACCESS_REASONS, AccessReason, DEFAULT_ALLOWED_REASONS};
@@ -55,18 +61,26 @@ pub use customer::{
     NewKey, PUBLIC_ENDPOINT, Page, RotationType, XksCredential, check_alias_name, check_credential,
     check_encryption_context, check_uri_endpoint, check_uri_path, default_key_policy, random,
 };
+pub use customer::{ShreddedKey, TenantShredding};
 
 pub use external::{
     ExternalKeyStore, XksCiphertext, XksError, XksHealth, XksKeyMetadata, XksProxyEndpoint,
     XksRequestMetadata,
 };
-pub use root::{DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig, RootOfTrust, RootOfTrustError};
+pub use migrate::{Census, KindCounts, RewrapError, RewrapReport, WrappedKind, census, rewrap};
+pub use root::{
+    DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig, ROOT_ID_BYTES, ROOT_TAGGED_WRAPPED_KEY_BYTES,
+    ROOT_TAGGED_WRAPPED_KEY_FORMAT, RootId, RootOfTrust, RootOfTrustError, RootRing,
+    TaggedWrappedKey, tag_wrapped_key,
+};
 
 use nuage_crypto::{DataKey, KeyEncryptionKey};
 use nuage_meta::{DocumentStore, DocumentWrite, Expect, MetaError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// One document per tenant: its key, wrapped by the root of trust (stored
+/// root-tagged, see [`RootRing`]) with the tenant id as associated data.
 const TENANT_KEYS: &str = "kms.tenant-key";
 /// Tenant keys kept unwrapped in memory; beyond this the cache is cleared
 /// (a bound, not an eviction policy: a cleared key is simply unwrapped again).
@@ -97,7 +111,7 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct KeyService {
     docs: Arc<dyn DocumentStore>,
-    root: Arc<dyn RootOfTrust>,
+    root: Arc<RootRing>,
     tenants: Arc<RwLock<HashMap<String, Arc<KeyEncryptionKey>>>>,
 }
 
@@ -109,9 +123,27 @@ impl KeyService {
     pub fn new(docs: Arc<dyn DocumentStore>, root: impl RootOfTrust + 'static) -> Self {
         Self {
             docs,
-            root: Arc::new(root),
+            root: Arc::new(RootRing::new(Arc::new(root))),
             tenants: Arc::new(RwLock::new(HashMap::new())),
         }
+    }
+
+    /// This service also unwrapping with `previous` (never wrapping with
+    /// it): for reading a data directory part of which is still under the
+    /// root it is migrating from. Each stored key names its root, so the
+    /// right one is used.
+    #[must_use]
+    pub fn with_previous_root(mut self, previous: impl RootOfTrust + 'static) -> Self {
+        let ring = (*self.root).clone().with_previous(Arc::new(previous));
+        self.root = Arc::new(ring);
+        self.tenants = Arc::new(RwLock::new(HashMap::new()));
+        self
+    }
+
+    /// The root that wraps new keys.
+    #[must_use]
+    pub fn root(&self) -> &Arc<dyn RootOfTrust> {
+        self.root.current()
     }
 
     /// The tenant's key, created on first use.
@@ -424,13 +456,16 @@ mod tests {
             .open_data_key("111122223333", &wrapped, b"binding-a", ACCESS)
             .await
             .unwrap();
-        // The tenant key is stored wrapped, never in the clear.
+        // The tenant key is stored wrapped, never in the clear, and names
+        // the root that wrapped it.
         let doc = again
             .docs
             .get_document(TENANT_KEYS, "111122223333")
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(doc.value.len(), nuage_crypto::WRAPPED_KEY_BYTES);
+        assert_eq!(doc.value.len(), ROOT_TAGGED_WRAPPED_KEY_BYTES);
+        let stored = TaggedWrappedKey::parse(&doc.value).unwrap();
+        assert_eq!(stored.root(), Some(again.root().id()));
     }
 }

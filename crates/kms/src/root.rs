@@ -9,19 +9,28 @@
 //!   over PKCS#11. Wrapping and unwrapping are AES-256-GCM operations inside
 //!   the HSM; the root key's bytes never exist in this process or on its disk.
 //!
-//! Both produce the same stored format (`nuage-crypto`'s wrapped key, version
+//! Both produce the same wrapped form (`nuage-crypto`'s wrapped key, version
 //! 1: `0x01 || nonce || ciphertext || tag`, 61 bytes, with
-//! [`nuage_crypto::key_encryption_key_wrap_aad`] as associated data), so a
-//! stored tenant key says nothing about which root wrapped it; a tenant key
-//! wrapped by one root simply fails to authenticate under another.
+//! [`nuage_crypto::key_encryption_key_wrap_aad`] as associated data); a key
+//! wrapped by one root simply fails to authenticate under another. What is
+//! *stored* is that form tagged with the [`RootId`] of the root that wrapped
+//! it ([`RootRing`], module `ring`), so a data directory can say which root
+//! each of its wrapped keys needs: that is what lets a migration between
+//! roots (module `crate::migrate`) stop half way and resume, and a reader
+//! holding both roots pick the right one.
 //!
 //! This module owns the choice of root and its failure messages. It must never
 //! read configuration or the environment (the binary hands it typed settings,
 //! the PIN included), and never hold root key material from an HSM.
 
 mod pkcs11;
+mod ring;
 
 pub use pkcs11::{DEFAULT_KEY_LABEL, Pkcs11Root, Pkcs11RootConfig};
+pub use ring::{
+    ROOT_TAGGED_WRAPPED_KEY_BYTES, ROOT_TAGGED_WRAPPED_KEY_FORMAT, RootRing, TaggedWrappedKey,
+    tag_wrapped_key,
+};
 
 use crate::KeyError;
 use nuage_crypto::KeyEncryptionKey;
@@ -29,12 +38,59 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Bytes of a [`RootId`].
+pub const ROOT_ID_BYTES: usize = 16;
+/// What the development root's id is an HMAC of (under the root key): fixed,
+/// so the id is stable, and naming its purpose, so the HMAC is of use for
+/// nothing else.
+const FILE_ROOT_ID_LABEL: &[u8] = b"nuage root-of-trust identifier v1";
+
+/// Which root of trust wrapped a stored key: 16 bytes that name a root and
+/// reveal nothing about its key material. The development root's is the
+/// start of an HMAC-SHA-256 of a fixed label under the root key (the key is
+/// 256 random bits: the id cannot be inverted or searched); an HSM root's is
+/// a digest of token label, key label and the key's `CKA_ID` (random, set
+/// when Nuage generates the key), so a new key under an old label is another
+/// root.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootId(pub [u8; ROOT_ID_BYTES]);
+
+impl fmt::Display for RootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RootId({self})")
+    }
+}
+
+impl RootId {
+    /// The id of the development root whose key is `key`.
+    #[must_use]
+    pub fn of_key(key: &KeyEncryptionKey) -> Self {
+        let hmac_key = ::ring::hmac::Key::new(::ring::hmac::HMAC_SHA256, key.expose_bytes());
+        let tag = ::ring::hmac::sign(&hmac_key, FILE_ROOT_ID_LABEL);
+        let mut id = [0u8; ROOT_ID_BYTES];
+        id.copy_from_slice(&tag.as_ref()[..ROOT_ID_BYTES]);
+        Self(id)
+    }
+}
+
 /// Wraps and unwraps tenant keys. Implementations may block on hardware; the
 /// trait is async so they can move that work off the request path.
 #[async_trait::async_trait]
 pub trait RootOfTrust: Send + Sync + fmt::Debug {
     /// A short description for logs: which root this is, never a secret.
     fn describe(&self) -> String;
+
+    /// This root's identifier, recorded beside every key it wraps.
+    fn id(&self) -> RootId;
 
     /// Encrypts `key` under the root, authenticating `aad` (the tenant id).
     ///
@@ -58,7 +114,14 @@ pub trait RootOfTrust: Send + Sync + fmt::Debug {
 #[async_trait::async_trait]
 impl RootOfTrust for KeyEncryptionKey {
     fn describe(&self) -> String {
-        "a root key held in memory (development key file)".to_owned()
+        format!(
+            "the development root key {} (held in memory, read from a key file)",
+            RootId::of_key(self)
+        )
+    }
+
+    fn id(&self) -> RootId {
+        RootId::of_key(self)
     }
 
     async fn wrap_key(&self, key: &KeyEncryptionKey, aad: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -76,6 +139,10 @@ impl RootOfTrust for KeyEncryptionKey {
 impl<R: RootOfTrust + ?Sized> RootOfTrust for Arc<R> {
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    fn id(&self) -> RootId {
+        (**self).id()
     }
 
     async fn wrap_key(&self, key: &KeyEncryptionKey, aad: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -120,6 +187,8 @@ pub enum RootOfTrustError {
         label: String,
         count: usize,
     },
+    #[error("PKCS#11 token `{token}` holds no AES key labelled `{label}`: check key_label")]
+    KeyNotFound { token: String, label: String },
     #[error("the key `{label}` in PKCS#11 token `{token}` cannot be the root of trust: {reason}")]
     UnsuitableKey {
         token: String,
@@ -134,4 +203,16 @@ pub enum RootOfTrustError {
     },
     #[error("the task running a PKCS#11 call did not finish: {0}")]
     Task(String),
+    /// A stored key names a root that this process was not given: the data
+    /// directory is (partly) under another root of trust.
+    #[error(
+        "a stored key was wrapped by root of trust {wrapped_by}, which is not configured \
+         (configured: {}); finish or undo the root-of-trust migration \
+         (`nuage root-of-trust migrate`, docs/configuration.md)",
+        .configured.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownRoot {
+        wrapped_by: RootId,
+        configured: Vec<RootId>,
+    },
 }

@@ -204,6 +204,7 @@ fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<Pu
         mut record,
         null_version,
         condition,
+        shared_blobs,
     } = put;
     if txn
         .open_table(BUCKETS)
@@ -216,6 +217,13 @@ fn write_version(txn: &redb::WriteTransaction, put: PutVersion) -> MetaResult<Pu
     }
     let mut versions = txn.open_table(VERSIONS).map_err(backend)?;
     let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+    // Checked before this transaction drops any reference (a copy onto its
+    // own key replaces the very version it shares with).
+    for blob in &shared_blobs {
+        if ref_count(&refs, blob)? == 0 {
+            return Err(MetaError::SharedBlobGone(blob.clone()));
+        }
+    }
     let latest = latest_version(&versions, &record.bucket, &record.key)?;
     let current = latest.as_ref().filter(|v| !v.delete_marker);
     match &condition {
@@ -636,6 +644,7 @@ impl MetaStore for EmbeddedMetaStore {
         key: &str,
         upload_id: &str,
         part: PartRecord,
+        shared: bool,
     ) -> MetaResult<Vec<String>> {
         let mut upload_key = key_prefix(bucket, key);
         upload_key.extend_from_slice(upload_id.as_bytes());
@@ -652,6 +661,9 @@ impl MetaStore for EmbeddedMetaStore {
             }
             let mut parts = txn.open_table(PARTS).map_err(backend)?;
             let mut refs = txn.open_table(BLOB_REFS).map_err(backend)?;
+            if shared && ref_count(&refs, &part.blob_id)? == 0 {
+                return Err(MetaError::SharedBlobGone(part.blob_id));
+            }
             let k = part_key(&upload_id, part.part_number);
             let mut freed = Vec::new();
             let old = parts

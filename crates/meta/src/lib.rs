@@ -36,6 +36,10 @@ pub enum MetaError {
     NoSuchUpload,
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A write meant to share this blob, but no record references it any
+    /// more (it is freed, or about to be): the source of a copy vanished.
+    #[error("shared blob {0} is no longer referenced")]
+    SharedBlobGone(String),
     #[error("metadata record is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata backend failure: {0}")]
@@ -113,13 +117,17 @@ pub trait MetaStore: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
     ) -> MetaResult<Option<UploadRecord>>;
-    /// Records a part (replacing one with the same number). Returns blobs freed.
+    /// Records a part (replacing one with the same number). Returns blobs
+    /// freed. `shared`: the part's blob is another record's too (an
+    /// UploadPartCopy's), and must still be referenced when the transaction
+    /// runs, or the write fails with [`MetaError::SharedBlobGone`].
     async fn put_part(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         part: PartRecord,
+        shared: bool,
     ) -> MetaResult<Vec<String>>;
     /// Parts with number greater than `after`, ascending, at most `limit`.
     async fn list_parts(

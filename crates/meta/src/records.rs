@@ -132,6 +132,21 @@ pub struct ContentHeaders {
     pub website_redirect_location: Option<String>,
 }
 
+/// What the chunks of a blob authenticate (their AES-GCM associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkBinding {
+    /// The object's binding (tenant, bucket, key, blob, region): blobs
+    /// written before blobs could be shared. Such a blob belongs to one
+    /// object; a copy re-encrypts it.
+    #[default]
+    Object,
+    /// The blob's own binding (tenant, blob, region): several objects of
+    /// the tenant, in the region, may share the blob, each with its own
+    /// wrapped copy of the data key (a server-side copy rewraps).
+    Blob,
+}
+
 /// A stretch of object data stored as one blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSegment {
@@ -159,6 +174,10 @@ pub struct DataSegment {
     /// which Nuage never stores; a read must present it again.
     #[serde(default)]
     pub sse_c: bool,
+    /// What the blob's chunks authenticate. Absent in records written
+    /// before blobs could be shared, which read back as `Object`.
+    #[serde(default)]
+    pub chunk_binding: ChunkBinding,
 }
 
 /// One version of an object, or a delete marker.
@@ -211,6 +230,12 @@ pub struct PutVersion {
     /// `null` version, if any, is replaced and its blobs freed.
     pub null_version: bool,
     pub condition: WriteCondition,
+    /// Blobs the record shares with others (a server-side copy's): each
+    /// must still be referenced when the transaction runs, or the write
+    /// fails with [`crate::MetaError::SharedBlobGone`]. Without this check
+    /// a copy committing after its source's last reference went would name
+    /// a deleted blob.
+    pub shared_blobs: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +275,12 @@ pub struct UploadRecord {
     /// it, is never stored.
     #[serde(default)]
     pub sse_c_key_check: Option<String>,
+    /// User metadata, tags and content headers, encrypted under the tenant
+    /// key bound to the upload (`WRAPPED_KEY.CIPHERTEXT`, base64). While
+    /// set, `user_metadata`, `tags` and `content` are empty. None in uploads
+    /// created before these were sealed, which read back as stored.
+    #[serde(default)]
+    pub sealed_attributes: Option<String>,
 }
 
 /// One uploaded part.
@@ -275,4 +306,7 @@ pub struct PartRecord {
     /// See [`DataSegment::sse_c`].
     #[serde(default)]
     pub sse_c: bool,
+    /// See [`DataSegment::chunk_binding`].
+    #[serde(default)]
+    pub chunk_binding: ChunkBinding,
 }

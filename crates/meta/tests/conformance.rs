@@ -50,6 +50,7 @@ fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
             kms_key_arn: None,
             kms_context: None,
             sse_c: false,
+            chunk_binding: ChunkBinding::Object,
         }],
         sealed_attributes: None,
     }
@@ -60,6 +61,7 @@ fn put(record: VersionRecord, null_version: bool, condition: WriteCondition) -> 
         record,
         null_version,
         condition,
+        shared_blobs: Vec::new(),
     }
 }
 
@@ -113,6 +115,7 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
                 kms_key_arn: None,
                 kms_context: None,
                 sse_c_key_check: None,
+                sealed_attributes: None,
             })
             .await
             .unwrap();
@@ -365,6 +368,7 @@ async fn uploads_parts_and_completion() {
             kms_key_arn: None,
             kms_context: None,
             sse_c_key_check: None,
+            sealed_attributes: None,
         };
         store.create_upload(upload.clone()).await.unwrap();
         let part = |n: u32, blob: &str| PartRecord {
@@ -378,11 +382,12 @@ async fn uploads_parts_and_completion() {
             kms_key_arn: None,
             kms_context: None,
             sse_c: false,
+            chunk_binding: ChunkBinding::Object,
         };
         for n in 1..=3 {
             assert!(
                 store
-                    .put_part("b", "big", "u1", part(n, &format!("p{n}")))
+                    .put_part("b", "big", "u1", part(n, &format!("p{n}")), false)
                     .await
                     .unwrap()
                     .is_empty()
@@ -390,14 +395,16 @@ async fn uploads_parts_and_completion() {
         }
         assert_eq!(
             store
-                .put_part("b", "big", "u1", part(2, "p2b"))
+                .put_part("b", "big", "u1", part(2, "p2b"), false)
                 .await
                 .unwrap(),
             ["p2"],
             "{name}: re-uploading frees the old part"
         );
         assert!(matches!(
-            store.put_part("b", "big", "nope", part(1, "x")).await,
+            store
+                .put_part("b", "big", "nope", part(1, "x"), false)
+                .await,
             Err(MetaError::NoSuchUpload)
         ));
         let listed = store.list_parts("u1", 0, 2).await.unwrap();
@@ -420,6 +427,7 @@ async fn uploads_parts_and_completion() {
                 kms_key_arn: None,
                 kms_context: None,
                 sse_c: false,
+                chunk_binding: ChunkBinding::Object,
             },
             DataSegment {
                 blob_id: "p2b".into(),
@@ -429,6 +437,7 @@ async fn uploads_parts_and_completion() {
                 kms_key_arn: None,
                 kms_context: None,
                 sse_c: false,
+                chunk_binding: ChunkBinding::Object,
             },
         ];
         let outcome = store
@@ -501,6 +510,110 @@ async fn a_shared_blob_is_freed_with_its_last_reference() {
         let (_, freed) = store.delete_version("c", "other", "null").await.unwrap();
         assert_eq!(freed, ["shared"], "{name}: the last reference frees it");
         assert!(!store.blob_is_referenced("shared").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_sharing_a_freed_blob_fails_atomically() {
+    for (name, store, _dir) in backends() {
+        store.create_bucket(bucket("b")).await.unwrap();
+        store
+            .put_version(put(
+                version("b", "src", "shared", 1),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        // A copy that shares the blob while the source holds it commits.
+        let mut copy = put(
+            version("b", "copy", "shared", 2),
+            true,
+            WriteCondition::None,
+        );
+        copy.shared_blobs = vec!["shared".into()];
+        store.put_version(copy.clone()).await.unwrap();
+        // A copy onto the source's own key replaces the very version it
+        // shares with: checked before that reference goes, so it commits.
+        let mut onto_itself = put(version("b", "src", "shared", 3), true, WriteCondition::None);
+        onto_itself.shared_blobs = vec!["shared".into()];
+        let outcome = store.put_version(onto_itself).await.unwrap();
+        assert!(outcome.freed_blobs.is_empty(), "{name}");
+        // Both go: the blob is freed with its last reference...
+        store.delete_version("b", "src", "null").await.unwrap();
+        let (_, freed) = store.delete_version("b", "copy", "null").await.unwrap();
+        assert_eq!(freed, ["shared"], "{name}");
+        // ...and a copy that unwrapped its keys before that commits nothing.
+        let late = store.put_version(copy).await;
+        assert!(
+            matches!(late, Err(MetaError::SharedBlobGone(ref b)) if b == "shared"),
+            "{name}: {late:?}"
+        );
+        assert!(
+            store
+                .get_version("b", "copy", None)
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+        assert!(!store.blob_is_referenced("shared").await.unwrap(), "{name}");
+
+        // The same for a part that shares a blob (UploadPartCopy).
+        store
+            .put_version(put(
+                version("b", "src", "held", 4),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        store
+            .create_upload(UploadRecord {
+                bucket: "b".into(),
+                key: "mp".into(),
+                upload_id: "up".into(),
+                initiated_unix_ns: 1,
+                content: ContentHeaders::default(),
+                user_metadata: Default::default(),
+                tags: vec![],
+                checksum_algorithm: None,
+                checksum_type: None,
+                kms_key_arn: None,
+                kms_context: None,
+                sse_c_key_check: None,
+                sealed_attributes: None,
+            })
+            .await
+            .unwrap();
+        let part = |blob: &str| PartRecord {
+            part_number: 1,
+            blob_id: blob.into(),
+            size: 1,
+            etag: "e".into(),
+            last_modified_unix_ns: 1,
+            checksums: Checksums::default(),
+            sealed_key: None,
+            kms_key_arn: None,
+            kms_context: None,
+            sse_c: false,
+            chunk_binding: ChunkBinding::Blob,
+        };
+        store
+            .put_part("b", "mp", "up", part("held"), true)
+            .await
+            .unwrap();
+        let (_, freed) = store.delete_version("b", "src", "null").await.unwrap();
+        assert!(freed.is_empty(), "{name}: the part holds the blob");
+        let late = store.put_part("b", "mp", "up", part("gone"), true).await;
+        assert!(
+            matches!(late, Err(MetaError::SharedBlobGone(ref b)) if b == "gone"),
+            "{name}: {late:?}"
+        );
+        assert_eq!(
+            store.list_parts("up", 0, 10).await.unwrap()[0].blob_id,
+            "held"
+        );
     }
 }
 

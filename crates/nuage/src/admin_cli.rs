@@ -294,6 +294,22 @@ async fn tenant(api: &ApiClient, out: &Output, command: TenantCommand) -> anyhow
                         text(&p["uploads"])
                     ));
                 }
+                let s = &deleted["shredded"];
+                if !s.is_null() {
+                    let tenant_key = if s["tenant_key"].as_bool() == Some(true) {
+                        "the tenant key"
+                    } else {
+                        "no tenant key (it had stored no data)"
+                    };
+                    line.push_str(&format!(
+                        "
+crypto-shredded {tenant_key}, {} KMS key(s) with {} material version(s), \
+                         {} external key store(s): no copy of its data can be decrypted",
+                        text(&s["kms_keys"]),
+                        text(&s["kms_material_versions"]),
+                        text(&s["external_key_stores"])
+                    ));
+                }
                 line
             });
         }

@@ -2,6 +2,7 @@
 //! Every key is documented in `docs/configuration.md`; keep the two in step.
 
 use anyhow::{Context as _, bail};
+use nuage_base::limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,25 @@ pub struct FileConfig {
     pub root_of_trust: RootOfTrustFileConfig,
     #[serde(default)]
     pub external_key_stores: ExternalKeyStoresFileConfig,
+    #[serde(default)]
+    pub audit: AuditFileConfig,
+}
+
+/// `[audit]`: each tenant's audit log (docs/audit-log.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFileConfig {
+    /// Seconds between signed checkpoints of a log that grew.
+    pub checkpoint_interval_seconds: Option<u64>,
+    /// Days entries are kept before whole bundles of older ones are pruned.
+    pub retention_days: Option<u32>,
+}
+
+/// `[audit]` after defaults and checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub checkpoint_interval: std::time::Duration,
+    pub retention_days: u32,
 }
 
 /// `[external_key_stores]`: how Nuage reaches tenants' XKS proxies.
@@ -79,6 +99,7 @@ pub struct Config {
     pub root_of_trust: RootOfTrustSource,
     /// Extra certificate authorities trusted for tenants' XKS proxies.
     pub xks_trusted_ca_files: Vec<PathBuf>,
+    pub audit: AuditSettings,
 }
 
 impl Default for RootOfTrustFileConfig {
@@ -187,7 +208,29 @@ impl FileConfig {
                 }
             }
         };
+        let interval_s = self
+            .audit
+            .checkpoint_interval_seconds
+            .unwrap_or(limits::AUDIT_CHECKPOINT_INTERVAL_S_DEFAULT);
+        if !(1..=limits::AUDIT_CHECKPOINT_INTERVAL_S_MAX).contains(&interval_s) {
+            bail!(
+                "audit.checkpoint_interval_seconds must be 1 to {} (got {interval_s})",
+                limits::AUDIT_CHECKPOINT_INTERVAL_S_MAX
+            );
+        }
+        let retention_days = self
+            .audit
+            .retention_days
+            .unwrap_or(limits::AUDIT_RETENTION_DAYS_DEFAULT);
+        if retention_days == 0 {
+            bail!("audit.retention_days must be at least 1");
+        }
+        let audit = AuditSettings {
+            checkpoint_interval: std::time::Duration::from_secs(interval_s),
+            retention_days,
+        };
         Ok(Config {
+            audit,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -264,6 +307,36 @@ mod tests {
             "x".repeat(33)
         ))?;
         assert!(long.resolve().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn audit_defaults_and_bounds() -> anyhow::Result<()> {
+        let defaults = FileConfig::default().resolve()?.audit;
+        assert_eq!(
+            defaults.checkpoint_interval.as_secs(),
+            limits::AUDIT_CHECKPOINT_INTERVAL_S_DEFAULT
+        );
+        assert_eq!(
+            defaults.retention_days,
+            limits::AUDIT_RETENTION_DAYS_DEFAULT
+        );
+        let set: FileConfig =
+            toml::from_str("[audit]\ncheckpoint_interval_seconds = 5\nretention_days = 400")?;
+        let set = set.resolve()?.audit;
+        assert_eq!(
+            (set.checkpoint_interval.as_secs(), set.retention_days),
+            (5, 400)
+        );
+        for bad in [
+            "[audit]\ncheckpoint_interval_seconds = 0",
+            "[audit]\ncheckpoint_interval_seconds = 86401",
+            "[audit]\nretention_days = 0",
+        ] {
+            let file: FileConfig = toml::from_str(bad)?;
+            assert!(file.resolve().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<FileConfig>("[audit]\nretention = 3").is_err());
         Ok(())
     }
 

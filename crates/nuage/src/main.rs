@@ -3,10 +3,13 @@
 //! library crates, which never look at the process environment.
 
 mod admin_cli;
+mod audit_cli;
 mod bootstrap;
 mod config;
 mod credentials;
+mod debug_clock;
 mod root_of_trust;
+mod root_of_trust_cli;
 mod server;
 mod tls;
 mod xks_proxy_cli;
@@ -36,6 +39,12 @@ enum Command {
     /// The reference external key store (XKS) proxy a tenant runs on its own
     /// premises, and its key commands (docs/xks-proxy.md).
     XksProxy(xks_proxy_cli::XksProxyArgs),
+    /// Moves a stopped server's keys to another root of trust, or rotates the
+    /// root key (docs/configuration.md).
+    RootOfTrust(root_of_trust_cli::RootOfTrustArgs),
+    /// A tenant's audit log: pull and verify a copy, search it, export it
+    /// (docs/audit-log.md).
+    Audit(audit_cli::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -75,6 +84,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Audit(args) => {
+            if let Err(e) = audit_cli::run(args) {
+                eprintln!("nuage audit: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Admin(args) => {
             if let Err(e) = admin_cli::run(args) {
                 eprintln!("nuage admin: {e:#}");
@@ -85,6 +101,13 @@ fn main() -> anyhow::Result<()> {
         Command::XksProxy(args) => {
             if let Err(e) = xks_proxy_cli::run(args) {
                 eprintln!("nuage xks-proxy: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::RootOfTrust(args) => {
+            if let Err(e) = root_of_trust_cli::run(args) {
+                eprintln!("nuage root-of-trust: {e:#}");
                 std::process::exit(1);
             }
             Ok(())

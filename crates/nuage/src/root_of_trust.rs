@@ -16,6 +16,10 @@ use zeroize::Zeroizing;
 
 /// The development root of trust, in the data directory (mode 0600).
 pub const ROOT_KEY_FILE: &str = "root.key";
+/// Present in the data directory while a root-of-trust migration or rotation
+/// is unfinished (`nuage root-of-trust`): the server refuses to start, since
+/// part of the stored keys may be under a root it was not given.
+pub const MIGRATION_MARKER_FILE: &str = "root-of-trust.migrating";
 
 /// Permission bits that must be clear on the PIN file: any access by group
 /// or others.
@@ -28,12 +32,25 @@ pub async fn open(
     source: &RootOfTrustSource,
     data_dir: &Path,
 ) -> anyhow::Result<Arc<dyn RootOfTrust>> {
+    let marker = data_dir.join(MIGRATION_MARKER_FILE);
+    if marker.exists() {
+        bail!(
+            "a root-of-trust migration of this data directory is unfinished ({} exists): run the \
+             same `nuage root-of-trust migrate` or `rotate` command again to finish it \
+             (docs/configuration.md)",
+            marker.display()
+        );
+    }
     match source {
         RootOfTrustSource::KeyFile => {
             let path = data_dir.join(ROOT_KEY_FILE);
             let key = nuage_crypto::RootKeyFile::open_or_create(&path)
                 .context("cannot open the root key")?;
-            tracing::info!(path = %path.display(), "root of trust: development key file");
+            tracing::info!(
+                path = %path.display(),
+                root = %key.id(),
+                "root of trust: development key file"
+            );
             Ok(Arc::new(key))
         }
         RootOfTrustSource::Pkcs11 {
@@ -46,25 +63,40 @@ pub async fn open(
             if stale.exists() {
                 tracing::warn!(
                     path = %stale.display(),
-                    "a development root key file is in the data directory: tenant keys it wrapped \
-                     do not unwrap under the HSM root (there is no migration between roots yet)"
+                    "a development root key file is in the data directory: keys it wrapped do not \
+                     unwrap under the HSM root; move them with `nuage root-of-trust migrate`"
                 );
             }
-            let pin = read_pin(pin_file)?;
-            let root = Pkcs11Root::open(Pkcs11RootConfig {
-                module: module.clone(),
-                token_label: token_label.clone(),
-                pin,
-                key_label: key_label.clone(),
-            })
-            .await
-            .context(
-                "cannot open the PKCS#11 root of trust ([root_of_trust] in the configuration)",
-            )?;
+            let root = open_pkcs11(module, token_label, pin_file, key_label, true).await?;
             tracing::info!(root = %root.describe(), "root of trust: HSM over PKCS#11");
             Ok(Arc::new(root))
         }
     }
+}
+
+/// The HSM root: its PIN read from `pin_file` (checked as for the server),
+/// the key found, or generated under `key_label` if the token has none and
+/// `create_if_missing` (otherwise refused).
+pub async fn open_pkcs11(
+    module: &Path,
+    token_label: &str,
+    pin_file: &Path,
+    key_label: &str,
+    create_if_missing: bool,
+) -> anyhow::Result<Pkcs11Root> {
+    let pin = read_pin(pin_file)?;
+    let config = Pkcs11RootConfig {
+        module: module.to_owned(),
+        token_label: token_label.to_owned(),
+        pin,
+        key_label: key_label.to_owned(),
+    };
+    let root = if create_if_missing {
+        Pkcs11Root::open(config).await
+    } else {
+        Pkcs11Root::open_existing(config).await
+    };
+    root.context("cannot open the PKCS#11 root of trust ([root_of_trust] in the configuration)")
 }
 
 /// The user PIN: the file's content without a final line break. Refused if

@@ -1,6 +1,18 @@
 //! Wiring and the HTTP server: opens the stores, builds the storage service and
 //! the S3 service, accepts connections (TCP_NODELAY on every socket), and adds
 //! a request id to every response.
+//!
+//! It is also the one place where requests reach the tenants' audit logs
+//! ([`record`]): a front end that decided about a request puts a
+//! [`RequestAudit`] in its response's extensions; this module completes it
+//! (time, source address, request id, status), appends it to the tenant's log
+//! and waits until it is durable *before* sending the response. If the append
+//! fails, the response is withheld and replaced by an internal error in the
+//! front end's own terms (fail closed): nothing is answered that the log does
+//! not hold. A response without the extension is not logged here.
+
+pub(crate) mod audit_api;
+pub(crate) mod audit_key;
 
 use crate::config::Config;
 use crate::credentials;
@@ -8,6 +20,7 @@ use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nuage_admin_api::AdminApi;
+use nuage_audit::{AuditLogs, AuditSlot, RequestAudit, RequestFacts};
 use nuage_base::{SystemClock, limits};
 use nuage_blob::local::LocalBlobStore;
 use nuage_iam::Iam;
@@ -56,6 +69,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // development key file) protects each tenant's key, which wraps every
     // blob's data key.
     let root = crate::root_of_trust::open(&config.root_of_trust, &config.data_dir).await?;
+    // The audit checkpoint signing key, sealed by the same root of trust.
+    let audit_key = audit_key::load_or_create(meta.as_ref(), Arc::clone(&root)).await?;
     let keys = nuage_kms::KeyService::new(
         Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
         root,
@@ -77,8 +92,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let xks = nuage_xks::XksClient::new(xks_config)
         .context("cannot set up the client for external key stores")?;
+    // The key lifecycle's clock: the system's, except in a debug build
+    // whose test moves it ahead (`debug_clock`).
+    let key_clock = crate::debug_clock::key_clock(&clock)?;
     let customer_keys =
-        nuage_kms::CustomerKeys::new(keys.clone(), Arc::clone(&clock), default_region.clone())
+        nuage_kms::CustomerKeys::new(keys.clone(), key_clock, default_region.clone())
             .with_external_key_store(Arc::new(xks));
     let storage = Storage::new(
         meta,
@@ -94,6 +112,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let country = config.regions.first().map_or("FR", |r| r.country.as_str());
     let default_tenant = crate::bootstrap::ensure_default_tenant(&iam, &creds, country).await?;
+    // Each tenant's audit log, named after the first configured domain.
+    let audit_public_key = audit_key.verifying_key();
+    let log_host = config
+        .domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.listen.ip().to_string());
+    let audit_logs = AuditLogs::new(
+        nuage_audit::RegistryConfig {
+            dir: config.data_dir.join("audit"),
+            origin_prefix: format!("{log_host}/audit/"),
+            checkpoint_interval: config.audit.checkpoint_interval,
+            retention_days: config.audit.retention_days,
+            open_logs_max: limits::AUDIT_OPEN_LOGS_MAX,
+            idle: std::time::Duration::from_secs(limits::AUDIT_LOG_IDLE_S_MAX),
+        },
+        Arc::new(audit_key),
+    )
+    .context("cannot set up the audit logs (is the first configured domain a host name?)")?;
+    let audit_maintenance = audit_logs.spawn_maintenance();
     let operator = credentials::load_or_create_operator(&config.data_dir)?;
     let adopted = storage.adopt_unowned_buckets(&default_tenant.id).await?;
     if adopted > 0 {
@@ -125,6 +163,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = Arc::new(AdminApi::new(
         iam.clone(),
         storage.clone(),
+        customer_keys.clone(),
         operator.token.clone(),
     ));
     // The IAM and STS query APIs share the listener too (`aws iam`, `aws sts`).
@@ -190,14 +229,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!();
     }
+    println!(
+        "nuage: audit checkpoints are signed with Ed25519 key {}; the `{}` tenant's verifier key is {}",
+        base64_key(&audit_public_key),
+        crate::bootstrap::DEFAULT_TENANT,
+        audit_logs.verifier_key(&default_tenant.id)
+    );
     println!("nuage: S3 endpoint listening on {endpoint}");
 
+    let audit_api = audit_api::AuditApi::new(audit_logs.clone(), iam.clone(), Arc::clone(&clock));
     let front_ends = Arc::new(FrontEnds {
         s3,
         cors,
         admin,
         query_api,
         kms_api,
+        audit_api,
+        audit_logs: audit_logs.clone(),
+        clock: Arc::clone(&clock),
     });
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -243,7 +292,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     tracing::info!("shutting down");
+    audit_maintenance.abort();
+    // A last checkpoint of every open log; appends already acknowledged are
+    // durable whether or not this finishes.
+    audit_logs.close_all().await;
     Ok(())
+}
+
+/// The raw Ed25519 public key, base64, for the start-up banner.
+fn base64_key(key: &ed25519_dalek::VerifyingKey) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
 }
 
 /// Writes `DATA_DIR/started` and returns its modification time.
@@ -260,6 +319,19 @@ struct FrontEnds {
     admin: Arc<AdminApi>,
     query_api: IamQueryApi,
     kms_api: KmsApi,
+    audit_api: audit_api::AuditApi,
+    audit_logs: AuditLogs,
+    clock: Arc<dyn nuage_base::Clock>,
+}
+
+/// Which front end answered a request: the error format of a withheld response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    S3,
+    Admin,
+    IamQuery,
+    Kms,
+    Audit,
 }
 
 /// One request: a request id on every response, the admin API under
@@ -276,6 +348,9 @@ async fn handle(
     // Condition keys aws:SourceIp and aws:SecureTransport come from the connection.
     req.extensions_mut().insert(SourceAddress(peer.ip()));
     req.extensions_mut().insert(SecureTransport(secure));
+    // Where a front end that sees only the request leaves its audit record.
+    let audit_slot = AuditSlot::default();
+    req.extensions_mut().insert(audit_slot.clone());
     let host = req
         .headers()
         .get(http::header::HOST)
@@ -295,10 +370,30 @@ async fn handle(
         admin,
         query_api,
         kms_api,
+        audit_api,
+        audit_logs,
+        clock,
     } = &*front_ends;
-    let mut response = if nuage_admin_api::is_admin_path(&path) {
-        admin.handle(req).await.map(s3s::Body::from)
+    let protocol = if nuage_admin_api::is_admin_path(&path) {
+        Protocol::Admin
+    } else if audit_api::is_audit_path(&path) {
+        Protocol::Audit
     } else if IamQueryApi::is_match(&method, req.uri(), req.headers()) {
+        Protocol::IamQuery
+    } else if KmsApi::is_match(&method, req.uri(), req.headers()) {
+        Protocol::Kms
+    } else {
+        Protocol::S3
+    };
+    let mut response = if protocol == Protocol::Admin {
+        admin.handle(req).await.map(s3s::Body::from)
+    } else if protocol == Protocol::Audit {
+        // Before s3s, which would take `_nuage` for a bucket.
+        audit_api
+            .handle(req, peer.ip(), secure)
+            .await
+            .map(s3s::Body::from)
+    } else if protocol == Protocol::IamQuery {
         // Before s3s, which verifies no signature scoped to `iam`.
         let context = RequestContext {
             request_id: id.clone(),
@@ -306,7 +401,7 @@ async fn handle(
             secure_transport: secure,
         };
         query_api.handle(req, &context).await.map(s3s::Body::from)
-    } else if KmsApi::is_match(&method, req.uri(), req.headers()) {
+    } else if protocol == Protocol::Kms {
         // Before s3s too, which refuses the `kms` credential scope.
         let context = nuage_kms_api::RequestContext {
             request_id: id.clone(),
@@ -332,6 +427,21 @@ async fn handle(
         }
         response
     };
+    let audit = response
+        .extensions_mut()
+        .remove::<RequestAudit>()
+        .or_else(|| audit_slot.take());
+    if let Some(audit) = audit {
+        let facts = RequestFacts {
+            time: now(clock.as_ref()),
+            source: Some(peer.ip()),
+            request_id: id.clone(),
+            status: response.status().as_u16(),
+        };
+        if let Err(withheld) = record(audit_logs, audit, facts, protocol, &id).await {
+            response = withheld;
+        }
+    }
     if response.status().is_client_error() || response.status().is_server_error() {
         add_request_id_to_error(&mut response, &id);
     }
@@ -339,6 +449,69 @@ async fn handle(
         response.headers_mut().insert("x-amz-request-id", v);
     }
     Ok(response)
+}
+
+/// The clock's time as a date (the epoch if the clock is out of range, which
+/// a real clock never is).
+fn now(clock: &dyn nuage_base::Clock) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(clock.now_unix_ns()))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Appends a request's audit record to its tenant's log and waits until it is
+/// durable. On failure, returns the response to send instead (fail closed):
+/// an internal error in the terms of the front end that answered.
+async fn record(
+    logs: &AuditLogs,
+    audit: RequestAudit,
+    facts: RequestFacts,
+    protocol: Protocol,
+    request_id: &str,
+) -> Result<(), http::Response<s3s::Body>> {
+    let tenant = audit.tenant.clone();
+    let withheld = match protocol {
+        Protocol::IamQuery => IamQueryApi::audit_failure_response(&audit, request_id),
+        _ => audit_failure_response(protocol),
+    };
+    let entry = audit.into_entry(facts);
+    match logs.append(&entry).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::error!(tenant, action = entry.action, %error, "audit append failed; response withheld");
+            Err(withheld.map(s3s::Body::from))
+        }
+    }
+}
+
+/// The internal error a front end other than IAM answers when its response
+/// cannot be logged: each protocol's own code for "our fault".
+fn audit_failure_response(protocol: Protocol) -> http::Response<bytes::Bytes> {
+    const MESSAGE: &str = "The request could not be recorded in the tenant's audit log, so its \
+        response is withheld. Its effect may have taken place: check before retrying.";
+    let (content_type, body) = match protocol {
+        Protocol::S3 | Protocol::IamQuery => (
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>{MESSAGE}</Message></Error>"
+            ),
+        ),
+        Protocol::Kms => (
+            "application/x-amz-json-1.1",
+            serde_json::json!({"__type": "KMSInternalException", "message": MESSAGE}).to_string(),
+        ),
+        Protocol::Admin => (
+            "application/json",
+            serde_json::json!({"error": {"code": "InternalError", "message": MESSAGE}}).to_string(),
+        ),
+        Protocol::Audit => return audit_api::audit_failure_response(),
+    };
+    let mut response = http::Response::new(bytes::Bytes::from(body));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 /// S3 error bodies name the request id, so a user's bug report can quote it;

@@ -298,3 +298,293 @@ async fn objects_are_encrypted_at_rest_and_tampering_is_refused() {
         part_data.as_slice()
     );
 }
+
+/// Every file under the data directory, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_copy_shares_its_source_blob_within_a_tenant() {
+    let server = Server::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("shared").send().await.unwrap();
+    let data = common::random_bytes(1_000_000, 7);
+    s3.put_object()
+        .bucket("shared")
+        .key("source")
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&server.data_dir).len(), 1);
+    let copied = s3
+        .copy_object()
+        .bucket("shared")
+        .key("copy")
+        .copy_source("shared/source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        blob_files(&server.data_dir).len(),
+        1,
+        "the copy shares the source's blob"
+    );
+    let head = s3
+        .head_object()
+        .bucket("shared")
+        .key("source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.copy_object_result().unwrap().e_tag(),
+        head.e_tag(),
+        "same content, same ETag"
+    );
+    assert_eq!(common::get_bytes(&s3, "shared", "copy").await, data);
+    let range = s3
+        .get_object()
+        .bucket("shared")
+        .key("copy")
+        .range("bytes=65530-700000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        range.body.collect().await.unwrap().into_bytes().as_ref(),
+        &data[65530..=700_000]
+    );
+    // The source goes, the copy stays readable; with the copy the blob goes.
+    s3.delete_object()
+        .bucket("shared")
+        .key("source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(common::get_bytes(&s3, "shared", "copy").await, data);
+    assert_eq!(blob_files(&server.data_dir).len(), 1);
+    s3.delete_object()
+        .bucket("shared")
+        .key("copy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&server.data_dir).len(), 0);
+}
+
+#[tokio::test]
+async fn user_metadata_of_an_upload_in_progress_is_sealed() {
+    const META_MARKER: &str = "NUAGE-UPLOAD-META-MARKER";
+    const TAG_MARKER: &str = "NUAGE-UPLOAD-TAG-MARKER";
+    let server = Server::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("uploads").send().await.unwrap();
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("uploads")
+        .key("mp")
+        .metadata("note", META_MARKER)
+        .tagging(format!("team={TAG_MARKER}"))
+        .content_type("text/x-nuage-marker")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    // While the upload is in progress, no file of the data directory holds
+    // the metadata in the clear.
+    for file in all_files(&server.data_dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        for marker in [META_MARKER, TAG_MARKER, "text/x-nuage-marker"] {
+            assert!(
+                !contains(&bytes, marker.as_bytes()),
+                "{} holds {marker}",
+                file.display()
+            );
+        }
+    }
+    let part = s3
+        .upload_part()
+        .bucket("uploads")
+        .key("mp")
+        .upload_id(upload_id)
+        .part_number(1)
+        .body(b"last and only part".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    s3.complete_multipart_upload()
+        .bucket("uploads")
+        .key("mp")
+        .upload_id(upload_id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(part.e_tag().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Completion carries them over to the object.
+    let head = s3
+        .head_object()
+        .bucket("uploads")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("note"))
+            .map(String::as_str),
+        Some(META_MARKER)
+    );
+    assert_eq!(head.content_type(), Some("text/x-nuage-marker"));
+    let tags = s3
+        .get_object_tagging()
+        .bucket("uploads")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tag_set()[0].value(), TAG_MARKER);
+}
+
+#[tokio::test]
+async fn a_part_copied_from_a_whole_object_shares_its_blob() {
+    let server = Server::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let data = common::random_bytes(6 << 20, 9);
+    s3.put_object()
+        .bucket("parts")
+        .key("source")
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("assembled")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    // Part 1: the whole object, shared. Part 2: a range, re-encrypted.
+    let whole = s3
+        .upload_part_copy()
+        .bucket("parts")
+        .key("assembled")
+        .upload_id(upload_id)
+        .part_number(1)
+        .copy_source("parts/source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        blob_files(&server.data_dir).len(),
+        1,
+        "the part shares the blob"
+    );
+    let ranged = s3
+        .upload_part_copy()
+        .bucket("parts")
+        .key("assembled")
+        .upload_id(upload_id)
+        .part_number(2)
+        .copy_source("parts/source")
+        .copy_source_range("bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&server.data_dir).len(), 2);
+    let etag = |r: &aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput| {
+        r.copy_part_result().unwrap().e_tag().unwrap().to_owned()
+    };
+    s3.complete_multipart_upload()
+        .bucket("parts")
+        .key("assembled")
+        .upload_id(upload_id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(etag(&whole))
+                        .build(),
+                )
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(2)
+                        .e_tag(etag(&ranged))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket("parts")
+        .key("source")
+        .send()
+        .await
+        .unwrap();
+    let mut expected = data.clone();
+    expected.extend_from_slice(&data[100..200]);
+    assert!(common::get_bytes(&s3, "parts", "assembled").await == expected);
+    assert_eq!(blob_files(&server.data_dir).len(), 2);
+
+    // A CopyObject of the multipart object shares both blobs and is a
+    // single-part object, as S3's copies are: MD5 ETag, one part.
+    let flat = s3
+        .copy_object()
+        .bucket("parts")
+        .key("flat")
+        .copy_source("parts/assembled")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob_files(&server.data_dir).len(), 2);
+    let md5 = format!("\"{:x}\"", <md5::Md5 as md5::Digest>::digest(&expected));
+    assert_eq!(
+        flat.copy_object_result().unwrap().e_tag(),
+        Some(md5.as_str())
+    );
+    let part = s3
+        .head_object()
+        .bucket("parts")
+        .key("flat")
+        .part_number(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.content_length(), Some(expected.len() as i64));
+    assert_eq!(part.parts_count(), None);
+    assert!(common::get_bytes(&s3, "parts", "flat").await == expected);
+    for key in ["assembled", "flat"] {
+        s3.delete_object()
+            .bucket("parts")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(blob_files(&server.data_dir).len(), 0);
+}

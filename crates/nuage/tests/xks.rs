@@ -212,6 +212,51 @@ async fn objects_under_a_tenant_held_key_follow_the_tenant_s_decisions() {
         "{lines:?}"
     );
 
+    // S3 passes its requester down: the proxy sees the user who asked and
+    // the request id the client was answered with.
+    let admin_arn = aws_ok(
+        &server,
+        home,
+        &["sts", "get-caller-identity", "--query", "Arn"],
+    );
+    // A user, not the tenant's root that stood in before.
+    assert!(
+        admin_arn.starts_with("arn:aws:iam::") && admin_arn.ends_with(":user/admin"),
+        "{admin_arn}"
+    );
+    let read = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("invoice.pdf")
+        .send()
+        .await
+        .unwrap();
+    let request_id = aws_sdk_s3::operation::RequestId::request_id(&read)
+        .expect("x-amz-request-id")
+        .to_owned();
+    assert!(!request_id.is_empty());
+    let lines = tenant.audit();
+    let decision = lines
+        .iter()
+        .find(|l| l["kmsRequestId"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no decision for request {request_id}: {lines:?}"));
+    assert_eq!(decision["operation"], "decrypt", "{decision}");
+    assert_eq!(decision["principalArn"], admin_arn.as_str(), "{decision}");
+    assert_eq!(decision["kmsViaService"], "s3", "{decision}");
+
+    // A copy shares the blob: its data key is unwrapped through the proxy
+    // and wrapped again through it, for the copy.
+    s3.copy_object()
+        .bucket(&bucket)
+        .key("invoice-copy.pdf")
+        .copy_source(format!("{bucket}/invoice.pdf"))
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&s3, &bucket, "invoice-copy.pdf").await, body);
+
     // The tenant disables the key on its premises: the next read fails.
     tenant.key("disable", &[XKS_KEY]);
     let (code, status, message) = failure(

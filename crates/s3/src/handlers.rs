@@ -11,8 +11,8 @@ use futures::StreamExt;
 use nuage_base::limits;
 use nuage_storage::{
     ChecksumAlgorithm, Checksums, CompletedPart, Conditions, CorsRule, CustomerKey, ListQuery,
-    ObjectAttributes, Protection, Storage, StorageError, VersionListQuery, VersionRecord,
-    Versioning, WriteCondition, evaluate_read_conditions,
+    ObjectAttributes, Protection, Requester, Storage, StorageError, VersionListQuery,
+    VersionRecord, Versioning, WriteCondition, evaluate_read_conditions,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -189,11 +189,9 @@ fn part_span(record: &VersionRecord, part_number: i32) -> S3Result<(u64, u64)> {
         .filter(|n| *n >= 1)
         .ok_or_else(|| invalid("part number must be at least 1"))?
         - 1;
-    let single = record.segments.len() <= 1
-        && record
-            .segments
-            .first()
-            .is_none_or(|s| s.part_etag.is_none());
+    // Segments without a part ETag make a single-part object, even several
+    // of them (a copy of a multipart object shares its parts' blobs).
+    let single = record.segments.iter().all(|s| s.part_etag.is_none());
     if single {
         return if index == 0 {
             Ok((0, record.size))
@@ -601,6 +599,26 @@ impl NuageS3 {
             .map_err(|e| to_s3(e.into()))?;
         self.authorize_kms(caller, "Decrypt", &key, record_kms_context(record))
             .await
+    }
+}
+
+impl NuageS3 {
+    /// The storage service acting for this request: uses of customer KMS
+    /// keys name the caller and the request id the client is answered with
+    /// (`x-amz-request-id`, set by the HTTP layer) to the key service, as
+    /// AWS KMS is told by S3. An unsigned request is `anonymous`.
+    fn storage_for<T>(&self, req: &S3Request<T>) -> Storage {
+        let principal_arn =
+            caller_identity(req).map_or_else(|| Requester::ANONYMOUS.to_owned(), |c| c.arn);
+        let request_id = req
+            .extensions
+            .get::<crate::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        self.storage.on_behalf_of(Requester {
+            principal_arn,
+            request_id,
+        })
     }
 }
 
@@ -1099,6 +1117,7 @@ impl S3 for NuageS3 {
     // ---------------- objects ----------------
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> Res<PutObjectOutput> {
+        let storage = self.storage_for(&req);
         let caller = caller_identity(&req);
         let headers = req.headers;
         let trailers = req.trailing_headers;
@@ -1142,7 +1161,7 @@ impl S3 for NuageS3 {
         );
         let algorithms = algorithms_for(&headers, &announced, input.checksum_algorithm.as_ref());
         let staged = stage_body(
-            &self.storage,
+            &storage,
             Upload {
                 bucket: &input.bucket,
                 key: &input.key,
@@ -1160,8 +1179,7 @@ impl S3 for NuageS3 {
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
-        let record = self
-            .storage
+        let record = storage
             .put_object(
                 &input.bucket,
                 &input.key,
@@ -1182,7 +1200,7 @@ impl S3 for NuageS3 {
             sse_customer_algorithm,
             sse_customer_key_md5,
             e_tag: Some(convert::etag(&record.etag)),
-            version_id: written_version_id(&self.storage, &record).await,
+            version_id: written_version_id(&storage, &record).await,
             checksum_crc32: c.crc32.clone(),
             checksum_crc32c: c.crc32c.clone(),
             checksum_crc64nvme: c.crc64nvme.clone(),
@@ -1195,6 +1213,7 @@ impl S3 for NuageS3 {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> Res<GetObjectOutput> {
+        let storage = self.storage_for(&req);
         let caller = caller_identity(&req);
         let input = req.input;
         let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
@@ -1215,8 +1234,7 @@ impl S3 for NuageS3 {
             .await?;
         self.authorize_read(caller.as_ref(), &plan.record).await?;
         let (offset, len) = plan.span.unwrap_or((0, plan.record.size));
-        let body = self
-            .storage
+        let body = storage
             .read_object(&plan.record, customer.as_ref(), offset, len)
             .await
             .map_err(to_s3)?;
@@ -1350,6 +1368,7 @@ impl S3 for NuageS3 {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Res<CopyObjectOutput> {
+        let storage = self.storage_for(&req);
         let caller = caller_identity(&req);
         let input = req.input;
         let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
@@ -1374,15 +1393,14 @@ impl S3 for NuageS3 {
             )
             .await?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
-        let source = self
-            .storage
+        let source = storage
             .head_object(&src_bucket, &src_key, src_version.as_deref())
             .await
             .map_err(|e| match e {
                 StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
                 other => to_s3(other),
             })?;
-        self.storage
+        storage
             .check_customer_key(&source, source_customer.as_ref())
             .await
             .map_err(to_s3)?;
@@ -1442,19 +1460,6 @@ impl S3 for NuageS3 {
         };
         Storage::validate_attributes(&attributes).map_err(to_s3)?;
         self.authorize_read(caller.as_ref(), &source).await?;
-        let staged = self
-            .storage
-            .stage_copy(
-                &source,
-                source_customer.as_ref(),
-                0,
-                source.size,
-                &input.bucket,
-                &input.key,
-                write.protection(),
-            )
-            .await
-            .map_err(to_s3)?;
         let mut algorithms: Vec<ChecksumAlgorithm> = ChecksumAlgorithm::ALL
             .into_iter()
             .filter(|a| a.get(&source.checksums).is_some())
@@ -1469,32 +1474,88 @@ impl S3 for NuageS3 {
         if algorithms.is_empty() {
             algorithms.push(ChecksumAlgorithm::Crc64Nvme);
         }
-        // The staged copy computed the source's algorithms; compute any other on demand.
-        let checksums = if algorithms
-            .iter()
-            .all(|a| a.get(&staged.digests.checksums).is_some())
-        {
-            stored_checksums(&staged.digests.checksums, &algorithms)
-        } else {
-            let digests = self
-                .storage
-                .digest_object(&source, source_customer.as_ref(), &algorithms)
-                .await
-                .map_err(to_s3)?;
-            stored_checksums(&digests.checksums, &algorithms)
-        };
-        let record = self
-            .storage
-            .put_object(
+        // Within a tenant and region the copy shares the source's blobs,
+        // its data keys rewrapped for it: no byte is read or written.
+        let shared = storage
+            .share_copy(
+                &source,
+                source_customer.as_ref(),
                 &input.bucket,
                 &input.key,
-                staged,
-                attributes,
-                checksums,
-                WriteCondition::None,
+                write.protection(),
             )
             .await
             .map_err(to_s3)?;
+        let record = if let Some(mut shared) = shared {
+            // The content is the source's, so are its ETag and checksums;
+            // a checksum the source lacks is computed by reading it. A copy
+            // of a multipart object is a single-part object, as in S3: its
+            // ETag is the MD5 of the content and its checksums cover the
+            // whole object, so those are computed by reading it too (still
+            // nothing is written).
+            let multipart = source.segments.iter().any(|s| s.part_etag.is_some());
+            let checksums = if !multipart
+                && algorithms
+                    .iter()
+                    .all(|a| a.get(&source.checksums).is_some())
+            {
+                let mut kept = stored_checksums(&source.checksums, &algorithms);
+                kept.checksum_type
+                    .clone_from(&source.checksums.checksum_type);
+                kept
+            } else {
+                let digests = storage
+                    .digest_object(&source, source_customer.as_ref(), &algorithms)
+                    .await
+                    .map_err(to_s3)?;
+                shared.etag = digests.md5_hex();
+                let mut computed = stored_checksums(&digests.checksums, &algorithms);
+                computed.checksum_type = Some("FULL_OBJECT".into());
+                computed
+            };
+            storage
+                .put_copy(shared, attributes, checksums, WriteCondition::None)
+                .await
+                .map_err(to_s3)?
+        } else {
+            let staged = storage
+                .stage_copy(
+                    &source,
+                    source_customer.as_ref(),
+                    0,
+                    source.size,
+                    &input.bucket,
+                    &input.key,
+                    write.protection(),
+                )
+                .await
+                .map_err(to_s3)?;
+            // The staged copy computed the source's algorithms; compute any
+            // other on demand.
+            let checksums = if algorithms
+                .iter()
+                .all(|a| a.get(&staged.digests.checksums).is_some())
+            {
+                stored_checksums(&staged.digests.checksums, &algorithms)
+            } else {
+                let digests = storage
+                    .digest_object(&source, source_customer.as_ref(), &algorithms)
+                    .await
+                    .map_err(to_s3)?;
+                stored_checksums(&digests.checksums, &algorithms)
+            };
+            storage
+                .put_object(
+                    &input.bucket,
+                    &input.key,
+                    staged,
+                    attributes,
+                    checksums,
+                    WriteCondition::None,
+                )
+                .await
+                .map_err(to_s3)?
+        };
         let c = &record.checksums;
         let reported = Reported::of_record(&record);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
@@ -1515,7 +1576,7 @@ impl S3 for NuageS3 {
                 checksum_type: convert::checksum_type(c),
             }),
             copy_source_version_id: version_id_out(&source),
-            version_id: written_version_id(&self.storage, &record).await,
+            version_id: written_version_id(&storage, &record).await,
             ..Default::default()
         })
     }
@@ -1850,18 +1911,18 @@ impl S3 for NuageS3 {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> Res<UploadPartOutput> {
+        let storage = self.storage_for(&req);
         let caller = caller_identity(&req);
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
         let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
-        let upload = self
-            .storage
+        let upload = storage
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(to_s3)?;
-        self.storage
+        storage
             .check_upload_key(&upload, customer.as_ref())
             .await
             .map_err(to_s3)?;
@@ -1884,7 +1945,7 @@ impl S3 for NuageS3 {
             algorithms.dedup();
         }
         let staged = stage_body(
-            &self.storage,
+            &storage,
             Upload {
                 bucket: &input.bucket,
                 key: &input.key,
@@ -1902,8 +1963,7 @@ impl S3 for NuageS3 {
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
-        let part = self
-            .storage
+        let part = storage
             .put_part(
                 &input.bucket,
                 &input.key,
@@ -1936,32 +1996,31 @@ impl S3 for NuageS3 {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> Res<UploadPartCopyOutput> {
+        let storage = self.storage_for(&req);
         let caller = caller_identity(&req);
         let input = req.input;
         let customer = crate::sse::sse_c_key!(input, sse_customer, &req.extensions)?;
         let source_customer =
             crate::sse::sse_c_key!(input, copy_source_sse_customer, &req.extensions)?;
         Storage::validate_part_number(input.part_number).map_err(to_s3)?;
-        let upload = self
-            .storage
+        let upload = storage
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(to_s3)?;
-        self.storage
+        storage
             .check_upload_key(&upload, customer.as_ref())
             .await
             .map_err(to_s3)?;
         self.authorize_upload_key(caller.as_ref(), &upload).await?;
         let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
-        let source = self
-            .storage
+        let source = storage
             .head_object(&src_bucket, &src_key, src_version.as_deref())
             .await
             .map_err(|e| match e {
                 StorageError::DeleteMarker { .. } => to_s3(StorageError::NoSuchKey),
                 other => to_s3(other),
             })?;
-        self.storage
+        storage
             .check_customer_key(&source, source_customer.as_ref())
             .await
             .map_err(to_s3)?;
@@ -1980,11 +2039,6 @@ impl S3 for NuageS3 {
             )));
         }
         self.authorize_read(caller.as_ref(), &source).await?;
-        let body = self
-            .storage
-            .read_object(&source, source_customer.as_ref(), offset, len)
-            .await
-            .map_err(to_s3)?;
         let mut algorithms = vec![ChecksumAlgorithm::Crc64Nvme];
         if let Some(a) = upload
             .checksum_algorithm
@@ -1993,32 +2047,81 @@ impl S3 for NuageS3 {
         {
             algorithms = vec![a];
         }
-        let staged = self
-            .storage
-            .stage_under(
-                &input.bucket,
-                &input.key,
-                body,
-                Some(len),
-                limits::PART_SIZE_BYTES_MAX,
-                &algorithms,
-                upload_protection(&upload, customer.as_ref()),
-            )
-            .await
-            .map_err(to_s3)?;
-        let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
-        let part = self
-            .storage
-            .put_part(
-                &input.bucket,
-                &input.key,
-                &input.upload_id,
-                input.part_number,
-                staged,
-                checksums,
-            )
-            .await
-            .map_err(to_s3)?;
+        // A part that is a whole single-part object shares its blob, the
+        // data key rewrapped for the upload; its ETag is the source's.
+        let whole_single_part = offset == 0
+            && len == source.size
+            && source.segments.len() == 1
+            && source.segments.iter().all(|s| s.part_etag.is_none());
+        let shared = if whole_single_part {
+            storage
+                .share_copy(
+                    &source,
+                    source_customer.as_ref(),
+                    &input.bucket,
+                    &input.key,
+                    upload_protection(&upload, customer.as_ref()),
+                )
+                .await
+                .map_err(to_s3)?
+        } else {
+            None
+        };
+        let part = if let Some(shared) = shared {
+            // The part is the whole object: the source's full-object
+            // checksums are the part's; one it lacks is computed by reading.
+            let full_object = source
+                .checksums
+                .checksum_type
+                .as_deref()
+                .is_none_or(|t| t == "FULL_OBJECT");
+            let checksums = if full_object
+                && algorithms
+                    .iter()
+                    .all(|a| a.get(&source.checksums).is_some())
+            {
+                stored_checksums(&source.checksums, &algorithms)
+            } else {
+                let digests = storage
+                    .digest_object(&source, source_customer.as_ref(), &algorithms)
+                    .await
+                    .map_err(to_s3)?;
+                stored_checksums(&digests.checksums, &algorithms)
+            };
+            storage
+                .put_shared_part(&input.upload_id, input.part_number, shared, checksums)
+                .await
+                .map_err(to_s3)?
+        } else {
+            let body = storage
+                .read_object(&source, source_customer.as_ref(), offset, len)
+                .await
+                .map_err(to_s3)?;
+            let staged = storage
+                .stage_under(
+                    &input.bucket,
+                    &input.key,
+                    body,
+                    Some(len),
+                    limits::PART_SIZE_BYTES_MAX,
+                    &algorithms,
+                    upload_protection(&upload, customer.as_ref()),
+                )
+                .await
+                .map_err(to_s3)?;
+            let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+            storage
+                .put_part(
+                    &input.bucket,
+                    &input.key,
+                    &input.upload_id,
+                    input.part_number,
+                    staged,
+                    checksums,
+                )
+                .await
+                .map_err(to_s3)?
+        };
         let c = &part.checksums;
         let reported = Reported::of_part(&part);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());

@@ -145,6 +145,8 @@ impl From<MetaError> for StorageError {
             MetaError::NoSuchVersion => Self::NoSuchVersion,
             MetaError::NoSuchUpload => Self::NoSuchUpload,
             MetaError::PreconditionFailed => Self::PreconditionFailed,
+            // A shared blob's records all went: what was copied is gone.
+            MetaError::SharedBlobGone(_) => Self::NoSuchKey,
             MetaError::Corrupt(m) => Self::Corrupt(m),
             MetaError::Backend(m) => Self::Internal(m),
         }

@@ -28,6 +28,7 @@ pub use nuage_meta::{
     PublicAccessBlock, UploadRecord, VersionRecord, Versioning, WriteCondition,
 };
 pub use service::{
-    DeleteOutcome, ObjectAttributes, ObjectBody, Region, Staged, Storage, StorageConfig,
+    DeleteOutcome, ObjectAttributes, ObjectBody, Region, Requester, SharedCopy, Staged, Storage,
+    StorageConfig,
 };
 pub use sse::{CustomerKey, Protection, canonical_context, context_pairs};

@@ -40,6 +40,15 @@ pub struct UploadListing {
     pub next_upload_id_marker: Option<String>,
 }
 
+/// What an upload in progress keeps sealed until it completes: the
+/// attributes the completed object will carry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadAttributes {
+    content: nuage_meta::ContentHeaders,
+    user_metadata: std::collections::BTreeMap<String, String>,
+    tags: Vec<(String, String)>,
+}
+
 fn check_part_number(part_number: i32) -> StorageResult<u32> {
     u32::try_from(part_number)
         .ok()
@@ -88,22 +97,91 @@ impl Storage {
                 (None, None, Some(STANDARD.encode(wrapped)))
             }
         };
+        // The attributes are sealed as a completed object's user metadata
+        // is: the metadata store never holds them in the clear, even while
+        // the upload is in progress.
+        let sealed_attributes = if attributes.user_metadata.is_empty()
+            && attributes.tags.is_empty()
+            && attributes.content == nuage_meta::ContentHeaders::default()
+        {
+            None
+        } else {
+            let plaintext = serde_json::to_vec(&UploadAttributes {
+                content: attributes.content,
+                user_metadata: attributes.user_metadata,
+                tags: attributes.tags,
+            })
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+            let binding = Self::upload_attributes_binding(&bucket_record, key, &upload_id);
+            Some(self.seal_value(&bucket_record, &binding, plaintext).await?)
+        };
         let record = UploadRecord {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             upload_id,
             initiated_unix_ns: self.now_ns(),
-            content: attributes.content,
-            user_metadata: attributes.user_metadata,
-            tags: attributes.tags,
+            content: nuage_meta::ContentHeaders::default(),
+            user_metadata: std::collections::BTreeMap::new(),
+            tags: Vec::new(),
             checksum_algorithm: checksum_algorithm.map(|a| a.name().to_owned()),
             checksum_type,
             kms_key_arn,
             kms_context,
             sse_c_key_check,
+            sealed_attributes,
         };
         self.meta.create_upload(record.clone()).await?;
         Ok(record)
+    }
+
+    /// What an upload's sealed attributes are bound to: the upload, in a
+    /// blob field no blob id (hex) can take.
+    fn upload_attributes_binding(
+        bucket: &nuage_meta::BucketRecord,
+        key: &str,
+        upload_id: &str,
+    ) -> Vec<u8> {
+        nuage_crypto::Binding {
+            tenant: &bucket.owner,
+            bucket: &bucket.name,
+            key,
+            blob: &format!("upload/{upload_id}/attributes"),
+            region: &bucket.region,
+        }
+        .encode()
+    }
+
+    /// Decrypts an upload's sealed attributes into its record (uploads
+    /// created before they were sealed are returned as stored).
+    ///
+    /// # Errors
+    /// `Corrupt` when they do not open; the tenant's key access
+    /// justifications refusing.
+    pub async fn open_upload_attributes(&self, upload: &mut UploadRecord) -> StorageResult<()> {
+        let Some(sealed) = upload.sealed_attributes.as_deref() else {
+            return Ok(());
+        };
+        let bucket = self.bucket(&upload.bucket).await?;
+        let binding = Self::upload_attributes_binding(&bucket, &upload.key, &upload.upload_id);
+        let corrupt = |what: &str| {
+            StorageError::Corrupt(format!(
+                "sealed attributes of upload {}: {what}",
+                upload.upload_id
+            ))
+        };
+        let plaintext = self
+            .open_value(&bucket, &binding, sealed)
+            .await
+            .map_err(|e| match e {
+                StorageError::Corrupt(message) => corrupt(&message),
+                refused => refused,
+            })?;
+        let attributes: UploadAttributes =
+            serde_json::from_slice(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
+        upload.content = attributes.content;
+        upload.user_metadata = attributes.user_metadata;
+        upload.tags = attributes.tags;
+        Ok(())
     }
 
     /// What an upload's SSE-C key check is bound to: the upload, in a blob
@@ -222,10 +300,12 @@ impl Storage {
             kms_key_arn: staged.kms_key_arn.clone(),
             kms_context: staged.kms_context.clone(),
             sse_c: staged.sse_c,
+            // Parts are staged like objects: chunks bound to the blob.
+            chunk_binding: nuage_meta::ChunkBinding::Blob,
         };
         match self
             .meta
-            .put_part(bucket, key, upload_id, part.clone())
+            .put_part(bucket, key, upload_id, part.clone(), false)
             .await
         {
             Ok(freed) => {
@@ -237,6 +317,46 @@ impl Storage {
                 Err(e.into())
             }
         }
+    }
+
+    /// Records a part that shares the blob of a whole single-part object
+    /// ([`Storage::share_copy`] of an UploadPartCopy's source, prepared for
+    /// this upload's key and protection), with the source's ETag and the
+    /// `checksums` the caller chose. Fails with `NoSuchKey` if the blob lost
+    /// its last reference since (its source deleted meanwhile), atomically.
+    ///
+    /// # Errors
+    /// `NoSuchUpload`, `NoSuchKey`, bad part number, a copy that is not one
+    /// whole segment.
+    pub async fn put_shared_part(
+        &self,
+        upload_id: &str,
+        part_number: i32,
+        copy: crate::SharedCopy,
+        checksums: Checksums,
+    ) -> StorageResult<PartRecord> {
+        let number = check_part_number(part_number)?;
+        let [segment] = <[DataSegment; 1]>::try_from(copy.segments)
+            .map_err(|_| StorageError::Internal("a shared part is exactly one segment".into()))?;
+        let part = PartRecord {
+            part_number: number,
+            blob_id: segment.blob_id,
+            size: segment.size,
+            etag: copy.etag,
+            last_modified_unix_ns: self.now_ns(),
+            checksums,
+            sealed_key: segment.sealed_key,
+            kms_key_arn: segment.kms_key_arn,
+            kms_context: segment.kms_context,
+            sse_c: segment.sse_c,
+            chunk_binding: segment.chunk_binding,
+        };
+        let freed = self
+            .meta
+            .put_part(&copy.bucket, &copy.key, upload_id, part.clone(), true)
+            .await?;
+        self.free_blobs(freed).await;
+        Ok(part)
     }
 
     /// Checks a part number before its body is read.
@@ -334,11 +454,12 @@ impl Storage {
         expected_checksums: &Checksums,
     ) -> StorageResult<VersionRecord> {
         let bucket_record = self.bucket(bucket).await?;
-        let upload = self
+        let mut upload = self
             .meta
             .get_upload(bucket, key, upload_id)
             .await?
             .ok_or(StorageError::NoSuchUpload)?;
+        self.open_upload_attributes(&mut upload).await?;
         if requested.is_empty() {
             return Err(StorageError::InvalidArgument(
                 "you must specify at least one part".into(),
@@ -425,6 +546,7 @@ impl Storage {
                 kms_key_arn: part.kms_key_arn.clone(),
                 kms_context: part.kms_context.clone(),
                 sse_c: part.sse_c,
+                chunk_binding: part.chunk_binding,
             });
         }
         if size > limits::OBJECT_SIZE_BYTES_MAX {
@@ -469,6 +591,7 @@ impl Storage {
             record: sealed,
             null_version: bucket_record.versioning != Versioning::Enabled,
             condition,
+            shared_blobs: Vec::new(),
         };
         let outcome = self.meta.complete_upload(upload_id, put).await?;
         self.free_blobs(outcome.freed_blobs).await;

@@ -17,8 +17,8 @@ use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
 use nuage_kms::{AccessReason, CustomerKeys, KeyService};
 use nuage_meta::{
-    BucketRecord, Checksums, ContentHeaders, CorsRule, DataSegment, MetaStore, PutVersion,
-    VersionRecord, Versioning, WriteCondition,
+    BucketRecord, Checksums, ChunkBinding, ContentHeaders, CorsRule, DataSegment, MetaStore,
+    PutVersion, VersionRecord, Versioning, WriteCondition,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,6 +71,23 @@ pub struct Staged {
     pub sse_c: bool,
 }
 
+/// A server-side copy that shares its source's blobs, prepared by
+/// [`Storage::share_copy`]: the data keys are wrapped for the destination,
+/// nothing is visible until [`Storage::put_copy`]. Dropping it leaves
+/// nothing behind (no blob was written).
+#[derive(Debug)]
+pub struct SharedCopy {
+    pub bucket: String,
+    pub key: String,
+    /// Plaintext bytes, as the source's.
+    pub size: u64,
+    /// The source's ETag (the content is the same); a copy of a multipart
+    /// object, which is a single-part object, needs the content's MD5
+    /// instead (computed by the caller, which reads it).
+    pub etag: String,
+    pub(crate) segments: Vec<DataSegment>,
+}
+
 /// The result of a DeleteObject.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOutcome {
@@ -120,6 +137,22 @@ impl From<nuage_crypto::CryptoError> for ReadFailure {
     }
 }
 
+/// Who a request comes from, as the key service is told when it wraps or
+/// unwraps a data key under a customer KMS key on their behalf (an
+/// external key store's proxy logs and may decide on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// The caller's ARN (user, role session, tenant root), or `anonymous`.
+    pub principal_arn: String,
+    /// The request id the client is answered with (`x-amz-request-id`).
+    pub request_id: String,
+}
+
+impl Requester {
+    /// What [`Self::principal_arn`] says for an unsigned request.
+    pub const ANONYMOUS: &'static str = "anonymous";
+}
+
 /// The storage service.
 #[derive(Clone)]
 pub struct Storage {
@@ -130,6 +163,9 @@ pub struct Storage {
     /// Customer KMS keys, for objects stored under S3 SSE-KMS.
     pub(crate) customer_keys: CustomerKeys,
     config: Arc<StorageConfig>,
+    /// The request this handle serves (see [`Self::on_behalf_of`]); None
+    /// for work of Nuage's own (tests, housekeeping).
+    requester: Option<Arc<Requester>>,
 }
 
 impl Storage {
@@ -153,6 +189,29 @@ impl Storage {
             keys,
             customer_keys,
             config: Arc::new(config),
+            requester: None,
+        }
+    }
+
+    /// A handle on the same service for one request: uses of customer KMS
+    /// keys name `requester` to the key service. Cheap (shared state only),
+    /// so a front end makes one per request rather than passing the
+    /// requester through every method.
+    #[must_use]
+    pub fn on_behalf_of(&self, requester: Requester) -> Self {
+        let mut handle = self.clone();
+        handle.requester = Some(Arc::new(requester));
+        handle
+    }
+
+    /// Whom the key service is told a use of `bucket`'s customer keys is
+    /// for: the requester, or the bucket owner's root for Nuage's own work.
+    fn key_caller(&self, bucket: &BucketRecord) -> nuage_kms::KeyCaller {
+        match &self.requester {
+            Some(r) => nuage_kms::KeyCaller::via("s3", &r.principal_arn, &r.request_id),
+            None => {
+                nuage_kms::KeyCaller::via("s3", format!("arn:aws:iam::{}:root", bucket.owner), "")
+            }
         }
     }
 
@@ -488,40 +547,21 @@ impl Storage {
         }
         let bucket_record = self.bucket(bucket).await?;
         let mut writer = self.blobs.create().await?;
-        // The chunks authenticate the blob's binding; the data key's
-        // wrapping authenticates `binding`, which adds the SSE-KMS context.
-        let blob_binding = Self::binding(&bucket_record, key, writer.blob_id());
+        // The chunks authenticate the blob's own binding, so that copies
+        // can share the blob; the data key's wrapping authenticates the
+        // object's (see `wrap_key`).
+        let chunk_binding =
+            Self::chunk_aad(&bucket_record, key, writer.blob_id(), ChunkBinding::Blob);
         let (kms_key_arn, kms_context) = match protection {
             Protection::Kms { arn, context } => (Some(arn), context),
             Protection::Tenant | Protection::Customer(_) => (None, None),
         };
-        let binding = kms_wrap_binding(&blob_binding, kms_context);
-        let wrapping = if let Protection::Customer(customer) = protection {
-            Self::new_customer_data_key(customer, &blob_binding)
-        } else {
-            match kms_key_arn {
-                None => self
-                    .keys
-                    .new_data_key(&bucket_record.owner, &binding)
-                    .await
-                    .map_err(|e| StorageError::Internal(e.to_string())),
-                Some(arn) => self
-                    .customer_keys
-                    // The requester is not yet threaded through storage: the
-                    // bucket owner's root stands for it, with no request id.
-                    .new_data_key_under(
-                        &bucket_record.owner,
-                        arn,
-                        &binding,
-                        &nuage_kms::KeyCaller::via(
-                            "s3",
-                            format!("arn:aws:iam::{}:root", bucket_record.owner),
-                            "",
-                        ),
-                    )
-                    .await
-                    .map_err(StorageError::from),
-            }
+        let wrapping = match nuage_crypto::DataKey::generate() {
+            Ok(data_key) => self
+                .wrap_key(&bucket_record, key, writer.blob_id(), &data_key, protection)
+                .await
+                .map(|wrapped| (data_key, wrapped)),
+            Err(e) => Err(e.into()),
         };
         let (data_key, wrapped) = match wrapping {
             Ok(k) => k,
@@ -547,7 +587,7 @@ impl Storage {
                 Ok::<Bytes, StorageError>(chunk)
             });
             let mut sealed = std::pin::pin!(nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(
-                data_key, &blob_binding, plaintext
+                data_key, &chunk_binding, plaintext
             ));
             while let Some(chunk) = sealed.next().await {
                 writer.write(chunk?).await?;
@@ -581,19 +621,110 @@ impl Storage {
         })
     }
 
-    /// A fresh data key wrapped under a customer-provided key (SSE-C),
-    /// bound like every data key to the blob.
-    fn new_customer_data_key(
-        customer: &CustomerKey,
-        blob_binding: &[u8],
-    ) -> StorageResult<(nuage_crypto::DataKey, Vec<u8>)> {
-        let data_key = nuage_crypto::DataKey::generate()?;
-        let wrapped = nuage_crypto::wrap_data_key(
-            customer.kek(),
-            &data_key,
-            &customer_wrap_binding(blob_binding),
-        )?;
-        Ok((data_key, wrapped))
+    /// Wraps a blob's data key for object `key` of `bucket` as `protection`
+    /// says: under the owner's tenant key (SSE-S3), under the owner's
+    /// customer KMS key with the encryption context bound in (SSE-KMS; the
+    /// key must be usable), or under the client's own key (SSE-C). The
+    /// wrapping always authenticates the object's binding, so a wrapped key
+    /// opens for this object only, even when the blob is shared.
+    pub(crate) async fn wrap_key(
+        &self,
+        bucket: &BucketRecord,
+        key: &str,
+        blob: &str,
+        data_key: &nuage_crypto::DataKey,
+        protection: Protection<'_>,
+    ) -> StorageResult<Vec<u8>> {
+        let object_binding = Self::binding(bucket, key, blob);
+        match protection {
+            Protection::Customer(customer) => Ok(nuage_crypto::wrap_data_key(
+                customer.kek(),
+                data_key,
+                &customer_wrap_binding(&object_binding),
+            )?),
+            Protection::Tenant => self
+                .keys
+                .wrap_data_key(&bucket.owner, data_key, &object_binding)
+                .await
+                .map_err(|e| StorageError::Internal(e.to_string())),
+            Protection::Kms { arn, context } => self
+                .customer_keys
+                .wrap_data_key_under(
+                    &bucket.owner,
+                    arn,
+                    data_key,
+                    &kms_wrap_binding(&object_binding, context),
+                    &self.key_caller(bucket),
+                )
+                .await
+                .map_err(StorageError::from),
+        }
+    }
+
+    /// Unwraps the data key of `segment`, data of object `key` of `bucket`,
+    /// for a customer's request (`customer`: the SSE-C key it presented).
+    pub(crate) async fn open_key(
+        &self,
+        bucket: &BucketRecord,
+        key: &str,
+        segment: &DataSegment,
+        customer: Option<&CustomerKey>,
+    ) -> StorageResult<nuage_crypto::DataKey> {
+        let wrapped = segment.sealed_key.as_deref().ok_or_else(|| {
+            StorageError::Internal(format!("blob {} has no data key", segment.blob_id))
+        })?;
+        let wrapped = BASE64.decode(wrapped).map_err(|e| {
+            StorageError::Corrupt(format!("wrapped key of blob {}: {e}", segment.blob_id))
+        })?;
+        let object_binding = Self::binding(bucket, key, &segment.blob_id);
+        // Every read today is a customer's S3 request; operator access
+        // paths will name their own.
+        let reason = AccessReason::CustomerInitiatedAccess;
+        let opened = if segment.sse_c {
+            Self::open_customer_data_key(customer, &wrapped, &object_binding)
+        } else {
+            let binding = kms_wrap_binding(&object_binding, segment.kms_context.as_deref());
+            match &segment.kms_key_arn {
+                None => {
+                    self.keys
+                        .open_data_key(&bucket.owner, &wrapped, &binding, reason)
+                        .await
+                }
+                Some(arn) => {
+                    self.customer_keys
+                        .open_data_key_under(
+                            &bucket.owner,
+                            arn,
+                            &wrapped,
+                            &binding,
+                            reason,
+                            &self.key_caller(bucket),
+                        )
+                        .await
+                }
+            }
+            .map_err(StorageError::from)
+        };
+        opened.map_err(|e| match e {
+            StorageError::Corrupt(message) => {
+                StorageError::Corrupt(format!("data key of blob {}: {message}", segment.blob_id))
+            }
+            refused => refused,
+        })
+    }
+
+    /// What the chunks of a blob of object `key` authenticate: the blob's
+    /// own binding for shareable blobs, the object's for older ones.
+    fn chunk_aad(bucket: &BucketRecord, key: &str, blob: &str, chunks: ChunkBinding) -> Vec<u8> {
+        match chunks {
+            ChunkBinding::Object => Self::binding(bucket, key, blob),
+            ChunkBinding::Blob => nuage_crypto::BlobBinding {
+                tenant: &bucket.owner,
+                blob,
+                region: &bucket.region,
+            }
+            .encode(),
+        }
     }
 
     /// Unwraps an SSE-C segment's data key with the key the client
@@ -799,6 +930,7 @@ impl Storage {
                 kms_key_arn: staged.kms_key_arn.clone(),
                 kms_context: staged.kms_context.clone(),
                 sse_c: staged.sse_c,
+                chunk_binding: ChunkBinding::Blob,
             }],
             sealed_attributes: None,
         };
@@ -810,6 +942,7 @@ impl Storage {
                 record: sealed,
                 null_version: bucket_record.versioning != Versioning::Enabled,
                 condition,
+                shared_blobs: Vec::new(),
             })
             .await?;
         self.free_blobs(outcome.freed_blobs).await;
@@ -847,26 +980,12 @@ impl Storage {
             &record.key,
             &format!("attributes/{}", first.blob_id),
         );
-        let (key, wrapped) = self
-            .keys
-            .new_data_key(&bucket.owner, &binding)
-            .await
-            .map_err(|e| StorageError::Internal(e.to_string()))?;
         let plaintext = serde_json::to_vec(&SealedAttributes {
             user_metadata: record.user_metadata.clone(),
             checksums: record.checksums.clone(),
         })
         .map_err(|e| StorageError::Internal(e.to_string()))?;
-        let input = futures::stream::iter([Ok::<Bytes, StorageError>(Bytes::from(plaintext))]);
-        let sealed: Vec<Bytes> =
-            nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(key, &binding, input)
-                .try_collect()
-                .await?;
-        record.sealed_attributes = Some(format!(
-            "{}.{}",
-            BASE64.encode(wrapped),
-            BASE64.encode(sealed.concat())
-        ));
+        record.sealed_attributes = Some(self.seal_value(bucket, &binding, plaintext).await?);
         record.user_metadata.clear();
         for algorithm in ChecksumAlgorithm::ALL {
             if algorithm.get(&record.checksums).is_some() {
@@ -891,6 +1010,61 @@ impl Storage {
                 record.bucket, record.key
             ))
         };
+        let first = record.segments.first().ok_or_else(|| corrupt("no data"))?;
+        let binding = Self::binding(
+            bucket,
+            &record.key,
+            &format!("attributes/{}", first.blob_id),
+        );
+        let plaintext = self
+            .open_value(bucket, &binding, sealed)
+            .await
+            .map_err(|e| match e {
+                StorageError::Corrupt(message) => corrupt(&message),
+                refused => refused,
+            })?;
+        let attributes: SealedAttributes =
+            serde_json::from_slice(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
+        record.user_metadata = attributes.user_metadata;
+        record.checksums = attributes.checksums;
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` (a small record field, never object data)
+    /// under a fresh data key wrapped by `bucket`'s owner's tenant key, both
+    /// bound to `binding`: `WRAPPED_KEY.CIPHERTEXT`, base64.
+    pub(crate) async fn seal_value(
+        &self,
+        bucket: &BucketRecord,
+        binding: &[u8],
+        plaintext: Vec<u8>,
+    ) -> StorageResult<String> {
+        let (key, wrapped) = self
+            .keys
+            .new_data_key(&bucket.owner, binding)
+            .await
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let input = futures::stream::iter([Ok::<Bytes, StorageError>(Bytes::from(plaintext))]);
+        let sealed: Vec<Bytes> =
+            nuage_crypto::encrypt_stream::<_, StorageError, StorageError>(key, binding, input)
+                .try_collect()
+                .await?;
+        Ok(format!(
+            "{}.{}",
+            BASE64.encode(wrapped),
+            BASE64.encode(sealed.concat())
+        ))
+    }
+
+    /// Decrypts what [`Self::seal_value`] sealed under `binding`, for a
+    /// customer's request.
+    pub(crate) async fn open_value(
+        &self,
+        bucket: &BucketRecord,
+        binding: &[u8],
+        sealed: &str,
+    ) -> StorageResult<Vec<u8>> {
+        let corrupt = |what: &str| StorageError::Corrupt(what.to_owned());
         let (wrapped, ciphertext) = sealed.split_once('.').ok_or_else(|| corrupt("malformed"))?;
         let wrapped = BASE64
             .decode(wrapped)
@@ -898,40 +1072,26 @@ impl Storage {
         let ciphertext = BASE64
             .decode(ciphertext)
             .map_err(|_| corrupt("malformed ciphertext"))?;
-        let first = record.segments.first().ok_or_else(|| corrupt("no data"))?;
-        let binding = Self::binding(
-            bucket,
-            &record.key,
-            &format!("attributes/{}", first.blob_id),
-        );
         let key = self
             .keys
             .open_data_key(
                 &bucket.owner,
                 &wrapped,
-                &binding,
+                binding,
                 // A customer's S3 request, as every read today.
                 AccessReason::CustomerInitiatedAccess,
             )
-            .await
-            .map_err(|e| match StorageError::from(e) {
-                StorageError::Corrupt(message) => corrupt(&message),
-                refused => refused,
-            })?;
+            .await?;
         let plaintext_len = nuage_crypto::plaintext_len(ciphertext.len() as u64)
             .ok_or_else(|| corrupt("bad length"))?;
         let span = nuage_crypto::ChunkSpan::whole(plaintext_len)?;
         let input = futures::stream::iter([Ok::<Bytes, StorageError>(Bytes::from(ciphertext))]);
         let plaintext: Vec<Bytes> = nuage_crypto::decrypt_stream::<_, StorageError, StorageError>(
-            &key, &binding, span, input,
+            &key, binding, span, input,
         )
         .try_collect()
         .await?;
-        let attributes: SealedAttributes =
-            serde_json::from_slice(&plaintext.concat()).map_err(|e| corrupt(&e.to_string()))?;
-        record.user_metadata = attributes.user_metadata;
-        record.checksums = attributes.checksums;
-        Ok(())
+        Ok(plaintext.concat())
     }
 
     // ---- reading ----
@@ -1007,60 +1167,19 @@ impl Storage {
                 let to = end.min(segment_end) - segment_start;
                 let sealing = match &segment.sealed_key {
                     None => None,
-                    Some(wrapped) => {
-                        let wrapped = BASE64.decode(wrapped).map_err(|e| {
-                            StorageError::Corrupt(format!(
-                                "wrapped key of blob {}: {e}",
-                                segment.blob_id
-                            ))
-                        })?;
-                        let blob_binding = Self::binding(&bucket, &record.key, &segment.blob_id);
-                        let binding =
-                            kms_wrap_binding(&blob_binding, segment.kms_context.as_deref());
-                        // Every read today is a customer's S3 request;
-                        // operator access paths will name their own.
-                        let reason = AccessReason::CustomerInitiatedAccess;
-                        let opened = if segment.sse_c {
-                            Self::open_customer_data_key(customer, &wrapped, &blob_binding)
-                        } else {
-                            match &segment.kms_key_arn {
-                                None => {
-                                    self.keys
-                                        .open_data_key(&bucket.owner, &wrapped, &binding, reason)
-                                        .await
-                                }
-                                Some(arn) => {
-                                    self.customer_keys
-                                        .open_data_key_under(
-                                            &bucket.owner,
-                                            arn,
-                                            &wrapped,
-                                            &binding,
-                                            reason,
-                                            // The requester is not yet threaded
-                                            // through storage: the bucket owner's
-                                            // root stands for it.
-                                            &nuage_kms::KeyCaller::via(
-                                                "s3",
-                                                format!("arn:aws:iam::{}:root", bucket.owner),
-                                                "",
-                                            ),
-                                        )
-                                        .await
-                                }
-                            }
-                            .map_err(StorageError::from)
-                        };
-                        let key = opened.map_err(|e| match e {
-                            StorageError::Corrupt(message) => StorageError::Corrupt(format!(
-                                "data key of blob {}: {message}",
-                                segment.blob_id
-                            )),
-                            refused => refused,
-                        })?;
+                    Some(_) => {
+                        let key = self
+                            .open_key(&bucket, &record.key, segment, customer)
+                            .await?;
+                        let chunk_binding = Self::chunk_aad(
+                            &bucket,
+                            &record.key,
+                            &segment.blob_id,
+                            segment.chunk_binding,
+                        );
                         let span =
                             nuage_crypto::ChunkSpan::for_range(segment.size, from, to - from)?;
-                        Some((key, blob_binding, span))
+                        Some((key, chunk_binding, span))
                     }
                 };
                 pieces.push(Piece {
@@ -1161,6 +1280,132 @@ impl Storage {
         .await
     }
 
+    /// Prepares a copy of `source` as object `key` of `bucket` that shares
+    /// the source's blobs instead of re-encrypting them: each segment's data
+    /// key is unwrapped under the source's protection (`source_key`: its
+    /// SSE-C key) and wrapped again for the destination, as `protection`
+    /// says. None when the blobs cannot be shared: the destination belongs
+    /// to another tenant or region, or a segment's chunks are bound to the
+    /// source object (data written before blobs could be shared); the
+    /// caller then copies with [`Self::stage_copy`].
+    ///
+    /// # Errors
+    /// `NoSuchBucket`; the source's key refusing (`Kms`, `KeyAccessRefused`,
+    /// `CustomerKeyMismatch`, `InvalidRequest`); the destination's key
+    /// refusing (`Kms`).
+    pub async fn share_copy(
+        &self,
+        source: &VersionRecord,
+        source_key: Option<&CustomerKey>,
+        bucket: &str,
+        key: &str,
+        protection: Protection<'_>,
+    ) -> StorageResult<Option<SharedCopy>> {
+        let source_bucket = self.bucket(&source.bucket).await?;
+        let bucket_record = self.bucket(bucket).await?;
+        // The chunks authenticate (tenant, blob, region): only a copy that
+        // keeps all three can read them.
+        let shareable = source_bucket.owner == bucket_record.owner
+            && source_bucket.region == bucket_record.region
+            && !source.segments.is_empty()
+            && source
+                .segments
+                .iter()
+                .all(|s| s.chunk_binding == ChunkBinding::Blob && s.sealed_key.is_some());
+        if !shareable {
+            return Ok(None);
+        }
+        let (kms_key_arn, kms_context) = match protection {
+            Protection::Kms { arn, context } => (Some(arn.to_owned()), context.map(str::to_owned)),
+            Protection::Tenant | Protection::Customer(_) => (None, None),
+        };
+        let mut segments = Vec::with_capacity(source.segments.len());
+        for segment in &source.segments {
+            let data_key = self
+                .open_key(&source_bucket, &source.key, segment, source_key)
+                .await?;
+            let wrapped = self
+                .wrap_key(&bucket_record, key, &segment.blob_id, &data_key, protection)
+                .await?;
+            segments.push(DataSegment {
+                blob_id: segment.blob_id.clone(),
+                size: segment.size,
+                // The copy is a single-part object, as S3's copies are.
+                part_etag: None,
+                sealed_key: Some(BASE64.encode(wrapped)),
+                kms_key_arn: kms_key_arn.clone(),
+                kms_context: kms_context.clone(),
+                sse_c: matches!(protection, Protection::Customer(_)),
+                chunk_binding: ChunkBinding::Blob,
+            });
+        }
+        Ok(Some(SharedCopy {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: source.size,
+            etag: source.etag.clone(),
+            segments,
+        }))
+    }
+
+    /// Makes a [`SharedCopy`] visible as the new version of its key, with
+    /// `checksums` as given (the source's, or computed by the caller). The
+    /// commit fails, atomically, if a shared blob lost its last reference
+    /// since the copy was prepared (its source deleted meanwhile): that is
+    /// `NoSuchKey`, what a copy of a vanished source gets.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, `NoSuchKey`, `PreconditionFailed`, invalid key or
+    /// attributes.
+    pub async fn put_copy(
+        &self,
+        copy: SharedCopy,
+        attributes: ObjectAttributes,
+        checksums: Checksums,
+        condition: WriteCondition,
+    ) -> StorageResult<VersionRecord> {
+        Self::validate_key(&copy.key)?;
+        Self::validate_attributes(&attributes)?;
+        let bucket_record = self.bucket(&copy.bucket).await?;
+        let mut shared_blobs: Vec<String> =
+            copy.segments.iter().map(|s| s.blob_id.clone()).collect();
+        shared_blobs.sort_unstable();
+        shared_blobs.dedup();
+        let record = VersionRecord {
+            bucket: copy.bucket,
+            key: copy.key,
+            version_id: String::new(),
+            seq: 0,
+            delete_marker: false,
+            last_modified_unix_ns: self.now_ns(),
+            size: copy.size,
+            etag: copy.etag,
+            content: attributes.content,
+            user_metadata: attributes.user_metadata,
+            checksums,
+            tags: attributes.tags,
+            segments: copy.segments,
+            sealed_attributes: None,
+        };
+        let mut sealed = record.clone();
+        self.seal_attributes(&bucket_record, &mut sealed).await?;
+        let outcome = self
+            .meta
+            .put_version(PutVersion {
+                record: sealed,
+                null_version: bucket_record.versioning != Versioning::Enabled,
+                condition,
+                shared_blobs,
+            })
+            .await
+            .map_err(|e| match e {
+                nuage_meta::MetaError::SharedBlobGone(_) => StorageError::NoSuchKey,
+                other => other.into(),
+            })?;
+        self.free_blobs(outcome.freed_blobs).await;
+        Ok(Self::with_identity_of(record, outcome.record))
+    }
+
     // ---- deleting ----
 
     /// Deletes a key (placing a delete marker when versioning is on) or one version.
@@ -1234,6 +1479,7 @@ impl Storage {
                         record,
                         null_version,
                         condition: WriteCondition::None,
+                        shared_blobs: Vec::new(),
                     })
                     .await?;
                 self.free_blobs(outcome.freed_blobs).await;

@@ -132,8 +132,14 @@ fn gated(dir: &Path) -> (Arc<GatedStore>, std::sync::mpsc::Sender<()>) {
 }
 
 /// Waits (bounded) until `queued` appends sit in the log's queue.
+/// Longest a test waits for a condition another task brings about.
+const CONDITION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn wait_for_queue(log: &AuditLog, queued: usize) {
-    for _ in 0..100_000 {
+    // A generous deadline, not a count of yields: on a loaded machine the
+    // tasks may take a while to be scheduled.
+    let deadline = std::time::Instant::now() + CONDITION_WAIT_MAX;
+    while std::time::Instant::now() < deadline {
         if AUDIT_APPEND_QUEUE_MAX - log.shared.queue.capacity() == queued {
             return;
         }
@@ -154,7 +160,8 @@ async fn concurrent_appends_are_group_committed() {
         let log = log.clone();
         async move { log.append_leaf(leaf(0)).await }
     });
-    for _ in 0..100_000 {
+    let deadline = std::time::Instant::now() + CONDITION_WAIT_MAX;
+    while std::time::Instant::now() < deadline {
         if store.entered.load(Ordering::SeqCst) {
             break;
         }

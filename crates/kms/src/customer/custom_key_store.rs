@@ -36,7 +36,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// The document holding a tenant's custom key stores.
-pub(super) const STORES: &str = "kms.custom-key-store";
+pub(crate) const STORES: &str = "kms.custom-key-store";
 /// One document per external key in use: `TENANT/STORE_ID/XKS_KEY_ID`.
 pub(super) const XKS_KEYS: &str = "kms.xks-key";
 /// The only custom key store type Nuage has.
@@ -510,6 +510,12 @@ fn connection_error_code(error: &KmsError) -> ConnectionErrorCode {
     }
 }
 
+/// The associated data of store `id`'s wrapped key (and of its sealed
+/// secret): also what the root-of-trust migration rewraps it with.
+pub(crate) fn custom_key_store_binding(region: &str, tenant: &str, id: &str) -> String {
+    format!("arn:aws:kms:{region}:{tenant}:custom-key-store/{id}")
+}
+
 /// A health answer in which every external key manager instance is
 /// unavailable counts as unreachable (as AWS treats it).
 fn check_health(health: &XksHealth, what: &str) -> KmsResult<()> {
@@ -527,7 +533,7 @@ impl CustomerKeys {
     /// store's sealed secret (AWS gives stores no ARN; this is not one on the
     /// wire).
     fn store_binding(&self, tenant: &str, id: &str) -> String {
-        format!("arn:aws:kms:{}:{tenant}:custom-key-store/{id}", self.region)
+        custom_key_store_binding(&self.region, tenant, id)
     }
 
     fn store_not_found(id: &str) -> KmsError {
@@ -1172,6 +1178,31 @@ impl CustomerKeys {
             }
         }
         Err(Self::contention("deleting a custom key store"))
+    }
+
+    /// Deletes all of `tenant`'s external key stores at once, whatever their
+    /// state (the tenant is being deleted: its keys are already gone), which
+    /// destroys each store's key and so its sealed proxy credential.
+    /// Returns how many there were.
+    pub(super) async fn shred_custom_key_stores(&self, tenant: &str) -> KmsResult<usize> {
+        let (stores, _) = self.load_stores(tenant).await?;
+        if !self
+            .commit(vec![DocumentWrite {
+                namespace: STORES.into(),
+                key: tenant.into(),
+                expect: Expect::Any,
+                value: None,
+            }])
+            .await?
+        {
+            return Err(KmsError::Internal(
+                "an unconditional deletion was refused by the document store".into(),
+            ));
+        }
+        for store in &stores.stores {
+            self.forget_store_key(&self.store_binding(tenant, &store.id));
+        }
+        Ok(stores.stores.len())
     }
 
     fn forget_store_key(&self, binding: &str) {

@@ -201,9 +201,12 @@ async fn material_is_stored_wrapped_under_the_root_bound_to_the_arn() {
         .unwrap();
     let stored: KmsKey = serde_json::from_slice(&doc.value).unwrap();
     assert_eq!(stored.materials.len(), 1);
-    let wrapped = &stored.materials[0].wrapped;
-    assert_eq!(wrapped.len(), nuage_crypto::WRAPPED_KEY_BYTES);
+    // Stored tagged with the id of the root that wrapped it.
     let root = nuage_crypto::RootKeyFile::open_or_create(&f._dir.path().join("root.key")).unwrap();
+    let tagged = crate::TaggedWrappedKey::parse(&stored.materials[0].wrapped).unwrap();
+    assert_eq!(tagged.root(), Some(crate::RootId::of_key(&root)));
+    let wrapped = tagged.wrapped();
+    assert_eq!(wrapped.len(), nuage_crypto::WRAPPED_KEY_BYTES);
     assert!(nuage_crypto::unwrap_key_encryption_key(&root, wrapped, key.arn.as_bytes()).is_ok());
     let other_arn = key.arn.replace(TENANT, OTHER);
     assert!(
@@ -794,6 +797,7 @@ async fn creation_limits() {
                 TENANT,
                 &TenantCounts {
                     keys: KMS_KEYS_PER_TENANT_MAX,
+                    shredded: 0,
                 },
                 Expect::Absent,
             )

@@ -208,6 +208,7 @@ impl CustomerKeys {
                     tenant,
                     &TenantCounts {
                         keys: counts.keys + 1,
+                        shredded: counts.shredded,
                     },
                     expect,
                 )?,

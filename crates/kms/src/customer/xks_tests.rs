@@ -1226,3 +1226,56 @@ async fn object_data_keys_under_external_keys() {
     f.proxy.set_status("ext-1", "ENABLED");
     open(wrapped, b"binding", key.arn.clone()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_deleted_external_key_is_shredded_whatever_the_proxy_still_holds() {
+    let f = Fixture::new();
+    let store = f.connected_store().await;
+    let key = f.external_key(&store.id, "ext-1").await;
+    let blob = f
+        .kms
+        .encrypt(&key, b"secret", &context(&[]), &caller(), "Encrypt")
+        .await
+        .unwrap();
+    f.kms
+        .schedule_deletion(TENANT, &key.key_id, Some(7))
+        .await
+        .unwrap();
+    f.clock.0.fetch_add(8 * NS_PER_DAY, Ordering::SeqCst);
+    // The proxy still holds the external key: Nuage's half is what goes.
+    assert!(f.proxy.keys.lock().unwrap().contains_key("ext-1"));
+    let refused = f.decrypt(&blob, &context(&[])).await.unwrap_err();
+    let KmsError::NotFound(message) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(message.contains("crypto-shredded"), "{message}");
+    assert!(message.contains("Nuage's half"), "{message}");
+    let record = f
+        .kms
+        .shredded_key(TENANT, &key.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.origin, KeyOrigin::ExternalKeyStore);
+    assert_eq!(
+        record.custom_key_store_id.as_deref(),
+        Some(store.id.as_str())
+    );
+    assert_eq!(record.xks_key_id.as_deref(), Some("ext-1"));
+
+    // Deleting the tenant destroys its stores (their sealed credentials).
+    let report = f.kms.shred_tenant(TENANT).await.unwrap();
+    assert_eq!(report.external_key_stores, 1);
+    assert_eq!(report.kms_keys, 0);
+    assert!(
+        f.store
+            .get_document(custom_key_store::STORES, TENANT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        f.kms.custom_key_store(TENANT, &store.id).await,
+        Err(KmsError::CustomKeyStoreNotFound(_))
+    ));
+}

@@ -18,10 +18,16 @@
 //! mutex. A session the HSM has dropped (token reset, logout) is reopened and
 //! logged in again once, then the call is retried.
 //!
+//! The root's [`RootId`] (recorded beside every key it wraps) is a SHA-256
+//! digest of the token label, the key label and the key's `CKA_ID`, which
+//! Nuage sets to 16 random bytes when it generates the key: a key destroyed
+//! and generated again under the same label is another root. (A key made by
+//! an older Nuage has no `CKA_ID`; labels alone then name it.)
+//!
 //! This module must never read files or the environment: the module path,
 //! token label and PIN arrive in [`Pkcs11RootConfig`].
 
-use super::{RootOfTrust, RootOfTrustError};
+use super::{ROOT_ID_BYTES, RootId, RootOfTrust, RootOfTrustError};
 use crate::KeyError;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as Pkcs11Error, RvError};
@@ -34,6 +40,7 @@ use cryptoki::types::AuthPin;
 use nuage_crypto::{
     CryptoError, KEY_BYTES, KeyEncryptionKey, TAG_BYTES, WRAPPED_KEY_BYTES, WRAPPED_KEY_FORMAT_V1,
 };
+use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +52,10 @@ pub const DEFAULT_KEY_LABEL: &str = "nuage-root";
 const GCM_IV_BYTES: usize = 12;
 /// AES-256.
 const ROOT_KEY_BYTES: u64 = 32;
+/// Random bytes of the `CKA_ID` given to a generated root key.
+const KEY_ID_ATTRIBUTE_BYTES: usize = 16;
+/// Domain separation of the digest that makes an HSM root's [`RootId`].
+const ROOT_ID_LABEL: &[u8] = b"nuage pkcs11 root-of-trust identifier v1";
 
 /// Where the root key lives. Built by the binary from its configuration; the
 /// PIN is read there (from a file only its owner can read) and zeroed here
@@ -83,6 +94,11 @@ struct Inner {
     token_label: String,
     key_label: String,
     pin: AuthPin,
+    /// Computed once at open, from the labels and the key's `CKA_ID`.
+    root_id: RootId,
+    /// Whether a missing key is generated (`open`) or refused
+    /// (`open_existing`).
+    create_if_missing: bool,
     /// `None` after the HSM dropped the session; reopened on next use.
     connection: Mutex<Option<Connection>>,
 }
@@ -113,13 +129,29 @@ impl Pkcs11Root {
     /// locked PIN, several keys under the label, a key that is extractable or
     /// not sensitive, or any other failure of the HSM.
     pub async fn open(config: Pkcs11RootConfig) -> Result<Self, RootOfTrustError> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+        tokio::task::spawn_blocking(move || Self::open_blocking(config, true))
+            .await
+            .map_err(|error| RootOfTrustError::Task(error.to_string()))?
+    }
+
+    /// [`Pkcs11Root::open`] for a key that must already exist: the root a
+    /// migration moves keys *away* from, where generating a fresh key would
+    /// only leave a stray object in the token.
+    ///
+    /// # Errors
+    /// As [`Pkcs11Root::open`], and [`RootOfTrustError::KeyNotFound`] when
+    /// the token has no key under the label.
+    pub async fn open_existing(config: Pkcs11RootConfig) -> Result<Self, RootOfTrustError> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config, false))
             .await
             .map_err(|error| RootOfTrustError::Task(error.to_string()))?
     }
 
     /// [`Pkcs11Root::open`], on the calling thread.
-    fn open_blocking(config: Pkcs11RootConfig) -> Result<Self, RootOfTrustError> {
+    fn open_blocking(
+        config: Pkcs11RootConfig,
+        create_if_missing: bool,
+    ) -> Result<Self, RootOfTrustError> {
         let module_error = |error: &Pkcs11Error| RootOfTrustError::Module {
             module: config.module.clone(),
             detail: one_line(error),
@@ -131,15 +163,18 @@ impl Pkcs11Root {
             Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(error) => return Err(module_error(&error)),
         }
-        let inner = Inner {
+        let mut inner = Inner {
             context,
             module: config.module.clone(),
             token_label: config.token_label.clone(),
             key_label: config.key_label.clone(),
             pin: AuthPin::from(config.pin.as_str()),
+            root_id: RootId([0; ROOT_ID_BYTES]),
+            create_if_missing,
             connection: Mutex::new(None),
         };
         let connection = inner.connect()?;
+        inner.root_id = inner.read_root_id(&connection)?;
         *inner
             .connection
             .lock()
@@ -161,6 +196,32 @@ impl Pkcs11Root {
         tokio::task::spawn_blocking(move || inner.call_blocking(&operation))
             .await
             .map_err(|error| RootOfTrustError::Task(error.to_string()))?
+    }
+
+    /// The label of the root key object.
+    #[must_use]
+    pub fn key_label(&self) -> &str {
+        &self.inner.key_label
+    }
+
+    /// Destroys the root key inside the HSM. Every key it wrapped is then
+    /// lost for good: call this only once nothing is stored under this root
+    /// (after a completed migration, and only when the operator asks). This
+    /// root is unusable afterwards.
+    ///
+    /// # Errors
+    /// The HSM refused or could not be reached.
+    pub async fn destroy_key(&self) -> Result<(), RootOfTrustError> {
+        let result = self
+            .call(|session, key| session.destroy_object(key))
+            .await?;
+        result.map_err(|e| self.inner.error("destroying the root key", &e))?;
+        tracing::warn!(
+            token = %self.inner.token_label,
+            key = %self.inner.key_label,
+            "destroyed the root key in the HSM"
+        );
+        Ok(())
     }
 
     fn failure(&self, operation: &'static str, error: &Pkcs11Error) -> KeyError {
@@ -201,6 +262,35 @@ impl Inner {
         Ok(Connection { session, key })
     }
 
+    /// The root's id: a digest of both labels and the key's `CKA_ID`.
+    fn read_root_id(&self, connection: &Connection) -> Result<RootId, RootOfTrustError> {
+        let attributes = connection
+            .session
+            .get_attributes(connection.key, &[AttributeType::Id])
+            .map_err(|e| self.error("reading the root key's CKA_ID", &e))?;
+        let key_id = attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                Attribute::Id(id) => Some(id),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut digest = Sha256::new();
+        // Each part is length-prefixed, so no two label pairs collide.
+        for part in [
+            ROOT_ID_LABEL,
+            self.token_label.as_bytes(),
+            self.key_label.as_bytes(),
+            key_id.as_slice(),
+        ] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        let mut id = [0u8; ROOT_ID_BYTES];
+        id.copy_from_slice(&digest.finalize()[..ROOT_ID_BYTES]);
+        Ok(RootId(id))
+    }
+
     fn find_slot(&self) -> Result<Slot, RootOfTrustError> {
         let slots = self
             .context
@@ -239,7 +329,13 @@ impl Inner {
             .find_objects(&template)
             .map_err(|e| self.error("searching for the root key", &e))?;
         let key = match keys.as_slice() {
-            [] => self.create_key(session)?,
+            [] if self.create_if_missing => self.create_key(session)?,
+            [] => {
+                return Err(RootOfTrustError::KeyNotFound {
+                    token: self.token_label.clone(),
+                    label: self.key_label.clone(),
+                });
+            }
             [key] => *key,
             more => {
                 return Err(RootOfTrustError::AmbiguousKey {
@@ -258,7 +354,14 @@ impl Inner {
     /// Two processes starting at once on a fresh token could both create a
     /// key; the next start then refuses the ambiguity instead of guessing.
     fn create_key(&self, session: &Session) -> Result<ObjectHandle, RootOfTrustError> {
+        // A random CKA_ID, so that this key's RootId differs from that of
+        // any earlier key under the same label.
+        let mut key_id = vec![0u8; KEY_ID_ATTRIBUTE_BYTES];
+        session
+            .generate_random_slice(&mut key_id)
+            .map_err(|e| self.error("generating the root key's CKA_ID", &e))?;
         let template = [
+            Attribute::Id(key_id),
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
             Attribute::ValueLen(ROOT_KEY_BYTES.into()),
@@ -383,11 +486,16 @@ impl Inner {
 impl RootOfTrust for Pkcs11Root {
     fn describe(&self) -> String {
         format!(
-            "key `{}` in PKCS#11 token `{}` ({})",
+            "key `{}` in PKCS#11 token `{}` ({}), root id {}",
             self.inner.key_label,
             self.inner.token_label,
-            self.inner.module.display()
+            self.inner.module.display(),
+            self.inner.root_id
         )
+    }
+
+    fn id(&self) -> RootId {
+        self.inner.root_id
     }
 
     async fn wrap_key(&self, key: &KeyEncryptionKey, aad: &[u8]) -> Result<Vec<u8>, KeyError> {

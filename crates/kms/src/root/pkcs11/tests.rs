@@ -237,6 +237,7 @@ async fn the_key_service_runs_on_the_hsm_root() {
     let root = Pkcs11Root::open(config(&module, DEFAULT_KEY_LABEL))
         .await
         .unwrap();
+    let root_id = root.id();
     let keys = KeyService::new(store.clone(), root.clone());
     let (_, wrapped) = keys.new_data_key("111122223333", b"binding").await.unwrap();
     // A new service (a restart) unwraps the tenant key through the HSM.
@@ -256,7 +257,9 @@ async fn the_key_service_runs_on_the_hsm_root() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(doc.value.len(), WRAPPED_KEY_BYTES);
+    let stored = crate::TaggedWrappedKey::parse(&doc.value).unwrap();
+    assert_eq!(stored.root(), Some(root_id));
+    assert_eq!(stored.wrapped().len(), WRAPPED_KEY_BYTES);
     let with_file_root = KeyService::new(store, KeyEncryptionKey::generate().unwrap());
     assert!(
         with_file_root
@@ -454,4 +457,167 @@ async fn a_dropped_session_is_reopened() {
     inspector(&module).logout().unwrap();
     let back = root.unwrap_key(&wrapped, b"t").await.unwrap();
     assert_eq!(back.expose_bytes(), tenant.expose_bytes());
+}
+
+/// Tenant keys and KMS key materials under `root`, for a migration to move.
+async fn fill(
+    store: &Arc<EmbeddedMetaStore>,
+    root: Arc<dyn RootOfTrust>,
+) -> Vec<(String, Vec<u8>)> {
+    let keys = KeyService::new(store.clone(), root);
+    let mut wrapped = Vec::new();
+    for tenant in ["111122223333", "444455556666"] {
+        let (_, data_key) = keys.new_data_key(tenant, b"binding").await.unwrap();
+        wrapped.push((tenant.to_owned(), data_key));
+    }
+    let kms = crate::CustomerKeys::new(keys, Arc::new(nuage_base::SystemClock), "fr-par");
+    kms.create_key("111122223333", crate::NewKey::default())
+        .await
+        .unwrap();
+    wrapped
+}
+
+async fn opens_all(
+    store: &Arc<EmbeddedMetaStore>,
+    root: Arc<dyn RootOfTrust>,
+    wrapped: &[(String, Vec<u8>)],
+) -> bool {
+    let keys = KeyService::new(store.clone(), root);
+    for (tenant, data_key) in wrapped {
+        if keys
+            .open_data_key(
+                tenant,
+                data_key,
+                b"binding",
+                crate::AccessReason::CustomerInitiatedAccess,
+            )
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_file_root_migrates_into_the_hsm() {
+    let Some(module) = softhsm_child("a_file_root_migrates_into_the_hsm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    let file: Arc<dyn RootOfTrust> = Arc::new(KeyEncryptionKey::generate().unwrap());
+    let wrapped = fill(&store, Arc::clone(&file)).await;
+    let hsm = Pkcs11Root::open(config(&module, DEFAULT_KEY_LABEL))
+        .await
+        .unwrap();
+    let hsm_id = hsm.id();
+    let report = crate::rewrap(store.as_ref(), file.as_ref(), &hsm, "fr-par", &[])
+        .await
+        .unwrap();
+    assert_eq!(report.of(crate::WrappedKind::TenantKey).rewrapped, 2);
+    assert_eq!(report.of(crate::WrappedKind::KmsKeyMaterial).rewrapped, 1);
+    let census = crate::census(store.as_ref(), &[]).await.unwrap();
+    assert_eq!((census.under(hsm_id), census.not_under(hsm_id)), (3, 0));
+    assert!(opens_all(&store, Arc::new(hsm), &wrapped).await);
+    assert!(!opens_all(&store, file, &wrapped).await);
+}
+
+#[tokio::test]
+async fn an_hsm_key_rotates_to_a_new_key_and_the_old_one_is_destroyed() {
+    let Some(module) =
+        softhsm_child("an_hsm_key_rotates_to_a_new_key_and_the_old_one_is_destroyed")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    let old = Pkcs11Root::open(config(&module, DEFAULT_KEY_LABEL))
+        .await
+        .unwrap();
+    let wrapped = fill(&store, Arc::new(old.clone())).await;
+    let new = Pkcs11Root::open(config(&module, "nuage-root-g2"))
+        .await
+        .unwrap();
+    assert_ne!(old.id(), new.id(), "another key, another root");
+    // Generated like the first: sensitive, not extractable, with a CKA_ID.
+    let session = inspector(&module);
+    let [generated] = keys_labelled(&session, "nuage-root-g2")[..] else {
+        panic!("one new key");
+    };
+    let attributes = session
+        .get_attributes(
+            generated,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Id,
+            ],
+        )
+        .unwrap();
+    assert!(attributes.contains(&Attribute::Sensitive(true)));
+    assert!(attributes.contains(&Attribute::Extractable(false)));
+    assert!(
+        attributes
+            .iter()
+            .any(|a| matches!(a, Attribute::Id(id) if id.len() == KEY_ID_ATTRIBUTE_BYTES))
+    );
+
+    let report = crate::rewrap(store.as_ref(), &old, &new, "fr-par", &[])
+        .await
+        .unwrap();
+    assert_eq!(report.rewrapped(), 3);
+    // Rerun: nothing left to do.
+    let again = crate::rewrap(store.as_ref(), &old, &new, "fr-par", &[])
+        .await
+        .unwrap();
+    assert_eq!(again.rewrapped(), 0);
+    assert!(opens_all(&store, Arc::new(new.clone()), &wrapped).await);
+
+    old.destroy_key().await.unwrap();
+    assert!(keys_labelled(&session, DEFAULT_KEY_LABEL).is_empty());
+    assert_eq!(keys_labelled(&session, "nuage-root-g2").len(), 1);
+    assert!(opens_all(&store, Arc::new(new), &wrapped).await);
+}
+
+#[tokio::test]
+async fn a_wrong_hsm_key_as_the_old_root_changes_nothing() {
+    let Some(module) = softhsm_child("a_wrong_hsm_key_as_the_old_root_changes_nothing") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    let file: Arc<dyn RootOfTrust> = Arc::new(KeyEncryptionKey::generate().unwrap());
+    let wrapped = fill(&store, Arc::clone(&file)).await;
+    let before = store
+        .scan_documents("kms.tenant-key", "", None, 100)
+        .await
+        .unwrap();
+    // The old root of a migration is opened, never generated.
+    let absent = Pkcs11Root::open_existing(config(&module, "not-the-root")).await;
+    assert!(
+        matches!(absent, Err(RootOfTrustError::KeyNotFound { ref label, .. }) if label == "not-the-root"),
+        "{absent:?}"
+    );
+    assert!(keys_labelled(&inspector(&module), "not-the-root").is_empty());
+    let wrong = Pkcs11Root::open(config(&module, "not-the-root"))
+        .await
+        .unwrap();
+    let new = Pkcs11Root::open(config(&module, DEFAULT_KEY_LABEL))
+        .await
+        .unwrap();
+    let error = crate::rewrap(store.as_ref(), &wrong, &new, "fr-par", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, crate::RewrapError::ThirdRoot { .. }),
+        "{error}"
+    );
+    let after = store
+        .scan_documents("kms.tenant-key", "", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert!(opens_all(&store, file, &wrapped).await);
 }

@@ -1,0 +1,486 @@
+//! The tenant's read-only view of its audit log, on the S3 port under
+//! `/_nuage/audit/v1/` (no bucket name starts with `_`):
+//!
+//! | `GET` path | answer |
+//! | --- | --- |
+//! | `checkpoint` | a checkpoint signed now (covers every entry acknowledged before the request) |
+//! | `vkey` | the log's verifier key |
+//! | `pruned` | the signed pruning marker (404 `NotPruned` if the log never pruned) |
+//! | `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]` | C2SP tlog-tiles hash tiles and entry bundles |
+//! | `proof/inclusion?index=I&size=S` | RFC 6962 inclusion proof (JSON) |
+//! | `proof/consistency?from=A&to=B` | RFC 6962 consistency proof (JSON) |
+//!
+//! Every request is SigV4-signed (`Authorization` header, service `audit` or
+//! `s3`) by an identity of a tenant, and authorized as `nuage:GetAuditLog` on
+//! `arn:nuage:audit::<tenant>:log`; it reads the caller's own tenant's log,
+//! and nothing in a request can name another. Errors are JSON
+//! `{"error":{"code":..,"message":..}}`.
+//!
+//! Reads that are allowed are not themselves logged: each pull would add
+//! entries, so the log could never be read up to date, and a tenant's tools
+//! polling it would fill it. Refused reads (denied by policy, or a known key
+//! with a bad signature) are logged, as any refusal.
+
+use bytes::Bytes;
+use nuage_audit::{
+    Actor, ActorKind, AuditError, AuditLog, AuditLogs, Effect, RequestAudit, verify,
+};
+use nuage_base::Clock;
+use nuage_iam::{AccessRequest, Iam, IamError, Identity, PrincipalKind};
+use nuage_sigv4::{Credential, SigV4Error, SignedRequest};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Where the API lives.
+pub const PREFIX: &str = "/_nuage/audit/v1/";
+/// The IAM action a reader needs.
+pub const GET_AUDIT_LOG_ACTION: &str = "nuage:GetAuditLog";
+/// The credential scopes accepted: `audit` (what `nuage audit pull` signs
+/// with) and `s3` (so generic S3 signing tools work on the S3 port).
+pub const SIGNING_SERVICES: &[&str] = &["audit", "s3"];
+
+/// The ARN of `tenant`'s audit log, the resource `nuage:GetAuditLog` names.
+#[must_use]
+pub fn log_arn(tenant: &str) -> String {
+    format!("arn:nuage:audit::{tenant}:log")
+}
+
+/// Whether a request is for this API.
+#[must_use]
+pub fn is_audit_path(path: &str) -> bool {
+    path.starts_with("/_nuage/audit/")
+}
+
+/// The read-only audit API.
+pub struct AuditApi {
+    logs: AuditLogs,
+    iam: Iam,
+    clock: Arc<dyn Clock>,
+}
+
+/// An error on the wire: status, code, message.
+struct ApiError {
+    status: http::StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: http::StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_sigv4(error: SigV4Error) -> Self {
+        match error {
+            SigV4Error::Mismatch => Self::new(
+                http::StatusCode::FORBIDDEN,
+                "SignatureDoesNotMatch",
+                "the request signature does not match: check the secret key and the signing method",
+            ),
+            SigV4Error::Expired(m) => Self::new(http::StatusCode::FORBIDDEN, "RequestExpired", m),
+            e @ (SigV4Error::Incomplete(_) | SigV4Error::WrongService { .. }) => Self::new(
+                http::StatusCode::BAD_REQUEST,
+                "IncompleteSignature",
+                e.to_string(),
+            ),
+        }
+    }
+
+    fn from_audit(error: &AuditError) -> Self {
+        match error {
+            AuditError::BadTilePath(_) => Self::new(
+                http::StatusCode::BAD_REQUEST,
+                "InvalidTilePath",
+                error.to_string(),
+            ),
+            AuditError::TileBeyondTree { .. } => Self::new(
+                http::StatusCode::NOT_FOUND,
+                "TileNotFound",
+                error.to_string(),
+            ),
+            AuditError::OutOfRange(_) => Self::new(
+                http::StatusCode::BAD_REQUEST,
+                "OutOfRange",
+                error.to_string(),
+            ),
+            AuditError::Pruned { .. } => {
+                Self::new(http::StatusCode::GONE, "Pruned", error.to_string())
+            }
+            AuditError::TooManyOpenLogs(_) => Self::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                error.to_string(),
+            ),
+            _ => {
+                // Logged here, where it is handled; the client learns only that it failed.
+                tracing::error!(%error, "audit log read failed");
+                Self::new(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "the audit log could not be read",
+                )
+            }
+        }
+    }
+
+    fn response(&self) -> http::Response<Bytes> {
+        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
+        reply(self.status, "application/json", Bytes::from(body))
+    }
+}
+
+fn reply(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> http::Response<Bytes> {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// The JSON error sent instead of a response that could not be recorded in
+/// the audit log (the server fails closed).
+#[must_use]
+pub fn audit_failure_response() -> http::Response<Bytes> {
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "AuditLogUnavailable",
+        "the request could not be recorded in the tenant's audit log, so its response is withheld",
+    )
+    .response()
+}
+
+impl AuditApi {
+    #[must_use]
+    pub fn new(logs: AuditLogs, iam: Iam, clock: Arc<dyn Clock>) -> Self {
+        Self { logs, iam, clock }
+    }
+
+    /// Answers one request; every problem is a JSON error response.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        source_ip: IpAddr,
+        secure: bool,
+    ) -> http::Response<Bytes> {
+        let (parts, _body) = request.into_parts();
+        match self.serve(&parts, source_ip, secure).await {
+            Ok(response) => response,
+            Err((error, audit)) => {
+                let mut response = error.response();
+                if let Some(audit) = audit {
+                    response.extensions_mut().insert(audit);
+                }
+                response
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        parts: &http::request::Parts,
+        source_ip: IpAddr,
+        secure: bool,
+    ) -> Result<http::Response<Bytes>, (ApiError, Option<RequestAudit>)> {
+        if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
+            return Err((
+                ApiError::new(
+                    http::StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "the audit log is read-only: use GET",
+                ),
+                None,
+            ));
+        }
+        // The signature covers an empty body: reads carry none.
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > 0) {
+            return Err((
+                ApiError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "UnexpectedBody",
+                    "audit log requests carry no body",
+                ),
+                None,
+            ));
+        }
+        let identity = self.authenticate(parts).await?;
+        let tenant = identity.tenant_id.clone();
+        let mut keys = BTreeMap::new();
+        keys.insert("aws:SourceIp".to_owned(), vec![source_ip.to_string()]);
+        keys.insert("aws:SecureTransport".to_owned(), vec![secure.to_string()]);
+        let request = AccessRequest {
+            action: GET_AUDIT_LOG_ACTION.to_owned(),
+            resource: log_arn(&tenant),
+            context: keys,
+        };
+        let decision = self
+            .iam
+            .authorize(Some(&identity), &request, Some(&tenant), None, false)
+            .await
+            .map_err(|e| (from_iam(e), None))?;
+        if !decision.allowed {
+            let audit = RequestAudit::new(&tenant, actor(&identity), GET_AUDIT_LOG_ACTION)
+                .on(log_arn(&tenant))
+                .decided(Effect::Deny, decision.policy, decision.statement);
+            return Err((
+                ApiError::new(
+                    http::StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    format!(
+                        "{} is not authorized to perform {GET_AUDIT_LOG_ACTION} on {}",
+                        identity.arn,
+                        log_arn(&tenant)
+                    ),
+                ),
+                Some(audit),
+            ));
+        }
+        let path = parts
+            .uri
+            .path()
+            .strip_prefix(PREFIX)
+            .unwrap_or_default()
+            .to_owned();
+        let log = self
+            .logs
+            .log(&tenant)
+            .await
+            .map_err(|e| (ApiError::from_audit(&e), None))?;
+        self.read(&log, &tenant, &path, parts.uri.query())
+            .await
+            .map_err(|e| (e, None))
+    }
+
+    /// The read itself, for an authorized caller.
+    async fn read(
+        &self,
+        log: &AuditLog,
+        tenant: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<http::Response<Bytes>, ApiError> {
+        let audit = |e: AuditError| ApiError::from_audit(&e);
+        let text = "text/plain; charset=utf-8";
+        match path {
+            verify::CHECKPOINT_FILE => {
+                // Signed on demand (the log keeps the last one if nothing was
+                // added), so a pull always sees every acknowledged entry.
+                let signed = log.sign_checkpoint().await.map_err(audit)?;
+                Ok(reply(http::StatusCode::OK, text, Bytes::from(signed.note)))
+            }
+            "vkey" => Ok(reply(
+                http::StatusCode::OK,
+                text,
+                Bytes::from(format!("{}\n", self.logs.verifier_key(tenant))),
+            )),
+            verify::PRUNED_FILE => match log.pruning_marker().await.map_err(audit)? {
+                Some(note) => Ok(reply(http::StatusCode::OK, text, Bytes::from(note))),
+                None => Err(ApiError::new(
+                    http::StatusCode::NOT_FOUND,
+                    "NotPruned",
+                    "this log was never pruned",
+                )),
+            },
+            "proof/inclusion" => {
+                let index = query_u64(query, "index")?;
+                let size = query_u64(query, "size")?;
+                let proof = log.inclusion_proof(index, size).await.map_err(audit)?;
+                json_reply(&proof)
+            }
+            "proof/consistency" => {
+                let from = query_u64(query, "from")?;
+                let to = query_u64(query, "to")?;
+                let proof = log.consistency_proof(from, to).await.map_err(audit)?;
+                json_reply(&proof)
+            }
+            tile if tile.starts_with("tile/") => {
+                let bytes = log.read_tile(tile).await.map_err(audit)?;
+                Ok(reply(
+                    http::StatusCode::OK,
+                    "application/octet-stream",
+                    Bytes::from(bytes),
+                ))
+            }
+            _ => Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "NotFound",
+                format!(
+                    "no such audit log resource {:?}: see docs/audit-log.md",
+                    nuage_audit::client_text(path)
+                ),
+            )),
+        }
+    }
+
+    /// The caller, by SigV4. A refusal of a known key carries its audit record.
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Identity, (ApiError, Option<RequestAudit>)> {
+        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
+        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
+            .map_err(|e| (ApiError::from_sigv4(e), None))?
+            .ok_or_else(|| {
+                (
+                    ApiError::new(
+                        http::StatusCode::FORBIDDEN,
+                        "MissingAuthentication",
+                        "sign the request with SigV4 (service `audit`): the audit log is its tenant's only",
+                    ),
+                    None,
+                )
+            })?;
+        let identity = match self.iam.resolve(credential.access_key_id()).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                return Err((
+                    ApiError::new(
+                        http::StatusCode::FORBIDDEN,
+                        "InvalidAccessKeyId",
+                        "the access key does not exist or is not active",
+                    ),
+                    None,
+                ));
+            }
+            Err(e) => return Err((from_iam(e), None)),
+        };
+        let refused = |error: ApiError, identity: &Identity| {
+            let audit =
+                RequestAudit::new(&identity.tenant_id, actor(identity), GET_AUDIT_LOG_ACTION)
+                    .on(log_arn(&identity.tenant_id));
+            (error, Some(audit))
+        };
+        let signed = SignedRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body: b"",
+        };
+        if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
+            return Err(refused(ApiError::from_sigv4(e), &identity));
+        }
+        let presented = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        if !identity.session_token_matches(presented) {
+            return Err(refused(
+                ApiError::new(
+                    http::StatusCode::FORBIDDEN,
+                    "InvalidToken",
+                    "the session token is missing or does not match the access key",
+                ),
+                &identity,
+            ));
+        }
+        Ok(identity)
+    }
+}
+
+fn from_iam(error: IamError) -> ApiError {
+    match error {
+        IamError::TenantSuspended => ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "all access to this tenant has been disabled",
+        ),
+        IamError::ExpiredToken => ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "ExpiredToken",
+            "the session token has expired",
+        ),
+        error => {
+            tracing::error!(%error, "identity service failure");
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the request could not be authorized",
+            )
+        }
+    }
+}
+
+fn actor(identity: &Identity) -> Actor {
+    let kind = match identity.kind {
+        PrincipalKind::User { .. } => ActorKind::TenantUser,
+        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
+    };
+    Actor::signed(kind, &identity.arn, &identity.access_key_id)
+}
+
+fn json_reply(value: &impl serde::Serialize) -> Result<http::Response<Bytes>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("proof serialization failed: {e}"),
+        )
+    })?;
+    Ok(reply(
+        http::StatusCode::OK,
+        "application/json",
+        Bytes::from(body),
+    ))
+}
+
+/// A required decimal query parameter.
+fn query_u64(query: Option<&str>, name: &'static str) -> Result<u64, ApiError> {
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                "MissingParameter",
+                format!("the query parameter `{name}` is required"),
+            )
+        })?;
+    value.parse().map_err(|_| {
+        ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!(
+                "the query parameter `{name}` must be a whole number (got {:?})",
+                nuage_audit::client_text(value)
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_exact_whole_numbers() {
+        assert_eq!(query_u64(Some("index=3&size=10"), "size").ok(), Some(10));
+        assert_eq!(query_u64(Some("index=3&size=10"), "index").ok(), Some(3));
+        assert!(query_u64(Some("sizes=10"), "size").is_err());
+        assert!(query_u64(Some("size=-1"), "size").is_err());
+        assert!(query_u64(None, "size").is_err());
+    }
+
+    #[test]
+    fn only_the_audit_prefix_is_routed_here() {
+        assert!(is_audit_path("/_nuage/audit/v1/checkpoint"));
+        assert!(!is_audit_path("/_nuage/admin/v1/tenants"));
+        assert!(!is_audit_path("/bucket/_nuage/audit/v1/checkpoint"));
+    }
+}
