@@ -18,6 +18,7 @@
 //! - buffer an unbounded body: requests are read up to
 //!   [`limits::ADMIN_REQUEST_BODY_BYTES_MAX`].
 
+mod audit;
 mod endpoint;
 mod error;
 mod model;
@@ -102,9 +103,19 @@ impl AdminApi {
                     .into_response();
             }
         };
-        self.dispatch(endpoint, &body)
+        self.dispatch_logged(endpoint, &body).await
+    }
+
+    /// Dispatches, and attaches the audit record of an operator action on a
+    /// tenant to the response (`audit.rs`).
+    async fn dispatch_logged(&self, endpoint: Endpoint, body: &Bytes) -> http::Response<Bytes> {
+        let audit = audit::before(&self.iam, &endpoint).await;
+        let mut response = self
+            .dispatch(endpoint.clone(), body)
             .await
-            .unwrap_or_else(ApiError::into_response)
+            .unwrap_or_else(ApiError::into_response);
+        audit::attach(&mut response, &endpoint, audit);
+        response
     }
 
     /// Serves one request whose body is already in memory (tests, and
@@ -119,7 +130,7 @@ impl AdminApi {
     ) -> http::Response<Bytes> {
         let result = match self.admit(method, path, query, headers) {
             Ok(_) if body.len() > limits::ADMIN_REQUEST_BODY_BYTES_MAX => Err(body_too_large()),
-            Ok(endpoint) => self.dispatch(endpoint, body).await,
+            Ok(endpoint) => return self.dispatch_logged(endpoint, body).await,
             Err(e) => Err(e),
         };
         result.unwrap_or_else(ApiError::into_response)

@@ -222,3 +222,32 @@ pub const ROOT_REWRAP_PAGE_DOCUMENTS_MAX: usize = 64;
 /// Attempts to rewrap one document that keeps changing under the migration
 /// (a revision-checked write that fails and is re-read); offline, one suffices.
 pub const ROOT_REWRAP_ATTEMPTS_MAX: usize = 8;
+
+/// Longest operator access a tenant can approve, in seconds: 8 hours, Google
+/// Access Approval's default window. An approval ends by itself then.
+pub const ACCESS_APPROVAL_DURATION_S_MAX: u32 = 8 * 3600;
+/// Shortest operator access that can be requested, in seconds. Release
+/// builds: 15 minutes, as STS sessions. Debug builds allow 5 seconds so the
+/// integration tests can watch an approval expire without waiting long.
+pub const ACCESS_APPROVAL_DURATION_S_MIN: u32 = if cfg!(debug_assertions) { 5 } else { 900 };
+/// How long a request waits for the tenant's answer before it expires
+/// (silence is denial), in seconds: one day.
+pub const ACCESS_REQUEST_PENDING_S_MAX: u32 = 24 * 3600;
+/// Resources (ARNs) and actions one access request may name.
+pub const ACCESS_REQUEST_RESOURCES_MAX: usize = 20;
+pub const ACCESS_REQUEST_ACTIONS_MAX: usize = 20;
+/// Longest ARN or action one access request may name, in characters.
+pub const ACCESS_REQUEST_ITEM_CHARS_MAX: usize = 2048;
+/// Longest free-text justification (support ticket, explanation), in characters.
+pub const ACCESS_REQUEST_TEXT_CHARS_MAX: usize = 1024;
+/// Access requests one tenant may have waiting at once: an operator cannot
+/// flood a tenant's approvers.
+pub const ACCESS_REQUESTS_PENDING_PER_TENANT_MAX: usize = 100;
+/// Most access requests one listing returns (newest first).
+pub const ACCESS_REQUESTS_LIST_MAX: usize = 1000;
+
+/// Entries one transaction copies when the metadata store is rewritten to
+/// forget deleted documents (`nuage-meta`, `EmbeddedMetaStore::rewrite`):
+/// redb keeps a transaction's dirty pages in memory until it commits, so a
+/// store of millions of records is copied in bounded steps.
+pub const META_REWRITE_TRANSACTION_ENTRIES_MAX: usize = 50_000;

@@ -3,7 +3,8 @@
 //!
 //! This crate owns durability and integrity of object bytes: a blob is durable
 //! when [`BlobWriter::finish`] returns, and every byte read back has been checked
-//! against the checksum stored beside it. It knows nothing of buckets, keys or
+//! against the checksum stored beside it (or, through
+//! [`BlobStore::read_authenticated`], is checked by the caller's AEAD instead). It knows nothing of buckets, keys or
 //! S3; the metadata store decides which blobs are live.
 //!
 //! Backends: [`local::LocalBlobStore`] (files on a local file system). Remote
@@ -45,6 +46,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn create(&self) -> BlobResult<Box<dyn BlobWriter>>;
     /// Streams `len` bytes from `offset`, each block verified before it is yielded.
     fn read(&self, blob_id: &str, offset: u64, len: u64) -> BlobStream;
+    /// [`read`](BlobStore::read) for a caller that authenticates every byte
+    /// it gets before using it (the AES-GCM tag of each chunk of an encrypted
+    /// blob), so a wrong byte is never served: the backend may skip its own
+    /// block checksums, which would only check the same bytes twice. When the
+    /// caller's authentication fails, it reads the range again with `read` to
+    /// tell corruption on disk from tampering.
+    fn read_authenticated(&self, blob_id: &str, offset: u64, len: u64) -> BlobStream {
+        self.read(blob_id, offset, len)
+    }
     /// Removes a blob; removing a missing blob is not an error.
     async fn delete(&self, blob_id: &str) -> BlobResult<()>;
     /// Every blob present, for the orphan collector.

@@ -104,7 +104,7 @@ impl Iam {
             Some(identity) => self.identity_policies(identity).await?,
             None => Vec::new(),
         };
-        crate::policy_bridge::decide(
+        let decision = crate::policy_bridge::decide(
             caller,
             request,
             resource_owner,
@@ -112,6 +112,25 @@ impl Iam {
             restrict_public,
             &identity_policies,
             self.now_unix_s(),
-        )
+        )?;
+        // An approved operator session gets exactly what was approved: a
+        // resource policy (a bucket policy naming the tenant, a key policy)
+        // may still refuse, but never grants it more, so the approval's
+        // policy alone must allow too.
+        if decision.allowed && caller.is_some_and(|c| c.approval.is_some()) {
+            let alone = crate::policy_bridge::decide(
+                caller,
+                request,
+                resource_owner,
+                None,
+                false,
+                &identity_policies,
+                self.now_unix_s(),
+            )?;
+            if !alone.allowed {
+                return Ok(alone);
+            }
+        }
+        Ok(decision)
     }
 }

@@ -10,12 +10,17 @@
 //! use it as the account field (`arn:aws:iam::123456789012:user/alice`) so that
 //! policies written for AWS read the same here.
 
+pub mod access;
 mod authorize;
 mod error;
 mod model;
 mod policy_bridge;
 mod service;
 
+pub use access::{
+    AccessRequestState, AccessVerdict, ApprovedAccess, NewOperatorAccessRequest,
+    OperatorAccessRequest,
+};
 pub use authorize::{AccessRequest, Decision, PolicyKind, PolicySummary, check_policy_document};
 pub use error::{IamError, IamResult};
 

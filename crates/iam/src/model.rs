@@ -192,6 +192,9 @@ pub enum SessionSubject {
         role_name: String,
         session_name: String,
     },
+    /// The operator, under a tenant's approval (`crate::access`): the
+    /// approval's policy only, for as long as the approval holds.
+    Operator { approval_id: String },
 }
 
 /// Temporary credentials from STS.
@@ -250,6 +253,10 @@ pub struct Identity {
     /// For a long-lived key, its last recorded use as of resolution (so that
     /// recording a use needs no second read while the record is fresh).
     pub key_last_used: Option<KeyUse>,
+    /// Set when the operator acts under a tenant's approval: the approval id
+    /// and justification, which the key service is told and the audit log
+    /// records with every request.
+    pub approval: Option<crate::access::ApprovedAccess>,
 }
 
 /// When, for which service and in which region a key was last used.

@@ -209,6 +209,7 @@ mod tests {
             session_token: None,
             expires_unix_ns: None,
             session_policy: None,
+            approval: None,
             key_last_used: None,
         }
     }

@@ -160,6 +160,72 @@ impl Iam {
         self.clock.now_unix_ns().div_euclid(1_000_000_000)
     }
 
+    pub(crate) fn now_ns(&self) -> i64 {
+        self.now()
+    }
+
+    // Document access for the other modules of the crate (access approvals).
+
+    pub(crate) async fn load_document<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> IamResult<Option<(T, u64)>> {
+        self.load(namespace, key).await
+    }
+
+    pub(crate) async fn scan_documents<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> IamResult<Vec<(T, u64)>> {
+        self.scan(namespace, prefix).await
+    }
+
+    /// Stores a document under a fresh (random) key; a taken key is a collision.
+    pub(crate) async fn create_document<T: Serialize>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &T,
+    ) -> IamResult<()> {
+        match self
+            .commit(vec![write(namespace, key, Expect::Absent, value)?])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Retry::Conflict) => Err(IamError::Internal(format!(
+                "{namespace} id collision; try again"
+            ))),
+            Err(Retry::Fail(e)) => Err(e),
+        }
+    }
+
+    /// Replaces a document read at `revision`; a concurrent change retries.
+    pub(crate) async fn replace_document<T: Serialize>(
+        &self,
+        namespace: &str,
+        key: &str,
+        revision: u64,
+        value: &T,
+    ) -> Result<(), Retry> {
+        self.commit(vec![write(
+            namespace,
+            key,
+            Expect::Revision(revision),
+            value,
+        )?])
+        .await
+    }
+
+    pub(crate) async fn retrying_update<T, F, Fut>(&self, attempt: F) -> IamResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Retry>>,
+    {
+        self.retrying(attempt).await
+    }
+
     async fn load<T: DeserializeOwned>(
         &self,
         namespace: &str,
@@ -395,6 +461,15 @@ impl Iam {
             if key.tenant_id == tenant.id {
                 writes.push(delete(KEYS, &key.access_key_id, rev));
             }
+        }
+        for (request, rev) in self
+            .scan::<crate::access::OperatorAccessRequest>(
+                crate::access::ACCESS_REQUESTS,
+                &format!("{}-", tenant.id),
+            )
+            .await?
+        {
+            writes.push(delete(crate::access::ACCESS_REQUESTS, &request.id, rev));
         }
         for (session, rev) in self.scan::<Session>(SESSIONS, "").await? {
             if session.tenant_id == tenant.id {
@@ -1257,13 +1332,32 @@ impl Iam {
                 "the requested DurationSeconds exceeds the allowed range ({SESSION_DURATION_S_MIN} to {duration_s_max} seconds)"
             )));
         }
+        self.store_session(
+            tenant_id,
+            subject,
+            self.now() + i64::from(duration_s) * 1_000_000_000,
+            session_policy,
+            source_arn,
+        )
+        .await
+    }
+
+    /// Stores fresh temporary credentials that end at `expires_unix_ns`.
+    pub(crate) async fn store_session(
+        &self,
+        tenant_id: &str,
+        subject: SessionSubject,
+        expires_unix_ns: i64,
+        session_policy: Option<String>,
+        source_arn: &str,
+    ) -> IamResult<Session> {
         let session = Session {
             access_key_id: format!("NUAS{}", random_string(KEY_ALPHABET, 16)),
             secret_access_key: random_string(SECRET_ALPHABET, 40),
             session_token: random_string(SECRET_ALPHABET, 96),
             tenant_id: tenant_id.to_owned(),
             subject,
-            expires_unix_ns: self.now() + i64::from(duration_s) * 1_000_000_000,
+            expires_unix_ns,
             session_policy,
             source_arn: source_arn.to_owned(),
         };
@@ -1323,6 +1417,7 @@ impl Iam {
                 session_token: None,
                 expires_unix_ns: None,
                 session_policy: None,
+                approval: None,
             }));
         }
         let Some((session, _)) = self.load::<Session>(SESSIONS, access_key_id).await? else {
@@ -1334,6 +1429,10 @@ impl Iam {
         let tenant = self.tenant(&session.tenant_id).await?;
         if tenant.status != TenantStatus::Active {
             return Err(IamError::TenantSuspended);
+        }
+        if let SessionSubject::Operator { approval_id } = &session.subject {
+            let approval_id = approval_id.clone();
+            return self.operator_identity(session, &approval_id).await;
         }
         let (kind, arn, principal_id, tags) = match &session.subject {
             SessionSubject::User { user_name } => {
@@ -1369,6 +1468,8 @@ impl Iam {
                     role.tags.clone(),
                 )
             }
+            // Answered above: an operator session has no user or role.
+            SessionSubject::Operator { .. } => return Ok(None),
         };
         Ok(Some(Identity {
             tenant_id: session.tenant_id,
@@ -1382,6 +1483,7 @@ impl Iam {
             expires_unix_ns: Some(session.expires_unix_ns),
             session_policy: session.session_policy,
             key_last_used: None,
+            approval: None,
         }))
     }
 
@@ -1393,6 +1495,14 @@ impl Iam {
     /// Backend failure.
     pub async fn identity_policies(&self, identity: &Identity) -> IamResult<Vec<(String, String)>> {
         let mut out = Vec::new();
+        // An approved operator session has the approval's policy and nothing
+        // else: no role or user of the tenant lends it theirs.
+        if let Some(approval) = &identity.approval {
+            if let Some(policy) = &identity.session_policy {
+                out.push((format!("access-approval/{}", approval.id), policy.clone()));
+            }
+            return Ok(out);
+        }
         let add_set = |out: &mut Vec<(String, String)>, label: String, set: &PolicySet| {
             for (name, doc) in &set.inline {
                 out.push((format!("{label}/inline/{name}"), doc.clone()));
@@ -1442,7 +1552,7 @@ impl Iam {
 }
 
 /// A read-modify-write step's failure: retry on a lost race, else give up.
-enum Retry {
+pub(crate) enum Retry {
     Conflict,
     Fail(IamError),
 }

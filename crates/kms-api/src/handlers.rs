@@ -45,6 +45,17 @@ pub(crate) struct Call<'a> {
     pub iam: &'a Iam,
     pub identity: &'a Identity,
     pub context: &'a RequestContext,
+    /// The last authorization made, for the audit log (the first refusal
+    /// ends the request, so a refusal is always the last).
+    pub decided: std::sync::Mutex<Option<Decided>>,
+}
+
+/// One authorization: what was asked, on what, and what the identity service
+/// decided (with the deciding policy and statement).
+pub(crate) struct Decided {
+    pub action: String,
+    pub resource: String,
+    pub decision: nuage_iam::Decision,
 }
 
 fn kms(error: nuage_kms::KmsError) -> ApiError {
@@ -301,7 +312,15 @@ impl Call<'_> {
         if !decision.allowed {
             tracing::debug!(caller = %self.identity.arn, action, resource, reason = %decision.reason, "KMS access denied");
         }
-        Ok(decision.allowed)
+        let allowed = decision.allowed;
+        if let Ok(mut decided) = self.decided.lock() {
+            *decided = Some(Decided {
+                action: request.action,
+                resource: request.resource,
+                decision,
+            });
+        }
+        Ok(allowed)
     }
 
     async fn authorize(

@@ -33,10 +33,11 @@ mod operation;
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::BodyExt as _;
+use nuage_audit::{Actor, ActorKind, Effect, RequestAudit};
 use nuage_base::Clock;
 use nuage_base::limits::KMS_REQUEST_BODY_BYTES_MAX;
-use nuage_iam::{Iam, Identity};
-use nuage_kms::CustomerKeys;
+use nuage_iam::{Iam, Identity, PrincipalKind};
+use nuage_kms::{AccessReason, CustomerKeys};
 use nuage_sigv4::{Credential, SignedRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -98,9 +99,9 @@ impl KmsApi {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let outcome = match read_body(&parts, body).await {
+        let (outcome, audit) = match read_body(&parts, body).await {
             Ok(body) => self.serve(&parts, &body, context).await,
-            Err(e) => Err(e),
+            Err(e) => (Err(e), None),
         };
         let (status, text) = match outcome {
             Ok(Some(value)) => (http::StatusCode::OK, value.to_string()),
@@ -117,35 +118,99 @@ impl KmsApi {
         if let Ok(id) = http::HeaderValue::from_str(&context.request_id) {
             headers.insert("x-amzn-requestid", id);
         }
+        if let Some(audit) = audit {
+            response.extensions_mut().insert(audit);
+        }
         response
     }
 
+    /// Serves one request; with it, the audit log's account of it once the
+    /// caller's key named a tenant.
     async fn serve(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
         context: &RequestContext,
-    ) -> Result<Option<serde_json::Value>, ApiError> {
-        // Authenticate before parsing, so an anonymous caller learns nothing.
-        let identity = self.authenticate(parts, body).await?;
+    ) -> (
+        Result<Option<serde_json::Value>, ApiError>,
+        Option<RequestAudit>,
+    ) {
         let target = parts
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let operation = operation::Operation::parse(target, body)?;
+        // What the caller asked for, as the log names it until the operation
+        // is parsed.
+        let asked = format!(
+            "kms:{}",
+            nuage_audit::client_text(
+                target
+                    .strip_prefix(operation::TARGET_PREFIX)
+                    .unwrap_or(target)
+            )
+        );
+        // Authenticate before parsing, so an anonymous caller learns nothing.
+        let identity = match self.authenticate(parts, body).await {
+            Ok(identity) => identity,
+            // A key that exists but a signature or token that does not match:
+            // the key's tenant is told someone tried (a default deny).
+            Err((e, Some(claimed))) => {
+                let audit = RequestAudit::new(&claimed.tenant_id, actor(&claimed), asked);
+                return (Err(e), Some(audit));
+            }
+            Err((e, None)) => return (Err(e), None),
+        };
+        let audit = RequestAudit::new(&identity.tenant_id, actor(&identity), asked);
+        let operation = match operation::Operation::parse(target, body) {
+            Ok(operation) => operation,
+            Err(e) => return (Err(e), Some(audit)),
+        };
         let name = operation.name();
+        let audit = RequestAudit {
+            action: format!("kms:{name}"),
+            ..audit
+        };
         let call = handlers::Call {
             keys: &self.keys,
             iam: &self.iam,
             identity: &identity,
             context,
+            decided: std::sync::Mutex::new(None),
         };
         let result = call.run(operation).await;
         if let Err(e) = &result {
             tracing::debug!(caller = %identity.arn, operation = name, code = e.code, message = %e.message, "KMS request refused");
         }
-        result
+        let used_key = result.is_ok();
+        let audit = match call.decided.into_inner().ok().flatten() {
+            Some(decided) => {
+                let mut audit = RequestAudit {
+                    action: decided.action,
+                    ..audit
+                }
+                .on(&decided.resource)
+                .decided(
+                    if decided.decision.allowed {
+                        Effect::Allow
+                    } else {
+                        Effect::Deny
+                    },
+                    decided.decision.policy,
+                    decided.decision.statement,
+                );
+                // A cryptographic operation that succeeded used its key, on
+                // the caller's own request (a dry run or a disabled key did not).
+                if used_key && is_cryptographic(name) && decided.resource.contains(":key/") {
+                    audit.key = Some(decided.resource);
+                    audit.justification =
+                        Some(AccessReason::CustomerInitiatedAccess.as_str().to_owned());
+                }
+                audit
+            }
+            None => audit,
+        };
+        (result, Some(audit))
     }
 
     /// The caller: a valid SigV4 signature for `kms` by a known, active key,
@@ -154,16 +219,16 @@ impl KmsApi {
         &self,
         parts: &http::request::Parts,
         body: &[u8],
-    ) -> Result<Identity, ApiError> {
+    ) -> Result<Identity, (ApiError, Option<Identity>)> {
         let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
         let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
-            .map_err(ApiError::from_sigv4)?
-            .ok_or_else(ApiError::missing_authentication)?;
+            .map_err(|e| (ApiError::from_sigv4(e), None))?
+            .ok_or_else(|| (ApiError::missing_authentication(), None))?;
         let identity = match self.iam.resolve(credential.access_key_id()).await {
             Ok(Some(identity)) => identity,
             // AWS answers an unknown and a deactivated key alike.
-            Ok(None) => return Err(ApiError::unrecognized_client()),
-            Err(e) => return Err(ApiError::from_iam(e)),
+            Ok(None) => return Err((ApiError::unrecognized_client(), None)),
+            Err(e) => return Err((ApiError::from_iam(e), None)),
         };
         let signed = SignedRequest {
             method: &parts.method,
@@ -171,18 +236,36 @@ impl KmsApi {
             headers: &parts.headers,
             body,
         };
-        credential
-            .verify(&signed, &identity.secret_access_key)
-            .map_err(ApiError::from_sigv4)?;
+        if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
+            return Err((ApiError::from_sigv4(e), Some(identity)));
+        }
         let presented = parts
             .headers
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok());
         if !identity.session_token_matches(presented) {
-            return Err(ApiError::unrecognized_client());
+            return Err((ApiError::unrecognized_client(), Some(identity)));
         }
         Ok(identity)
     }
+}
+
+/// The audit log's account of a caller: its ARN and the key it signed with.
+fn actor(identity: &Identity) -> Actor {
+    let kind = match identity.kind {
+        PrincipalKind::User { .. } => ActorKind::TenantUser,
+        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
+    };
+    Actor::signed(kind, &identity.arn, &identity.access_key_id)
+}
+
+/// The operations that use a key's material (its key use is logged with a
+/// justification).
+fn is_cryptographic(operation: &str) -> bool {
+    matches!(
+        operation,
+        "Encrypt" | "Decrypt" | "ReEncrypt" | "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext"
+    )
 }
 
 /// Reads the body, refusing more than [`KMS_REQUEST_BODY_BYTES_MAX`].

@@ -37,6 +37,8 @@ struct Fixture {
 struct Reply {
     status: u16,
     body: Value,
+    /// What the response tells the audit log.
+    audit: Option<nuage_audit::RequestAudit>,
 }
 
 impl Reply {
@@ -168,6 +170,10 @@ impl Fixture {
         Reply {
             status: response.status().as_u16(),
             body,
+            audit: response
+                .extensions()
+                .get::<nuage_audit::RequestAudit>()
+                .cloned(),
         }
     }
 
@@ -989,4 +995,89 @@ async fn list_shredded_keys_reports_deleted_keys_in_pages() {
         .await
         .ok();
     assert_eq!(theirs["ShreddedKeys"], json!([]));
+}
+
+#[tokio::test]
+async fn every_request_of_a_tenant_tells_the_audit_log() {
+    use nuage_audit::{ActorKind, Effect};
+    let f = Fixture::new().await;
+    let (_, arn) = f.create_key().await;
+    // An allowed encrypt used the key, on the caller's request.
+    let reply = f
+        .call("Encrypt", json!({"KeyId": arn, "Plaintext": b64(b"x")}))
+        .await;
+    let blob = reply.body["CiphertextBlob"].clone();
+    let audit = reply.audit.unwrap();
+    assert_eq!(audit.tenant, f.tenant);
+    assert_eq!(audit.actor.kind, ActorKind::TenantUser);
+    assert_eq!(
+        audit.actor.access_key_id.as_deref(),
+        Some(f.admin.key.as_str())
+    );
+    assert_eq!(audit.action, "kms:Encrypt");
+    assert_eq!(audit.resource.as_deref(), Some(arn.as_str()));
+    assert_eq!(audit.decision.effect, Effect::Allow);
+    assert_eq!(
+        audit.decision.policy.as_deref(),
+        Some("user/admin/inline/p")
+    );
+    assert_eq!(audit.key.as_deref(), Some(arn.as_str()));
+    assert_eq!(
+        audit.justification.as_deref(),
+        Some("CUSTOMER_INITIATED_ACCESS")
+    );
+    // A dry run was allowed but used no key.
+    let reply = f
+        .call(
+            "Encrypt",
+            json!({"KeyId": arn, "Plaintext": b64(b"x"), "DryRun": true}),
+        )
+        .await;
+    let audit = reply.audit.unwrap();
+    assert_eq!(audit.decision.effect, Effect::Allow);
+    assert_eq!(audit.key, None);
+    // A denied decrypt: on the key, by default, no key used.
+    let reader = f
+        .user(
+            &f.tenant,
+            "reader",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:DescribeKey","Resource":"*"}]}"#,
+        )
+        .await;
+    let reply = f
+        .call_as(&reader, "Decrypt", json!({"CiphertextBlob": blob}))
+        .await;
+    assert_eq!(reply.status, 400);
+    let audit = reply.audit.unwrap();
+    assert_eq!(audit.action, "kms:Decrypt");
+    assert_eq!(audit.resource.as_deref(), Some(arn.as_str()));
+    assert_eq!(audit.decision.effect, Effect::Deny);
+    assert_eq!(audit.decision.policy, None);
+    assert_eq!(audit.key, None);
+    // A wrong signature with an existing key is logged in its tenant; an
+    // unknown key names no tenant.
+    let wrong = Creds {
+        key: f.admin.key.clone(),
+        secret: "not the secret".into(),
+    };
+    let audit = f
+        .call_as(&wrong, "ListKeys", json!({}))
+        .await
+        .audit
+        .unwrap();
+    assert_eq!(
+        (audit.tenant.as_str(), audit.action.as_str()),
+        (f.tenant.as_str(), "kms:ListKeys")
+    );
+    assert_eq!(audit.decision.effect, Effect::Deny);
+    let unknown = Creds {
+        key: "AKIAUNKNOWN".into(),
+        secret: "x".into(),
+    };
+    assert!(
+        f.call_as(&unknown, "ListKeys", json!({}))
+            .await
+            .audit
+            .is_none()
+    );
 }

@@ -13,14 +13,30 @@
 //!   big-endian u64 (an empty value, written before blobs could be shared, counts
 //!   one). A blob is freed when its count reaches zero; the orphan collector
 //!   deletes blobs with no entry (leftovers of a crash).
+//! - `maintenance`: what the store owes itself. `forget-deleted` is present
+//!   from the commit that deletes a document (in that same transaction)
+//!   until the file is rewritten.
+//!
+//! Forgetting deleted documents: redb is copy-on-write and does not
+//! overwrite the pages a transaction frees (it stopped zeroing them,
+//! cberner/redb#442), and `Database::compact` moves live pages down but may
+//! leave freed pages inside the file (holes no page fits, a trailing part of
+//! the last region it does not trim). A deleted document (a crypto-shredded
+//! key's wrapped material) would survive in those pages. [`EmbeddedMetaStore::rewrite`]
+//! therefore copies every live entry into a new file, which never held a
+//! deleted byte, and renames it over the old one; it needs the file to
+//! itself (no open store, no running server), so the binary runs it at start
+//! when `forget-deleted` is set, and `nuage compact` runs it on demand.
 
 use crate::{
     BucketRecord, Document, MetaError, MetaResult, MetaStore, PartRecord, PutVersion,
     PutVersionOutcome, UploadRecord, VersionRecord, WriteCondition,
 };
 use nuage_base::ids;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::Path;
+use nuage_base::limits::META_REWRITE_TRANSACTION_ENTRIES_MAX;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle as _};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("buckets");
@@ -30,6 +46,22 @@ const UPLOAD_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("upload
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const BLOB_REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blob_refs");
 const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents");
+const MAINTENANCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("maintenance");
+/// Key in `maintenance`: a document was deleted since the last rewrite.
+const FORGET_DELETED: &[u8] = b"forget-deleted";
+/// Suffix of the new file while a rewrite is under way; a leftover one (a
+/// crash mid-rewrite) is discarded by the next rewrite.
+const REWRITE_SUFFIX: &str = "rewrite";
+
+/// What a rewrite did (see [`EmbeddedMetaStore::rewrite`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Live entries copied, over every table.
+    pub entries: u64,
+    /// Size of the file before and after, in bytes.
+    pub file_bytes_before: u64,
+    pub file_bytes_after: u64,
+}
 
 /// Metadata in a single redb file.
 #[derive(Clone)]
@@ -294,6 +326,81 @@ impl EmbeddedMetaStore {
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Whether the store at `path` holds deleted documents that a
+    /// [`rewrite`](Self::rewrite) has not yet removed from the file.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be opened (another process holds it) or
+    /// read.
+    pub fn deleted_documents_pending(path: &Path) -> MetaResult<bool> {
+        let db = open_exclusive(path)?;
+        let txn = db.begin_read().map_err(backend)?;
+        let table = match txn.open_table(MAINTENANCE) {
+            Ok(table) => table,
+            // Written by a version that never set the marker.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(table.get(FORGET_DELETED).map_err(backend)?.is_some())
+    }
+
+    /// [`rewrite`](Self::rewrite)s the store at `path` if a document was
+    /// deleted since its last rewrite; `None` when there was nothing to
+    /// forget (the file is left untouched). Blocking; run it before the
+    /// store is opened.
+    ///
+    /// # Errors
+    /// As [`rewrite`](Self::rewrite).
+    pub fn forget_deleted(path: &Path) -> MetaResult<Option<Rewrite>> {
+        if !path.exists() || !Self::deleted_documents_pending(path)? {
+            return Ok(None);
+        }
+        Self::rewrite(path).map(Some)
+    }
+
+    /// Rewrites the store at `path` into a new file holding only its live
+    /// entries, then renames it over the old one: no byte of anything
+    /// deleted (nor of any earlier version of a record) remains in the
+    /// file. Blocking, and it needs the file to itself.
+    ///
+    /// Crash-safe: the new file is complete and fsynced before the rename
+    /// (atomic), and the directory is fsynced after it; until then the old
+    /// file is the store, unchanged. Needs free space for a second copy of
+    /// the live data. The old file's blocks go back to the file system,
+    /// which does not erase them: that is below what a file can promise.
+    ///
+    /// # Errors
+    /// Fails, leaving the old file as it was, when another process (a
+    /// running server) holds the store, or on any I/O error.
+    pub fn rewrite(path: &Path) -> MetaResult<Rewrite> {
+        let file_bytes_before = std::fs::metadata(path).map_err(backend)?.len();
+        let staged = rewrite_path(path);
+        let old = open_exclusive(path)?;
+        match std::fs::remove_file(&staged) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(backend(e)),
+        }
+        let new = Database::create(&staged).map_err(backend)?;
+        let entries = copy_live_entries(&old, &new)?;
+        // Every commit above was durable (redb fsyncs on commit).
+        drop(new);
+        std::fs::rename(&staged, path).map_err(backend)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(backend)?;
+        }
+        // Held until now so that nothing opened the store meanwhile.
+        drop(old);
+        let file_bytes_after = std::fs::metadata(path).map_err(backend)?.len();
+        Ok(Rewrite {
+            entries,
+            file_bytes_before,
+            file_bytes_after,
+        })
     }
 
     async fn blocking<T, F>(&self, f: F) -> MetaResult<T>
@@ -906,6 +1013,7 @@ impl crate::DocumentStore for EmbeddedMetaStore {
     async fn commit_documents(&self, writes: Vec<crate::DocumentWrite>) -> MetaResult<()> {
         self.write(move |txn| {
             let mut table = txn.open_table(DOCUMENTS).map_err(backend)?;
+            let mut deleted = false;
             for write in writes {
                 if write.key.contains('\0') || write.namespace.contains('\0') {
                     return Err(MetaError::Backend(
@@ -928,7 +1036,7 @@ impl crate::DocumentStore for EmbeddedMetaStore {
                 }
                 match write.value {
                     None => {
-                        table.remove(k.as_slice()).map_err(backend)?;
+                        deleted |= table.remove(k.as_slice()).map_err(backend)?.is_some();
                     }
                     Some(value) => {
                         let revision = current.map_or(1, |d| d.revision + 1);
@@ -940,10 +1048,108 @@ impl crate::DocumentStore for EmbeddedMetaStore {
                     }
                 }
             }
+            if deleted {
+                // In the deleting transaction: no deletion commits without
+                // the promise that the next rewrite forgets it.
+                let mut maintenance = txn.open_table(MAINTENANCE).map_err(backend)?;
+                if maintenance.get(FORGET_DELETED).map_err(backend)?.is_none() {
+                    maintenance
+                        .insert(FORGET_DELETED, [].as_slice())
+                        .map_err(backend)?;
+                }
+            }
             Ok(())
         })
         .await
     }
+}
+
+/// Opens the file at `path`, which must exist, for a rewrite: redb locks it,
+/// so this fails while a server (or any other store) has it open.
+fn open_exclusive(path: &Path) -> MetaResult<Database> {
+    Database::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Backend(format!(
+            "{} is in use by another process (is the server running?)",
+            path.display()
+        )),
+        e => backend(e),
+    })
+}
+
+fn rewrite_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(REWRITE_SUFFIX);
+    path.with_file_name(name)
+}
+
+/// Copies every entry of every table of `old` except `maintenance` (what a
+/// rewrite fulfils) into `new`, in transactions of a bounded number of
+/// entries; checks each table's count after copying it. Returns the number
+/// of entries copied.
+fn copy_live_entries(old: &Database, new: &Database) -> MetaResult<u64> {
+    let read = old.begin_read().map_err(backend)?;
+    if read
+        .list_multimap_tables()
+        .map_err(backend)?
+        .next()
+        .is_some()
+    {
+        // This store never creates one; copying what it does not know
+        // would be guesswork.
+        return Err(MetaError::Corrupt(
+            "the metadata store holds a multimap table it does not know".into(),
+        ));
+    }
+    let mut total = 0_u64;
+    for handle in read.list_tables().map_err(backend)? {
+        let name = handle.name().to_owned();
+        if name == MAINTENANCE.name() {
+            continue;
+        }
+        // Every table of this store maps bytes to bytes; any other type is
+        // refused by `open_table` (the rewrite then stops, the file intact).
+        let definition = TableDefinition::<&[u8], &[u8]>::new(&name);
+        let source = read.open_table(definition).map_err(backend)?;
+        let mut copied = 0_u64;
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let txn = new.begin_write().map_err(backend)?;
+            let mut in_transaction = 0_usize;
+            {
+                let mut target = txn.open_table(definition).map_err(backend)?;
+                let start = match &last {
+                    None => Bound::Unbounded,
+                    Some(key) => Bound::Excluded(key.as_slice()),
+                };
+                for entry in source
+                    .range::<&[u8]>((start, Bound::Unbounded))
+                    .map_err(backend)?
+                {
+                    if in_transaction == META_REWRITE_TRANSACTION_ENTRIES_MAX {
+                        break;
+                    }
+                    let (k, v) = entry.map_err(backend)?;
+                    target.insert(k.value(), v.value()).map_err(backend)?;
+                    last = Some(k.value().to_vec());
+                    in_transaction += 1;
+                }
+            }
+            txn.commit().map_err(backend)?;
+            copied += in_transaction as u64;
+            if in_transaction < META_REWRITE_TRANSACTION_ENTRIES_MAX {
+                break;
+            }
+        }
+        let expected = source.len().map_err(backend)?;
+        if copied != expected {
+            return Err(MetaError::Backend(format!(
+                "rewrite of table {name} copied {copied} of {expected} entries"
+            )));
+        }
+        total += copied;
+    }
+    Ok(total)
 }
 
 /// Deletes every part of an upload and drops their blob references; returns
@@ -969,3 +1175,6 @@ fn remove_parts(txn: &redb::WriteTransaction, upload_id: &str) -> MetaResult<Vec
     }
     Ok(freed)
 }
+
+#[cfg(test)]
+mod rewrite_bench;

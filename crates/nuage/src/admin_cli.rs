@@ -796,7 +796,7 @@ fn operator_token(args: &AdminArgs) -> anyhow::Result<String> {
 
 /// TLS for https:// endpoints: the system's roots, plus `--ca-cert`, or else
 /// the data directory's self-signed certificate when there is one.
-fn client_tls(
+pub(crate) fn client_tls(
     https: bool,
     ca_cert: Option<&Path>,
     data_dir: &Path,

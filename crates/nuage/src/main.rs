@@ -2,9 +2,11 @@
 //! and configuration files; it builds typed configuration and hands it to the
 //! library crates, which never look at the process environment.
 
+mod access_cli;
 mod admin_cli;
 mod audit_cli;
 mod bootstrap;
+mod compact_cli;
 mod config;
 mod credentials;
 mod debug_clock;
@@ -36,6 +38,9 @@ enum Command {
     /// The operator's commands: tenants, users and access keys, through the
     /// admin API of a running server (docs/admin.md).
     Admin(admin_cli::AdminArgs),
+    /// Operator access approvals: the operator asks, the tenant approves or
+    /// denies, an approval yields time-boxed credentials (docs/access-approval.md).
+    Access(access_cli::AccessArgs),
     /// The reference external key store (XKS) proxy a tenant runs on its own
     /// premises, and its key commands (docs/xks-proxy.md).
     XksProxy(xks_proxy_cli::XksProxyArgs),
@@ -45,6 +50,9 @@ enum Command {
     /// A tenant's audit log: pull and verify a copy, search it, export it
     /// (docs/audit-log.md).
     Audit(audit_cli::AuditArgs),
+    /// Rewrites a stopped server's metadata store so that nothing deleted
+    /// remains in the file (docs/configuration.md).
+    Compact(compact_cli::CompactArgs),
 }
 
 #[derive(clap::Args)]
@@ -84,9 +92,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Compact(args) => {
+            if let Err(e) = compact_cli::run(&args) {
+                eprintln!("nuage compact: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Audit(args) => {
             if let Err(e) = audit_cli::run(args) {
                 eprintln!("nuage audit: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Access(args) => {
+            if let Err(e) = access_cli::run(args) {
+                eprintln!("nuage access: {e:#}");
                 std::process::exit(1);
             }
             Ok(())

@@ -11,6 +11,7 @@
 //! front end's own terms (fail closed): nothing is answered that the log does
 //! not hold. A response without the extension is not logged here.
 
+pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
 
@@ -55,6 +56,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .first()
         .map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
     let (creds, created) = credentials::load_or_create(&config.data_dir, &default_region)?;
+    // Before the store is shared (a rewrite needs the file to itself): what
+    // was deleted since the last start (crypto-shredded keys) leaves the file.
+    crate::compact_cli::forget_deleted_at_start(&config.data_dir.join("meta.redb"));
     let meta = EmbeddedMetaStore::open(&config.data_dir.join("meta.redb"))
         .context("cannot open the metadata store")?;
     let blobs = LocalBlobStore::open(&config.data_dir.join("blobs"))
@@ -238,6 +242,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("nuage: S3 endpoint listening on {endpoint}");
 
     let audit_api = audit_api::AuditApi::new(audit_logs.clone(), iam.clone(), Arc::clone(&clock));
+    // Operator access approvals: the operator's half shares the admin API's
+    // token, the tenant's half is SigV4-signed.
+    let access_api = access_api::AccessApi::new(
+        iam.clone(),
+        audit_logs.clone(),
+        operator.token.clone(),
+        Arc::clone(&clock),
+    );
     let front_ends = Arc::new(FrontEnds {
         s3,
         cors,
@@ -245,6 +257,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         query_api,
         kms_api,
         audit_api,
+        access_api,
         audit_logs: audit_logs.clone(),
         clock: Arc::clone(&clock),
     });
@@ -320,6 +333,7 @@ struct FrontEnds {
     query_api: IamQueryApi,
     kms_api: KmsApi,
     audit_api: audit_api::AuditApi,
+    access_api: access_api::AccessApi,
     audit_logs: AuditLogs,
     clock: Arc<dyn nuage_base::Clock>,
 }
@@ -332,6 +346,7 @@ enum Protocol {
     IamQuery,
     Kms,
     Audit,
+    Access,
 }
 
 /// One request: a request id on every response, the admin API under
@@ -371,10 +386,14 @@ async fn handle(
         query_api,
         kms_api,
         audit_api,
+        access_api,
         audit_logs,
         clock,
     } = &*front_ends;
-    let protocol = if nuage_admin_api::is_admin_path(&path) {
+    // Access approvals first: the operator's half is under the admin prefix.
+    let protocol = if access_api::is_access_path(&path) {
+        Protocol::Access
+    } else if nuage_admin_api::is_admin_path(&path) {
         Protocol::Admin
     } else if audit_api::is_audit_path(&path) {
         Protocol::Audit
@@ -385,7 +404,17 @@ async fn handle(
     } else {
         Protocol::S3
     };
-    let mut response = if protocol == Protocol::Admin {
+    let mut response = if protocol == Protocol::Access {
+        let connection = access_api::Connection {
+            source: peer.ip(),
+            secure,
+            request_id: &id,
+        };
+        access_api
+            .handle(req, &connection)
+            .await
+            .map(s3s::Body::from)
+    } else if protocol == Protocol::Admin {
         admin.handle(req).await.map(s3s::Body::from)
     } else if protocol == Protocol::Audit {
         // Before s3s, which would take `_nuage` for a bucket.
@@ -473,14 +502,44 @@ async fn record(
         Protocol::IamQuery => IamQueryApi::audit_failure_response(&audit, request_id),
         _ => audit_failure_response(protocol),
     };
+    // A caller of another tenant (a bucket policy granted it, or refused it)
+    // is logged in both logs: the owner's sees who touched its data, the
+    // caller's what its identities did. Both appends run at once.
+    let caller_copy = caller_tenant(&audit)
+        .filter(|caller| *caller != tenant)
+        .map(|caller| {
+            let mut copy = audit.clone();
+            copy.tenant = caller;
+            copy.into_entry(facts.clone())
+        });
     let entry = audit.into_entry(facts);
-    match logs.append(&entry).await {
+    let (owner, caller) = tokio::join!(logs.append(&entry), async {
+        match &caller_copy {
+            Some(copy) => logs.append(copy).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    match owner.and(caller) {
         Ok(_) => Ok(()),
         Err(error) => {
             tracing::error!(tenant, action = entry.action, %error, "audit append failed; response withheld");
             Err(withheld.map(s3s::Body::from))
         }
     }
+}
+
+/// The tenant of a signed caller, from its ARN (`arn:aws:iam::T:user/...`,
+/// `arn:aws:sts::T:assumed-role/...`): the account field, twelve digits.
+fn caller_tenant(audit: &RequestAudit) -> Option<String> {
+    use nuage_audit::ActorKind;
+    if !matches!(
+        audit.actor.kind,
+        ActorKind::TenantUser | ActorKind::RoleSession
+    ) {
+        return None;
+    }
+    let account = audit.actor.id.as_deref()?.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_owned())
 }
 
 /// The internal error a front end other than IAM answers when its response
@@ -504,6 +563,7 @@ fn audit_failure_response(protocol: Protocol) -> http::Response<bytes::Bytes> {
             serde_json::json!({"error": {"code": "InternalError", "message": MESSAGE}}).to_string(),
         ),
         Protocol::Audit => return audit_api::audit_failure_response(),
+        Protocol::Access => return access_api::audit_failure_response(),
     };
     let mut response = http::Response::new(bytes::Bytes::from(body));
     *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;

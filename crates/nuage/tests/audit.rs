@@ -656,7 +656,7 @@ fn a_tenant_reads_its_own_log_only_and_needs_permission() {
 
 #[test]
 fn a_response_the_log_cannot_hold_is_withheld() {
-    let server = Server::start();
+    let mut server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let acme = admin_json(&server, &["tenant", "create", "acme", "--country", "FR"])["id"]
@@ -682,9 +682,13 @@ fn a_response_the_log_cannot_hold_is_withheld() {
         key["access_key_id"].as_str().unwrap().to_owned(),
         key["secret_access_key"].as_str().unwrap().to_owned(),
     );
-    // acme's log cannot be created: a file stands where its directory goes.
-    std::fs::create_dir_all(server.data_dir.join("audit")).unwrap();
-    std::fs::write(server.data_dir.join("audit").join(&acme), b"in the way").unwrap();
+    // acme's log cannot be opened: a file stands where its directory goes.
+    // (The operator's actions above opened it: replace it while stopped.)
+    server.stop();
+    let log_dir = server.data_dir.join("audit").join(&acme);
+    std::fs::remove_dir_all(&log_dir).unwrap();
+    std::fs::write(&log_dir, b"in the way").unwrap();
+    server.restart();
     let out = common::aws_as(
         &server,
         home,
@@ -699,6 +703,33 @@ fn a_response_the_log_cannot_hold_is_withheld() {
     );
     // The secret the response would have carried never left.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("SecretAccessKey"));
+    // Each front end answers in its own terms: S3, KMS, the admin API.
+    let out = common::aws_as(
+        &server,
+        home,
+        (&alice.0, &alice.1),
+        &["s3", "mb", "s3://acme-withheld"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("InternalError"), "{stderr}");
+    let out = common::aws_as(&server, home, (&alice.0, &alice.1), &["kms", "create-key"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KMSInternalException"), "{stderr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nuage"))
+        .args(["admin", "--endpoint", &server.endpoint, "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["user", "create", "--tenant", "acme", "bob"])
+        .env_remove("NUAGE_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("500") || stderr.contains("InternalError"),
+        "{stderr}"
+    );
     // Another tenant is unaffected.
     common::aws_ok(&server, home, &["iam", "list-users"]);
 }

@@ -7,7 +7,8 @@
 //! the action name, the resource ARN and the condition keys S3 defines.
 
 use crate::auth::{auth_error, invalid_access_key};
-use nuage_iam::{AccessRequest, Iam, Identity};
+use nuage_audit::{AuditSlot, RequestAudit};
+use nuage_iam::{AccessRequest, Decision, Iam, Identity};
 use nuage_storage::{BucketRecord, Storage, StorageError};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::dto::{CopyObjectInput, CopySource, DeleteObjectsInput, UploadPartCopyInput};
@@ -188,11 +189,16 @@ impl Authorizer {
     }
 
     /// The caller behind the request's access key, with its session token checked.
+    ///
+    /// A key that exists presented with the wrong session token is an attempt
+    /// with the tenant's key: the tenant's log is told (a default deny).
     async fn caller(
         &self,
         access_key: Option<&str>,
         headers: &http::HeaderMap,
         uri: &http::Uri,
+        slot: Option<&AuditSlot>,
+        action: &str,
     ) -> S3Result<Option<Identity>> {
         let Some(access_key) = access_key else {
             return Ok(None);
@@ -219,6 +225,15 @@ impl Authorizer {
             } else {
                 "the provided token is malformed or otherwise invalid"
             };
+            crate::audit::put(
+                slot,
+                crate::audit::request(
+                    &identity.tenant_id,
+                    Some(&identity),
+                    crate::audit::actor(Some(&identity), is_presigned(uri)),
+                    action,
+                ),
+            );
             return Err(S3Error::with_message(S3ErrorCode::InvalidToken, message));
         }
         Ok(Some(identity))
@@ -237,7 +252,8 @@ impl Authorizer {
         keys
     }
 
-    /// Decides one action on one resource; `Ok` when allowed.
+    /// Decides one action on one resource. `Err` only when the decision
+    /// could not be made (a lookup failed); a refusal is a `Decision`.
     async fn decide(
         &self,
         caller: Option<&Identity>,
@@ -245,7 +261,7 @@ impl Authorizer {
         bucket: Option<&BucketRecord>,
         resource: String,
         context: BTreeMap<String, Vec<String>>,
-    ) -> S3Result<()> {
+    ) -> S3Result<Decision> {
         let request = AccessRequest {
             action,
             resource,
@@ -270,15 +286,10 @@ impl Authorizer {
             )
             .await
             .map_err(auth_error)?;
-        if decision.allowed {
-            Ok(())
-        } else {
+        if !decision.allowed {
             tracing::debug!(action = %request.action, resource = %request.resource, reason = %decision.reason, "access denied");
-            Err(S3Error::with_message(
-                S3ErrorCode::AccessDenied,
-                "access denied",
-            ))
         }
+        Ok(decision)
     }
 
     /// The owner tenant's Block Public Access. If it cannot be read, every
@@ -319,14 +330,53 @@ impl Authorizer {
         let record = self.bucket(bucket).await?;
         let action = action_for("GetObject", version_id.is_some());
         let context = Self::base_context(&req.extensions);
-        self.decide(
-            caller.as_ref(),
-            action,
-            record.as_ref(),
-            resource_arn(Some(bucket), Some(key)),
-            context,
-        )
-        .await
+        let resource = resource_arn(Some(bucket), Some(key));
+        let decision = self
+            .decide(
+                caller.as_ref(),
+                action.clone(),
+                record.as_ref(),
+                resource.clone(),
+                context,
+            )
+            .await?;
+        if decision.allowed {
+            return Ok(());
+        }
+        // The copy is refused for its source: that is the decision logged
+        // (an allowed copy keeps the destination's).
+        crate::audit::amend(crate::audit::slot(&req.extensions), |audit| {
+            *audit = RequestAudit {
+                action,
+                ..audit.clone()
+            }
+            .on(resource)
+            .decided(
+                crate::audit::effect(false),
+                decision.policy,
+                decision.statement,
+            );
+        });
+        Err(access_denied())
+    }
+}
+
+/// S3's refusal, whatever refused (a policy, Block Public Access, no policy).
+fn access_denied() -> S3Error {
+    S3Error::with_message(S3ErrorCode::AccessDenied, "access denied")
+}
+
+/// Whether the request is signed in its query string (a presigned URL).
+fn is_presigned(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("X-Amz-Signature=")))
+}
+
+/// Logs a request a policy allowed but an ownership rule then refused (bucket
+/// policy and default encryption are the owner's): a deny no policy made.
+fn deny_after_policy(slot: Option<&AuditSlot>, audit: Option<RequestAudit>) {
+    if let Some(audit) = audit {
+        crate::audit::put(slot, audit.decided(crate::audit::effect(false), None, None));
     }
 }
 
@@ -338,8 +388,16 @@ impl S3Access for Authorizer {
         if access_key.is_some() {
             self.check_scope(cx.headers(), &query)?;
         }
+        let has_version_id = query.iter().any(|(k, v)| k == "versionId" && !v.is_empty());
+        let op = cx.s3_op().name().to_owned();
+        let op = op.as_str();
+        let action = action_for(op, has_version_id);
+        let presigned = is_presigned(cx.uri());
+        // A clone shares the slot; holding it leaves `cx` free to borrow.
+        let slot = crate::audit::slot(cx.extensions_mut()).cloned();
+        let slot = slot.as_ref();
         let caller = self
-            .caller(access_key.as_deref(), cx.headers(), cx.uri())
+            .caller(access_key.as_deref(), cx.headers(), cx.uri(), slot, &action)
             .await?;
         if let Some(identity) = caller.as_ref().filter(|i| i.session_token.is_none()) {
             // The signature is verified by now: record the key's last use
@@ -350,10 +408,6 @@ impl S3Access for Authorizer {
                 tracing::warn!(error = %e, "could not record an access key's last use");
             }
         }
-        let has_version_id = query.iter().any(|(k, v)| k == "versionId" && !v.is_empty());
-        let op = cx.s3_op().name().to_owned();
-        let op = op.as_str();
-        let action = action_for(op, has_version_id);
         let (bucket_name, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
@@ -383,15 +437,74 @@ impl S3Access for Authorizer {
                 context.insert(key_name.to_owned(), vec![v.to_owned()]);
             }
         }
+        let resource = resource_arn(bucket_name.as_deref(), key.as_deref());
+        // The log entry: in the caller's tenant until the bucket's owner is
+        // known (a bucket that does not exist, or a lookup that fails, stays
+        // there), then in the owner's: anonymous requests name no other tenant,
+        // and the server also copies a cross-tenant entry to the caller's
+        // tenant (`record` in the binary).
+        let audit_actor = crate::audit::actor(caller.as_ref(), presigned);
+        if let Some(identity) = &caller {
+            crate::audit::put(
+                slot,
+                crate::audit::request(
+                    &identity.tenant_id,
+                    Some(identity),
+                    audit_actor.clone(),
+                    &action,
+                )
+                .on(&resource),
+            );
+        }
         let record = match &bucket_name {
             Some(name) if op != "CreateBucket" => self.bucket(name).await?,
             _ => None,
         };
-        let resource = resource_arn(bucket_name.as_deref(), key.as_deref());
+        let tenant = record
+            .as_ref()
+            .map(|r| r.owner.clone())
+            .or_else(|| caller.as_ref().map(|c| c.tenant_id.clone()));
+        let mut audit = tenant.filter(|t| !t.is_empty()).map(|t| {
+            crate::audit::request(&t, caller.as_ref(), audit_actor, &action).on(&resource)
+        });
         // DeleteObjects is decided per key once its body is parsed.
         if op != "DeleteObjects" {
-            self.decide(caller.as_ref(), action, record.as_ref(), resource, context)
-                .await?;
+            let decision = self
+                .decide(
+                    caller.as_ref(),
+                    action.clone(),
+                    record.as_ref(),
+                    resource,
+                    context,
+                )
+                .await;
+            let decision = match decision {
+                Ok(d) => d,
+                Err(e) => {
+                    // Undecided (a lookup failed): logged as a default deny.
+                    if let Some(audit) = audit {
+                        crate::audit::put(slot, audit);
+                    }
+                    return Err(e);
+                }
+            };
+            let allowed = decision.allowed;
+            audit = audit.map(|a| {
+                a.decided(
+                    crate::audit::effect(allowed),
+                    decision.policy,
+                    decision.statement,
+                )
+            });
+            if !allowed {
+                if let Some(audit) = audit {
+                    crate::audit::put(slot, audit);
+                }
+                return Err(access_denied());
+            }
+        }
+        if let Some(audit) = &audit {
+            crate::audit::put(slot, audit.clone());
         }
         // The bucket policy is its owner's to manage: a policy may grant
         // these actions to others, but like AWS, S3 then answers 405.
@@ -401,6 +514,7 @@ impl S3Access for Authorizer {
         ) && let Some(record) = &record
             && caller.as_ref().map(|c| c.tenant_id.as_str()) != Some(record.owner.as_str())
         {
+            deny_after_policy(slot, audit);
             return Err(S3Error::with_message(
                 S3ErrorCode::MethodNotAllowed,
                 "only the bucket owner's tenant may manage its bucket policy",
@@ -415,6 +529,7 @@ impl S3Access for Authorizer {
         ) && let Some(record) = &record
             && caller.as_ref().map(|c| c.tenant_id.as_str()) != Some(record.owner.as_str())
         {
+            deny_after_policy(slot, audit);
             return Err(S3Error::with_message(
                 S3ErrorCode::AccessDenied,
                 "only the bucket owner's tenant may manage its default encryption",
@@ -431,23 +546,46 @@ impl S3Access for Authorizer {
         // One denied key denies the request: a batch must not be a way around
         // a per-prefix policy. (AWS reports per key; a whole refusal is safer
         // and simpler, and says which key.)
+        // Logged once for the batch: the refused key's decision, or the
+        // last key's when every key is allowed.
+        let logged = |action: String, resource: String, decision: Decision| {
+            crate::audit::amend(crate::audit::slot(&req.extensions), |audit| {
+                *audit = RequestAudit {
+                    action,
+                    ..audit.clone()
+                }
+                .on(resource)
+                .decided(
+                    crate::audit::effect(decision.allowed),
+                    decision.policy,
+                    decision.statement,
+                );
+            });
+        };
+        let mut last = None;
         for object in &req.input.delete.objects {
             let action = action_for("DeleteObject", object.version_id.is_some());
             let resource = resource_arn(Some(&req.input.bucket), Some(&object.key));
-            self.decide(
-                caller.as_ref(),
-                action,
-                record.as_ref(),
-                resource,
-                context.clone(),
-            )
-            .await
-            .map_err(|_| {
-                S3Error::with_message(
+            let decision = self
+                .decide(
+                    caller.as_ref(),
+                    action.clone(),
+                    record.as_ref(),
+                    resource.clone(),
+                    context.clone(),
+                )
+                .await?;
+            if !decision.allowed {
+                logged(action, resource, decision);
+                return Err(S3Error::with_message(
                     S3ErrorCode::AccessDenied,
                     format!("access denied to delete `{}`", object.key),
-                )
-            })?;
+                ));
+            }
+            last = Some((action, resource, decision));
+        }
+        if let Some((action, resource, decision)) = last {
+            logged(action, resource, decision);
         }
         Ok(())
     }

@@ -608,8 +608,9 @@ impl NuageS3 {
     /// (`x-amz-request-id`, set by the HTTP layer) to the key service, as
     /// AWS KMS is told by S3. An unsigned request is `anonymous`.
     fn storage_for<T>(&self, req: &S3Request<T>) -> Storage {
-        let principal_arn =
-            caller_identity(req).map_or_else(|| Requester::ANONYMOUS.to_owned(), |c| c.arn);
+        let caller = caller_identity(req);
+        let access_reason = access_reason(caller.as_ref());
+        let principal_arn = caller.map_or_else(|| Requester::ANONYMOUS.to_owned(), |c| c.arn);
         let request_id = req
             .extensions
             .get::<crate::RequestId>()
@@ -618,7 +619,20 @@ impl NuageS3 {
         self.storage.on_behalf_of(Requester {
             principal_arn,
             request_id,
+            access_reason,
         })
+    }
+}
+
+/// Why a caller's request unwraps data keys: the operator under a tenant's
+/// approval gives the approval's justification (one Nuage cannot name is
+/// `REASON_NOT_EXPECTED`, which tenants do not allow by default); everyone
+/// else is the customer.
+pub(crate) fn access_reason(caller: Option<&nuage_iam::Identity>) -> nuage_kms::AccessReason {
+    match caller.and_then(|c| c.approval.as_ref()) {
+        Some(approval) => nuage_kms::AccessReason::parse(&approval.reason)
+            .unwrap_or(nuage_kms::AccessReason::ReasonNotExpected),
+        None => nuage_kms::AccessReason::CustomerInitiatedAccess,
     }
 }
 
@@ -1192,6 +1206,8 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &record.checksums;
         let reported = Reported::of_record(&record);
+        // The write wrapped a new data key: the log names the key.
+        crate::audit::note_key_use(&req.extensions, &reported);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(PutObjectOutput {
             server_side_encryption: reported.sse(),
@@ -1238,6 +1254,8 @@ impl S3 for NuageS3 {
             .read_object(&plan.record, customer.as_ref(), offset, len)
             .await
             .map_err(to_s3)?;
+        // The read unwrapped the object's data key: the log names the key.
+        crate::audit::note_key_use(&req.extensions, &Reported::of_record(&plan.record));
         let overrides = Overrides {
             content_type: input.response_content_type,
             content_encoding: input.response_content_encoding,
@@ -1558,6 +1576,8 @@ impl S3 for NuageS3 {
         };
         let c = &record.checksums;
         let reported = Reported::of_record(&record);
+        // The write wrapped a new data key: the log names the key.
+        crate::audit::note_key_use(&req.extensions, &reported);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(CopyObjectOutput {
             server_side_encryption: reported.sse(),
@@ -1976,6 +1996,8 @@ impl S3 for NuageS3 {
             .map_err(to_s3)?;
         let c = &part.checksums;
         let reported = Reported::of_part(&part);
+        // The part's blob got a new data key, wrapped: the log names the key.
+        crate::audit::note_key_use(&req.extensions, &reported);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());
         ok(UploadPartOutput {
             server_side_encryption: reported.sse(),
@@ -2124,6 +2146,8 @@ impl S3 for NuageS3 {
         };
         let c = &part.checksums;
         let reported = Reported::of_part(&part);
+        // The part's blob got a new data key, wrapped: the log names the key.
+        crate::audit::note_key_use(&req.extensions, &reported);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());
         ok(UploadPartCopyOutput {
             server_side_encryption: reported.sse(),

@@ -7,6 +7,7 @@
 //! errors become S3 error codes in exactly one place, [`errors::to_s3`].
 
 pub mod access;
+mod audit;
 pub mod auth;
 mod convert;
 pub mod cors;

@@ -12,6 +12,7 @@ use crate::{StorageError, StorageResult};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use futures::future::Either;
 use futures::{Stream, StreamExt, TryStreamExt};
 use nuage_base::{Clock, ids, limits, names};
 use nuage_blob::BlobStore;
@@ -131,6 +132,35 @@ impl From<nuage_blob::BlobError> for ReadFailure {
     }
 }
 
+/// Why reading `len` bytes at `offset` of an encrypted blob failed: the
+/// blob store's CRC32C check over the same range, when it finds corruption
+/// on disk, else `failure` (tampering, a wrong key, I/O). Runs only after a
+/// failure, so re-reading the range (streamed, memory bounded) costs nothing
+/// on the path that succeeds.
+async fn diagnose(
+    blobs: &dyn BlobStore,
+    blob_id: &str,
+    offset: u64,
+    len: u64,
+    failure: ReadFailure,
+) -> String {
+    let mut verified = blobs.read(blob_id, offset, len);
+    while let Some(block) = verified.next().await {
+        if let Err(e @ nuage_blob::BlobError::Corrupt { .. }) = block {
+            let found = e.to_string();
+            return if found == failure.0 {
+                found
+            } else {
+                format!("{found} ({})", failure.0)
+            };
+        }
+        if block.is_err() {
+            break;
+        }
+    }
+    failure.0
+}
+
 impl From<nuage_crypto::CryptoError> for ReadFailure {
     fn from(e: nuage_crypto::CryptoError) -> Self {
         Self(e.to_string())
@@ -146,6 +176,11 @@ pub struct Requester {
     pub principal_arn: String,
     /// The request id the client is answered with (`x-amz-request-id`).
     pub request_id: String,
+    /// Why this request unwraps data keys (key access justifications): a
+    /// tenant's own request is `CustomerInitiatedAccess`; the operator acting
+    /// under a tenant's approval names the approval's reason, which the
+    /// tenant's allowed reasons and its external key store then judge.
+    pub access_reason: AccessReason,
 }
 
 impl Requester {
@@ -202,6 +237,14 @@ impl Storage {
         let mut handle = self.clone();
         handle.requester = Some(Arc::new(requester));
         handle
+    }
+
+    /// Why this handle unwraps data keys: its requester's reason, or
+    /// `CustomerInitiatedAccess` for work done for the tenant itself.
+    fn access_reason(&self) -> AccessReason {
+        self.requester
+            .as_ref()
+            .map_or(AccessReason::CustomerInitiatedAccess, |r| r.access_reason)
     }
 
     /// Whom the key service is told a use of `bucket`'s customer keys is
@@ -677,9 +720,9 @@ impl Storage {
             StorageError::Corrupt(format!("wrapped key of blob {}: {e}", segment.blob_id))
         })?;
         let object_binding = Self::binding(bucket, key, &segment.blob_id);
-        // Every read today is a customer's S3 request; operator access
-        // paths will name their own.
-        let reason = AccessReason::CustomerInitiatedAccess;
+        // The requester's reason (an approved operator names the
+        // approval's); Nuage's own work reads as the customer's.
+        let reason = self.access_reason();
         let opened = if segment.sse_c {
             Self::open_customer_data_key(customer, &wrapped, &object_binding)
         } else {
@@ -1078,8 +1121,8 @@ impl Storage {
                 &bucket.owner,
                 &wrapped,
                 binding,
-                // A customer's S3 request, as every read today.
-                AccessReason::CustomerInitiatedAccess,
+                // The requester's reason, as for object data.
+                self.access_reason(),
             )
             .await?;
         let plaintext_len = nuage_crypto::plaintext_len(ciphertext.len() as u64)
@@ -1200,16 +1243,32 @@ impl Storage {
                         .map_err(|e| std::io::Error::other(e.to_string())),
                 ),
                 Some((key, binding, span)) => {
-                    let ciphertext = blobs.read(
-                        &piece.blob_id,
-                        span.ciphertext_offset(),
-                        span.ciphertext_len(),
-                    );
+                    // Every chunk's tag authenticates its bytes before they
+                    // are yielded, so the blob store's CRC32C check is
+                    // skipped here (it cost about a sixth of a large GET);
+                    // it is run only when authentication fails, to tell
+                    // corruption on disk from tampering.
+                    let (offset, len) = (span.ciphertext_offset(), span.ciphertext_len());
+                    let ciphertext = blobs.read_authenticated(&piece.blob_id, offset, len);
+                    let blobs = Arc::clone(&blobs);
+                    let blob_id = piece.blob_id;
                     Box::pin(
                         nuage_crypto::decrypt_stream::<_, nuage_blob::BlobError, ReadFailure>(
                             &key, &binding, span, ciphertext,
                         )
-                        .map_err(|e| std::io::Error::other(e.0)),
+                        .then(move |item| match item {
+                            Ok(bytes) => Either::Left(futures::future::ready(Ok(bytes))),
+                            Err(failure) => {
+                                let blobs = Arc::clone(&blobs);
+                                let blob_id = blob_id.clone();
+                                Either::Right(async move {
+                                    let why =
+                                        diagnose(blobs.as_ref(), &blob_id, offset, len, failure)
+                                            .await;
+                                    Err(std::io::Error::other(why))
+                                })
+                            }
+                        }),
                     )
                 }
             }

@@ -595,3 +595,136 @@ fn split_helper_covers_the_input() {
     let data = pattern(10_000);
     assert_eq!(split(&data, &mut rng, 7).concat(), data);
 }
+
+/// Decrypts exactly these input buffers (no random splitting).
+fn decrypt_pieces(key: &DataKey, span: ChunkSpan, pieces: Vec<Bytes>) -> (Vec<Bytes>, Outcome) {
+    let input = stream::iter(pieces.into_iter().map(Ok::<Bytes, CryptoError>));
+    let mut output = decrypt_stream::<_, _, CryptoError>(key, BINDING, span, input);
+    let mut items = Vec::new();
+    let mut outcome = Outcome {
+        yielded: Vec::new(),
+        error: None,
+    };
+    block_on(async {
+        while let Some(item) = output.next().await {
+            assert!(outcome.error.is_none(), "an item after an error");
+            match item {
+                Ok(bytes) => {
+                    outcome.yielded.extend_from_slice(&bytes);
+                    items.push(bytes);
+                }
+                Err(error) => outcome.error = Some(error),
+            }
+        }
+    });
+    (items, outcome)
+}
+
+/// The ways input reaches the decryptor: one owned buffer, owned 256 KiB
+/// blocks as the blob store yields them (chunks straddle block boundaries),
+/// slices of one shared buffer (never altered), and tiny pieces.
+fn feeds(ciphertext: &[u8]) -> Vec<(&'static str, Vec<Bytes>)> {
+    let shared = Bytes::copy_from_slice(ciphertext);
+    vec![
+        ("one owned buffer", vec![Bytes::copy_from_slice(ciphertext)]),
+        (
+            "owned blocks",
+            ciphertext
+                .chunks(256 * 1024)
+                .map(Bytes::copy_from_slice)
+                .collect(),
+        ),
+        (
+            "shared slices",
+            (0..ciphertext.len())
+                .step_by(100_000)
+                .map(|i| shared.slice(i..(i + 100_000).min(ciphertext.len())))
+                .collect(),
+        ),
+        (
+            "tiny pieces",
+            ciphertext.chunks(777).map(Bytes::copy_from_slice).collect(),
+        ),
+    ]
+}
+
+#[test]
+fn shared_input_is_decrypted_without_being_altered() {
+    let len = 3 * C + 5;
+    let (plaintext, ciphertext, key) = object(len, 24);
+    let shared = Bytes::copy_from_slice(&ciphertext);
+    let pieces = vec![shared.slice(..CC + 7), shared.slice(CC + 7..)];
+    let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert!(outcome.yielded == plaintext);
+    assert!(
+        shared == ciphertext,
+        "decryption wrote into a shared buffer"
+    );
+}
+
+#[test]
+fn tampering_is_refused_whatever_the_input_buffers() {
+    let len = 9 * C + 3; // Crosses a 256 KiB block boundary twice.
+    let (plaintext, ciphertext, key) = object(len, 25);
+    let chunks: Vec<&[u8]> = chunk_ranges(ciphertext.len())
+        .into_iter()
+        .map(|range| &ciphertext[range])
+        .collect();
+
+    for (how, pieces) in feeds(&ciphertext) {
+        let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+        assert!(outcome.error.is_none(), "{how}: {:?}", outcome.error);
+        assert!(outcome.yielded == plaintext, "{how}: round trip");
+    }
+
+    for chunk in [0usize, 3, 4, 9] {
+        let mut flipped = ciphertext.clone();
+        flipped[chunk * CC + 100.min(chunks[chunk].len() - 1)] ^= 0x10;
+        for (how, pieces) in feeds(&flipped) {
+            let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+            assert!(
+                matches!(outcome.error, Some(CryptoError::ChunkAuthentication { chunk: c }) if c == chunk as u64),
+                "{how}, flip in chunk {chunk}: {:?}",
+                outcome.error
+            );
+            assert!(outcome.yielded == plaintext[..chunk * C], "{how}: released");
+        }
+    }
+
+    for (how, pieces) in feeds(&ciphertext[..ciphertext.len() - 3]) {
+        let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+        assert!(
+            matches!(outcome.error, Some(CryptoError::Truncated { .. })),
+            "{how}, truncated: {:?}",
+            outcome.error
+        );
+        assert_refused(&outcome, &plaintext, how);
+    }
+
+    let mut reordered: Vec<&[u8]> = chunks.clone();
+    reordered.swap(4, 5);
+    for (how, pieces) in feeds(&reordered.concat()) {
+        let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+        assert!(
+            matches!(
+                outcome.error,
+                Some(CryptoError::ChunkAuthentication { chunk: 4 })
+            ),
+            "{how}, reordered: {:?}",
+            outcome.error
+        );
+        assert!(outcome.yielded == plaintext[..4 * C], "{how}: released");
+    }
+
+    let appended = [&ciphertext[..], b"x"].concat();
+    for (how, pieces) in feeds(&appended) {
+        let (_, outcome) = decrypt_pieces(&key, whole(len), pieces);
+        assert!(
+            matches!(outcome.error, Some(CryptoError::TrailingCiphertext { .. })),
+            "{how}, appended: {:?}",
+            outcome.error
+        );
+        assert_refused(&outcome, &plaintext, how);
+    }
+}
