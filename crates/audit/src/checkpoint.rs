@@ -46,6 +46,16 @@ pub fn verifier_key(origin: &str, key: &VerifyingKey) -> String {
     signed_note::new_ed25519_verifier_key(origin, key)
 }
 
+/// The log named by a verifier key, once the key parses.
+///
+/// # Errors
+/// [`AuditError::BadVerifierKey`].
+pub fn verifier_key_origin(vkey: &str) -> Result<String, AuditError> {
+    let verifier =
+        StandardVerifier::new(vkey).map_err(|e| AuditError::BadVerifierKey(e.to_string()))?;
+    Ok(signed_note::Verifier::name(&verifier).to_string())
+}
+
 /// Whether `origin` can name a log: a valid signed-note key name, one line.
 #[must_use]
 pub fn is_valid_origin(origin: &str) -> bool {

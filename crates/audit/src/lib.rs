@@ -19,6 +19,8 @@
 //! - [`request`]: [`RequestAudit`], what a front end decided about a request,
 //!   which the server completes into an entry (the recipe is in
 //!   `docs/audit-log.md`, "For developers").
+//! - [`witness`]: C2SP tlog-witness: the `add-checkpoint` checks and state of
+//!   a witness, and `cosignature/v1` lines, made and verified.
 //! - [`registry`]: [`AuditLogs`], every tenant's log on one server: opened on
 //!   first use, a bounded number open, idle ones closed, retention applied.
 //!
@@ -38,6 +40,7 @@ pub mod store;
 pub mod tiles;
 mod tree;
 pub mod verify;
+pub mod witness;
 
 pub use checkpoint::{CheckpointSigner, SignedCheckpoint, verifier_key};
 pub use entry::{Actor, ActorKind, Authentication, Decision, Effect, Entry};

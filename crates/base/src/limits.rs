@@ -251,3 +251,23 @@ pub const ACCESS_REQUESTS_LIST_MAX: usize = 1000;
 /// redb keeps a transaction's dirty pages in memory until it commits, so a
 /// store of millions of records is copied in bounded steps.
 pub const META_REWRITE_TRANSACTION_ENTRIES_MAX: usize = 50_000;
+/// Largest C2SP tlog-witness `add-checkpoint` request body a witness reads:
+/// `old <size>`, at most `WITNESS_PROOF_HASHES_MAX` base64 hashes (45 bytes
+/// each), a blank line and a signed checkpoint of at most
+/// `AUDIT_CHECKPOINT_BYTES_MAX` bytes.
+pub const WITNESS_REQUEST_BYTES_MAX: usize =
+    64 + WITNESS_PROOF_HASHES_MAX * 45 + AUDIT_CHECKPOINT_BYTES_MAX;
+/// Most consistency proof lines in an `add-checkpoint` request (the spec's
+/// limit: a proof between two trees of at most 2^63 entries).
+pub const WITNESS_PROOF_HASHES_MAX: usize = 63;
+/// Most logs one witness watches (`[[logs]]` in `witness.toml`).
+pub const WITNESS_LOGS_MAX: usize = 10_000;
+/// Largest answer (cosignature lines, or a 409's size) Nuage reads from a witness.
+pub const WITNESS_RESPONSE_BYTES_MAX: usize = 4096;
+/// Most witnesses one Nuage server submits its checkpoints to (`[audit] witnesses`).
+pub const WITNESSES_MAX: usize = 16;
+/// Longest Nuage waits for one witness to answer one checkpoint: a witness
+/// that is down delays a checkpoint this much at most, never blocks the log.
+pub const WITNESS_REQUEST_S_MAX: u64 = 5;
+/// Connections a `nuage witness` serves at once; more wait in the accept queue.
+pub const WITNESS_CONNECTIONS_MAX: usize = 256;

@@ -82,6 +82,73 @@ struct PullArgs {
     /// A PEM certificate to trust for https:// besides the system's roots.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    witnesses: WitnessPolicy,
+}
+
+/// Which witnesses' cosignatures a checkpoint needs (C2SP tlog-cosignature).
+#[derive(Args)]
+struct WitnessPolicy {
+    /// A witness verifier key to accept cosignatures from (repeatable).
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
+    /// Fail unless the checkpoint carries valid cosignatures of at least K of
+    /// the --witness keys.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    require_witnesses: usize,
+}
+
+impl WitnessPolicy {
+    /// Checks the cosignatures on `note`; a shortfall is a loud error.
+    fn check(&self, note: &[u8]) -> anyhow::Result<()> {
+        if self.require_witnesses > self.witnesses.len() {
+            bail!(
+                "--require-witnesses {} but only {} --witness keys given",
+                self.require_witnesses,
+                self.witnesses.len()
+            );
+        }
+        let mut valid = Vec::new();
+        let mut problems = Vec::new();
+        for vkey in &self.witnesses {
+            let key = nuage_audit::witness::WitnessKey::parse(vkey)?;
+            match nuage_audit::witness::check_cosignature(note, &key)? {
+                nuage_audit::witness::Cosignature::Valid { timestamp } => {
+                    valid.push(format!("{} (at {timestamp})", key.name()));
+                }
+                nuage_audit::witness::Cosignature::Missing => {
+                    problems.push(format!("{}: no cosignature", key.name()));
+                }
+                nuage_audit::witness::Cosignature::Invalid => {
+                    problems.push(format!("{}: INVALID cosignature", key.name()));
+                }
+            }
+        }
+        if valid.len() < self.require_witnesses {
+            bail!(
+                "VERIFICATION FAILED: THE CHECKPOINT IS NOT WITNESSED: {} of the required {} \
+                 cosignatures ({}{}{})",
+                valid.len(),
+                self.require_witnesses,
+                valid.join(", "),
+                if valid.is_empty() || problems.is_empty() {
+                    ""
+                } else {
+                    "; "
+                },
+                problems.join(", ")
+            );
+        }
+        if !self.witnesses.is_empty() {
+            eprintln!(
+                "nuage audit: checkpoint cosigned by {} of {} witnesses: {}",
+                valid.len(),
+                self.witnesses.len(),
+                valid.join(", ")
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -91,6 +158,8 @@ struct VerifyArgs {
     /// The verifier key to trust (a file holding it); default DIR/vkey, pinned by the first pull.
     #[arg(long)]
     vkey: Option<PathBuf>,
+    #[command(flatten)]
+    witnesses: WitnessPolicy,
 }
 
 #[derive(Args)]
@@ -140,6 +209,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::Verify(verify_args) => {
             let vkey = read_vkey(&verify_args.dir, verify_args.vkey.as_deref())?;
             let report = verify(&verify_args.dir, &vkey)?;
+            let note = read_bounded(
+                &verify_args.dir.join(CHECKPOINT_FILE),
+                AUDIT_CHECKPOINT_BYTES_MAX,
+            )?;
+            verify_args.witnesses.check(&note)?;
             println!("{}", describe(&report));
             Ok(())
         }
@@ -508,6 +582,7 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
         .context("the server has no checkpoint")?;
     // Checked before anything it names is fetched.
     let signed = checkpoint::open(&note, &vkey).map_err(|e| finding(dir, &e))?;
+    args.witnesses.check(&note)?;
     let minimum_index = match client.get(PRUNED_FILE, AUDIT_CHECKPOINT_BYTES_MAX).await? {
         Some(marker) => {
             let marker = nuage_audit::prune::open(&marker, &vkey).map_err(|e| finding(dir, &e))?;

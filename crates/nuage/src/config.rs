@@ -36,6 +36,19 @@ pub struct AuditFileConfig {
     pub checkpoint_interval_seconds: Option<u64>,
     /// Days entries are kept before whole bundles of older ones are pruned.
     pub retention_days: Option<u32>,
+    /// Witnesses (C2SP tlog-witness) each signed checkpoint is submitted to.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// One entry of `[audit] witnesses`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's base URL; checkpoints go to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's verifier key (`nuage witness init` prints it).
+    pub vkey: String,
 }
 
 /// `[audit]` after defaults and checks.
@@ -43,6 +56,7 @@ pub struct AuditFileConfig {
 pub struct AuditSettings {
     pub checkpoint_interval: std::time::Duration,
     pub retention_days: u32,
+    pub witnesses: Vec<WitnessConfig>,
 }
 
 /// `[external_key_stores]`: how Nuage reaches tenants' XKS proxies.
@@ -225,9 +239,24 @@ impl FileConfig {
         if retention_days == 0 {
             bail!("audit.retention_days must be at least 1");
         }
+        if self.audit.witnesses.len() > limits::WITNESSES_MAX {
+            bail!(
+                "audit.witnesses lists {} witnesses, more than {}",
+                self.audit.witnesses.len(),
+                limits::WITNESSES_MAX
+            );
+        }
+        for witness in &self.audit.witnesses {
+            if !(witness.url.starts_with("http://") || witness.url.starts_with("https://")) {
+                bail!("audit.witnesses: url `{}` is not http(s)://", witness.url);
+            }
+            nuage_audit::witness::WitnessKey::parse(&witness.vkey)
+                .with_context(|| format!("audit.witnesses: the vkey of {}", witness.url))?;
+        }
         let audit = AuditSettings {
             checkpoint_interval: std::time::Duration::from_secs(interval_s),
             retention_days,
+            witnesses: self.audit.witnesses.clone(),
         };
         Ok(Config {
             audit,
@@ -337,6 +366,26 @@ mod tests {
             assert!(file.resolve().is_err(), "{bad}");
         }
         assert!(toml::from_str::<FileConfig>("[audit]\nretention = 3").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn audit_witnesses_are_checked() -> anyhow::Result<()> {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let vkey = nuage_audit::witness::witness_verifier_key("witness.example/w1", &key);
+        let good: FileConfig = toml::from_str(&format!(
+            "[audit]\nwitnesses = [{{ url = \"http://127.0.0.1:7380\", vkey = \"{vkey}\" }}]"
+        ))?;
+        assert_eq!(good.resolve()?.audit.witnesses.len(), 1);
+        let log_key = nuage_audit::verifier_key("log.example", &key);
+        for bad in [
+            format!("[audit]\nwitnesses = [{{ url = \"ftp://w\", vkey = \"{vkey}\" }}]"),
+            format!("[audit]\nwitnesses = [{{ url = \"http://w\", vkey = \"{log_key}\" }}]"),
+            "[audit]\nwitnesses = [{ url = \"http://w\" }]".to_string(),
+        ] {
+            let parsed = toml::from_str::<FileConfig>(&bad);
+            assert!(parsed.is_err() || parsed?.resolve().is_err(), "{bad}");
+        }
         Ok(())
     }
 

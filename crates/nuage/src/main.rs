@@ -14,6 +14,7 @@ mod root_of_trust;
 mod root_of_trust_cli;
 mod server;
 mod tls;
+mod witness_cli;
 mod xks_proxy_cli;
 
 use anyhow::Context as _;
@@ -53,6 +54,8 @@ enum Command {
     /// Rewrites a stopped server's metadata store so that nothing deleted
     /// remains in the file (docs/configuration.md).
     Compact(compact_cli::CompactArgs),
+    /// An independent witness of transparency logs (C2SP tlog-witness).
+    Witness(witness_cli::WitnessArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,6 +98,13 @@ fn main() -> anyhow::Result<()> {
         Command::Compact(args) => {
             if let Err(e) = compact_cli::run(&args) {
                 eprintln!("nuage compact: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Witness(args) => {
+            if let Err(e) = witness_cli::run(args) {
+                eprintln!("nuage witness: {e:#}");
                 std::process::exit(1);
             }
             Ok(())

@@ -14,6 +14,7 @@
 pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
+pub(crate) mod witnesses;
 
 use crate::config::Config;
 use crate::credentials;
@@ -241,7 +242,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("nuage: S3 endpoint listening on {endpoint}");
 
-    let audit_api = audit_api::AuditApi::new(audit_logs.clone(), iam.clone(), Arc::clone(&clock));
+    let witnesses = witnesses::Witnesses::new(&config.audit.witnesses)
+        .context("cannot set up the audit witnesses")?;
+    let audit_api = audit_api::AuditApi::new(
+        audit_logs.clone(),
+        iam.clone(),
+        Arc::clone(&clock),
+        witnesses,
+    );
     // Operator access approvals: the operator's half shares the admin API's
     // token, the tenant's half is SigV4-signed.
     let access_api = access_api::AccessApi::new(

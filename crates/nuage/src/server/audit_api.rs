@@ -3,7 +3,7 @@
 //!
 //! | `GET` path | answer |
 //! | --- | --- |
-//! | `checkpoint` | a checkpoint signed now (covers every entry acknowledged before the request) |
+//! | `checkpoint` | a checkpoint signed now (covers every entry acknowledged before the request), with the cosignatures of the configured witnesses that answered |
 //! | `vkey` | the log's verifier key |
 //! | `pruned` | the signed pruning marker (404 `NotPruned` if the log never pruned) |
 //! | `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]` | C2SP tlog-tiles hash tiles and entry bundles |
@@ -58,6 +58,7 @@ pub struct AuditApi {
     logs: AuditLogs,
     iam: Iam,
     clock: Arc<dyn Clock>,
+    witnesses: super::witnesses::Witnesses,
 }
 
 /// An error on the wire: status, code, message.
@@ -163,8 +164,18 @@ pub fn audit_failure_response() -> http::Response<Bytes> {
 
 impl AuditApi {
     #[must_use]
-    pub fn new(logs: AuditLogs, iam: Iam, clock: Arc<dyn Clock>) -> Self {
-        Self { logs, iam, clock }
+    pub fn new(
+        logs: AuditLogs,
+        iam: Iam,
+        clock: Arc<dyn Clock>,
+        witnesses: super::witnesses::Witnesses,
+    ) -> Self {
+        Self {
+            logs,
+            iam,
+            clock,
+            witnesses,
+        }
     }
 
     /// Answers one request; every problem is a JSON error response.
@@ -281,8 +292,14 @@ impl AuditApi {
             verify::CHECKPOINT_FILE => {
                 // Signed on demand (the log keeps the last one if nothing was
                 // added), so a pull always sees every acknowledged entry.
+                // Then cosigned by the configured witnesses that answer.
                 let signed = log.sign_checkpoint().await.map_err(audit)?;
-                Ok(reply(http::StatusCode::OK, text, Bytes::from(signed.note)))
+                let note = if self.witnesses.is_empty() {
+                    signed.note
+                } else {
+                    self.witnesses.cosign(log, &signed).await
+                };
+                Ok(reply(http::StatusCode::OK, text, Bytes::from(note)))
             }
             "vkey" => Ok(reply(
                 http::StatusCode::OK,
