@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admin_cli::text;
 use crate::server::access_api::{OPERATOR_PREFIX, TENANT_PREFIX};
 
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
@@ -114,10 +115,7 @@ async fn run_command(args: AccessArgs) -> anyhow::Result<()> {
     let client = AccessClient::new(&args)?;
     let json = args.json;
     // Read only by operator commands: a tenant's approver needs no token.
-    let token_source = TokenSource {
-        token: args.token.clone(),
-        data_dir: args.data_dir.clone(),
-    };
+    let token_source = (args.token.clone(), args.data_dir.clone());
     match args.command {
         AccessCommand::Request {
             tenant,
@@ -234,14 +232,6 @@ fn print(json: bool, value: &Value, human: impl FnOnce() -> String) {
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 fn joined(value: &Value) -> String {
     value
         .as_array()
@@ -333,9 +323,9 @@ impl AccessClient {
         path: &str,
         query: &str,
         body: Option<Value>,
-        source: &TokenSource,
+        source: &(Option<String>, PathBuf),
     ) -> anyhow::Result<Value> {
-        let token = operator_token(source)?;
+        let token = crate::admin_cli::operator_token(source.0.as_deref(), &source.1)?;
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{OPERATOR_PREFIX}{path}{query}", self.endpoint))
@@ -434,34 +424,6 @@ impl AccessClient {
         }
         bail!("{message} ({code}, HTTP {})", status.as_u16())
     }
-}
-
-/// Where the operator token comes from.
-struct TokenSource {
-    token: Option<String>,
-    data_dir: PathBuf,
-}
-
-/// `--token`, else `$NUAGE_OPERATOR_TOKEN`, else the data directory's file.
-fn operator_token(args: &TokenSource) -> anyhow::Result<String> {
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
-        return Ok(token.to_owned());
-    }
-    if let Ok(token) = std::env::var(TOKEN_ENV)
-        && !token.is_empty()
-    {
-        return Ok(token);
-    }
-    let path = args.data_dir.join(crate::credentials::OPERATOR_FILE_NAME);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "no operator token: pass --token, set {TOKEN_ENV}, or point --data-dir at the server's data directory (cannot read {})",
-            path.display()
-        )
-    })?;
-    let creds: crate::credentials::OperatorCredentials =
-        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-    Ok(creds.token)
 }
 
 #[cfg(test)]

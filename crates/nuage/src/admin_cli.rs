@@ -506,7 +506,7 @@ impl Output {
 }
 
 /// A JSON value as table text: strings bare, null as `-`.
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -646,7 +646,7 @@ impl ApiClient {
         if !uri.path().trim_end_matches('/').is_empty() {
             bail!("--endpoint is the server's root URL, without a path (got `{endpoint}`)");
         }
-        let token = operator_token(args)?;
+        let token = operator_token(args.token.as_deref(), &args.data_dir)?;
         let tls = client_tls(https, args.ca_cert.as_deref(), &args.data_dir)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -771,9 +771,10 @@ fn interpret(status: StatusCode, body: &[u8], endpoint: &str) -> anyhow::Result<
     bail!("{message} ({code}, HTTP {})", status.as_u16())
 }
 
-/// `--token`, else `$NUAGE_OPERATOR_TOKEN`, else the data directory's file.
-fn operator_token(args: &AdminArgs) -> anyhow::Result<String> {
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+/// `--token`, else `$NUAGE_OPERATOR_TOKEN`, else the data directory's file
+/// (shared by `nuage admin` and `nuage access`).
+pub(crate) fn operator_token(token: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
         return Ok(token.to_owned());
     }
     if let Ok(token) = std::env::var(TOKEN_ENV)
@@ -781,7 +782,7 @@ fn operator_token(args: &AdminArgs) -> anyhow::Result<String> {
     {
         return Ok(token);
     }
-    let path = args.data_dir.join(crate::credentials::OPERATOR_FILE_NAME);
+    let path = data_dir.join(crate::credentials::OPERATOR_FILE_NAME);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "no operator token: pass --token, set {TOKEN_ENV}, or point --data-dir at the server's \

@@ -554,25 +554,34 @@ impl NuageS3 {
         let Some(arn) = upload.kms_key_arn.as_deref() else {
             return Ok(());
         };
-        let owner = self
-            .storage
-            .bucket(&upload.bucket)
-            .await
-            .map_err(to_s3)?
-            .owner;
+        self.authorize_bucket_key(
+            caller,
+            &upload.bucket,
+            arn,
+            "GenerateDataKey",
+            upload.kms_context.as_deref(),
+        )
+        .await
+    }
+
+    /// `kms:<action>` on the KMS key `arn` of `bucket`'s owner (see
+    /// [`Self::authorize_kms`]).
+    async fn authorize_bucket_key(
+        &self,
+        caller: Option<&nuage_iam::Identity>,
+        bucket: &str,
+        arn: &str,
+        action: &str,
+        context: Option<&str>,
+    ) -> S3Result<()> {
+        let owner = self.storage.bucket(bucket).await.map_err(to_s3)?.owner;
         let key = self
             .storage
             .customer_keys()
             .resolve(&owner, arn)
             .await
             .map_err(|e| to_s3(e.into()))?;
-        self.authorize_kms(
-            caller,
-            "GenerateDataKey",
-            &key,
-            upload.kms_context.as_deref(),
-        )
-        .await
+        self.authorize_kms(caller, action, &key, context).await
     }
 
     /// Before reading an SSE-KMS object: the caller must be allowed
@@ -585,20 +594,14 @@ impl NuageS3 {
         let Some(arn) = record_kms_key(record) else {
             return Ok(());
         };
-        let owner = self
-            .storage
-            .bucket(&record.bucket)
-            .await
-            .map_err(to_s3)?
-            .owner;
-        let key = self
-            .storage
-            .customer_keys()
-            .resolve(&owner, arn)
-            .await
-            .map_err(|e| to_s3(e.into()))?;
-        self.authorize_kms(caller, "Decrypt", &key, record_kms_context(record))
-            .await
+        self.authorize_bucket_key(
+            caller,
+            &record.bucket,
+            arn,
+            "Decrypt",
+            record_kms_context(record),
+        )
+        .await
     }
 }
 
