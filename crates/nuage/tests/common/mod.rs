@@ -2,6 +2,7 @@
 //! and an ephemeral port, and builds AWS SDK clients for it.
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod audit;
 pub mod xks;
 
 use std::io::{BufRead, BufReader};
