@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the S3 clients that the compatibility suite (tests/compat) drives,
-# and SoftHSM2, the PKCS#11 token the HSM root-of-trust tests run against
-# (crates/kms, crates/nuage/tests/hsm.rs).
+# SoftHSM2, the PKCS#11 token the HSM root-of-trust tests run against
+# (crates/kms, crates/nuage/tests/hsm.rs), and PostgreSQL, whose programs the
+# PostgreSQL metadata tests run a throwaway server with (crates/testsupport).
 #
 # Why a script and not "whatever is on the machine": CI runs on a fresh machine
 # as often as not, so every tool the tests need must be installed by the
@@ -45,6 +46,12 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || [[ ! -e /usr/lib/softhsm/libsof
 fi
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_missing+=(python3-venv)
+fi
+# postgresql brings initdb, postgres and pg_isready (/usr/lib/postgresql/*/bin):
+# the PostgreSQL metadata tests start a throwaway server of their own from them
+# (crates/testsupport); the cluster the package may start is never used.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  apt_missing+=(postgresql)
 fi
 
 if ((${#apt_missing[@]})); then
@@ -106,4 +113,6 @@ log "pytest: $("$venv/bin/python" -m pytest --version 2>&1)"
 log "rclone: $(rclone version 2>/dev/null | head -n1)"
 log "curl: $(curl --version | head -n1)"
 log "softhsm2: $(softhsm2-util --version 2>&1)"
+pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n1 || true)"
+log "postgresql: $([[ -n "$pg_bin" ]] && "$pg_bin" --version)"
 log "venv bin dir: $venv/bin"

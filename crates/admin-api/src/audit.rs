@@ -40,6 +40,12 @@ pub(crate) fn target(endpoint: &Endpoint) -> Option<(&str, &'static str, Option<
             },
             None,
         ),
+        Endpoint::GetTenantResidency { tenant } => (tenant, "GetTenantResidency", None),
+        Endpoint::PutTenantResidency { tenant } => (tenant, "PutTenantResidency", None),
+        Endpoint::DeleteTenantResidency { tenant } => (tenant, "DeleteTenantResidency", None),
+        Endpoint::GetBucketResidency { tenant, .. } => (tenant, "GetBucketResidency", None),
+        Endpoint::PutBucketResidency { tenant, .. } => (tenant, "PutBucketResidency", None),
+        Endpoint::DeleteBucketResidency { tenant, .. } => (tenant, "DeleteBucketResidency", None),
         Endpoint::ListUsers { tenant } => (tenant, "ListUsers", None),
         Endpoint::CreateUser { tenant } => (tenant, "CreateUser", None),
         Endpoint::GetUser { tenant, user } => (tenant, "GetUser", Some(user.as_str())),
@@ -62,7 +68,16 @@ pub(crate) async fn before(iam: &nuage_iam::Iam, endpoint: &Endpoint) -> Option<
     let (tenant, action, user) = target(endpoint)?;
     // The path names a tenant by id or by name; the log is the id's.
     let tenant = iam.tenant(tenant).await.ok()?;
-    Some(operator_action(&tenant.id, action, user))
+    let audit = operator_action(&tenant.id, action, user);
+    // A bucket's residency is an action on the bucket, not on the tenant.
+    Some(match endpoint {
+        Endpoint::GetBucketResidency { bucket, .. }
+        | Endpoint::PutBucketResidency { bucket, .. }
+        | Endpoint::DeleteBucketResidency { bucket, .. } => {
+            audit.on(format!("arn:aws:s3:::{bucket}"))
+        }
+        _ => audit,
+    })
 }
 
 /// Attaches the record to the response, for the server to append. A created

@@ -44,6 +44,27 @@ pub enum Endpoint {
         tenant: String,
         purge: bool,
     },
+    GetTenantResidency {
+        tenant: String,
+    },
+    PutTenantResidency {
+        tenant: String,
+    },
+    DeleteTenantResidency {
+        tenant: String,
+    },
+    GetBucketResidency {
+        tenant: String,
+        bucket: String,
+    },
+    PutBucketResidency {
+        tenant: String,
+        bucket: String,
+    },
+    DeleteBucketResidency {
+        tenant: String,
+        bucket: String,
+    },
     ListUsers {
         tenant: String,
     },
@@ -127,6 +148,39 @@ impl Endpoint {
             ["tenants", _, "public-access-block"] => {
                 return Err(method_not_allowed(method, "GET, PUT"));
             }
+            ["tenants", tenant, "residency"] if get => {
+                Self::GetTenantResidency { tenant: t(tenant) }
+            }
+            ["tenants", tenant, "residency"] if put => {
+                Self::PutTenantResidency { tenant: t(tenant) }
+            }
+            ["tenants", tenant, "residency"] if delete => {
+                Self::DeleteTenantResidency { tenant: t(tenant) }
+            }
+            ["tenants", _, "residency"] => {
+                return Err(method_not_allowed(method, "GET, PUT, DELETE"));
+            }
+            ["tenants", tenant, "buckets", bucket, "residency"] if get => {
+                Self::GetBucketResidency {
+                    tenant: t(tenant),
+                    bucket: t(bucket),
+                }
+            }
+            ["tenants", tenant, "buckets", bucket, "residency"] if put => {
+                Self::PutBucketResidency {
+                    tenant: t(tenant),
+                    bucket: t(bucket),
+                }
+            }
+            ["tenants", tenant, "buckets", bucket, "residency"] if delete => {
+                Self::DeleteBucketResidency {
+                    tenant: t(tenant),
+                    bucket: t(bucket),
+                }
+            }
+            ["tenants", _, "buckets", _, "residency"] => {
+                return Err(method_not_allowed(method, "GET, PUT, DELETE"));
+            }
             ["tenants", tenant, "users"] if get => Self::ListUsers { tenant: t(tenant) },
             ["tenants", tenant, "users"] if post => Self::CreateUser { tenant: t(tenant) },
             ["tenants", _, "users"] => return Err(method_not_allowed(method, "GET, POST")),
@@ -186,6 +240,19 @@ impl Endpoint {
             Self::PutTenantPublicAccessBlock { .. } => {
                 (Method::PUT, "/tenants/{tenant}/public-access-block")
             }
+            Self::GetTenantResidency { .. } => (Method::GET, "/tenants/{tenant}/residency"),
+            Self::PutTenantResidency { .. } => (Method::PUT, "/tenants/{tenant}/residency"),
+            Self::DeleteTenantResidency { .. } => (Method::DELETE, "/tenants/{tenant}/residency"),
+            Self::GetBucketResidency { .. } => {
+                (Method::GET, "/tenants/{tenant}/buckets/{bucket}/residency")
+            }
+            Self::PutBucketResidency { .. } => {
+                (Method::PUT, "/tenants/{tenant}/buckets/{bucket}/residency")
+            }
+            Self::DeleteBucketResidency { .. } => (
+                Method::DELETE,
+                "/tenants/{tenant}/buckets/{bucket}/residency",
+            ),
             Self::ListUsers { .. } => (Method::GET, "/tenants/{tenant}/users"),
             Self::CreateUser { .. } => (Method::POST, "/tenants/{tenant}/users"),
             Self::GetUser { .. } => (Method::GET, "/tenants/{tenant}/users/{user}"),

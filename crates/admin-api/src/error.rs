@@ -17,6 +17,9 @@ pub struct ApiError {
     /// A stable, machine-readable code (`NoSuchEntity`, `DeleteConflict`, ...).
     pub code: &'static str,
     pub message: String,
+    /// Machine-readable details merged into the error object (a residency
+    /// refusal's `rule` and `reason`, the conflicting `buckets`).
+    pub detail: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -25,7 +28,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// Adds `detail`'s fields (an object) to the error object.
+    #[must_use]
+    pub(crate) fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     pub(crate) fn unauthorized() -> Self {
@@ -53,9 +64,15 @@ impl ApiError {
     /// The JSON response for this error.
     #[must_use]
     pub fn into_response(self) -> http::Response<Bytes> {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let (Some(serde_json::Value::Object(detail)), Some(object)) =
+            (self.detail, error.as_object_mut())
+        {
+            for (name, value) in detail {
+                object.entry(name).or_insert(value);
+            }
+        }
+        let body = serde_json::json!({ "error": error });
         crate::json_response(self.status, &body)
     }
 }

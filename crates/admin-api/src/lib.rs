@@ -24,11 +24,18 @@ mod error;
 mod model;
 mod openapi;
 mod purge;
+mod residency;
 
 pub use endpoint::{ADMIN_PATH_PREFIX, API_V1_PREFIX, Endpoint, is_admin_path};
 pub use error::ApiError;
 pub use model::*;
-pub use openapi::document as openapi_document;
+pub use openapi::{
+    ACCESS_OPERATIONS, ACCESS_TENANT_SERVER, ADMIN_SERVER, document as openapi_document,
+};
+pub use residency::{
+    BucketResidency, BucketResidencyView, RegionFeasibility, TenantResidencyView, Unsatisfiable,
+    region_feasibility,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
@@ -55,6 +62,9 @@ pub struct AdminApi {
     /// shreds its tenant key and KMS keys.
     keys: CustomerKeys,
     operator_token: String,
+    /// The sites residency policies are checked against; None: policies
+    /// are checked on their own (and against the tenant's) only.
+    topology: Option<std::sync::Arc<nuage_placement::Topology>>,
 }
 
 impl AdminApi {
@@ -71,7 +81,15 @@ impl AdminApi {
             storage,
             keys,
             operator_token,
+            topology: None,
         }
+    }
+
+    /// Checks residency policies against `topology` (the server's).
+    #[must_use]
+    pub fn with_topology(mut self, topology: std::sync::Arc<nuage_placement::Topology>) -> Self {
+        self.topology = Some(topology);
+        self
     }
 
     /// Serves one request whose path [`is_admin_path`]. The body is read only
@@ -234,6 +252,23 @@ impl AdminApi {
                 ))
             }
             Endpoint::DeleteTenant { tenant, purge } => self.delete_tenant(&tenant, purge).await,
+            Endpoint::GetTenantResidency { tenant } => self.get_tenant_residency(&tenant).await,
+            Endpoint::PutTenantResidency { tenant } => {
+                self.put_tenant_residency(&tenant, Some(body)).await
+            }
+            Endpoint::DeleteTenantResidency { tenant } => {
+                self.put_tenant_residency(&tenant, None).await
+            }
+            Endpoint::GetBucketResidency { tenant, bucket } => {
+                self.get_bucket_residency(&tenant, &bucket).await
+            }
+            Endpoint::PutBucketResidency { tenant, bucket } => {
+                self.put_bucket_residency(&tenant, &bucket, Some(body))
+                    .await
+            }
+            Endpoint::DeleteBucketResidency { tenant, bucket } => {
+                self.put_bucket_residency(&tenant, &bucket, None).await
+            }
             Endpoint::ListUsers { tenant } => {
                 let tenant = self.iam.tenant(&tenant).await?;
                 let users = self

@@ -2,11 +2,36 @@
 //! `/_nuage/admin/v1/openapi.json`.
 //!
 //! Written by hand next to the router: the unit tests check that it lists
-//! exactly the operations [`Endpoint`](crate::Endpoint) routes, that every
-//! `$ref` resolves, that every path parameter is declared, and that the
-//! document deserializes as OpenAPI 3.0.
+//! exactly the operations [`Endpoint`](crate::Endpoint) routes plus the
+//! operator access approval operations ([`ACCESS_OPERATIONS`]: served by the
+//! binary, which holds the audit logs they write ahead to; the binary's
+//! tests probe each one on a running server), that every `$ref` resolves,
+//! that every path parameter is declared, and that the document deserializes
+//! as OpenAPI 3.0.
 
 use serde_json::{Value, json};
+
+/// Where the admin API is served (the document's server).
+pub const ADMIN_SERVER: &str = "/_nuage/admin/v1";
+
+/// Where the tenant's half of the access approval API is served (its paths
+/// name it in their own `servers`).
+pub const ACCESS_TENANT_SERVER: &str = "/_nuage/access/v1";
+
+/// The operator access approval operations (`docs/access-approval.md`), as
+/// `(method, path in this document, the prefix it is served under)`. The
+/// `nuage` binary serves them, not [`Endpoint`](crate::Endpoint).
+pub const ACCESS_OPERATIONS: &[(&str, &str, &str)] = &[
+    ("GET", "/access-requests", ADMIN_SERVER),
+    ("POST", "/access-requests", ADMIN_SERVER),
+    ("GET", "/access-requests/{id}", ADMIN_SERVER),
+    ("POST", "/access-requests/{id}/credentials", ADMIN_SERVER),
+    ("GET", "/requests", ACCESS_TENANT_SERVER),
+    ("GET", "/requests/{id}", ACCESS_TENANT_SERVER),
+    ("POST", "/requests/{id}/approve", ACCESS_TENANT_SERVER),
+    ("POST", "/requests/{id}/deny", ACCESS_TENANT_SERVER),
+    ("POST", "/requests/{id}/revoke", ACCESS_TENANT_SERVER),
+];
 
 fn error_responses(codes: &[&str]) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
@@ -14,9 +39,11 @@ fn error_responses(codes: &[&str]) -> serde_json::Map<String, Value> {
         let name = match *code {
             "400" => "BadRequest",
             "401" => "Unauthorized",
+            "403" => "Forbidden",
             "404" => "NotFound",
             "409" => "Conflict",
             "413" => "TooLarge",
+            "422" => "Unprocessable",
             _ => "InternalError",
         };
         out.insert(
@@ -66,6 +93,218 @@ fn param(name: &str) -> Value {
     json!({ "$ref": format!("#/components/parameters/{name}") })
 }
 
+/// A tenant's answer to an access request (`verb`: approve, deny, revoke).
+fn tenant_answer(id: &str, action: &str, summary: &str) -> Value {
+    let mut op = operation(
+        id,
+        &format!(
+            "{summary} Needs `{action}` on `arn:nuage:access::<tenant>:request/<id>`. The answer is \
+             in the tenant's audit log before it takes effect; one that cannot take effect (the \
+             request is in another state) gets a second entry with the error's status."
+        ),
+        "access approvals (tenant)",
+        None,
+        (
+            "200",
+            "The request after the answer.",
+            Some("AccessRequest"),
+        ),
+        &["400", "403", "404", "409"],
+    );
+    op["security"] = json!([{ "sigv4": [] }]);
+    op
+}
+
+/// One of the tenant's read operations.
+fn tenant_read(id: &str, summary: &str, schema: &str, errors: &[&str]) -> Value {
+    let mut op = operation(
+        id,
+        summary,
+        "access approvals (tenant)",
+        None,
+        ("200", "The answer.", Some(schema)),
+        errors,
+    );
+    op["security"] = json!([{ "sigv4": [] }]);
+    op
+}
+
+/// The access approval paths ([`ACCESS_OPERATIONS`]).
+fn access_paths() -> Value {
+    let string = json!({ "type": "string" });
+    json!({
+    "/access-requests": {
+        "get": {
+            "parameters": [{
+                "name": "tenant", "in": "query", "required": true,
+                "description": "The tenant's twelve-digit id or its name.",
+                "schema": string
+            }],
+            "operationId": "listAccessRequests",
+            "summary": "Lists a tenant's access requests, newest first, with their states as of now.",
+            "tags": ["access approvals (operator)"],
+            "responses": {
+                "200": { "description": "The requests.", "content": json_content("AccessRequestList") },
+                "400": { "$ref": "#/components/responses/BadRequest" },
+                "401": { "$ref": "#/components/responses/Unauthorized" },
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "500": { "$ref": "#/components/responses/InternalError" }
+            }
+        },
+        "post": operation("createAccessRequest",
+            "Asks a tenant for time-boxed access to named S3 and KMS resources. The request is \
+             in the tenant's audit log (`nuage:RequestAccess`) before it exists; if the log \
+             cannot take it, there is no request (500 `AuditLogUnavailable`). At most 100 \
+             wait on one tenant (409 `LimitExceeded`).",
+            "access approvals (operator)", Some("CreateAccessRequest"),
+            ("201", "The new request, PENDING.", Some("AccessRequest")),
+            &["400", "401", "404", "409", "413"])
+    },
+    "/access-requests/{id}": {
+        "parameters": [param("AccessRequestId")],
+        "get": operation("getAccessRequest", "Shows one access request.",
+            "access approvals (operator)", None,
+            ("200", "The request.", Some("AccessRequest")), &["401", "404"])
+    },
+    "/access-requests/{id}/credentials": {
+        "parameters": [param("AccessRequestId")],
+        "post": operation("getAccessCredentials",
+            "Issues temporary credentials for an APPROVED request: a session ending with the \
+             approval whose only policy is the approval's. Refused (403 `AccessDenied`) in any \
+             other state. Each issuance and refusal is in the tenant's audit log.",
+            "access approvals (operator)", None,
+            ("200", "The session's credentials.", Some("AccessCredentials")),
+            &["401", "403", "404"])
+    },
+    "/requests": {
+        "servers": [{ "url": ACCESS_TENANT_SERVER }],
+        "get": tenant_read("tenantListAccessRequests",
+            "Lists the caller's tenant's access requests (`nuage:ListAccessRequests` on \
+             `arn:nuage:access::<tenant>:request/*`).",
+            "AccessRequestList", &["400", "403"])
+    },
+    "/requests/{id}": {
+        "servers": [{ "url": ACCESS_TENANT_SERVER }],
+        "parameters": [param("AccessRequestId")],
+        "get": tenant_read("tenantGetAccessRequest",
+            "Shows one of the tenant's access requests (`nuage:ListAccessRequests`).",
+            "AccessRequest", &["400", "403", "404"])
+    },
+    "/requests/{id}/approve": {
+        "servers": [{ "url": ACCESS_TENANT_SERVER }],
+        "parameters": [param("AccessRequestId")],
+        "post": tenant_answer("approveAccessRequest", "nuage:ApproveAccessRequest",
+            "Approves a PENDING request: it is APPROVED for its duration from now.")
+    },
+    "/requests/{id}/deny": {
+        "servers": [{ "url": ACCESS_TENANT_SERVER }],
+        "parameters": [param("AccessRequestId")],
+        "post": tenant_answer("denyAccessRequest", "nuage:DenyAccessRequest",
+            "Denies a PENDING request.")
+    },
+    "/requests/{id}/revoke": {
+        "servers": [{ "url": ACCESS_TENANT_SERVER }],
+        "parameters": [param("AccessRequestId")],
+        "post": tenant_answer("revokeAccessRequest", "nuage:RevokeAccessRequest",
+            "Ends an APPROVED request early: every request with its sessions is refused from now on.")
+    }
+    })
+}
+
+/// The access approval schemas.
+fn access_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    json!({
+    "AccessRequestState": {
+        "type": "string",
+        "enum": ["PENDING", "APPROVED", "DENIED", "REVOKED", "EXPIRED"]
+    },
+    "AccessRequest": {
+        "type": "object",
+        "required": ["id", "arn", "tenant", "state", "resources", "actions", "justification",
+            "reason_text", "duration_seconds", "requested_by", "requested_unix_ns"],
+        "properties": {
+            "id": string,
+            "arn": { "type": "string", "example": "arn:nuage:access::123456789012:request/123456789012-ABCDEFGHIJKLMNOP" },
+            "tenant": { "type": "string", "pattern": "^[0-9]{12}$" },
+            "state": { "$ref": "#/components/schemas/AccessRequestState" },
+            "resources": strings,
+            "actions": strings,
+            "justification": { "type": "string", "example": "CUSTOMER_INITIATED_SUPPORT" },
+            "reason_text": string,
+            "duration_seconds": { "type": "integer", "minimum": 1 },
+            "requested_by": string,
+            "requested_unix_ns": { "type": "integer", "format": "int64" },
+            "decided_by": { "type": "string", "nullable": true },
+            "decided_unix_ns": { "type": "integer", "format": "int64", "nullable": true },
+            "expires_unix_ns": {
+                "type": "integer", "format": "int64", "nullable": true,
+                "description": "When an approval ends."
+            },
+            "revoked_by": { "type": "string", "nullable": true },
+            "revoked_unix_ns": { "type": "integer", "format": "int64", "nullable": true }
+        }
+    },
+    "AccessRequestList": {
+        "type": "object",
+        "required": ["access_requests"],
+        "properties": {
+            "access_requests": { "type": "array", "items": { "$ref": "#/components/schemas/AccessRequest" } }
+        }
+    },
+    "CreateAccessRequest": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["tenant", "resources", "actions", "justification", "duration_seconds"],
+        "properties": {
+            "tenant": { "type": "string", "description": "The tenant's id or name." },
+            "resources": {
+                "type": "array", "minItems": 1, "maxItems": 20, "items": string,
+                "description": "S3 bucket or object ARNs and KMS key ARNs of the tenant."
+            },
+            "actions": {
+                "type": "array", "minItems": 1, "maxItems": 20,
+                "items": { "type": "string", "example": "s3:GetObject" },
+                "description": "`s3:` and `kms:` actions only."
+            },
+            "justification": {
+                "type": "string",
+                "enum": ["CUSTOMER_INITIATED_SUPPORT", "OPERATOR_INITIATED_SERVICE",
+                    "OPERATOR_INITIATED_REVIEW", "OPERATOR_INITIATED_SYSTEM_OPERATION",
+                    "THIRD_PARTY_DATA_REQUEST", "REASON_NOT_EXPECTED"]
+            },
+            "reason_text": { "type": "string", "maxLength": 1024, "default": "" },
+            "duration_seconds": {
+                "type": "integer", "minimum": 900, "maximum": 28800,
+                "description": "How long an approval lasts, from the moment of approval."
+            },
+            "requested_by": { "type": "string", "maxLength": 1024, "default": "operator" }
+        }
+    },
+    "AccessCredentials": {
+        "type": "object",
+        "required": ["approval_id", "tenant", "access_key_id", "secret_access_key",
+            "session_token", "expires_unix_ns"],
+        "properties": {
+            "approval_id": string,
+            "tenant": string,
+            "access_key_id": string,
+            "secret_access_key": string,
+            "session_token": string,
+            "expires_unix_ns": { "type": "integer", "format": "int64" }
+        }
+    }
+    })
+}
+
+/// Adds the members of the object `more` to the object `into`.
+fn extend(into: &mut Value, more: Value) {
+    if let (Some(into), Value::Object(more)) = (into.as_object_mut(), more) {
+        into.extend(more);
+    }
+}
+
 /// The document.
 #[must_use]
 #[allow(clippy::too_many_lines)] // One literal document reads best in one place.
@@ -74,7 +313,7 @@ pub fn document() -> Value {
     let timestamp = json!({ "type": "string", "format": "date-time" });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
     let count = json!({ "type": "integer", "minimum": 0 });
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Nuage admin API",
@@ -84,10 +323,19 @@ pub fn document() -> Value {
                 the token is in the server's `operator-credentials.toml`. The operator manages \
                 identities and can delete a tenant's data, but cannot read it."
         },
-        "servers": [{ "url": "/_nuage/admin/v1" }],
+        "servers": [{ "url": ADMIN_SERVER }],
         "security": [{ "operatorToken": [] }],
         "tags": [
-            { "name": "tenants" }, { "name": "users" }, { "name": "access keys" }, { "name": "meta" }
+            { "name": "tenants" }, { "name": "users" }, { "name": "access keys" }, { "name": "meta" },
+            {
+                "name": "access approvals (operator)",
+                "description": "The operator asks a tenant for access to named data (docs/access-approval.md)."
+            },
+            {
+                "name": "access approvals (tenant)",
+                "description": "The tenant answers, signing with SigV4 as one of its principals; \
+                    served under /_nuage/access/v1."
+            }
         ],
         "paths": {
             "/openapi.json": {
@@ -203,6 +451,14 @@ pub fn document() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The token in the server's operator-credentials.toml."
+                },
+                "sigv4": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "AWS Signature Version 4 (credential scope service `access`, or \
+                        `s3`) by a principal of the tenant, over an empty body; with \
+                        `x-amz-security-token` for temporary credentials."
                 }
             },
             "parameters": {
@@ -218,6 +474,11 @@ pub fn document() -> Value {
                 "AccessKeyId": {
                     "name": "access_key_id", "in": "path", "required": true, "schema": string
                 },
+                "AccessRequestId": {
+                    "name": "id", "in": "path", "required": true,
+                    "description": "The access request's id (`<tenant id>-<16 characters>`).",
+                    "schema": string
+                },
                 "Purge": {
                     "name": "purge", "in": "query", "required": false,
                     "description": "Delete all the tenant's data first.",
@@ -227,12 +488,25 @@ pub fn document() -> Value {
             "responses": {
                 "BadRequest": { "description": "Malformed request.", "content": json_content("Error") },
                 "Unauthorized": { "description": "Missing or wrong operator token.", "content": json_content("Error") },
+                "Forbidden": {
+                    "description": "Refused: not authorized (`AccessDenied`), a bad signature or session \
+                        token (`SignatureDoesNotMatch`, `InvalidAccessKeyId`, `InvalidToken`, \
+                        `ExpiredToken`, `RequestExpired`), or a request not in a state that allows it.",
+                    "content": json_content("Error")
+                },
                 "NotFound": { "description": "No such tenant, user, key or endpoint.", "content": json_content("Error") },
                 "Conflict": {
-                    "description": "Already exists, limit reached, or still in use (a tenant owning buckets).",
+                    "description": "Already exists, limit reached, still in use (a tenant owning buckets), \
+                        or an access request not in a state the answer applies to (`InvalidState`).",
                     "content": json_content("Error")
                 },
                 "TooLarge": { "description": "Request body too large.", "content": json_content("Error") },
+                "Unprocessable": {
+                    "description": "A residency policy that does not narrow its tenant's \
+                        (`PolicyNotNarrower`) or that the topology cannot satisfy \
+                        (`ResidencyUnsatisfiable`); the error object adds `rule` and `reason`.",
+                    "content": json_content("Error")
+                },
                 "InternalError": { "description": "Server failure; details in the server log.", "content": json_content("Error") }
             },
             "schemas": {
@@ -251,7 +525,17 @@ pub fn document() -> Value {
                                         MethodNotAllowed, EntityAlreadyExists, DeleteConflict, LimitExceeded, \
                                         RequestTooLarge, InternalError, ..."
                                 },
-                                "message": string
+                                "message": string,
+                                "rule": {
+                                    "type": "string",
+                                    "description": "Residency refusals: the rule (location, qualifications, \
+                                        operator_control, durability, min_sites)."
+                                },
+                                "reason": { "type": "string" },
+                                "buckets": {
+                                    "type": "array", "items": { "type": "string" },
+                                    "description": "ResidencyConflict: the buckets that would not comply."
+                                }
                             }
                         }
                     }
@@ -403,6 +687,116 @@ pub fn document() -> Value {
                 }
             }
         }
+    });
+    extend(&mut doc["paths"], access_paths());
+    extend(&mut doc["components"]["schemas"], access_schemas());
+    extend(&mut doc["paths"], residency_paths());
+    extend(&mut doc["components"]["schemas"], residency_schemas());
+    extend(
+        &mut doc["components"]["parameters"],
+        json!({ "Bucket": {
+            "name": "bucket", "in": "path", "required": true,
+            "description": "The bucket's name; the tenant must own it.",
+            "schema": { "type": "string" }
+        }}),
+    );
+    doc
+}
+
+/// `/tenants/{tenant}/residency` and `/tenants/{tenant}/buckets/{bucket}/residency`
+/// (`docs/residency.md`).
+fn residency_paths() -> Value {
+    json!({
+        "/tenants/{tenant}/residency": {
+            "parameters": [param("Tenant")],
+            "get": operation("getTenantResidency",
+                "Shows the tenant's residency policy (null: none) and, per region of the topology, \
+                 whether its sites can satisfy it.",
+                "residency", None, ("200", "The policy.", Some("TenantResidency")), &["401", "404"]),
+            "put": operation("putTenantResidency",
+                "Sets the tenant's residency policy. Refused (409 `ResidencyConflict`, listing them) \
+                 when a bucket's own policy would no longer narrow it or a bucket following it sits in \
+                 a region that cannot satisfy it; 422 `ResidencyUnsatisfiable` when no region can.",
+                "residency", Some("ResidencyPolicy"), ("200", "The policy now in force.",
+                Some("TenantResidency")), &["400", "401", "404", "409", "413", "422"]),
+            "delete": operation("deleteTenantResidency",
+                "Removes the tenant's residency policy: its buckets are bounded by their own policies \
+                 and regions only.",
+                "residency", None, ("204", "Removed.", None), &["401", "404"])
+        },
+        "/tenants/{tenant}/buckets/{bucket}/residency": {
+            "parameters": [param("Tenant"), param("Bucket")],
+            "get": operation("getBucketResidency",
+                "Shows the bucket's own residency policy, the effective one (its own, else its \
+                 tenant's) and whether the bucket's region can satisfy it.",
+                "residency", None, ("200", "The policies.", Some("BucketResidency")), &["401", "404"]),
+            "put": operation("putBucketResidency",
+                "Sets the bucket's own residency policy, which must narrow its tenant's (422 \
+                 `PolicyNotNarrower` with the rule) and be satisfiable in the bucket's region (422 \
+                 `ResidencyUnsatisfiable`).",
+                "residency", Some("ResidencyPolicy"), ("200", "The policies now in force.",
+                Some("BucketResidency")), &["400", "401", "404", "413", "422"]),
+            "delete": operation("deleteBucketResidency",
+                "Removes the bucket's own policy: its tenant's applies.",
+                "residency", None, ("204", "Removed.", None), &["401", "404"])
+        }
+    })
+}
+
+fn residency_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    json!({
+        "ResidencyPolicy": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["durability"],
+            "description": "nuage-placement's policy (docs/residency.md). At least one allowed \
+                country or jurisdiction.",
+            "properties": {
+                "allowed_countries": strings,
+                "allowed_jurisdictions": strings,
+                "required_qualifications": strings,
+                "allowed_operator_countries": strings,
+                "durability": {
+                    "type": "object",
+                    "description": "`{\"replicas\": n}` or `{\"erasure_coding\": {\"data\": k, \"parity\": m}}`."
+                },
+                "min_sites": { "type": "integer", "minimum": 1, "default": 1 }
+            }
+        },
+        "RegionFeasibility": {
+            "type": "object",
+            "required": ["region", "satisfiable"],
+            "properties": {
+                "region": string,
+                "satisfiable": { "type": "boolean" },
+                "rule": string,
+                "reason": string
+            }
+        },
+        "TenantResidency": {
+            "type": "object",
+            "required": ["tenant", "policy"],
+            "properties": {
+                "tenant": string,
+                "policy": { "allOf": [{ "$ref": "#/components/schemas/ResidencyPolicy" }], "nullable": true },
+                "regions": { "type": "array", "items": { "$ref": "#/components/schemas/RegionFeasibility" } }
+            }
+        },
+        "BucketResidency": {
+            "type": "object",
+            "required": ["tenant", "bucket", "region", "policy", "effective", "effective_source"],
+            "properties": {
+                "tenant": string,
+                "bucket": string,
+                "region": string,
+                "policy": { "allOf": [{ "$ref": "#/components/schemas/ResidencyPolicy" }], "nullable": true },
+                "effective": { "allOf": [{ "$ref": "#/components/schemas/ResidencyPolicy" }], "nullable": true },
+                "effective_source": { "type": "string", "enum": ["bucket", "tenant", "none"] },
+                "feasibility": { "$ref": "#/components/schemas/RegionFeasibility" }
+            }
+        }
     })
 }
 
@@ -431,6 +825,21 @@ mod tests {
             Endpoint::DeleteTenant {
                 tenant: t(),
                 purge: false,
+            },
+            Endpoint::GetTenantResidency { tenant: t() },
+            Endpoint::PutTenantResidency { tenant: t() },
+            Endpoint::DeleteTenantResidency { tenant: t() },
+            Endpoint::GetBucketResidency {
+                tenant: t(),
+                bucket: "photos".into(),
+            },
+            Endpoint::PutBucketResidency {
+                tenant: t(),
+                bucket: "photos".into(),
+            },
+            Endpoint::DeleteBucketResidency {
+                tenant: t(),
+                bucket: "photos".into(),
             },
             Endpoint::ListUsers { tenant: t() },
             Endpoint::CreateUser { tenant: t() },
@@ -490,7 +899,23 @@ mod tests {
                 (method.to_string(), template.to_owned())
             })
             .collect();
-        assert_eq!(documented, routed);
+        let access: BTreeSet<(String, String)> = ACCESS_OPERATIONS
+            .iter()
+            .map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        assert!(routed.is_disjoint(&access));
+        assert_eq!(documented, routed.union(&access).cloned().collect());
+        // The tenant's half says where it is served; the rest is under the
+        // document's own server.
+        for (_, path, prefix) in ACCESS_OPERATIONS {
+            let servers = &doc["paths"][*path]["servers"];
+            if *prefix == ACCESS_TENANT_SERVER {
+                assert_eq!(servers[0]["url"], *prefix, "{path}");
+            } else {
+                assert!(servers.is_null(), "{path}");
+                assert_eq!(doc["servers"][0]["url"], *prefix);
+            }
+        }
         // And each template, filled in, routes back to an endpoint of that shape.
         for endpoint in every_endpoint() {
             let (method, template) = endpoint.operation();
@@ -500,6 +925,7 @@ mod tests {
                     .replace("{tenant}", "acme")
                     .replace("{user}", "alice")
                     .replace("{access_key_id}", "NUAKEXAMPLE")
+                    .replace("{bucket}", "photos")
             );
             let parsed = Endpoint::parse(&method, &path, None).expect("documented path routes");
             assert_eq!(parsed, endpoint, "{method} {path}");

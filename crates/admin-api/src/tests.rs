@@ -728,3 +728,142 @@ async fn deleting_a_tenant_shreds_its_tenant_key_and_kms_keys() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn residency_policies_are_checked_stored_and_narrowed() {
+    let f = fixture();
+    let acme = f.tenant("acme").await;
+    let other = f.tenant("other").await;
+    f.storage
+        .create_bucket("photos", None, &acme)
+        .await
+        .unwrap();
+    f.storage
+        .create_bucket("theirs", None, &other)
+        .await
+        .unwrap();
+
+    // No policy: null, and the bucket has none in force either.
+    let (status, body) = f.call(Method::GET, "/tenants/acme/residency", None).await;
+    assert_eq!((status, &body["policy"]), (200, &Value::Null), "{body}");
+    let (status, body) = f
+        .call(Method::GET, "/tenants/acme/buckets/photos/residency", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["effective_source"], "none");
+
+    // Not a policy: 400 with the parser's reason; nothing stored.
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/residency",
+            Some(json!({"durability": {"replicas": 1}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "InvalidResidencyPolicy");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_countries"),
+        "{body}"
+    );
+
+    let france =
+        json!({"allowed_countries": ["FR"], "durability": {"replicas": 3}, "min_sites": 2});
+    let (status, body) = f
+        .call(Method::PUT, "/tenants/acme/residency", Some(france.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tenant"], acme.as_str());
+    assert_eq!(body["policy"]["min_sites"], 2);
+
+    // A bucket policy must narrow it: fewer replicas widen the durability rule.
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/buckets/photos/residency",
+            Some(json!({"allowed_countries": ["FR"], "durability": {"replicas": 1}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "PolicyNotNarrower");
+    assert_eq!(body["error"]["rule"], "durability", "{body}");
+    // Another tenant's bucket is not found through this tenant.
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/buckets/theirs/residency",
+            Some(france.clone()),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "NoSuchBucket");
+
+    let narrower = json!({"allowed_countries": ["FR"], "required_qualifications": ["secnumcloud"], "durability": {"replicas": 3}, "min_sites": 3});
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/buckets/photos/residency",
+            Some(narrower),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["effective_source"], "bucket");
+    assert_eq!(body["effective"]["min_sites"], 3);
+    assert!(body.get("feasibility").is_none(), "no topology: {body}");
+    assert!(
+        f.storage
+            .bucket("photos")
+            .await
+            .unwrap()
+            .residency_policy
+            .unwrap()
+            .contains("secnumcloud")
+    );
+
+    // A tenant policy the bucket's would no longer narrow is refused.
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/residency",
+            Some(json!({"allowed_countries": ["DE"], "durability": {"replicas": 3}})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "ResidencyConflict");
+    assert_eq!(body["error"]["buckets"], json!(["photos"]));
+
+    // Cleared: 204, and the tenant's applies again.
+    let (status, _) = f
+        .call(
+            Method::DELETE,
+            "/tenants/acme/buckets/photos/residency",
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, body) = f
+        .call(Method::GET, "/tenants/acme/buckets/photos/residency", None)
+        .await;
+    assert_eq!(body["effective_source"], "tenant", "{body}");
+    assert_eq!(
+        body["effective"]["allowed_countries"],
+        json!(["FR"]),
+        "{body}"
+    );
+    assert_eq!(body["effective"]["min_sites"], 2, "{body}");
+}
+
+#[test]
+fn bucket_residency_is_logged_on_the_bucket() {
+    let endpoint = Endpoint::PutBucketResidency {
+        tenant: "acme".into(),
+        bucket: "photos".into(),
+    };
+    assert_eq!(
+        audit::target(&endpoint),
+        Some(("acme", "PutBucketResidency", None))
+    );
+}

@@ -22,7 +22,10 @@
 //! - [`witness`]: C2SP tlog-witness: the `add-checkpoint` checks and state of
 //!   a witness, and `cosignature/v1` lines, made and verified.
 //! - [`registry`]: [`AuditLogs`], every tenant's log on one server: opened on
-//!   first use, a bounded number open, idle ones closed, retention applied.
+//!   first use, a bounded number open, idle ones closed, retention applied,
+//!   and every newly signed checkpoint announced on one bounded queue (for
+//!   whoever submits them to witnesses; [`AuditLog::keep_cosignatures`]
+//!   keeps the witnesses' answers beside the log).
 //!
 //! This crate never decides what to log or whether a request is allowed: callers
 //! hand it finished entries. It never acknowledges an append before it is durable,

@@ -45,6 +45,11 @@ struct Shared {
     writer: tokio::task::JoinHandle<()>,
     /// Entry bundles ending at or below this index are no longer served.
     minimum_index: AtomicU64,
+    /// Where each newly signed checkpoint is announced (to be witnessed), if
+    /// anyone listens: see [`AuditLog::announce_checkpoints_to`].
+    announce: std::sync::OnceLock<mpsc::Sender<SignedCheckpoint>>,
+    /// Held while the stored cosignatures are read, merged and replaced.
+    cosigning: Mutex<()>,
 }
 
 /// An append waiting for the group commit.
@@ -105,6 +110,8 @@ impl AuditLog {
                 signing: Mutex::new(()),
                 writer,
                 minimum_index: AtomicU64::new(minimum_index),
+                announce: std::sync::OnceLock::new(),
+                cosigning: Mutex::new(()),
             }),
         })
     }
@@ -201,7 +208,7 @@ impl AuditLog {
     pub async fn sign_checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
         let _signing = self.shared.signing.lock().await;
         let shared = Arc::clone(&self.shared);
-        blocking(move || {
+        let (signed, new) = blocking(move || {
             let store = shared.store.as_ref();
             let size = store.size();
             let reader = StoreHashes::new(store);
@@ -221,7 +228,7 @@ impl AuditLog {
                 };
                 if size == last.size {
                     return if root == last.root {
-                        Ok(last)
+                        Ok((last, false))
                     } else {
                         Err(fork)
                     };
@@ -239,7 +246,72 @@ impl AuditLog {
             }
             // Durable before anyone sees it: the next signing checks against it.
             store.store_note(NoteKind::Checkpoint, &signed.note)?;
-            Ok(signed)
+            Ok((signed, true))
+        })
+        .await?;
+        if new && let Some(announce) = self.shared.announce.get() {
+            // Never waits: a full queue drops this notice, and the next
+            // checkpoint (which extends this one) is announced in its place.
+            if announce.try_send(signed.clone()).is_err() {
+                tracing::debug!(
+                    origin = self.shared.origin,
+                    size = signed.size,
+                    "checkpoint not announced: the queue is full or closed"
+                );
+            }
+        }
+        Ok(signed)
+    }
+
+    /// Announces every checkpoint this log signs from now on (on request, on
+    /// the interval, before closing; not the last one returned again when
+    /// the tree has not grown) on `announce`, without ever waiting for room.
+    /// Set once: later calls are ignored.
+    pub fn announce_checkpoints_to(&self, announce: mpsc::Sender<SignedCheckpoint>) {
+        let _ = self.shared.announce.set(announce);
+    }
+
+    /// The stored cosigned checkpoint, if it is `signed` with at least one
+    /// cosignature: `signed.note` followed by the witnesses' lines.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn cosigned(&self, signed: &SignedCheckpoint) -> Result<Option<Vec<u8>>, AuditError> {
+        let store = Arc::clone(&self.shared.store);
+        let stored = blocking(move || store.load_note(NoteKind::Cosigned)).await?;
+        Ok(stored.filter(|note| note.len() > signed.note.len() && note.starts_with(&signed.note)))
+    }
+
+    /// Keeps the (verified) cosignature `lines` of `signed` durably beside
+    /// the log, merged with those already kept for the same checkpoint (one
+    /// per witness), and returns the cosigned note. Lines for a checkpoint
+    /// older than the one kept are not kept (the note is still returned).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn keep_cosignatures(
+        &self,
+        signed: &SignedCheckpoint,
+        lines: &[String],
+    ) -> Result<Vec<u8>, AuditError> {
+        let _cosigning = self.shared.cosigning.lock().await;
+        let store = Arc::clone(&self.shared.store);
+        let signed = signed.clone();
+        let lines = lines.to_vec();
+        blocking(move || {
+            let stored = store.load_note(NoteKind::Cosigned)?;
+            let base = match stored {
+                Some(note) if note.starts_with(&signed.note) => note,
+                Some(note) if note_size(&note).is_some_and(|size| size > signed.size) => {
+                    return Ok(crate::witness::merge_cosignatures(&signed.note, &lines));
+                }
+                _ => signed.note.clone(),
+            };
+            let merged = crate::witness::merge_cosignatures(&base, &lines);
+            if merged.len() > base.len() && merged.len() <= AUDIT_CHECKPOINT_BYTES_MAX {
+                store.store_note(NoteKind::Cosigned, &merged)?;
+            }
+            Ok(merged)
         })
         .await
     }
@@ -523,6 +595,11 @@ fn check_size(store: &dyn LogStore, size: u64) -> Result<(), AuditError> {
 }
 
 /// Runs blocking store work on tokio's blocking pool.
+/// The tree size a checkpoint note states (its second line).
+fn note_size(note: &[u8]) -> Option<u64> {
+    std::str::from_utf8(note).ok()?.lines().nth(1)?.parse().ok()
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
 ) -> Result<T, AuditError> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nuage_base::limits::AUDIT_PRUNE_INTERVAL_S;
 use tokio::sync::Mutex;
 
-use crate::checkpoint::{self, CheckpointSigner};
+use crate::checkpoint::{self, CheckpointSigner, SignedCheckpoint};
 use crate::{AuditError, AuditLog, Entry, prune};
 
 /// Longest a close waits for the last other handle of a log to go away, in
@@ -36,6 +36,10 @@ const CLOSE_GRACE_MS: u32 = 100;
 const EVICTION_ATTEMPTS_MAX: usize = 8;
 /// Digits of a tenant id (an AWS account id).
 const TENANT_ID_DIGITS: usize = 12;
+/// Newly signed checkpoints waiting to be taken by
+/// [`AuditLogs::take_checkpoint_announcements`]'s receiver: past this, a
+/// notice is dropped (its log's next checkpoint extends it and is announced).
+pub const CHECKPOINT_ANNOUNCEMENTS_MAX: usize = 1024;
 
 /// How the server's logs are laid out and kept.
 #[derive(Debug, Clone)]
@@ -66,6 +70,10 @@ struct Inner {
     signer: Arc<dyn CheckpointSigner>,
     /// Held while a log is looked up, opened or closed: one open per directory.
     open: Mutex<HashMap<String, OpenLog>>,
+    /// Every open log announces the checkpoints it signs here.
+    announce: tokio::sync::mpsc::Sender<SignedCheckpoint>,
+    /// The other end, until someone takes it.
+    announcements: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<SignedCheckpoint>>>,
 }
 
 struct OpenLog {
@@ -94,13 +102,41 @@ impl AuditLogs {
         if !checkpoint::is_valid_origin(&sample) {
             return Err(AuditError::InvalidOrigin(sample));
         }
+        let (announce, announcements) = tokio::sync::mpsc::channel(CHECKPOINT_ANNOUNCEMENTS_MAX);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 signer,
                 open: Mutex::new(HashMap::new()),
+                announce,
+                announcements: std::sync::Mutex::new(Some(announcements)),
             }),
         })
+    }
+
+    /// The checkpoints every log signs from now on (on request, on the
+    /// interval, before closing), for whoever submits them to witnesses.
+    /// The first call gets the receiver, later ones `None`. Nobody waits on
+    /// the receiver: when it falls `CHECKPOINT_ANNOUNCEMENTS_MAX` behind,
+    /// notices are dropped.
+    #[must_use]
+    pub fn take_checkpoint_announcements(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<SignedCheckpoint>> {
+        self.inner
+            .announcements
+            .lock()
+            .ok()
+            .and_then(|mut receiver| receiver.take())
+    }
+
+    /// The tenant whose log is named `origin`, if it is one of these logs.
+    #[must_use]
+    pub fn tenant_of(&self, origin: &str) -> Option<String> {
+        origin
+            .strip_prefix(&self.inner.config.origin_prefix)
+            .filter(|tenant| is_tenant_id(tenant))
+            .map(str::to_owned)
     }
 
     /// The origin (log name) of `tenant`'s log.
@@ -166,6 +202,7 @@ impl AuditLogs {
             Arc::clone(&self.inner.signer),
         )
         .await?;
+        log.announce_checkpoints_to(self.inner.announce.clone());
         let checkpointer = log.spawn_checkpointer(self.inner.config.checkpoint_interval);
         open.insert(
             tenant.to_string(),

@@ -81,6 +81,9 @@ pub enum NoteKind {
     Checkpoint,
     /// The last signed pruning marker (see [`crate::prune`]).
     Pruned,
+    /// The last checkpoint witnesses cosigned: its note with the verified
+    /// cosignature lines appended (see [`crate::witness`]).
+    Cosigned,
 }
 
 impl NoteKind {
@@ -90,6 +93,7 @@ impl NoteKind {
         match self {
             Self::Checkpoint => "checkpoint",
             Self::Pruned => "pruned",
+            Self::Cosigned => "checkpoint.cosigned",
         }
     }
 }

@@ -268,6 +268,35 @@ pub fn attach_cosignatures(note: &[u8], lines: &[String]) -> Vec<u8> {
     out
 }
 
+/// The signer (name, key id) of a signature line, if it parses as one.
+fn line_signer(line: &str) -> Option<(String, u32)> {
+    signed_note::Signature::from_bytes(line.trim_end().as_bytes())
+        .ok()
+        .map(|s| (s.name().to_string(), s.id()))
+}
+
+/// Appends to a signed note the signature `lines` of signers that have no
+/// line in it yet (one cosignature per witness: a second answer of the same
+/// witness, with another timestamp, is dropped). Lines that do not parse as
+/// signatures are dropped too.
+#[must_use]
+pub fn merge_cosignatures(note: &[u8], lines: &[String]) -> Vec<u8> {
+    let mut signers: Vec<(String, u32)> = cosignature_lines(note).filter_map(line_signer).collect();
+    let mut out = note.to_vec();
+    for line in lines {
+        let Some(signer) = line_signer(line) else {
+            continue;
+        };
+        if signers.contains(&signer) {
+            continue;
+        }
+        signers.push(signer);
+        out.extend_from_slice(line.trim_end().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
 /// An `add-checkpoint` request body: `old <size>`, one base64 hash per
 /// consistency proof line, a blank line, then the signed checkpoint.
 #[must_use]
@@ -782,5 +811,36 @@ mod tests {
 
         // The honest extension is still accepted.
         add(&w, 6, &records).expect("extension");
+    }
+
+    #[test]
+    fn merged_cosignatures_keep_one_line_per_witness_and_verify() {
+        let note = sign(ORIGIN, 1, tlog_tiles::record_hash(b"x"), &key(1))
+            .expect("sign")
+            .note;
+        let body = Note::from_bytes(&note).expect("note").text().to_vec();
+        let line =
+            |name: &str, seed: u8, at: u64| cosign(name, &key(seed), &body, at).expect("cosign");
+        let w1 =
+            WitnessKey::parse(&witness_verifier_key(WITNESS, &key(5).verifying_key())).expect("w1");
+        let w2 = WitnessKey::parse(&witness_verifier_key(
+            "witness.example/w2",
+            &key(6).verifying_key(),
+        ))
+        .expect("w2");
+        let once = merge_cosignatures(&note, &[line(WITNESS, 5, 10), "not a signature".into()]);
+        let merged = merge_cosignatures(
+            &once,
+            &[line(WITNESS, 5, 11), line("witness.example/w2", 6, 10)],
+        );
+        let text = String::from_utf8(merged.clone()).expect("utf8");
+        assert_eq!(text.matches("— witness.example/w1 ").count(), 1, "{text}");
+        assert!(!text.contains("not a signature"));
+        for witness in [&w1, &w2] {
+            assert_eq!(
+                check_cosignature(&merged, witness).expect("parse"),
+                Cosignature::Valid { timestamp: 10 }
+            );
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! [`BlobStore::read_authenticated`], is checked by the caller's AEAD instead). It knows nothing of buckets, keys or
 //! S3; the metadata store decides which blobs are live.
 //!
-//! Backends: [`local::LocalBlobStore`] (files on a local file system). Remote
-//! storage nodes will implement the same trait.
+//! Backends: [`local::LocalBlobStore`] (files on a local file system), and
+//! `nuage_node::RemoteBlobStore` (one storage node, whose files are in this
+//! crate's format: [`local::stream_file`] and friends serve them).
 
 pub mod format;
 pub mod local;
@@ -28,6 +29,69 @@ pub enum BlobError {
 
 pub type BlobResult<T> = Result<T, BlobError>;
 
+/// Where a new blob may be placed: who it belongs to and the residency
+/// policy its bucket (or tenant) carries. Single-node stores ignore it; the
+/// replicated store (`nuage_cluster::ClusterBlobStore`) places the blob's
+/// replicas with it.
+///
+/// The policy travels as its JSON form (`nuage_placement::ResidencyPolicy::
+/// to_json`, schema in `docs/residency.md`) so that this crate does not
+/// depend on the placement crate; the cluster store parses it and refuses a
+/// write whose policy does not parse. `None`: the store's default policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementTarget {
+    pub tenant: Option<String>,
+    pub bucket: Option<String>,
+    /// The residency policy, JSON.
+    pub policy_json: Option<String>,
+    /// The blob's exact length when the caller knows it (a `Content-Length`):
+    /// placement then checks every node has room for it and each node
+    /// reserves it before the first byte. When given, exactly this many
+    /// bytes must be written.
+    pub exact_len: Option<u64>,
+}
+
+/// Why a write could not be placed: the residency policy cannot be met by
+/// the nodes that are up and have room. Nothing was written anywhere.
+///
+/// It reaches callers inside [`BlobError::Io`] (an `std::io::Error` whose
+/// inner error is this; find it with [`BlobError::placement_refusal`]) so
+/// that matches on [`BlobError`] elsewhere stay exhaustive. `reason` is the
+/// placement crate's `PlacementError` (downcast it for the details).
+#[derive(Debug, thiserror::Error)]
+#[error("the residency policy cannot be met ({policy}): {reason}")]
+pub struct PlacementRefused {
+    /// The policy, in words (`nuage_placement::ResidencyPolicy::places_text`
+    /// and its durability).
+    pub policy: String,
+    /// True when the topology itself can never satisfy the policy (S3: 409),
+    /// false when nodes are down or full (S3: 503).
+    pub permanent: bool,
+    /// True when compliant nodes are up but lack room (S3: 503 `SlowDown`).
+    pub full: bool,
+    #[source]
+    pub reason: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl PlacementRefused {
+    /// Wraps the refusal into the error the blob store returns.
+    #[must_use]
+    pub fn into_blob_error(self) -> BlobError {
+        BlobError::Io(std::io::Error::other(self))
+    }
+}
+
+impl BlobError {
+    /// The placement refusal this error carries, if it is one.
+    #[must_use]
+    pub fn placement_refusal(&self) -> Option<&PlacementRefused> {
+        match self {
+            Self::Io(e) => e.get_ref()?.downcast_ref::<PlacementRefused>(),
+            _ => None,
+        }
+    }
+}
+
 /// A stream of verified data chunks.
 pub type BlobStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = BlobResult<Bytes>> + Send + Sync>>;
@@ -44,6 +108,14 @@ pub struct BlobEntry {
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts writing a new blob with a fresh id.
     async fn create(&self) -> BlobResult<Box<dyn BlobWriter>>;
+    /// Starts writing a new blob placed for `target` (its residency policy).
+    /// Stores that keep everything in one place ignore the target (the
+    /// default); the replicated store never writes outside the policy and
+    /// fails with a [`PlacementRefused`] when it cannot be met.
+    async fn create_placed(&self, target: &PlacementTarget) -> BlobResult<Box<dyn BlobWriter>> {
+        let _ = target;
+        self.create().await
+    }
     /// Streams `len` bytes from `offset`, each block verified before it is yielded.
     fn read(&self, blob_id: &str, offset: u64, len: u64) -> BlobStream;
     /// [`read`](BlobStore::read) for a caller that authenticates every byte

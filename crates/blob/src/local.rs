@@ -62,22 +62,90 @@ impl LocalBlobStore {
         len: u64,
         verify: Verify,
     ) -> BlobStream {
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<BlobResult<Bytes>>(limits::READ_AHEAD_BLOCKS_MAX);
-        let path = self.path(blob_id);
-        let blob_id = blob_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let result = read_blocks(path.as_deref(), &blob_id, offset, len, verify, |chunk| {
-                tx.blocking_send(Ok(chunk)).is_ok()
-            });
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        stream_blocks(self.path(blob_id), blob_id, offset, len, verify)
     }
+}
+
+/// Streams `len` bytes from `offset` of the blob file at `path` (this crate's
+/// format), for other stores that keep blobs in it (storage nodes). With
+/// `verified_by_caller`, the caller authenticates every byte itself and block
+/// checksums are skipped, as in [`BlobStore::read_authenticated`].
+#[must_use]
+pub fn stream_file(
+    path: PathBuf,
+    blob_id: &str,
+    offset: u64,
+    len: u64,
+    verified_by_caller: bool,
+) -> BlobStream {
+    let verify = if verified_by_caller {
+        Verify::ByCaller
+    } else {
+        Verify::Checksums
+    };
+    stream_blocks(Some(path), blob_id, offset, len, verify)
+}
+
+/// [`stream_file`] on the calling (blocking) thread: hands each verified
+/// slice to `emit`, stopping early when it returns false.
+///
+/// # Errors
+/// `NotFound`, `Corrupt` (bad header, length or checksum), or I/O errors.
+pub fn read_file(
+    path: &Path,
+    blob_id: &str,
+    offset: u64,
+    len: u64,
+    emit: impl FnMut(Bytes) -> bool,
+) -> BlobResult<()> {
+    read_blocks(Some(path), blob_id, offset, len, Verify::Checksums, emit)
+}
+
+/// The data length of the blob file at `path`, from its header and size.
+///
+/// # Errors
+/// `NotFound`, `Corrupt` when the header or the length is impossible.
+pub fn file_data_len(path: &Path, blob_id: &str) -> BlobResult<u64> {
+    let corrupt = |detail: String| BlobError::Corrupt {
+        blob_id: blob_id.to_owned(),
+        detail,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BlobError::NotFound(blob_id.to_owned()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut header = [0u8; 16];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("header unreadable: {e}")))?;
+    let block_bytes = format::parse_header(&header).ok_or_else(|| corrupt("bad header".into()))?;
+    let file_bytes = file.metadata()?.len();
+    format::data_len(file_bytes, block_bytes)
+        .ok_or_else(|| corrupt(format!("impossible length {file_bytes}")))
+}
+
+fn stream_blocks(
+    path: Option<PathBuf>,
+    blob_id: &str,
+    offset: u64,
+    len: u64,
+    verify: Verify,
+) -> BlobStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<BlobResult<Bytes>>(limits::READ_AHEAD_BLOCKS_MAX);
+    let blob_id = blob_id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let result = read_blocks(path.as_deref(), &blob_id, offset, len, verify, |chunk| {
+            tx.blocking_send(Ok(chunk)).is_ok()
+        });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 /// Who checks the bytes of a block read.

@@ -18,7 +18,8 @@
 //! passes what the connection knows ([`RequestContext`]).
 //!
 //! *Audit:* every response to a caller whose access key names a tenant
-//! (allowed, denied, failed, and signatures that do not verify) carries a
+//! (allowed, denied, failed, signatures that do not verify or are dated too
+//! far from now, and expired session keys) carries a
 //! [`nuage_audit::RequestAudit`] in its extensions: who, which action on which
 //! ARN, and the decision with the policy and statement that made it. The
 //! binary appends it to the tenant's log before sending the response. A
@@ -38,8 +39,8 @@ use http_body_util::BodyExt as _;
 use nuage_audit::{Actor, ActorKind, Effect, RequestAudit};
 use nuage_base::Clock;
 use nuage_base::limits::QUERY_API_BODY_BYTES_MAX;
-use nuage_iam::{Iam, Identity, PrincipalKind};
-use nuage_sigv4::{Credential, SignedRequest};
+use nuage_iam::{Iam, IamError, Identity, PrincipalKind};
+use nuage_sigv4::{Credential, SigV4Error, SignedRequest};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -256,10 +257,11 @@ impl IamQueryApi {
         // caller learns nothing about what exists.
         let identity = match self.authenticate(parts, body).await {
             Ok(identity) => identity,
-            // A key that exists but a signature or token that does not match:
-            // the key's tenant is told someone tried (a default deny).
-            Err((e, Some(claimed))) => {
-                let audit = RequestAudit::new(&claimed.tenant_id, actor(&claimed), asked);
+            // A key that exists but a signature or token that does not match,
+            // a signature too old, an expired session: the key's tenant is
+            // told someone tried (a default deny).
+            Err((e, Some((tenant, claimed)))) => {
+                let audit = RequestAudit::new(tenant, claimed, asked);
                 return (api, Err(e), Some(audit));
             }
             Err((e, None)) => return (api, Err(e), None),
@@ -320,16 +322,28 @@ impl IamQueryApi {
     }
 
     /// The caller: a valid SigV4 signature by a known, active key, with its
-    /// session token when the key is temporary. A refusal carries the
-    /// identity the key claimed, once the key is known.
+    /// session token when the key is temporary. A refusal carries the tenant
+    /// and the principal the key claimed, once the key is known: also for a
+    /// signature dated too far from now (`RequestExpired`) and for a session
+    /// key that has expired (`ExpiredToken`).
     async fn authenticate(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
-    ) -> Result<Identity, (ApiError, Option<Identity>)> {
+    ) -> Result<Identity, (ApiError, Option<(String, Actor)>)> {
         let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
-        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
-            .map_err(|e| (ApiError::from_sigv4(e), None))?;
+        let credential =
+            match Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s) {
+                Ok(credential) => credential,
+                Err(e @ SigV4Error::Expired(_)) => {
+                    let claim = match claimed_access_key_id(&parts.headers) {
+                        Some(key) => self.claim(key).await,
+                        None => None,
+                    };
+                    return Err((ApiError::from_sigv4(e), claim));
+                }
+                Err(e) => return Err((ApiError::from_sigv4(e), None)),
+            };
         let Some(credential) = credential else {
             if parts
                 .uri
@@ -349,8 +363,13 @@ impl IamQueryApi {
             Ok(Some(identity)) => identity,
             // AWS answers an unknown and a deactivated key alike.
             Ok(None) => return Err((ApiError::invalid_client_token_id(), None)),
+            Err(e @ IamError::ExpiredToken) => {
+                let claim = self.claim(credential.access_key_id()).await;
+                return Err((ApiError::from_iam(e, Api::Iam), claim));
+            }
             Err(e) => return Err((ApiError::from_iam(e, Api::Iam), None)),
         };
+        let claimed = |identity: &Identity| Some((identity.tenant_id.clone(), actor(identity)));
         let signed = SignedRequest {
             method: &parts.method,
             uri: &parts.uri,
@@ -358,18 +377,63 @@ impl IamQueryApi {
             body,
         };
         if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
-            return Err((ApiError::from_sigv4(e), Some(identity)));
+            return Err((ApiError::from_sigv4(e), claimed(&identity)));
         }
         let presented = parts
             .headers
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok());
         if !identity.session_token_matches(presented) {
-            return Err((ApiError::invalid_client_token_id(), Some(identity)));
+            return Err((ApiError::invalid_client_token_id(), claimed(&identity)));
         }
         Ok(identity)
     }
+
+    /// The tenant and principal an access key names, for logging a request
+    /// refused before its signature could count: a key that resolves, or an
+    /// expired session's. `None` for a key that names no tenant (unknown,
+    /// inactive, a suspended tenant, a lookup failure).
+    async fn claim(&self, access_key_id: &str) -> Option<(String, Actor)> {
+        match self.iam.resolve(access_key_id).await {
+            Ok(Some(identity)) => Some((identity.tenant_id.clone(), actor(&identity))),
+            Err(IamError::ExpiredToken) => {
+                match self.iam.expired_session_claim(access_key_id).await {
+                    Ok(Some((tenant, arn, kind))) => {
+                        let kind = match kind {
+                            PrincipalKind::User { .. } => ActorKind::TenantUser,
+                            PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
+                        };
+                        Some((tenant, Actor::signed(kind, arn, access_key_id)))
+                    }
+                    Ok(None) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read an expired session; its refusal is not logged");
+                        None
+                    }
+                }
+            }
+            Ok(None) | Err(_) => None,
+        }
+    }
 }
+
+/// The access key id in the `Authorization` header's credential scope
+/// (`Credential=KEY/date/region/service/aws4_request`), whatever else is
+/// wrong with the request; at most `ACCESS_KEY_ID_CHARS_MAX` characters.
+fn claimed_access_key_id(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = value
+        .split([' ', ','])
+        .find_map(|field| field.strip_prefix("Credential="))?;
+    credential
+        .split('/')
+        .next()
+        .filter(|key| !key.is_empty() && key.len() <= ACCESS_KEY_ID_CHARS_MAX)
+}
+
+/// The longest access key id looked up for a refused request (AWS's are 16
+/// to 128 characters): anything longer names no key.
+const ACCESS_KEY_ID_CHARS_MAX: usize = 128;
 
 /// The audit log's account of a caller: its ARN and the key it signed with.
 fn actor(identity: &Identity) -> Actor {

@@ -135,6 +135,12 @@ impl OperatorAccessRequest {
     /// through S3 (`kms:ViaService`): the operator reads SSE-KMS objects it
     /// was approved to read, but cannot call the KMS API with the keys, where
     /// each use would name the customer as the reason.
+    ///
+    /// Listing a bucket is an action on the bucket's ARN, which an approved
+    /// prefix (`arn:aws:s3:::bucket/case-42/*`) does not match: the approved
+    /// listing actions hold on that bucket only for listings whose `prefix`
+    /// lies within an approved prefix ([`listing_statements`]), never for the
+    /// whole bucket. Approving the bucket's own ARN approves listing all of it.
     #[must_use]
     pub fn policy(&self) -> String {
         let of = |prefix: &str, items: &[String]| -> Vec<String> {
@@ -147,12 +153,14 @@ impl OperatorAccessRequest {
         let mut statements = Vec::new();
         let s3_actions = of("s3:", &self.actions);
         if !s3_actions.is_empty() {
+            let s3_resources = of("arn:aws:s3:::", &self.resources);
             statements.push(serde_json::json!({
                 "Sid": "AccessApprovalS3",
                 "Effect": "Allow",
                 "Action": s3_actions,
-                "Resource": of("arn:aws:s3:::", &self.resources),
+                "Resource": s3_resources,
             }));
+            statements.extend(listing_statements(&s3_actions, &s3_resources));
         }
         let kms_actions = of("kms:", &self.actions);
         if !kms_actions.is_empty() {
@@ -166,6 +174,109 @@ impl OperatorAccessRequest {
         }
         serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string()
     }
+}
+
+/// The S3 actions that list a bucket's keys (ListObjects and
+/// ListObjectsV2, ListObjectVersions, ListMultipartUploads), each on the
+/// bucket's ARN and narrowed by the listing's `prefix` (`s3:prefix`).
+const LISTING_ACTIONS: [&str; 3] = [
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:ListBucketMultipartUploads",
+];
+
+/// The statements that let an approval of object prefixes list exactly those
+/// prefixes: for each approved `arn:aws:s3:::BUCKET/PATTERN` whose pattern
+/// ends with `*`, the approved listing actions on `arn:aws:s3:::BUCKET` when
+/// the listing's `prefix` matches `PATTERN` (`StringLike`; a listing without
+/// a prefix has none, and is refused). A prefix matching `PATTERN` only lists
+/// keys that match it too, since the pattern ends with `*`. A pattern that
+/// does not end with `*` (one object) yields no listing: a prefix equal to
+/// the object's key would also list the keys that extend it. A pattern of
+/// `*` alone is every key: the whole bucket is listed, prefix or not.
+/// One statement per bucket (the session policy is small: 2 KiB).
+fn listing_statements(actions: &[String], resources: &[String]) -> Vec<serde_json::Value> {
+    let listing: Vec<&str> = LISTING_ACTIONS
+        .into_iter()
+        .filter(|listing| actions.iter().any(|a| action_matches(a, listing)))
+        .collect();
+    if listing.is_empty() {
+        return Vec::new();
+    }
+    // (bucket part, the prefix patterns approved in it; none = all of it)
+    let mut buckets: Vec<(&str, Option<Vec<&str>>)> = Vec::new();
+    for resource in resources {
+        let Some((bucket, pattern)) = resource
+            .strip_prefix("arn:aws:s3:::")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        if !pattern.ends_with('*') {
+            continue;
+        }
+        let whole = pattern.bytes().all(|b| b == b'*');
+        let at = match buckets.iter().position(|(b, _)| *b == bucket) {
+            Some(at) => at,
+            None => {
+                buckets.push((bucket, Some(Vec::new())));
+                buckets.len() - 1
+            }
+        };
+        match (&mut buckets[at].1, whole) {
+            (patterns, true) => *patterns = None,
+            (Some(patterns), false) => patterns.push(pattern),
+            (None, false) => {}
+        }
+    }
+    buckets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bucket, patterns))| {
+            let mut statement = serde_json::json!({
+                "Sid": format!("AccessApprovalS3List{}", i + 1),
+                "Effect": "Allow",
+                "Action": listing,
+                "Resource": format!("arn:aws:s3:::{bucket}"),
+            });
+            if let Some(patterns) = patterns {
+                statement["Condition"] = serde_json::json!({"StringLike": {"s3:prefix": patterns}});
+            }
+            statement
+        })
+        .collect()
+}
+
+/// Whether an approved action (`s3:List*`, `s3:*`, `s3:ListBucket`) names
+/// `action`: IAM's case-insensitive match, `*` any run and `?` one character.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    let pattern: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
+    let text: Vec<char> = action.to_ascii_lowercase().chars().collect();
+    // Iterative glob with one backtrack point: O(pattern × text), both short
+    // (`ACCESS_REQUEST_ITEM_CHARS_MAX`).
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
 }
 
 /// The tenant's answer.
@@ -655,6 +766,149 @@ mod tests {
                 .await,
             Err(IamError::InvalidInput(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_approved_prefix_lists_within_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(1_000 * NS_PER_S)));
+        let iam = Iam::new(Arc::new(store), clock);
+        let t = iam.create_tenant("culture", "FR", "").await.unwrap();
+        let session = |resources: &[&str], actions: &[&str]| {
+            let iam = iam.clone();
+            let tenant = t.id.clone();
+            let new = NewOperatorAccessRequest {
+                tenant: "culture".into(),
+                resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+                actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+                reason: "CUSTOMER_INITIATED_SUPPORT".into(),
+                reason_text: "ticket 2".into(),
+                duration_s: 3600,
+                requested_by: "ops".into(),
+            };
+            async move {
+                let request = iam.prepare_access_request(new).await.unwrap();
+                iam.store_access_request(&request).await.unwrap();
+                iam.decide_access_request(&tenant, &request.id, AccessVerdict::Approve, "a")
+                    .await
+                    .unwrap();
+                let (_, session) = iam.issue_access_session(&request.id).await.unwrap();
+                iam.resolve(&session.access_key_id).await.unwrap().unwrap()
+            }
+        };
+        let decide = |who: &Identity, action: &str, bucket: &str, prefix: Option<&str>| {
+            let iam = iam.clone();
+            let who = who.clone();
+            let tenant = t.id.clone();
+            let mut context = std::collections::BTreeMap::new();
+            if let Some(prefix) = prefix {
+                context.insert("s3:prefix".to_owned(), vec![prefix.to_owned()]);
+            }
+            let request = AccessRequest {
+                action: action.to_owned(),
+                resource: format!("arn:aws:s3:::{bucket}"),
+                context,
+            };
+            async move {
+                iam.authorize(Some(&who), &request, Some(&tenant), None, false)
+                    .await
+                    .unwrap()
+            }
+        };
+        let who = session(
+            &[
+                "arn:aws:s3:::archives/case-1/*",
+                "arn:aws:s3:::archives/case-3/*",
+                "arn:aws:s3:::archives/one-object.pdf",
+            ],
+            &["s3:GetObject", "s3:List*"],
+        )
+        .await;
+        for (action, prefix, allowed) in [
+            ("s3:ListBucket", Some("case-1/"), true),
+            ("s3:ListBucket", Some("case-1/2026/"), true),
+            ("s3:ListBucketVersions", Some("case-3/"), true),
+            ("s3:ListBucketMultipartUploads", Some("case-3/x"), true),
+            ("s3:ListBucket", Some("case-2/"), false),
+            // `case-1` also lists `case-10/...`.
+            ("s3:ListBucket", Some("case-1"), false),
+            ("s3:ListBucket", Some(""), false),
+            ("s3:ListBucket", None, false),
+            ("s3:ListBucket", Some("one-object.pdf"), false),
+        ] {
+            let decision = decide(&who, action, "archives", prefix).await;
+            assert_eq!(
+                decision.allowed, allowed,
+                "{action} {prefix:?}: {decision:?}"
+            );
+            if allowed {
+                assert_eq!(decision.statement.as_deref(), Some("AccessApprovalS3List1"));
+            }
+        }
+        assert!(
+            !decide(&who, "s3:ListBucket", "other", Some("case-1/"))
+                .await
+                .allowed
+        );
+        // `s3:*` on a prefix: only the listing actions hold on the bucket,
+        // whatever `prefix` another bucket action carries.
+        let everything = session(&["arn:aws:s3:::archives/case-1/*"], &["s3:*"]).await;
+        assert!(
+            decide(&everything, "s3:ListBucket", "archives", Some("case-1/"))
+                .await
+                .allowed
+        );
+        for action in ["s3:DeleteBucket", "s3:PutBucketPolicy", "s3:GetBucketAcl"] {
+            assert!(
+                !decide(&everything, action, "archives", Some("case-1/"))
+                    .await
+                    .allowed,
+                "{action}"
+            );
+        }
+        // All of a bucket's keys, or the bucket itself: every listing.
+        for resource in ["arn:aws:s3:::archives/*", "arn:aws:s3:::archives"] {
+            let whole = session(&[resource], &["s3:ListBucket"]).await;
+            for prefix in [None, Some(""), Some("case-2/")] {
+                assert!(
+                    decide(&whole, "s3:ListBucket", "archives", prefix)
+                        .await
+                        .allowed,
+                    "{resource} {prefix:?}"
+                );
+            }
+        }
+        // Without a listing action approved, nothing lists.
+        let read_only = session(&["arn:aws:s3:::archives/case-1/*"], &["s3:GetObject"]).await;
+        assert!(
+            !decide(&read_only, "s3:ListBucket", "archives", Some("case-1/"))
+                .await
+                .allowed
+        );
+    }
+
+    #[test]
+    fn action_patterns_match_as_iam_does() {
+        for (pattern, action, matches) in [
+            ("s3:ListBucket", "s3:ListBucket", true),
+            ("s3:listbucket", "s3:ListBucket", true),
+            ("s3:List*", "s3:ListBucketVersions", true),
+            ("s3:*", "s3:ListBucket", true),
+            ("*", "s3:ListBucket", true),
+            ("s3:List?ucket", "s3:ListBucket", true),
+            ("s3:*Versions", "s3:ListBucketVersions", true),
+            ("s3:*Versions", "s3:ListBucket", false),
+            ("s3:ListBucket", "s3:ListBucketVersions", false),
+            ("s3:GetObject", "s3:ListBucket", false),
+            ("s3:List*s*s", "s3:ListBucketVersions", true),
+        ] {
+            assert_eq!(
+                action_matches(pattern, action),
+                matches,
+                "{pattern} {action}"
+            );
+        }
     }
 
     #[test]

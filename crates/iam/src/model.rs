@@ -27,6 +27,11 @@ pub struct Tenant {
     /// bucket's own settings (S3's account-level setting).
     #[serde(default)]
     pub public_access_block: TenantPublicAccessBlock,
+    /// The tenant's residency policy (`nuage-placement`'s JSON form, as
+    /// checked and normalized by the admin API); None: no constraint beyond
+    /// the region each bucket is created in (docs/residency.md).
+    #[serde(default)]
+    pub residency_policy: Option<String>,
 }
 
 /// Tenant-wide Block Public Access.

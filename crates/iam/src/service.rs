@@ -332,6 +332,7 @@ impl Iam {
             status: TenantStatus::Active,
             created_unix_ns: self.now(),
             public_access_block: TenantPublicAccessBlock::default(),
+            residency_policy: None,
         };
         let writes = vec![
             write(TENANTS, &tenant.id, Expect::Absent, &tenant)?,
@@ -429,6 +430,32 @@ impl Iam {
                 .await
                 .map_err(Retry::Fail)?;
             tenant.public_access_block = block;
+            self.commit(vec![
+                write(TENANTS, &tenant.id, Expect::Revision(revision), &tenant)
+                    .map_err(Retry::Fail)?,
+            ])
+            .await?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    /// Sets (Some) or removes (None) the tenant's residency policy, stored
+    /// as given: the caller (the admin API) checks it first.
+    ///
+    /// # Errors
+    /// `NoSuchEntity`.
+    pub async fn set_tenant_residency_policy(
+        &self,
+        id_or_name: &str,
+        policy: Option<String>,
+    ) -> IamResult<Tenant> {
+        self.retrying(|| async {
+            let (mut tenant, revision) = self
+                .tenant_with_revision(id_or_name)
+                .await
+                .map_err(Retry::Fail)?;
+            tenant.residency_policy.clone_from(&policy);
             self.commit(vec![
                 write(TENANTS, &tenant.id, Expect::Revision(revision), &tenant)
                     .map_err(Retry::Fail)?,
@@ -1379,6 +1406,65 @@ impl Iam {
     }
 
     // ---------------- authentication ----------------
+
+    /// Whose an *expired* session key was: its tenant, the principal's ARN
+    /// and kind, read from the session alone (its user or role may be gone
+    /// since). For logging a refused request made with it in that tenant's
+    /// audit log; it proves nothing and authorizes nothing. An operator
+    /// session whose approval was revoked (or whose window closed) before the
+    /// session's own end counts as expired: [`Self::resolve`] refuses it with
+    /// `ExpiredToken` too. `None` for every other key ([`Self::resolve`]
+    /// answers those).
+    ///
+    /// # Errors
+    /// Backend failure.
+    pub async fn expired_session_claim(
+        &self,
+        access_key_id: &str,
+    ) -> IamResult<Option<(String, String, PrincipalKind)>> {
+        let Some((session, _)) = self.load::<Session>(SESSIONS, access_key_id).await? else {
+            return Ok(None);
+        };
+        if session.expires_unix_ns > self.now() {
+            let SessionSubject::Operator { approval_id } = &session.subject else {
+                return Ok(None);
+            };
+            let approval_id = approval_id.clone();
+            match self.operator_identity(session.clone(), &approval_id).await {
+                Err(IamError::ExpiredToken) => {}
+                Ok(_) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let tenant = session.tenant_id;
+        let (arn, kind) = match session.subject {
+            SessionSubject::User { user_name } => (
+                format!("arn:aws:iam::{tenant}:user/{user_name}"),
+                PrincipalKind::User { user_name },
+            ),
+            SessionSubject::Role {
+                role_name,
+                session_name,
+            } => (
+                format!("arn:aws:sts::{tenant}:assumed-role/{role_name}/{session_name}"),
+                PrincipalKind::AssumedRole {
+                    role_name,
+                    session_name,
+                },
+            ),
+            SessionSubject::Operator { approval_id } => (
+                format!(
+                    "arn:aws:sts::{tenant}:assumed-role/{}/{approval_id}",
+                    crate::access::OPERATOR_ACCESS_ROLE_NAME
+                ),
+                PrincipalKind::AssumedRole {
+                    role_name: crate::access::OPERATOR_ACCESS_ROLE_NAME.to_owned(),
+                    session_name: approval_id,
+                },
+            ),
+        };
+        Ok(Some((tenant, arn, kind)))
+    }
 
     /// Resolves an access key id to the identity it proves, whatever kind of
     /// key it is. Returns `None` for a key that does not exist or is inactive

@@ -10,13 +10,17 @@
 //! Smaller services (identities, keys, policies) keep their records as
 //! revision-checked [`documents`] instead.
 //!
-//! Backends: [`embedded::EmbeddedMetaStore`] (redb, one file, fsync on commit).
-//! A PostgreSQL backend will implement the same trait; the conformance tests in
-//! `tests/conformance.rs` are written against the trait for that reason.
+//! Backends: [`embedded::EmbeddedMetaStore`] (redb, one file, fsync on commit)
+//! and [`postgres::PostgresMetaStore`] (a PostgreSQL database, or a compatible
+//! distributed one, that several gateways share). Both implement
+//! [`MetaStore`] and [`DocumentStore`]; the conformance tests in
+//! `tests/conformance.rs` run against each.
 
 pub mod documents;
 pub mod embedded;
+pub mod postgres;
 pub mod records;
+mod rules;
 
 pub use documents::{Document, DocumentStore, DocumentWrite, Expect};
 pub use records::*;

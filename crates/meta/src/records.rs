@@ -55,6 +55,10 @@ pub struct BucketRecord {
     /// the built-in default, SSE-S3 (`AES256`).
     #[serde(default)]
     pub encryption: Option<BucketEncryption>,
+    /// The bucket's own residency policy (`nuage-placement`'s JSON form, as
+    /// the admin API checked it); None: its tenant's applies.
+    #[serde(default)]
+    pub residency_policy: Option<String>,
 }
 
 /// A bucket's default encryption: what a write that asks for none gets.

@@ -1,59 +1,89 @@
-//! Conformance tests for [`MetaStore`] backends. Every backend must pass all of
-//! them; a new backend adds itself to [`backends`].
+//! Conformance tests for [`MetaStore`] and [`DocumentStore`] backends. Every
+//! backend must pass all of them; a new backend adds itself to [`stores`].
+//!
+//! PostgreSQL: each test gets a fresh database on the throwaway server that
+//! `nuage-testsupport` starts for this test binary (Debian's packages). Where
+//! PostgreSQL is not installed the PostgreSQL leg is skipped with a notice,
+//! except in CI (`CI=true`), where that is a failure.
 #![allow(clippy::unwrap_used)]
 
 use nuage_meta::embedded::EmbeddedMetaStore;
+use nuage_meta::postgres::{PostgresConfig, PostgresMetaStore};
 use nuage_meta::*;
 use std::sync::Arc;
 
-/// One instance of every backend, each on fresh storage.
-fn backends() -> Vec<(&'static str, Arc<dyn MetaStore>, tempfile::TempDir)> {
+mod common;
+
+/// A backend under test: its name, both faces of one store, and the
+/// temporary directory it lives in (embedded).
+type Store = (
+    &'static str,
+    Arc<dyn MetaStore>,
+    Arc<dyn DocumentStore>,
+    Option<tempfile::TempDir>,
+);
+
+/// One store of every backend, each on fresh storage, with both faces.
+async fn stores() -> Vec<Store> {
     let dir = tempfile::tempdir().unwrap();
-    let embedded = EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap();
-    vec![("embedded", Arc::new(embedded), dir)]
+    let embedded = Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    let mut out: Vec<Store> = vec![("embedded", embedded.clone(), embedded, Some(dir))];
+    if let Some(url) = common::postgres_url().await {
+        let store = Arc::new(
+            PostgresMetaStore::connect(&PostgresConfig::new(url))
+                .await
+                .unwrap(),
+        );
+        out.push(("postgres", store.clone(), store, None));
+    }
+    out
+}
+
+/// One [`MetaStore`] of every backend, each on fresh storage.
+async fn backends() -> Vec<(&'static str, Arc<dyn MetaStore>, Option<tempfile::TempDir>)> {
+    stores()
+        .await
+        .into_iter()
+        .map(|(name, meta, _, dir)| (name, meta, dir))
+        .collect()
+}
+
+/// One [`DocumentStore`] of every backend, each on fresh storage.
+async fn document_backends() -> Vec<(
+    &'static str,
+    Arc<dyn DocumentStore>,
+    Option<tempfile::TempDir>,
+)> {
+    stores()
+        .await
+        .into_iter()
+        .map(|(name, _, docs, dir)| (name, docs, dir))
+        .collect()
+}
+
+/// The keys `scan_documents` returns.
+async fn document_keys(
+    store: &dyn DocumentStore,
+    namespace: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    store
+        .scan_documents(namespace, prefix, after, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect()
 }
 
 fn bucket(name: &str) -> BucketRecord {
-    BucketRecord {
-        owner: "111122223333".into(),
-        policy: None,
-        public_access_block: None,
-        name: name.into(),
-        region: "fr-par".into(),
-        created_unix_ns: 1,
-        versioning: Versioning::Unversioned,
-        tags: None,
-        cors: None,
-        encryption: None,
-    }
+    common::bucket(name, Versioning::Unversioned)
 }
 
 fn version(bucket: &str, key: &str, blob: &str, t: i64) -> VersionRecord {
-    VersionRecord {
-        bucket: bucket.into(),
-        key: key.into(),
-        version_id: String::new(),
-        seq: 0,
-        delete_marker: false,
-        last_modified_unix_ns: t,
-        size: 1,
-        etag: format!("etag-{blob}"),
-        content: ContentHeaders::default(),
-        user_metadata: Default::default(),
-        checksums: Checksums::default(),
-        tags: vec![],
-        segments: vec![DataSegment {
-            blob_id: blob.into(),
-            size: 1,
-            part_etag: None,
-            sealed_key: None,
-            kms_key_arn: None,
-            kms_context: None,
-            sse_c: false,
-            chunk_binding: ChunkBinding::Object,
-        }],
-        sealed_attributes: None,
-    }
+    common::version(bucket, key, blob, t, ChunkBinding::Object)
 }
 
 fn put(record: VersionRecord, null_version: bool, condition: WriteCondition) -> PutVersion {
@@ -67,7 +97,7 @@ fn put(record: VersionRecord, null_version: bool, condition: WriteCondition) -> 
 
 #[tokio::test]
 async fn buckets_are_created_listed_and_deleted_only_when_empty() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b1")).await.unwrap();
         store.create_bucket(bucket("a0")).await.unwrap();
         assert!(
@@ -102,21 +132,7 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
         );
         store.delete_version("b1", "k", "null").await.unwrap();
         store
-            .create_upload(UploadRecord {
-                bucket: "b1".into(),
-                key: "u".into(),
-                upload_id: "up1".into(),
-                initiated_unix_ns: 1,
-                content: ContentHeaders::default(),
-                user_metadata: Default::default(),
-                tags: vec![],
-                checksum_algorithm: None,
-                checksum_type: None,
-                kms_key_arn: None,
-                kms_context: None,
-                sse_c_key_check: None,
-                sealed_attributes: None,
-            })
+            .create_upload(common::upload("b1", "u", "up1"))
             .await
             .unwrap();
         assert!(
@@ -146,7 +162,7 @@ async fn buckets_are_created_listed_and_deleted_only_when_empty() {
 
 #[tokio::test]
 async fn versions_order_newest_first_and_null_version_is_replaced() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
         let v1 = store
             .put_version(put(
@@ -242,7 +258,7 @@ async fn versions_order_newest_first_and_null_version_is_replaced() {
 
 #[tokio::test]
 async fn conditional_writes_are_atomic() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..16 {
@@ -299,7 +315,7 @@ async fn conditional_writes_are_atomic() {
 
 #[tokio::test]
 async fn scan_latest_walks_keys_in_byte_order() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
         store.create_bucket(bucket("b-other")).await.unwrap();
         let keys = ["a", "a/", "a/b", "a!", "a0", "B", "é", "z/y/x"];
@@ -353,36 +369,15 @@ async fn scan_latest_walks_keys_in_byte_order() {
 
 #[tokio::test]
 async fn uploads_parts_and_completion() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
-        let upload = UploadRecord {
-            bucket: "b".into(),
-            key: "big".into(),
-            upload_id: "u1".into(),
-            initiated_unix_ns: 1,
-            content: ContentHeaders::default(),
-            user_metadata: Default::default(),
-            tags: vec![],
-            checksum_algorithm: None,
-            checksum_type: None,
-            kms_key_arn: None,
-            kms_context: None,
-            sse_c_key_check: None,
-            sealed_attributes: None,
-        };
+        let upload = common::upload("b", "big", "u1");
         store.create_upload(upload.clone()).await.unwrap();
         let part = |n: u32, blob: &str| PartRecord {
-            part_number: n,
-            blob_id: blob.into(),
             size: 5,
             etag: format!("e{n}"),
-            last_modified_unix_ns: 1,
-            checksums: Checksums::default(),
-            sealed_key: None,
-            kms_key_arn: None,
-            kms_context: None,
-            sse_c: false,
             chunk_binding: ChunkBinding::Object,
+            ..common::part(n, blob)
         };
         for n in 1..=3 {
             assert!(
@@ -471,7 +466,7 @@ async fn uploads_parts_and_completion() {
 
 #[tokio::test]
 async fn a_shared_blob_is_freed_with_its_last_reference() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
         store.create_bucket(bucket("c")).await.unwrap();
         // A copy shares its source's blob: three records, one blob.
@@ -515,7 +510,7 @@ async fn a_shared_blob_is_freed_with_its_last_reference() {
 
 #[tokio::test]
 async fn a_write_sharing_a_freed_blob_fails_atomically() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store.create_bucket(bucket("b")).await.unwrap();
         store
             .put_version(put(
@@ -569,35 +564,12 @@ async fn a_write_sharing_a_freed_blob_fails_atomically() {
             .await
             .unwrap();
         store
-            .create_upload(UploadRecord {
-                bucket: "b".into(),
-                key: "mp".into(),
-                upload_id: "up".into(),
-                initiated_unix_ns: 1,
-                content: ContentHeaders::default(),
-                user_metadata: Default::default(),
-                tags: vec![],
-                checksum_algorithm: None,
-                checksum_type: None,
-                kms_key_arn: None,
-                kms_context: None,
-                sse_c_key_check: None,
-                sealed_attributes: None,
-            })
+            .create_upload(common::upload("b", "mp", "up"))
             .await
             .unwrap();
         let part = |blob: &str| PartRecord {
-            part_number: 1,
-            blob_id: blob.into(),
-            size: 1,
             etag: "e".into(),
-            last_modified_unix_ns: 1,
-            checksums: Checksums::default(),
-            sealed_key: None,
-            kms_key_arn: None,
-            kms_context: None,
-            sse_c: false,
-            chunk_binding: ChunkBinding::Blob,
+            ..common::part(1, blob)
         };
         store
             .put_part("b", "mp", "up", part("held"), true)
@@ -657,9 +629,13 @@ fn doc_write(key: &str, expect: Expect, value: Option<&str>) -> DocumentWrite {
 
 #[tokio::test]
 async fn documents_commit_atomically_with_revisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn DocumentStore> =
-        Arc::new(EmbeddedMetaStore::open(&dir.path().join("meta.redb")).unwrap());
+    for (name, store, _dir) in document_backends().await {
+        documents_commit_atomically(name, store).await;
+    }
+}
+
+async fn documents_commit_atomically(name: &str, store: Arc<dyn DocumentStore>) {
+    eprintln!("documents: {name}");
     store
         .commit_documents(vec![
             doc_write("a/1", Expect::Absent, Some("one")),
@@ -727,25 +703,148 @@ async fn documents_commit_atomically_with_revisions() {
         }])
         .await
         .unwrap();
-    let listed: Vec<String> = store
-        .scan_documents("ns", "a/", None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.key)
-        .collect();
+    let listed: Vec<String> = document_keys(&*store, "ns", "a/", None, 10).await;
     assert_eq!(listed, ["a/1", "a/2"], "scans stay inside their namespace");
-    let after: Vec<String> = store
-        .scan_documents("ns", "", Some("a/1"), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.key)
-        .collect();
+    let after: Vec<String> = document_keys(&*store, "ns", "", Some("a/1"), 10).await;
     assert_eq!(after, ["a/2"]);
     store
         .commit_documents(vec![doc_write("a/1", Expect::Revision(2), None)])
         .await
         .unwrap();
     assert!(store.get_document("ns", "a/1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn documents_scan_in_byte_order_in_pages() {
+    for (name, store, _dir) in document_backends().await {
+        let keys = ["a", "B", "é", "a/b", "a/", "a0", "z"];
+        store
+            .commit_documents(
+                keys.iter()
+                    .map(|k| doc_write(k, Expect::Absent, Some(k)))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable(); // byte order: "B" < "a" < ... < "é"
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .scan_documents("ns", "", after.as_deref(), 3)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3, "{name}");
+            after = page.last().map(|d| d.key.clone());
+            seen.extend(page.into_iter().map(|d| d.key));
+        }
+        assert_eq!(seen, sorted, "{name}: pages in byte order");
+        let prefixed: Vec<String> = document_keys(&*store, "ns", "a/", None, 10).await;
+        assert_eq!(prefixed, ["a/", "a/b"], "{name}");
+        // A batch that writes one key twice sees its own first write.
+        store
+            .commit_documents(vec![
+                doc_write("z", Expect::Revision(1), Some("z2")),
+                doc_write("z", Expect::Revision(2), Some("z3")),
+            ])
+            .await
+            .unwrap();
+        let z = store.get_document("ns", "z").await.unwrap().unwrap();
+        assert_eq!((z.revision, z.value.as_slice()), (3, &b"z3"[..]), "{name}");
+        // Deleting an absent key with Expect::Any is a no-op; re-creating
+        // a deleted key starts at revision 1 again.
+        store
+            .commit_documents(vec![
+                doc_write("nothing", Expect::Any, None),
+                doc_write("z", Expect::Revision(3), None),
+            ])
+            .await
+            .unwrap();
+        store
+            .commit_documents(vec![doc_write("z", Expect::Absent, Some("again"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_document("ns", "z")
+                .await
+                .unwrap()
+                .unwrap()
+                .revision,
+            1,
+            "{name}"
+        );
+        let nul = store
+            .commit_documents(vec![doc_write("bad\0key", Expect::Any, Some("x"))])
+            .await;
+        assert!(matches!(nul, Err(MetaError::Backend(_))), "{name}: {nul:?}");
+    }
+}
+
+#[tokio::test]
+async fn scan_versions_pages_through_every_version() {
+    for (name, store, _dir) in backends().await {
+        store.create_bucket(bucket("b")).await.unwrap();
+        for (i, key) in ["k1", "k2"].iter().enumerate() {
+            for j in 0..3 {
+                let t = i64::try_from(100 + i * 10 + j).unwrap();
+                store
+                    .put_version(put(
+                        version("b", key, &format!("{key}-{j}"), t),
+                        false,
+                        WriteCondition::None,
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<(Vec<u8>, Option<u64>)> = None;
+        loop {
+            let page = store
+                .scan_versions("b", "", after.as_ref().map(|(k, s)| (k.as_slice(), *s)), 2)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.key.as_bytes().to_vec(), Some(last.seq)));
+            seen.extend(page.into_iter().map(|v| v.segments[0].blob_id.clone()));
+        }
+        assert_eq!(
+            seen,
+            ["k1-2", "k1-1", "k1-0", "k2-2", "k2-1", "k2-0"],
+            "{name}: key ascending, newest first"
+        );
+        let past_k1 = store
+            .scan_versions("b", "", Some((b"k1", None)), 10)
+            .await
+            .unwrap();
+        assert_eq!(past_k1.len(), 3, "{name}");
+        assert!(past_k1.iter().all(|v| v.key == "k2"), "{name}");
+        // Deleting the newest version makes the next one the latest.
+        let newest = store.get_version("b", "k1", None).await.unwrap().unwrap();
+        store
+            .delete_version("b", "k1", &newest.version_id)
+            .await
+            .unwrap();
+        let latest = store.scan_latest("b", "", None, 10).await.unwrap();
+        assert_eq!(latest[0].segments[0].blob_id, "k1-1", "{name}");
+        assert_eq!(
+            store
+                .get_version("b", "k1", None)
+                .await
+                .unwrap()
+                .unwrap()
+                .segments[0]
+                .blob_id,
+            "k1-1",
+            "{name}"
+        );
+    }
 }

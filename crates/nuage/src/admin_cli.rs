@@ -622,7 +622,7 @@ fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 
 // ---------------- HTTP ----------------
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 struct ApiClient {
     http: Client<Connector, Full<Bytes>>,
@@ -634,31 +634,14 @@ struct ApiClient {
 
 impl ApiClient {
     fn new(args: &AdminArgs) -> anyhow::Result<Self> {
-        let endpoint = args.endpoint.trim_end_matches('/').to_owned();
-        let uri: http::Uri = endpoint
-            .parse()
-            .with_context(|| format!("--endpoint `{endpoint}` is not a URL"))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => bail!("--endpoint must start with http:// or https:// (got `{endpoint}`)"),
-        };
+        let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(&args.endpoint)?;
         if !uri.path().trim_end_matches('/').is_empty() {
             bail!("--endpoint is the server's root URL, without a path (got `{endpoint}`)");
         }
         let token = operator_token(args.token.as_deref(), &args.data_dir)?;
         let tls = client_tls(https, args.ca_cert.as_deref(), &args.data_dir)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: http_client(tls),
             base: format!(
                 "{endpoint}{}",
                 nuage_admin_api::API_V1_PREFIX.trim_end_matches('/')
@@ -708,26 +691,69 @@ impl ApiClient {
             None => Bytes::new(),
         };
         let request = request.body(Full::new(body))?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let response = self.http.request(request).await?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the response: {e}"))?
-                .to_bytes();
-            anyhow::Ok((status, bytes))
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no answer from {} within {REQUEST_TIMEOUT:?}",
-                self.endpoint
-            )
-        })?
-        .map_err(|e| connection_error(&e, &self.endpoint))?;
-        interpret(response.0, &response.1, &self.endpoint)
+        let (status, bytes) = exchange(
+            &self.http,
+            request,
+            &self.endpoint,
+            REQUEST_TIMEOUT,
+            RESPONSE_BYTES_MAX,
+        )
+        .await?;
+        interpret(status, &bytes, &self.endpoint)
     }
+}
+
+/// `--endpoint` without trailing slashes, parsed, and whether it is https://.
+pub(crate) fn parse_endpoint(endpoint: &str) -> anyhow::Result<(String, http::Uri, bool)> {
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let uri: http::Uri = endpoint
+        .parse()
+        .with_context(|| format!("--endpoint `{endpoint}` is not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => bail!("--endpoint must start with http:// or https:// (got `{endpoint}`)"),
+    };
+    Ok((endpoint, uri, https))
+}
+
+/// An HTTP/1 client for an operator API over http:// or https:// (`tls`),
+/// shared by the operator CLIs.
+pub(crate) fn http_client(tls: rustls::ClientConfig) -> Client<Connector, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Sends one request and reads its answer (at most `bytes_max` bytes)
+/// within `timeout`; an error names `endpoint` and the bottom cause.
+pub(crate) async fn exchange(
+    http: &Client<Connector, Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+    endpoint: &str,
+    timeout: Duration,
+    bytes_max: usize,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    tokio::time::timeout(timeout, async {
+        let response = http.request(request).await?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), bytes_max)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the response: {e}"))?
+            .to_bytes();
+        anyhow::Ok((status, bytes))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from {endpoint} within {timeout:?}"))?
+    .map_err(|e| connection_error(&e, endpoint))
 }
 
 fn connection_error(e: &anyhow::Error, endpoint: &str) -> anyhow::Error {

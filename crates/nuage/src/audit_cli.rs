@@ -415,15 +415,7 @@ fn flag_or_env(flag: Option<&str>, vars: &[&str]) -> Option<String> {
 
 impl AuditClient {
     fn new(args: &PullArgs) -> anyhow::Result<Self> {
-        let endpoint = args.endpoint.trim_end_matches('/').to_owned();
-        let uri: http::Uri = endpoint
-            .parse()
-            .with_context(|| format!("--endpoint `{endpoint}` is not a URL"))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => bail!("--endpoint must start with http:// or https:// (got `{endpoint}`)"),
-        };
+        let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(&args.endpoint)?;
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())

@@ -26,6 +26,94 @@ pub struct FileConfig {
     pub external_key_stores: ExternalKeyStoresFileConfig,
     #[serde(default)]
     pub audit: AuditFileConfig,
+    /// `[node]`: read only by `nuage serve --role storage`.
+    pub node: Option<crate::node_cli::NodeFileConfig>,
+    #[serde(default)]
+    pub metadata: MetadataFileConfig,
+    /// The operator's `topology.toml` (docs/residency.md); without it, a
+    /// one-site topology in the first region's country.
+    pub topology_file: Option<PathBuf>,
+    /// `[cluster]`: blobs on the topology's storage nodes instead of this
+    /// gateway's disk (docs/storage-nodes.md, "Running gateways on nodes").
+    pub cluster: Option<ClusterFileConfig>,
+}
+
+/// `[cluster]`: how a gateway reaches the storage nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFileConfig {
+    /// The gateway's certificate (`nuage cluster cert issue --role
+    /// gateway`), its key, and the cluster CA.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// Seconds between two polls of every node's status (default 5).
+    pub poll_interval_seconds: Option<u64>,
+    /// Seconds between two repair passes (default 60).
+    pub repair_interval_seconds: Option<u64>,
+    /// Whether this gateway runs repair passes (default true). Run them on
+    /// one gateway of the cluster only: two repairers racing on one blob
+    /// can delete each other's new copy (docs/storage-nodes.md).
+    pub repair: Option<bool>,
+    /// The residency policy (JSON) of a blob whose bucket and tenant have
+    /// none; default: the countries of the first region's sites, 2
+    /// replicas (fewer when those sites have fewer nodes).
+    pub default_policy: Option<String>,
+}
+
+/// `[cluster]` after checks; used by `crate::server::cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub poll_interval: std::time::Duration,
+    pub repair_interval: std::time::Duration,
+    /// Whether this gateway runs the repair loop.
+    pub repair: bool,
+    pub default_policy: Option<String>,
+}
+
+/// Default seconds between two polls of the nodes' status.
+pub const CLUSTER_POLL_INTERVAL_S_DEFAULT: u64 = 5;
+/// Default seconds between two repair passes.
+pub const CLUSTER_REPAIR_INTERVAL_S_DEFAULT: u64 = 60;
+/// Longest poll or repair interval one may configure (a day).
+pub const CLUSTER_INTERVAL_S_MAX: u64 = 86_400;
+
+/// `[metadata]`: where buckets, object versions and documents live
+/// (docs/metadata-postgres.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum MetadataFileConfig {
+    /// `DATA_DIR/meta.redb`, this gateway's alone.
+    Embedded {},
+    /// A PostgreSQL (or compatible) database several gateways may share.
+    Postgres {
+        /// `postgres://user@host:port/db` or `host=... dbname=...`.
+        url: String,
+        /// A file holding the password (overrides one in `url`).
+        password_file: Option<PathBuf>,
+        /// Connections at most (default 16).
+        pool_size: Option<usize>,
+    },
+}
+
+impl Default for MetadataFileConfig {
+    fn default() -> Self {
+        Self::Embedded {}
+    }
+}
+
+/// `[metadata]` after checks; opened by `crate::metadata`.
+#[derive(Debug, Clone)]
+pub enum MetadataSource {
+    Embedded,
+    Postgres {
+        /// Its `Debug` never prints the URL.
+        config: nuage_meta::postgres::PostgresConfig,
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// `[audit]`: each tenant's audit log (docs/audit-log.md).
@@ -114,6 +202,11 @@ pub struct Config {
     /// Extra certificate authorities trusted for tenants' XKS proxies.
     pub xks_trusted_ca_files: Vec<PathBuf>,
     pub audit: AuditSettings,
+    pub metadata: MetadataSource,
+    /// `topology_file`, read by the server at start (`crate::topology`).
+    pub topology_file: Option<PathBuf>,
+    /// `[cluster]`: blobs on storage nodes (requires `topology_file`).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for RootOfTrustFileConfig {
@@ -253,6 +346,33 @@ impl FileConfig {
             nuage_audit::witness::WitnessKey::parse(&witness.vkey)
                 .with_context(|| format!("audit.witnesses: the vkey of {}", witness.url))?;
         }
+        let metadata = match self.metadata {
+            MetadataFileConfig::Embedded {} => MetadataSource::Embedded,
+            MetadataFileConfig::Postgres {
+                url,
+                password_file,
+                pool_size,
+            } => {
+                use nuage_meta::postgres::{POOL_SIZE_DEFAULT, POOL_SIZE_MAX, PostgresConfig};
+                if url.trim().is_empty() {
+                    bail!("metadata.url is empty");
+                }
+                let pool_size = pool_size.unwrap_or(POOL_SIZE_DEFAULT);
+                if !(1..=POOL_SIZE_MAX).contains(&pool_size) {
+                    bail!("metadata.pool_size must be 1 to {POOL_SIZE_MAX} (got {pool_size})");
+                }
+                let mut config = PostgresConfig::new(url);
+                config.pool_size = pool_size;
+                MetadataSource::Postgres {
+                    config,
+                    password_file,
+                }
+            }
+        };
+        let cluster = match self.cluster {
+            None => None,
+            Some(c) => Some(resolve_cluster(c, self.topology_file.is_some())?),
+        };
         let audit = AuditSettings {
             checkpoint_interval: std::time::Duration::from_secs(interval_s),
             retention_days,
@@ -275,8 +395,54 @@ impl FileConfig {
             regions,
             root_of_trust,
             xks_trusted_ca_files: self.external_key_stores.trusted_ca_files,
+            metadata,
+            topology_file: self.topology_file,
+            cluster,
         })
     }
+}
+
+/// Checks `[cluster]`: every path given, intervals in bounds, and a
+/// topology file to name the nodes.
+fn resolve_cluster(c: ClusterFileConfig, has_topology: bool) -> anyhow::Result<ClusterSettings> {
+    if !has_topology {
+        bail!(
+            "[cluster] needs topology_file: the topology names the storage nodes and their endpoints"
+        );
+    }
+    let need = |what: &str, value: Option<PathBuf>| {
+        value.with_context(|| {
+            format!("cluster.{what} is required (from `nuage cluster cert issue --role gateway`)")
+        })
+    };
+    let interval = |what: &str, value: Option<u64>, default: u64| {
+        let s = value.unwrap_or(default);
+        if !(1..=CLUSTER_INTERVAL_S_MAX).contains(&s) {
+            bail!("cluster.{what} must be 1 to {CLUSTER_INTERVAL_S_MAX} (got {s})");
+        }
+        Ok(std::time::Duration::from_secs(s))
+    };
+    if let Some(policy) = &c.default_policy {
+        nuage_placement::ResidencyPolicy::from_json(policy)
+            .context("cluster.default_policy is not a valid residency policy")?;
+    }
+    Ok(ClusterSettings {
+        cert: need("cert", c.cert)?,
+        key: need("key", c.key)?,
+        ca: need("ca", c.ca)?,
+        poll_interval: interval(
+            "poll_interval_seconds",
+            c.poll_interval_seconds,
+            CLUSTER_POLL_INTERVAL_S_DEFAULT,
+        )?,
+        repair_interval: interval(
+            "repair_interval_seconds",
+            c.repair_interval_seconds,
+            CLUSTER_REPAIR_INTERVAL_S_DEFAULT,
+        )?,
+        repair: c.repair.unwrap_or(true),
+        default_policy: c.default_policy,
+    })
 }
 
 #[cfg(test)]
@@ -398,5 +564,64 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn cluster_needs_a_topology_and_its_tls_files() -> anyhow::Result<()> {
+        assert!(FileConfig::default().resolve()?.cluster.is_none());
+        let good: FileConfig = toml::from_str(
+            "topology_file = \"/t.toml\"\n[cluster]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"\n\
+             repair_interval_seconds = 2",
+        )?;
+        let c = good.resolve()?.cluster.context("cluster")?;
+        assert_eq!(c.repair_interval.as_secs(), 2);
+        assert_eq!(c.poll_interval.as_secs(), CLUSTER_POLL_INTERVAL_S_DEFAULT);
+        for bad in [
+            "[cluster]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"",
+            "topology_file = \"/t\"\n[cluster]\ncert = \"/c\"\nkey = \"/k\"",
+            "topology_file = \"/t\"\n[cluster]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"\npoll_interval_seconds = 0",
+            "topology_file = \"/t\"\n[cluster]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"\ndefault_policy = \"{}\"",
+            "topology_file = \"/t\"\n[cluster]\ncert = \"/c\"\nkey = \"/k\"\nca = \"/ca\"\nnodes = 3",
+        ] {
+            let parsed = toml::from_str::<FileConfig>(bad);
+            assert!(parsed.is_err() || parsed?.resolve().is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_defaults_to_embedded_and_reads_postgres() -> anyhow::Result<()> {
+        assert!(matches!(
+            FileConfig::default().resolve()?.metadata,
+            MetadataSource::Embedded
+        ));
+        let pg: FileConfig = toml::from_str(
+            "[metadata]\nbackend = \"postgres\"\nurl = \"postgres://nuage:hunter2@db/nuage\"\n\
+             password_file = \"/etc/nuage/pg\"\npool_size = 4",
+        )?;
+        let MetadataSource::Postgres {
+            config,
+            password_file,
+        } = pg.resolve()?.metadata
+        else {
+            anyhow::bail!("not postgres");
+        };
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(password_file.as_deref(), Some(Path::new("/etc/nuage/pg")));
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "Debug hides the URL"
+        );
+        for bad in [
+            "[metadata]\nbackend = \"postgres\"",
+            "[metadata]\nbackend = \"postgres\"\nurl = \"\"",
+            "[metadata]\nbackend = \"postgres\"\nurl = \"postgres://db\"\npool_size = 0",
+            "[metadata]\nbackend = \"mysql\"\nurl = \"x\"",
+            "[metadata]\nbackend = \"embedded\"\nurl = \"x\"",
+        ] {
+            let parsed = toml::from_str::<FileConfig>(bad);
+            assert!(parsed.is_err() || parsed?.resolve().is_err(), "{bad}");
+        }
+        Ok(())
     }
 }

@@ -5,15 +5,22 @@
 mod access_cli;
 mod admin_cli;
 mod audit_cli;
+mod bench_cli;
 mod bootstrap;
+mod cluster_cli;
 mod compact_cli;
 mod config;
 mod credentials;
 mod debug_clock;
+mod dev_cli;
+mod metadata;
+mod node_cli;
+mod residency_cli;
 mod root_of_trust;
 mod root_of_trust_cli;
 mod server;
 mod tls;
+mod topology;
 mod witness_cli;
 mod xks_proxy_cli;
 
@@ -56,6 +63,19 @@ enum Command {
     Compact(compact_cli::CompactArgs),
     /// An independent witness of transparency logs (C2SP tlog-witness).
     Witness(witness_cli::WitnessArgs),
+    /// An S3 load generator for any endpoint: PUT, GET, HEAD, LIST, DELETE
+    /// and mixed workloads, verified, with latency percentiles (docs/performance.md).
+    Bench(Box<bench_cli::BenchArgs>),
+    /// Residency: verify a residency attestation offline, check a topology
+    /// file, get/set/clear the policies of tenants and buckets
+    /// (docs/residency.md).
+    Residency(residency_cli::ResidencyArgs),
+    /// The cluster's PKI: the CA and the certificates of storage nodes and
+    /// gateways (docs/storage-nodes.md).
+    Cluster(cluster_cli::ClusterArgs),
+    /// Development helpers: `nuage dev cluster` runs a small multi-site
+    /// cluster on this machine (README).
+    Dev(dev_cli::DevArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +98,10 @@ struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (development only).
     #[arg(long)]
     allow_insecure_http: bool,
+    /// `storage` runs a storage node from the `[node]` section instead
+    /// (docs/storage-nodes.md).
+    #[arg(long, value_enum, default_value = "gateway")]
+    role: node_cli::ServeRole,
 }
 
 /// `s3s::ops` logs every rejected request (bad signature, missing key) at
@@ -95,6 +119,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Bench(args) => std::process::exit(bench_cli::run(*args)),
+        Command::Residency(args) => {
+            if let Err(e) = residency_cli::run(args) {
+                eprintln!("nuage residency: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Compact(args) => {
             if let Err(e) = compact_cli::run(&args) {
                 eprintln!("nuage compact: {e:#}");
@@ -143,6 +175,28 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Cluster(args) => {
+            if let Err(e) = cluster_cli::run(args) {
+                eprintln!("nuage cluster: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Dev(args) => {
+            if let Err(e) = dev_cli::run(args) {
+                eprintln!("nuage dev: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Serve(args) if args.role == node_cli::ServeRole::Storage => {
+            if args.tls || !args.domains.is_empty() || args.allow_insecure_http {
+                anyhow::bail!(
+                    "--tls, --domain and --allow-insecure-http are for the gateway; a storage node always serves mutual TLS"
+                );
+            }
+            node_cli::run(args.config.as_deref(), args.data_dir, args.listen)
         }
         Command::Serve(args) => {
             let mut file = match &args.config {

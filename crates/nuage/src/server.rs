@@ -14,6 +14,7 @@
 pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
+pub(crate) mod cluster;
 pub(crate) mod witnesses;
 
 use crate::config::Config;
@@ -28,7 +29,6 @@ use nuage_blob::local::LocalBlobStore;
 use nuage_iam::Iam;
 use nuage_iam_api::{IamQueryApi, RequestContext};
 use nuage_kms_api::KmsApi;
-use nuage_meta::embedded::EmbeddedMetaStore;
 use nuage_s3::{
     Authorizer, Cors, IamAuth, NuageS3, RequestId, SecureTransport, SourceAddress, VirtualHosts,
 };
@@ -57,29 +57,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .first()
         .map_or_else(|| "fr-par".to_owned(), |r| r.name.clone());
     let (creds, created) = credentials::load_or_create(&config.data_dir, &default_region)?;
-    // Before the store is shared (a rewrite needs the file to itself): what
-    // was deleted since the last start (crypto-shredded keys) leaves the file.
-    crate::compact_cli::forget_deleted_at_start(&config.data_dir.join("meta.redb"));
-    let meta = EmbeddedMetaStore::open(&config.data_dir.join("meta.redb"))
-        .context("cannot open the metadata store")?;
-    let blobs = LocalBlobStore::open(&config.data_dir.join("blobs"))
-        .context("cannot open the blob store")?;
-    let meta = Arc::new(meta);
+    // `[metadata]`: the embedded file (rewritten first when a deletion made
+    // that owed) or a PostgreSQL database shared with other gateways.
+    let crate::metadata::Metadata {
+        meta,
+        documents: docs,
+    } = crate::metadata::open(&config.metadata, &config.data_dir).await?;
     let clock: Arc<dyn nuage_base::Clock> = Arc::new(SystemClock);
-    let iam = Iam::new(
-        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
-        Arc::clone(&clock),
-    );
+    let iam = Iam::new(Arc::clone(&docs), Arc::clone(&clock));
     // Encryption at rest: the root of trust (an HSM over PKCS#11, or the
     // development key file) protects each tenant's key, which wraps every
     // blob's data key.
     let root = crate::root_of_trust::open(&config.root_of_trust, &config.data_dir).await?;
     // The audit checkpoint signing key, sealed by the same root of trust.
-    let audit_key = audit_key::load_or_create(meta.as_ref(), Arc::clone(&root)).await?;
-    let keys = nuage_kms::KeyService::new(
-        Arc::clone(&meta) as Arc<dyn nuage_meta::DocumentStore>,
-        root,
-    );
+    let audit_key = audit_key::load_or_create(docs.as_ref(), Arc::clone(&root)).await?;
+    let keys = nuage_kms::KeyService::new(Arc::clone(&docs), root);
     // Customer keys (the KMS API's), which S3 SSE-KMS objects are stored
     // under: one instance, shared by both front ends.
     // Tenants' external key stores (hold your own key) are reached through
@@ -103,9 +95,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let customer_keys =
         nuage_kms::CustomerKeys::new(keys.clone(), key_clock, default_region.clone())
             .with_external_key_store(Arc::new(xks));
+    // Where data may live: residency policies are checked against it when
+    // they are set and when a bucket is created (docs/residency.md).
+    let topology = Arc::new(crate::topology::load(
+        config.topology_file.as_deref(),
+        &config.regions,
+    )?);
+    // `[cluster]`: blobs on the topology's storage nodes, placed under each
+    // bucket's residency policy; otherwise on this machine's disk.
+    let (blobs, cluster): (Arc<dyn nuage_blob::BlobStore>, _) = match &config.cluster {
+        Some(settings) => {
+            let cluster = cluster::start(
+                settings,
+                Arc::clone(&topology),
+                &default_region,
+                Arc::clone(&docs),
+                Arc::clone(&meta),
+                iam.clone(),
+            )
+            .await?;
+            (Arc::new(cluster.store.clone()), Some(cluster))
+        }
+        None => (
+            Arc::new(
+                LocalBlobStore::open(&config.data_dir.join("blobs"))
+                    .context("cannot open the blob store")?,
+            ),
+            None,
+        ),
+    };
     let storage = Storage::new(
         meta,
-        Arc::new(blobs),
+        blobs,
         Arc::clone(&clock),
         keys,
         StorageConfig {
@@ -113,7 +134,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             default_region_aliases: vec!["us-east-1".into()],
         },
     )
-    .with_customer_keys(customer_keys.clone());
+    .with_customer_keys(customer_keys.clone())
+    .with_bucket_admission(Arc::new(nuage_admin_api::BucketResidency::new(
+        iam.clone(),
+        Arc::clone(&topology),
+    )));
+    // The tenant's policy for buckets without their own: only the cluster
+    // store places by policy (a single node's bytes are all on this machine).
+    let storage = if cluster.is_some() {
+        storage.with_residency(Arc::new(cluster::TenantResidency::new(iam.clone())))
+    } else {
+        storage
+    };
 
     let country = config.regions.first().map_or("FR", |r| r.country.as_str());
     let default_tenant = crate::bootstrap::ensure_default_tenant(&iam, &creds, country).await?;
@@ -165,18 +197,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
     // The operator's API shares the listener under /_nuage/admin/ (no bucket
     // name starts with `_`).
-    let admin = Arc::new(AdminApi::new(
-        iam.clone(),
-        storage.clone(),
-        customer_keys.clone(),
-        operator.token.clone(),
-    ));
+    let admin = Arc::new(
+        AdminApi::new(
+            iam.clone(),
+            storage.clone(),
+            customer_keys.clone(),
+            operator.token.clone(),
+        )
+        .with_topology(Arc::clone(&topology)),
+    );
     // The IAM and STS query APIs share the listener too (`aws iam`, `aws sts`).
     let query_api = IamQueryApi::new(iam.clone(), Arc::clone(&clock));
     // And the KMS JSON API (`aws kms`): customer keys under the same root of
     // trust and document store, with ARNs in the first configured region.
     let kms_api = KmsApi::new(customer_keys, iam.clone(), Arc::clone(&clock));
     let storage_for_access = storage.clone();
+    // What s3s refuses before the authorizer runs is logged here.
+    let s3_refusals = nuage_s3::auth::RefusedRequests::new(iam.clone(), hosts.clone());
     let mut builder = S3ServiceBuilder::new(NuageS3::new(storage, iam.clone()));
     builder.set_auth(IamAuth::new(iam.clone()));
     builder.set_access(Authorizer::new(iam.clone(), storage_for_access));
@@ -244,6 +281,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let witnesses = witnesses::Witnesses::new(&config.audit.witnesses)
         .context("cannot set up the audit witnesses")?;
+    // Checkpoints the logs sign on their own are witnessed in the background.
+    let witness_submitter = witnesses.spawn_submitter(&audit_logs);
     let audit_api = audit_api::AuditApi::new(
         audit_logs.clone(),
         iam.clone(),
@@ -260,6 +299,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let front_ends = Arc::new(FrontEnds {
         s3,
+        s3_refusals,
         cors,
         admin,
         query_api,
@@ -313,7 +353,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     tracing::info!("shutting down");
+    drop(cluster);
     audit_maintenance.abort();
+    if let Some(submitter) = witness_submitter {
+        submitter.abort();
+    }
     // A last checkpoint of every open log; appends already acknowledged are
     // durable whether or not this finishes.
     audit_logs.close_all().await;
@@ -336,6 +380,7 @@ fn start_marker(data_dir: &std::path::Path) -> anyhow::Result<SystemTime> {
 /// The front ends that share the listener.
 struct FrontEnds {
     s3: s3s::service::S3Service,
+    s3_refusals: nuage_s3::auth::RefusedRequests,
     cors: Arc<Cors>,
     admin: Arc<AdminApi>,
     query_api: IamQueryApi,
@@ -389,6 +434,7 @@ async fn handle(
     let method = req.method().clone();
     let FrontEnds {
         s3,
+        s3_refusals,
         cors,
         admin,
         query_api,
@@ -454,7 +500,12 @@ async fn handle(
         response.headers_mut().extend(headers);
         response
     } else {
+        let attempt = s3_refusals.attempt(&req);
         let mut response = s3.call(req.map(s3s::Body::from)).await?;
+        // Refused by s3s before the authorizer described it (a signature
+        // that does not verify, an expired presigned URL): a deny in the
+        // tenant the access key names.
+        s3_refusals.note(&audit_slot, attempt, &response).await;
         if let Some(origin) = origin
             && let Some(headers) = cors
                 .actual_headers(host.as_deref(), &path, &method, &origin)

@@ -133,6 +133,29 @@ fn session_client(server: &Server, creds: &Value) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config.build())
 }
 
+/// A new bucket of the default tenant, named after `test`: the tenant's
+/// client and the bucket's name.
+async fn tenant_bucket(server: &Server, test: &str) -> (aws_sdk_s3::Client, String) {
+    let tenant_s3 = server.client();
+    let bucket = common::bucket_name(test);
+    tenant_s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    (tenant_s3, bucket)
+}
+
+/// Approves request `id` as the tenant's administrator and opens the
+/// operator's session: its credentials and an S3 client with them.
+fn approve_and_open(server: &Server, id: &str) -> (Value, aws_sdk_s3::Client) {
+    access_ok(server, &admin(server), &["approve", id]);
+    let creds = access_ok(server, &As::Operator, &["credentials", id]);
+    let client = session_client(server, &creds);
+    (creds, client)
+}
+
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
     s3.put_object()
         .bucket(bucket)
@@ -367,7 +390,9 @@ async fn approved_access_reads_exactly_the_approved_prefix_until_revoked() {
     assert_eq!(requested.len(), 1, "{log:#?}");
     assert_eq!(requested[0]["justification"], "CUSTOMER_INITIATED_SUPPORT");
     assert_eq!(requested[0]["actor"]["kind"], "operator");
-    assert_eq!(logged(&log, "nuage:ApproveAccessRequest", &id).len(), 2);
+    // Approved (one entry, before it took effect), then approved again: an
+    // entry before, and one saying it was not applied.
+    assert_eq!(logged(&log, "nuage:ApproveAccessRequest", &id).len(), 3);
     let issued = logged(&log, "nuage:GetAccessCredentials", &id);
     let effects: Vec<&Value> = issued.iter().map(|e| &e["decision"]["effect"]).collect();
     // Refused while pending, issued once, refused after revocation.
@@ -377,6 +402,17 @@ async fn approved_access_reads_exactly_the_approved_prefix_until_revoked() {
         "{issued:#?}"
     );
     assert_eq!(logged(&log, "nuage:RevokeAccessRequest", &id).len(), 1);
+    // The revoked session's read: refused by the key check (ExpiredToken),
+    // before any authorizer, and still in the log with the approval id.
+    let after_revocation: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["approval"] == id.as_str()
+                && e["decision"]["effect"] == "deny"
+                && e["decision"]["statement"] == "ExpiredToken"
+        })
+        .collect();
+    assert_eq!(after_revocation.len(), 1, "{log:#?}");
     assert_eq!(logged(&log, "nuage:DenyAccessRequest", second_id).len(), 1);
     let refused_approval = logged(&log, "nuage:ApproveAccessRequest", second_id);
     assert!(
@@ -391,14 +427,7 @@ async fn approved_access_reads_exactly_the_approved_prefix_until_revoked() {
 #[tokio::test]
 async fn an_approval_ends_by_itself() {
     let server = Server::start();
-    let tenant_s3 = server.client();
-    let bucket = common::bucket_name("access-expiry");
-    tenant_s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let (tenant_s3, bucket) = tenant_bucket(&server, "access-expiry").await;
     put(&tenant_s3, &bucket, "k", b"short-lived").await;
     // Debug builds accept a 5-second approval (release: 15 minutes).
     let asked = request(
@@ -409,9 +438,7 @@ async fn an_approval_ends_by_itself() {
         "5s",
     );
     let id = asked["id"].as_str().unwrap();
-    access_ok(&server, &admin(&server), &["approve", id]);
-    let creds = access_ok(&server, &As::Operator, &["credentials", id]);
-    let operator = session_client(&server, &creds);
+    let (creds, operator) = approve_and_open(&server, id);
     assert_eq!(get(&operator, &bucket, "k").await.unwrap(), b"short-lived");
     // Wait for the end (a condition, bounded), then everything is refused.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -429,6 +456,66 @@ async fn an_approval_ends_by_itself() {
     assert_eq!(shown["state"], "EXPIRED");
     let refused = access_err(&server, &As::Operator, &["credentials", id]);
     assert!(refused.contains("EXPIRED"), "{refused}");
+    // The attempt with the ended session (refused by s3s before Nuage's
+    // authorizer) is in the tenant's log, with the approval id.
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log(&server, dir.path());
+    let attempts: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["decision"]["statement"] == "ExpiredToken")
+        .collect();
+    assert_eq!(attempts.len(), 1, "{log:#?}");
+    let attempt = attempts[0];
+    assert_eq!(attempt["approval"], id, "{attempt:#}");
+    assert_eq!(attempt["decision"]["effect"], "deny");
+    assert_eq!(attempt["decision"]["policy"], "nuage:s3-request-checks");
+    assert_eq!(attempt["actor"]["kind"], "role_session");
+    assert_eq!(attempt["actor"]["access_key_id"], creds["access_key_id"]);
+    assert!(
+        attempt["actor"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("assumed-role/NuageOperatorAccess/{id}")),
+        "{attempt:#}"
+    );
+    assert_eq!(
+        attempt["resource"],
+        format!("arn:aws:s3:::{bucket}/k").as_str()
+    );
+    // STS with the expired session: refused, and the tenant's log says who tried.
+    let (status, body) = common::audit::signed_query(
+        &server,
+        (
+            creds["access_key_id"].as_str().unwrap(),
+            creds["secret_access_key"].as_str().unwrap(),
+        ),
+        creds["session_token"].as_str(),
+        "sts",
+        "Action=GetCallerIdentity&Version=2011-06-15",
+        0,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ExpiredToken"), "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log(&server, dir.path());
+    let tried: Vec<&Value> = log
+        .iter()
+        .filter(|e| {
+            e["action"] == "sts:GetCallerIdentity"
+                && e["actor"]["access_key_id"] == creds["access_key_id"]
+        })
+        .collect();
+    assert_eq!(tried.len(), 1, "{tried:#?}");
+    assert_eq!(tried[0]["decision"]["effect"], "deny");
+    assert_eq!(tried[0]["actor"]["kind"], "role_session");
+    assert!(
+        tried[0]["actor"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/NuageOperatorAccess/{id}")),
+        "{:#}",
+        tried[0]
+    );
 }
 
 /// A KMS JSON request signed for `kms` by the default admin.
@@ -501,14 +588,7 @@ fn kms_call(server: &Server, operation: &str, body: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn the_operator_decrypts_with_the_approvals_justification() {
     let server = Server::start();
-    let tenant_s3 = server.client();
-    let bucket = common::bucket_name("access-kms");
-    tenant_s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let (tenant_s3, bucket) = tenant_bucket(&server, "access-kms").await;
     let (status, created) = kms_call(&server, "CreateKey", &json!({}));
     assert_eq!(status, 200, "{created}");
     let key_arn = created["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
@@ -611,14 +691,7 @@ async fn the_operator_decrypts_with_the_approvals_justification() {
 #[tokio::test]
 async fn every_use_of_an_approval_is_logged_with_its_id() {
     let server = Server::start();
-    let tenant_s3 = server.client();
-    let bucket = common::bucket_name("access-log");
-    tenant_s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let (tenant_s3, bucket) = tenant_bucket(&server, "access-log").await;
     put(&tenant_s3, &bucket, "case-1/a.txt", b"a").await;
     put(&tenant_s3, &bucket, "other/b.txt", b"b").await;
     let asked = request(
@@ -629,9 +702,7 @@ async fn every_use_of_an_approval_is_logged_with_its_id() {
         "1h",
     );
     let id = asked["id"].as_str().unwrap();
-    access_ok(&server, &admin(&server), &["approve", id]);
-    let creds = access_ok(&server, &As::Operator, &["credentials", id]);
-    let operator = session_client(&server, &creds);
+    let (_, operator) = approve_and_open(&server, id);
     get(&operator, &bucket, "case-1/a.txt").await.unwrap();
     get(&operator, &bucket, "other/b.txt").await.unwrap_err();
 
@@ -722,14 +793,7 @@ async fn an_external_key_store_judges_the_operators_justification() {
             "KeyMetadata.Arn",
         ],
     );
-    let tenant_s3 = server.client();
-    let bucket = common::bucket_name("access-xks");
-    tenant_s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let (tenant_s3, bucket) = tenant_bucket(&server, "access-xks").await;
     tenant_s3
         .put_object()
         .bucket(&bucket)
@@ -749,9 +813,7 @@ async fn an_external_key_store_judges_the_operators_justification() {
         "1h",
     );
     let id = asked["id"].as_str().unwrap();
-    access_ok(&server, &admin(&server), &["approve", id]);
-    let creds = access_ok(&server, &As::Operator, &["credentials", id]);
-    let operator = session_client(&server, &creds);
+    let (_, operator) = approve_and_open(&server, id);
 
     // The proxy accepts the customer's own access only: the operator is
     // refused there, by reason, and the tenant still reads.
@@ -790,4 +852,281 @@ async fn an_external_key_store_judges_the_operators_justification() {
         by_reason("CUSTOMER_INITIATED_SUPPORT", "ALLOW"),
         "{lines:?}"
     );
+}
+
+/// An entry's `time` in nanoseconds since the epoch.
+fn entry_unix_ns(entry: &Value) -> i64 {
+    let time = time::OffsetDateTime::parse(
+        entry["time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    i64::try_from(time.unix_timestamp_nanos()).unwrap()
+}
+
+#[tokio::test]
+async fn answers_are_logged_before_they_take_effect() {
+    let server = Server::start();
+    let asked = |resource: &str| {
+        request(
+            &server,
+            &[resource],
+            &["s3:GetObject"],
+            "CUSTOMER_INITIATED_SUPPORT",
+            "1h",
+        )
+    };
+    let first = asked("arn:aws:s3:::write-ahead/a/*");
+    let first_id = first["id"].as_str().unwrap();
+    let second = asked("arn:aws:s3:::write-ahead/b/*");
+    let second_id = second["id"].as_str().unwrap();
+    access_ok(&server, &admin(&server), &["approve", first_id]);
+    access_ok(&server, &admin(&server), &["revoke", first_id]);
+    access_ok(&server, &admin(&server), &["deny", second_id]);
+    // An answer that cannot apply: approving a denied request.
+    let refused = access_err(&server, &admin(&server), &["approve", second_id]);
+    assert!(refused.contains("InvalidState"), "{refused}");
+    let first = access_ok(&server, &admin(&server), &["show", first_id]);
+    let second = access_ok(&server, &admin(&server), &["show", second_id]);
+    assert_eq!(first["state"], "REVOKED");
+    assert_eq!(
+        second["state"], "DENIED",
+        "the refused answer changed nothing"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log(&server, dir.path());
+    // Each state change has exactly one entry, appended before it happened:
+    // no status (there was no response yet), a time no later than the
+    // change's own.
+    let before = |action: &str, id: &str, changed_unix_ns: &Value| {
+        let entries = logged(&log, action, id);
+        assert_eq!(entries.len(), 1, "{action} {id}: {entries:#?}");
+        let entry = entries[0];
+        assert_eq!(entry["decision"]["effect"], "allow", "{entry}");
+        assert!(
+            entry.get("status").is_none(),
+            "logged after the fact: {entry}"
+        );
+        assert!(
+            entry_unix_ns(entry) <= changed_unix_ns.as_i64().unwrap(),
+            "{entry} is later than the change at {changed_unix_ns}"
+        );
+    };
+    // The request, too, is logged before it is stored (its own time is when
+    // it was prepared, before either).
+    let requested = logged(&log, "nuage:RequestAccess", first_id);
+    assert_eq!(requested.len(), 1, "{requested:#?}");
+    assert!(requested[0].get("status").is_none(), "{:#}", requested[0]);
+    before(
+        "nuage:ApproveAccessRequest",
+        first_id,
+        &first["decided_unix_ns"],
+    );
+    before(
+        "nuage:RevokeAccessRequest",
+        first_id,
+        &first["revoked_unix_ns"],
+    );
+    before(
+        "nuage:DenyAccessRequest",
+        second_id,
+        &second["decided_unix_ns"],
+    );
+    // The refused answer: logged before trying, then a second entry with the
+    // same request id and the conflict's status: not applied.
+    let tried = logged(&log, "nuage:ApproveAccessRequest", second_id);
+    assert_eq!(tried.len(), 2, "{tried:#?}");
+    assert!(tried[0].get("status").is_none(), "{:#}", tried[0]);
+    assert_eq!(tried[1]["status"], 409, "{:#}", tried[1]);
+    assert_eq!(tried[0]["request_id"], tried[1]["request_id"]);
+    assert!(entry_unix_ns(tried[0]) > second["decided_unix_ns"].as_i64().unwrap());
+}
+
+/// The keys a listing as `s3` returns, or its error code.
+async fn list(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let mut call = s3.list_objects_v2().bucket(bucket);
+    if let Some(prefix) = prefix {
+        call = call.prefix(prefix);
+    }
+    match call.send().await {
+        Ok(listed) => Ok(listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()),
+        Err(e) => Err(e.into_service_error().code().unwrap_or("-").to_owned()),
+    }
+}
+
+/// An approval of `bucket/case-42/*` lists `case-42/` and nothing else of the
+/// bucket (each refusal logged as a deny); an approval of the bucket lists
+/// all of it; a request with the session's key but a wrong signature is a
+/// deny in the tenant's log with the approval id.
+#[tokio::test]
+async fn an_approved_prefix_is_all_a_session_lists() {
+    let server = Server::start();
+    let (tenant_s3, bucket) = tenant_bucket(&server, "access-list").await;
+    for key in [
+        "case-42/a.txt",
+        "case-42/sub/b.txt",
+        "case-420/c.txt",
+        "case-4/d.txt",
+        "private/payroll.txt",
+    ] {
+        put(&tenant_s3, &bucket, key, b"x").await;
+    }
+    let asked = request(
+        &server,
+        &[&format!("arn:aws:s3:::{bucket}/case-42/*")],
+        &["s3:GetObject", "s3:ListBucket"],
+        "CUSTOMER_INITIATED_SUPPORT",
+        "1h",
+    );
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let (creds, operator) = approve_and_open(&server, &id);
+
+    assert_eq!(
+        list(&operator, &bucket, Some("case-42/")).await.unwrap(),
+        ["case-42/a.txt", "case-42/sub/b.txt"]
+    );
+    assert_eq!(
+        list(&operator, &bucket, Some("case-42/sub/"))
+            .await
+            .unwrap(),
+        ["case-42/sub/b.txt"]
+    );
+    // ListObjects (v1) and a delimited listing, the way `aws s3 ls` lists.
+    let v1 = operator
+        .list_objects()
+        .bucket(&bucket)
+        .prefix("case-42/")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = v1.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["case-42/a.txt"]);
+    let folders: Vec<&str> = v1
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(folders, ["case-42/sub/"]);
+    // Outside the prefix, a prefix that also lists `case-420/`, no prefix.
+    let mut refused = 0;
+    for prefix in [Some("private/"), Some("case-4"), Some(""), None] {
+        assert_eq!(
+            list(&operator, &bucket, prefix).await.unwrap_err(),
+            "AccessDenied",
+            "{prefix:?}"
+        );
+        refused += 1;
+    }
+    // Versions were not approved, whatever the prefix.
+    let versions = operator
+        .list_object_versions()
+        .bucket(&bucket)
+        .prefix("case-42/")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(versions.code(), Some("AccessDenied"));
+
+    // The session's key with a wrong secret: refused by the signature check,
+    // and in the tenant's log with the approval.
+    let forged_creds = json!({
+        "access_key_id": creds["access_key_id"],
+        "secret_access_key": "not-the-session-secret",
+        "session_token": creds["session_token"],
+    });
+    let forged = list(
+        &session_client(&server, &forged_creds),
+        &bucket,
+        Some("case-42/"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(forged, "SignatureDoesNotMatch");
+
+    // The bucket itself approved: all of it lists.
+    let whole = request(
+        &server,
+        &[&format!("arn:aws:s3:::{bucket}")],
+        &["s3:ListBucket"],
+        "OPERATOR_INITIATED_REVIEW",
+        "1h",
+    );
+    let whole_id = whole["id"].as_str().unwrap().to_owned();
+    access_ok(&server, &admin(&server), &["approve", &whole_id]);
+    let creds = access_ok(&server, &As::Operator, &["credentials", &whole_id]);
+    let reviewer = session_client(&server, &creds);
+    assert_eq!(list(&reviewer, &bucket, None).await.unwrap().len(), 5);
+    assert_eq!(
+        list(&reviewer, &bucket, Some("private/")).await.unwrap(),
+        ["private/payroll.txt"]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log(&server, dir.path());
+    let listings = logged(&log, "s3:ListBucket", &id);
+    let allowed: Vec<&&Value> = listings
+        .iter()
+        .filter(|e| e["decision"]["effect"] == "allow")
+        .collect();
+    assert_eq!(allowed.len(), 3, "{listings:#?}");
+    assert!(
+        allowed
+            .iter()
+            .all(|e| e["decision"]["statement"] == "AccessApprovalS3List1"
+                && e["resource"] == format!("arn:aws:s3:::{bucket}").as_str()),
+        "{allowed:#?}"
+    );
+    let denied: Vec<&&Value> = listings
+        .iter()
+        .filter(|e| e["decision"]["effect"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), refused, "{listings:#?}");
+    assert!(denied.iter().all(|e| e["status"] == 403), "{denied:#?}");
+    let versions = logged(&log, "s3:ListBucketVersions", &id);
+    assert_eq!(versions.len(), 1, "{log:#?}");
+    assert_eq!(versions[0]["decision"]["effect"], "deny");
+    // The forged request: a deny by the request checks, with the approval.
+    let forged: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["decision"]["policy"] == "nuage:s3-request-checks")
+        .collect();
+    assert_eq!(forged.len(), 1, "{log:#?}");
+    assert_eq!(forged[0]["approval"], id.as_str());
+    assert_eq!(forged[0]["decision"]["effect"], "deny");
+    assert_eq!(forged[0]["decision"]["statement"], "SignatureDoesNotMatch");
+    assert_eq!(forged[0]["actor"]["kind"], "role_session");
+    assert_eq!(
+        forged[0]["actor"]["access_key_id"],
+        creds_key(&forged_creds)
+    );
+    assert!(
+        forged[0]["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3:GET /{bucket}?list-type"),
+        "{:#}",
+        forged[0]
+    );
+    assert_eq!(
+        logged(&log, "s3:ListBucket", &whole_id)
+            .iter()
+            .filter(|e| e["decision"]["effect"] == "allow")
+            .count(),
+        2
+    );
+}
+
+fn creds_key(creds: &Value) -> &str {
+    creds["access_key_id"].as_str().unwrap()
 }

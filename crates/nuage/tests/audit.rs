@@ -8,7 +8,7 @@
 mod common;
 
 use common::Server;
-use common::audit::{admin_json, audit, search, user_with_key};
+use common::audit::{audit, pull_ok, search, tenant_of, tenant_with_administrator, user_with_key};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,39 +20,10 @@ fn admin_creds(server: &Server) -> (String, String) {
     )
 }
 
-#[track_caller]
-fn pull_ok(server: &Server, creds: (&str, &str), dir: &Path) -> String {
-    let out = audit(
-        Some(creds),
-        &[
-            "pull",
-            "--endpoint",
-            &server.endpoint,
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pull failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `nuage audit pull` that must fail; its standard error.
 #[track_caller]
 fn pull_err(server: &Server, creds: (&str, &str), dir: &Path) -> String {
-    let out = audit(
-        Some(creds),
-        &[
-            "pull",
-            "--endpoint",
-            &server.endpoint,
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-    );
+    let out = common::audit::pull(server, creds, dir);
     assert!(
         !out.status.success(),
         "pull should have failed, printed {}",
@@ -84,15 +55,6 @@ fn verify_ok(dir: &Path, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The default tenant's id: the admin's ARN's account.
-fn tenant_of(server: &Server, home: &Path) -> String {
-    common::aws_ok(
-        server,
-        home,
-        &["sts", "get-caller-identity", "--query", "Account"],
-    )
 }
 
 /// Entry bundles are `u16 BE length ‖ entry` repeated (C2SP tlog-tiles).
@@ -158,6 +120,18 @@ fn iam_requests_are_logged_with_their_decision_and_a_pull_verifies() {
         &["iam", "list-roles"],
     );
     assert!(!out.status.success());
+    // bob's key and secret, but a signature dated 20 minutes ago: refused,
+    // and logged in the tenant the key names.
+    let (status, body) = common::audit::signed_query(
+        &server,
+        (&bob.0, &bob.1),
+        None,
+        "iam",
+        "Action=GetUser&Version=2010-05-08",
+        20 * 60,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("RequestExpired"), "{body}");
 
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().join("log");
@@ -205,6 +179,11 @@ fn iam_requests_are_logged_with_their_decision_and_a_pull_verifies() {
     assert_eq!(forged.len(), 1, "{forged:?}");
     assert_eq!(forged[0]["decision"]["effect"], "deny");
     assert_eq!(forged[0]["status"], 403);
+    // The stale signature with bob's key.
+    let stale = search(&dir, &["--actor", &bob.0, "--action", "iam:GetUser"]);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(stale[0]["decision"]["effect"], "deny");
+    assert_eq!(stale[0]["status"], 400);
     // Filters that match nothing match nothing.
     assert!(search(&dir, &["--action", "iam:DeleteUser"]).is_empty());
     assert!(search(&dir, &["--until", "2000-01-01T00:00:00Z"]).is_empty());
@@ -476,29 +455,7 @@ fn a_tenant_reads_its_own_log_only_and_needs_permission() {
         home,
         &["iam", "create-user", "--user-name", "secret-project"],
     );
-    let acme = admin_json(&server, &["tenant", "create", "acme", "--country", "FR"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    admin_json(
-        &server,
-        &[
-            "user",
-            "create",
-            "--tenant",
-            "acme",
-            "alice",
-            "--administrator",
-        ],
-    );
-    let key = admin_json(
-        &server,
-        &["key", "create", "--tenant", "acme", "--user", "alice"],
-    );
-    let alice = (
-        key["access_key_id"].as_str().unwrap().to_owned(),
-        key["secret_access_key"].as_str().unwrap().to_owned(),
-    );
+    let (acme, alice) = tenant_with_administrator(&server, "acme", "alice");
     common::aws_as(&server, home, (&alice.0, &alice.1), &["iam", "list-users"]);
 
     // acme's pull gets acme's log: its own origin, its own entries only.
@@ -574,29 +531,7 @@ fn a_response_the_log_cannot_hold_is_withheld() {
     let mut server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let acme = admin_json(&server, &["tenant", "create", "acme", "--country", "FR"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    admin_json(
-        &server,
-        &[
-            "user",
-            "create",
-            "--tenant",
-            "acme",
-            "alice",
-            "--administrator",
-        ],
-    );
-    let key = admin_json(
-        &server,
-        &["key", "create", "--tenant", "acme", "--user", "alice"],
-    );
-    let alice = (
-        key["access_key_id"].as_str().unwrap().to_owned(),
-        key["secret_access_key"].as_str().unwrap().to_owned(),
-    );
+    let (acme, alice) = tenant_with_administrator(&server, "acme", "alice");
     // acme's log cannot be opened: a file stands where its directory goes.
     // (The operator's actions above opened it: replace it while stopped.)
     server.stop();

@@ -3,13 +3,15 @@
 //! (allowed, denied by default, denied by an explicit statement, presigned,
 //! anonymous, using an SSE-KMS key, a KMS operation, an operator action) is
 //! in the tenant's log with the right fields, read back through the real
-//! `nuage audit pull` and `search`, and the pulled log verifies.
+//! `nuage audit pull` and `search`, and the pulled log verifies. The admin
+//! OpenAPI document's access approval operations are the routes the server
+//! serves.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
 use base64::Engine as _;
 use common::Server;
-use common::audit::{admin_json, audit, search, user_with_key};
+use common::audit::{admin_json, audit, pull_verified, search, tenant_of, user_with_key};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -17,30 +19,7 @@ use std::process::Command;
 /// Pulls the tenant's log into `dir` (verifying it) as the administrator.
 #[track_caller]
 fn pull(server: &Server, dir: &Path) {
-    let out = audit(
-        Some((
-            &server.credentials.access_key_id,
-            &server.credentials.secret_access_key,
-        )),
-        &[
-            "pull",
-            "--endpoint",
-            &server.endpoint,
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pull failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = audit(None, &["verify", dir.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull_verified(server, dir);
 }
 
 /// The one entry matching `args` (fails listing what matched otherwise).
@@ -70,11 +49,7 @@ async fn s3_kms_and_admin_requests_are_in_the_tenants_log() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let admin_key = server.credentials.access_key_id.clone();
-    let tenant = common::aws_ok(
-        &server,
-        home,
-        &["sts", "get-caller-identity", "--query", "Account"],
-    );
+    let tenant = tenant_of(&server, home);
     let admin_arn = format!("arn:aws:iam::{tenant}:user/admin");
     let bucket = common::bucket_name("audit-fe");
     let object_arn = |key: &str| format!("arn:aws:s3:::{bucket}/{key}");
@@ -409,11 +384,7 @@ async fn a_cross_tenant_request_is_in_the_owners_and_the_callers_log() {
     let server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let owner = common::aws_ok(
-        &server,
-        home,
-        &["sts", "get-caller-identity", "--query", "Account"],
-    );
+    let owner = tenant_of(&server, home);
     // Another tenant, its administrator and her key, made by the operator.
     let other = admin_json(
         &server,
@@ -602,4 +573,91 @@ async fn s3_audit_latency() {
         pct(&mut puts, 0.5),
         pct(&mut puts, 0.99)
     );
+}
+
+/// The access approval operations the served OpenAPI document lists are the
+/// ones the server routes: each, filled in, reaches the access API (the
+/// operator's with its token, the tenant's refused for want of a signature,
+/// which it checks after routing), and shapes it does not list do not.
+#[test]
+fn the_openapi_document_lists_the_access_approval_routes() {
+    let server = Server::start();
+    let (status, _, body) = common::raw_request(
+        &server.endpoint,
+        "GET",
+        "/_nuage/admin/v1/openapi.json",
+        &[],
+    );
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    let credentials =
+        std::fs::read_to_string(server.data_dir.join("operator-credentials.toml")).unwrap();
+    let token = credentials
+        .lines()
+        .find_map(|l| l.strip_prefix("token = "))
+        .map(|t| t.trim().trim_matches('"').to_owned())
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let default_server = doc["servers"][0]["url"].as_str().unwrap();
+    // The router's own 404, distinct from "no such access request".
+    let unrouted = |status: u16, body: &[u8]| {
+        status == 404 && String::from_utf8_lossy(body).contains("no such access approval resource")
+    };
+    let mut probed = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let base = item["servers"][0]["url"].as_str().unwrap_or(default_server);
+        let full = format!("{base}{path}");
+        let operator = full.starts_with("/_nuage/admin/v1/access-requests");
+        if !operator && !full.starts_with("/_nuage/access/v1/") {
+            continue;
+        }
+        for (method, _) in item.as_object().unwrap() {
+            if method == "servers" || method == "parameters" {
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            let target = full.replace("{id}", "000000000000-NOSUCHREQUEST000");
+            let target = if operator && method == "GET" && !path.contains("{id}") {
+                format!("{target}?tenant=default")
+            } else {
+                target
+            };
+            let mut headers = vec![("Content-Length", "0")];
+            if operator {
+                headers.push(("Authorization", bearer.as_str()));
+            }
+            let (status, _, body) =
+                common::raw_request(&server.endpoint, &method, &target, &headers);
+            assert!(
+                !unrouted(status, &body),
+                "{method} {target} is documented but not routed"
+            );
+            if !operator {
+                assert_eq!(
+                    status,
+                    403,
+                    "{method} {target}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                assert!(String::from_utf8_lossy(&body).contains("MissingAuthentication"));
+            }
+            probed.push(format!("{method} {full}"));
+        }
+    }
+    assert_eq!(probed.len(), 9, "{probed:#?}");
+    // What the document does not list is not routed: the probe can tell.
+    for (method, path) in [
+        ("DELETE", "/_nuage/admin/v1/access-requests/x"),
+        ("POST", "/_nuage/admin/v1/access-requests/x/approve"),
+        ("POST", "/_nuage/access/v1/requests/x/credentials"),
+        ("DELETE", "/_nuage/access/v1/requests/x"),
+    ] {
+        let (status, _, body) = common::raw_request(
+            &server.endpoint,
+            method,
+            path,
+            &[("Content-Length", "0"), ("Authorization", bearer.as_str())],
+        );
+        assert!(unrouted(status, &body), "{method} {path}: {status}");
+    }
 }

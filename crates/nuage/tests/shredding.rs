@@ -24,6 +24,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::Server;
+use common::audit::{admin_json, tenant_with_administrator};
 use nuage_meta::DocumentStore as _;
 use nuage_meta::MetaStore as _;
 use serde_json::{Value, json};
@@ -382,27 +383,6 @@ async fn a_deleted_kms_key_shreds_its_objects_and_is_reported() {
     assert!(!data_dir.join("meta.redb.rewrite").exists());
 }
 
-/// `nuage admin ARGS --json` against `server`, which must succeed.
-#[track_caller]
-fn admin_json(server: &Server, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
-        .arg("admin")
-        .args(["--endpoint", &server.endpoint])
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .args(args)
-        .arg("--json")
-        .env_remove("NUAGE_OPERATOR_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nuage admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Tries to unwrap an SSE-S3 object's data key with the tenant key the data
 /// directory holds (through the root key file, as the server would).
 async fn open_with_what_remains(
@@ -429,29 +409,7 @@ async fn deleting_a_tenant_shreds_its_keys_so_copied_blobs_stay_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path();
     let mut server = Server::start_in(data_dir, &[]);
-    let tenant = admin_json(&server, &["tenant", "create", "acme", "--country", "FR"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    admin_json(
-        &server,
-        &[
-            "user",
-            "create",
-            "--tenant",
-            "acme",
-            "alice",
-            "--administrator",
-        ],
-    );
-    let key = admin_json(
-        &server,
-        &["key", "create", "--tenant", "acme", "--user", "alice"],
-    );
-    let acme = (
-        key["access_key_id"].as_str().unwrap().to_owned(),
-        key["secret_access_key"].as_str().unwrap().to_owned(),
-    );
+    let (tenant, acme) = tenant_with_administrator(&server, "acme", "alice");
     let s3 = server.client_with(|b| {
         b.credentials_provider(aws_credential_types::Credentials::new(
             &acme.0, &acme.1, None, None, "acme",

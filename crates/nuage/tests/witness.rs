@@ -3,7 +3,9 @@
 //! and attaches their cosignatures, `nuage audit pull --require-witnesses`
 //! passes with both keys and fails when it asks for a third that never
 //! cosigned, and a witness refuses checkpoints inconsistent with what it
-//! cosigned (C2SP tlog-witness status codes).
+//! cosigned (C2SP tlog-witness status codes). Checkpoints the server signs on
+//! its own interval reach the witness without any pull, and their kept
+//! cosignatures are served after the witness stops, across a restart.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 mod common;
 
@@ -134,6 +136,17 @@ fn checkpoint_size(note: &[u8]) -> u64 {
         .unwrap()
 }
 
+/// The default tenant's log verifier key, as the server's banner prints it.
+fn log_verifier_key(server: &Server) -> String {
+    server
+        .banner
+        .lines()
+        .find_map(|l| l.split("tenant's verifier key is ").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 #[test]
 fn witnesses_cosign_checkpoints_and_refuse_inconsistent_ones() {
     let data = tempfile::tempdir().unwrap();
@@ -143,13 +156,7 @@ fn witnesses_cosign_checkpoints_and_refuse_inconsistent_ones() {
 
     // First start: learn the default tenant's log verifier key.
     let mut server = Server::start_in(data.path(), &[]);
-    let log_vkey = server
-        .banner
-        .lines()
-        .find_map(|l| l.split("tenant's verifier key is ").nth(1))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let log_vkey = log_verifier_key(&server);
     let origin = log_vkey.split('+').next().unwrap().to_owned();
     server.stop();
 
@@ -290,4 +297,95 @@ fn witnesses_cosign_checkpoints_and_refuse_inconsistent_ones() {
     let out = pull(&server, &unwitnessed, &[&w1.vkey, &w2.vkey], 1);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT WITNESSED"));
+}
+
+/// The size a witness's state (`DIR/state/<hex origin>`) says it cosigned.
+fn witnessed_size(witness_dir: &Path, origin: &str) -> u64 {
+    let name: String = origin.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::read_to_string(witness_dir.join("state").join(name))
+        .ok()
+        .and_then(|state| state.lines().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn checkpoints_the_server_signs_on_its_own_are_witnessed_and_their_cosignatures_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &[]);
+    let log_vkey = log_verifier_key(&server);
+    let origin = log_vkey.split('+').next().unwrap().to_owned();
+    let tenant = origin.rsplit('/').next().unwrap().to_owned();
+    server.stop();
+    let log_dir = data.path().join("audit").join(&tenant);
+    let size_before = std::fs::read(log_dir.join("checkpoint"))
+        .map(|note| checkpoint_size(&note))
+        .unwrap_or(0);
+
+    let witness_dir = scratch.path().join("w1");
+    let w1 = witness(&witness_dir, "witness.example/w1", &origin, &log_vkey);
+    let w1_vkey = w1.vkey.clone();
+    let config = scratch.path().join("nuage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ncheckpoint_interval_seconds = 1\nwitnesses = [{{ url = \"{}\", vkey = \"{}\" }}]\n",
+            w1.url, w1.vkey
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let mut server = Server::start_in(data.path(), &["--config", &config_arg]);
+    common::aws_ok(&server, home, &["iam", "create-user", "--user-name", "t1"]);
+    common::aws_ok(&server, home, &["iam", "create-user", "--user-name", "t2"]);
+    // Two more entries; nobody pulls. The interval's checkpoint of them
+    // reaches the witness, and its cosignature is kept beside the log.
+    let size = size_before + 2;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let kept = loop {
+        let kept = std::fs::read(log_dir.join("checkpoint.cosigned")).unwrap_or_default();
+        if witnessed_size(&witness_dir, &origin) == size
+            && !kept.is_empty()
+            && checkpoint_size(&kept) == size
+        {
+            break kept;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the witness never saw size {size} (it has {}), kept: {:?}",
+            witnessed_size(&witness_dir, &origin),
+            String::from_utf8_lossy(&kept)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let kept_text = String::from_utf8_lossy(&kept).into_owned();
+    assert!(kept_text.contains("\n— witness.example/w1 "), "{kept_text}");
+    let stored = std::fs::read(log_dir.join("checkpoint")).unwrap();
+    assert!(kept.starts_with(&stored), "kept for another checkpoint");
+
+    // The witness goes away: the kept cosignature is served all the same,
+    // now and after a restart (it was kept durably).
+    drop(w1);
+    for round in 0..2 {
+        let copy = scratch.path().join(format!("copy{round}"));
+        let out = pull(&server, &copy, &[&w1_vkey], 1);
+        assert!(
+            out.status.success(),
+            "pull {round} without the witness running failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pulled = std::fs::read(copy.join("checkpoint")).unwrap();
+        assert_eq!(checkpoint_size(&pulled), size);
+        assert!(
+            String::from_utf8_lossy(&pulled).contains("\n— witness.example/w1 "),
+            "{}",
+            String::from_utf8_lossy(&pulled)
+        );
+        if round == 0 {
+            server.stop();
+            server = Server::start_in(data.path(), &["--config", &config_arg]);
+        }
+    }
 }

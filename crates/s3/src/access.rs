@@ -76,7 +76,7 @@ fn action_for(op: &str, has_version_id: bool) -> String {
     format!("s3:{action}")
 }
 
-fn resource_arn(bucket: Option<&str>, key: Option<&str>) -> String {
+pub(crate) fn resource_arn(bucket: Option<&str>, key: Option<&str>) -> String {
     match (bucket, key) {
         (Some(b), Some(k)) => format!("arn:aws:s3:::{b}/{k}"),
         (Some(b), None) => format!("arn:aws:s3:::{b}"),
@@ -99,7 +99,17 @@ fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A query component, percent-decoded, `+` a space.
 fn decode(s: &str) -> String {
+    percent_decode(s, true)
+}
+
+/// A path (or a value in which `+` is itself), percent-decoded.
+pub(crate) fn decode_path(s: &str) -> String {
+    percent_decode(s, false)
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -120,7 +130,7 @@ fn decode(s: &str) -> String {
                     }
                 }
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -366,6 +376,14 @@ fn access_denied() -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, "access denied")
 }
 
+/// Whether an operation lists a bucket's keys (or uploads) by `prefix`.
+fn is_listing(op: &str) -> bool {
+    matches!(
+        op,
+        "ListObjects" | "ListObjectsV2" | "ListObjectVersions" | "ListMultipartUploads"
+    )
+}
+
 /// Whether the request is signed in its query string (a presigned URL).
 fn is_presigned(uri: &http::Uri) -> bool {
     uri.query()
@@ -385,9 +403,6 @@ impl S3Access for Authorizer {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let access_key = cx.credentials().map(|c| c.access_key.clone());
         let query = query_pairs(cx.uri());
-        if access_key.is_some() {
-            self.check_scope(cx.headers(), &query)?;
-        }
         let has_version_id = query.iter().any(|(k, v)| k == "versionId" && !v.is_empty());
         let op = cx.s3_op().name().to_owned();
         let op = op.as_str();
@@ -396,9 +411,32 @@ impl S3Access for Authorizer {
         // A clone shares the slot; holding it leaves `cx` free to borrow.
         let slot = crate::audit::slot(cx.extensions_mut()).cloned();
         let slot = slot.as_ref();
+        let (bucket_name, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        let resource = resource_arn(bucket_name.as_deref(), key.as_deref());
         let caller = self
             .caller(access_key.as_deref(), cx.headers(), cx.uri(), slot, &action)
             .await?;
+        if let Some(identity) = &caller
+            && let Err(refused) = self.check_scope(cx.headers(), &query)
+        {
+            // Signed by the tenant's key, for another service or region: a
+            // default deny in its log.
+            crate::audit::put(
+                slot,
+                crate::audit::request(
+                    &identity.tenant_id,
+                    Some(identity),
+                    crate::audit::actor(Some(identity), presigned),
+                    &action,
+                )
+                .on(&resource),
+            );
+            return Err(refused);
+        }
         if let Some(identity) = caller.as_ref().filter(|i| i.session_token.is_none()) {
             // The signature is verified by now: record the key's last use
             // (IAM's GetAccessKeyLastUsed). A failure to record refuses nothing.
@@ -408,20 +446,22 @@ impl S3Access for Authorizer {
                 tracing::warn!(error = %e, "could not record an access key's last use");
             }
         }
-        let (bucket_name, key) = match cx.s3_path() {
-            S3Path::Root => (None, None),
-            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
-            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
-        };
         let mut context = Self::base_context(cx.extensions_mut());
-        for (name, key_name) in [
-            ("prefix", "s3:prefix"),
-            ("delimiter", "s3:delimiter"),
-            ("max-keys", "s3:max-keys"),
-            ("versionId", "s3:VersionId"),
-        ] {
-            if let Some((_, v)) = query.iter().find(|(k, _)| k == name) {
-                context.insert(key_name.to_owned(), vec![v.clone()]);
+        if let Some((_, v)) = query.iter().find(|(k, _)| k == "versionId") {
+            context.insert("s3:VersionId".to_owned(), vec![v.clone()]);
+        }
+        // A listing's parameters are condition keys of listings only (as in
+        // AWS): a `prefix` on any other request must not satisfy a policy
+        // that lets a prefix be listed (an approved operator session's).
+        if is_listing(op) {
+            for (name, key_name) in [
+                ("prefix", "s3:prefix"),
+                ("delimiter", "s3:delimiter"),
+                ("max-keys", "s3:max-keys"),
+            ] {
+                if let Some((_, v)) = query.iter().find(|(k, _)| k == name) {
+                    context.insert(key_name.to_owned(), vec![v.clone()]);
+                }
             }
         }
         for (header, key_name) in [
@@ -437,7 +477,6 @@ impl S3Access for Authorizer {
                 context.insert(key_name.to_owned(), vec![v.to_owned()]);
             }
         }
-        let resource = resource_arn(bucket_name.as_deref(), key.as_deref());
         // The log entry: in the caller's tenant until the bucket's owner is
         // known (a bucket that does not exist, or a lookup that fails, stays
         // there), then in the owner's: anonymous requests name no other tenant,

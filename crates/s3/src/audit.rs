@@ -35,6 +35,26 @@ pub(crate) fn actor(identity: Option<&Identity>, presigned: bool) -> Actor {
     actor
 }
 
+/// The audit log's account of a caller known only by the principal its
+/// expired session key claims (`arn`, `kind`): what it claimed, and how it
+/// signed.
+pub(crate) fn claimed_actor(
+    kind: &PrincipalKind,
+    arn: String,
+    access_key_id: &str,
+    presigned: bool,
+) -> Actor {
+    let kind = match kind {
+        PrincipalKind::User { .. } => ActorKind::TenantUser,
+        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
+    };
+    let mut actor = Actor::signed(kind, arn, access_key_id);
+    if presigned {
+        actor.auth = Authentication::PresignedUrl;
+    }
+    actor
+}
+
 /// The audit `Effect` of an identity-service decision.
 pub(crate) fn effect(allowed: bool) -> Effect {
     if allowed { Effect::Allow } else { Effect::Deny }

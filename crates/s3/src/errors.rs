@@ -3,6 +3,9 @@
 use nuage_storage::StorageError;
 use s3s::{S3Error, S3ErrorCode};
 
+/// What a client is told of an internal error (AWS's own message).
+pub const INTERNAL_ERROR_MESSAGE: &str = "We encountered an internal error. Please try again.";
+
 /// Maps a storage error to S3's code, status and message.
 #[must_use]
 pub fn to_s3(e: StorageError) -> S3Error {
@@ -46,15 +49,47 @@ pub fn to_s3(e: StorageError) -> S3Error {
         }
         StorageError::InvalidRequest(_) => (C::InvalidRequest, None),
         StorageError::Kms { code, .. } => return kms_error(code, message),
+        StorageError::PlacementRefused {
+            permanent, full, ..
+        } => return placement_refused(permanent, full, message),
         StorageError::Corrupt(_) | StorageError::Internal(_) => {
+            // The detail (blob ids, paths, storage nodes' addresses) is the
+            // operator's, in the server's log; the client gets AWS's words.
             tracing::error!(error = %message, "internal error");
-            (C::InternalError, None)
+            return S3Error::with_message(C::InternalError, INTERNAL_ERROR_MESSAGE);
         }
     };
     let mut err = S3Error::with_message(code, message);
     if let Some(headers) = headers {
         err.set_headers(headers);
     }
+    err
+}
+
+/// A write the bucket's residency policy cannot place (docs/residency.md,
+/// "Where the policy is enforced on the write path"). When the topology
+/// itself cannot satisfy the policy, retrying is pointless: 409
+/// `InvalidBucketState` (AWS's "the request is not valid with the current
+/// state of the bucket", which is what the bucket's policy is). When
+/// compliant nodes are down or full, the policy can be met again later: 503,
+/// which SDKs retry with backoff, `SlowDown` when the nodes are full (AWS's
+/// answer to a store that cannot take more now), else `ServiceUnavailable`.
+/// The message is the refusal's own: the policy and the rule not met, with
+/// the counts.
+fn placement_refused(permanent: bool, full: bool, message: String) -> S3Error {
+    let (code, status) = if permanent {
+        (S3ErrorCode::InvalidBucketState, http::StatusCode::CONFLICT)
+    } else if full {
+        (S3ErrorCode::SlowDown, http::StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        (
+            S3ErrorCode::ServiceUnavailable,
+            http::StatusCode::SERVICE_UNAVAILABLE,
+        )
+    };
+    tracing::warn!(error = %message, permanent, full, "write refused by residency placement");
+    let mut err = S3Error::with_message(code, message);
+    err.set_status_code(status);
     err
 }
 
@@ -88,4 +123,53 @@ fn delete_marker_headers(version_id: &str) -> http::HeaderMap {
         headers.insert("x-amz-version-id", v);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(permanent: bool, full: bool) -> S3Error {
+        to_s3(StorageError::PlacementRefused {
+            message: "the residency policy cannot be met (FR, 2 replicas): needs 2 nodes".into(),
+            permanent,
+            full,
+        })
+    }
+
+    #[test]
+    fn placement_refusals_map_to_conflict_or_retryable_unavailability() {
+        for (permanent, full, code, status) in [
+            (true, false, S3ErrorCode::InvalidBucketState, 409),
+            (true, true, S3ErrorCode::InvalidBucketState, 409),
+            (false, true, S3ErrorCode::SlowDown, 503),
+            (false, false, S3ErrorCode::ServiceUnavailable, 503),
+        ] {
+            let err = refused(permanent, full);
+            assert_eq!(err.code(), &code, "{permanent} {full}");
+            assert_eq!(
+                err.status_code().map(|s| s.as_u16()),
+                Some(status),
+                "{permanent} {full}"
+            );
+            assert_eq!(
+                err.message(),
+                Some("the residency policy cannot be met (FR, 2 replicas): needs 2 nodes")
+            );
+        }
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_server_log() {
+        for e in [
+            StorageError::Internal(
+                "writing blob 9b0f: the replica on node fr-2 failed (https://10.0.0.7:7443)".into(),
+            ),
+            StorageError::Corrupt("blob 9b0f: CRC32C mismatch in /var/lib/nuage/blobs".into()),
+        ] {
+            let err = to_s3(e);
+            assert_eq!(err.code(), &S3ErrorCode::InternalError);
+            assert_eq!(err.message(), Some(INTERNAL_ERROR_MESSAGE));
+        }
+    }
 }

@@ -27,6 +27,9 @@
 //! codes. Presigned (query string) authentication and the streaming
 //! (`aws-chunked`) payload forms are not supported: none of the APIs that use
 //! this crate needs them. This crate does no I/O and reads no configuration.
+//!
+//! For the client side, [`sign_s3`] signs S3 requests the way S3 wants them
+//! (`nuage bench`), with a streamed body's payload hash left to the caller.
 
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
@@ -496,6 +499,9 @@ pub fn sign(
         .insert(http::header::AUTHORIZATION, value);
     Ok(())
 }
+
+mod s3_client;
+pub use s3_client::{UNSIGNED_PAYLOAD, payload_sha256_hex, sign_s3};
 
 #[cfg(test)]
 mod tests;

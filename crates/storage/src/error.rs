@@ -86,6 +86,19 @@ pub enum StorageError {
         "access denied: the customer-provided key is not the key this object was encrypted with"
     )]
     CustomerKeyMismatch,
+    /// A new blob cannot be placed under its bucket's residency policy
+    /// (`docs/residency.md`): nothing was written anywhere, nothing of the
+    /// object recorded. The message names the policy and the rule that
+    /// cannot be met, with the counts.
+    #[error("{message}")]
+    PlacementRefused {
+        message: String,
+        /// The topology itself cannot satisfy the policy (retrying will not
+        /// help until the operator or the policy changes).
+        permanent: bool,
+        /// Compliant nodes are up but lack room.
+        full: bool,
+    },
     #[error("internal error: {0}")]
     Internal(String),
     /// The client's body stream failed (disconnect, bad chunk signature).
@@ -155,6 +168,14 @@ impl From<MetaError> for StorageError {
 
 impl From<BlobError> for StorageError {
     fn from(e: BlobError) -> Self {
+        // A refusal travels inside `Io`: looked for first.
+        if let Some(refused) = e.placement_refusal() {
+            return Self::PlacementRefused {
+                message: refused.to_string(),
+                permanent: refused.permanent,
+                full: refused.full,
+            };
+        }
         match e {
             BlobError::Corrupt { .. } => Self::Corrupt(e.to_string()),
             BlobError::NotFound(_) => Self::Corrupt(e.to_string()),

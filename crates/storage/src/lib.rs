@@ -15,6 +15,7 @@ pub mod digest;
 mod error;
 mod list;
 mod multipart;
+mod residency;
 mod service;
 mod sse;
 
@@ -27,8 +28,9 @@ pub use nuage_meta::{
     BucketEncryption, BucketRecord, Checksums, ContentHeaders, CorsRule, PartRecord,
     PublicAccessBlock, UploadRecord, VersionRecord, Versioning, WriteCondition,
 };
+pub use residency::ResidencySource;
 pub use service::{
-    DeleteOutcome, ObjectAttributes, ObjectBody, Region, Requester, SharedCopy, Staged, Storage,
-    StorageConfig,
+    Admission, BucketAdmission, DeleteOutcome, ObjectAttributes, ObjectBody, Region, Requester,
+    SharedCopy, Staged, Storage, StorageConfig,
 };
 pub use sse::{CustomerKey, Protection, canonical_context, context_pairs};

@@ -48,6 +48,11 @@ pub struct VersionListPage {
     pub next_version_id_marker: Option<String>,
 }
 
+/// How many records a scan asks for right after a common prefix was rolled
+/// up: the next key is most often the first of another prefix, and every
+/// record asked for is read and decoded.
+const LIST_BATCH_AFTER_PREFIX: usize = 2;
+
 /// The common prefix `key` rolls up into, if any.
 fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
     let delimiter = delimiter.filter(|d| !d.is_empty())?;
@@ -93,9 +98,18 @@ impl Storage {
             .as_deref()
             .map(|m| resume_position(m, &query.prefix, delimiter));
         let mut examined = 0usize;
+        // The common prefix last rolled up: the rest of its keys in a batch are
+        // skipped, and the next scan starts past it with a short batch (its
+        // next key is likely the start of another prefix), so a page of 1,000
+        // prefixes decodes a few records per prefix, not a batch each.
+        let mut rolled_up: Option<String> = None;
         'scan: loop {
-            let batch_len = (max_keys - page.objects.len() - page.common_prefixes.len() + 1)
-                .clamp(2, limits::LIST_KEYS_MAX + 1);
+            let batch_len = if rolled_up.is_some() {
+                LIST_BATCH_AFTER_PREFIX
+            } else {
+                (max_keys - page.objects.len() - page.common_prefixes.len() + 1)
+                    .clamp(2, limits::LIST_KEYS_MAX + 1)
+            };
             let batch = self
                 .meta
                 .scan_latest(bucket, &query.prefix, cursor.as_deref(), batch_len)
@@ -106,6 +120,13 @@ impl Storage {
             let batch_full = batch.len() == batch_len;
             for record in batch {
                 examined += 1;
+                if let Some(cp) = &rolled_up
+                    && record.key.starts_with(cp.as_str())
+                    && examined <= limits::LIST_SCAN_ENTRIES_MAX
+                {
+                    continue;
+                }
+                rolled_up = None;
                 if page.objects.len() + page.common_prefixes.len() >= max_keys
                     || examined > limits::LIST_SCAN_ENTRIES_MAX
                 {
@@ -121,8 +142,9 @@ impl Storage {
                     let cp = cp.to_owned();
                     cursor = Some(past_prefix(&cp));
                     page.next_after = Some(cp.clone());
-                    page.common_prefixes.push(cp);
-                    continue 'scan;
+                    page.common_prefixes.push(cp.clone());
+                    rolled_up = Some(cp);
+                    continue;
                 }
                 cursor = Some(record.key.clone().into_bytes());
                 if record.delete_marker {
@@ -187,8 +209,15 @@ impl Storage {
             return Ok(page);
         }
         let mut examined = 0usize;
+        // As in `list_objects`: the rest of a rolled-up prefix is skipped,
+        // and the scan after it asks for a short batch.
+        let mut rolled_up: Option<String> = None;
         'scan: loop {
-            let batch_len = limits::LIST_KEYS_MAX + 1;
+            let batch_len = if rolled_up.is_some() {
+                LIST_BATCH_AFTER_PREFIX
+            } else {
+                limits::LIST_KEYS_MAX + 1
+            };
             let after = cursor.as_ref().map(|(k, s)| (k.as_slice(), *s));
             let batch = self
                 .meta
@@ -200,6 +229,13 @@ impl Storage {
             let batch_full = batch.len() == batch_len;
             for record in batch {
                 examined += 1;
+                if let Some(cp) = &rolled_up
+                    && record.key.starts_with(cp.as_str())
+                    && examined <= limits::LIST_SCAN_ENTRIES_MAX
+                {
+                    continue;
+                }
+                rolled_up = None;
                 if page.versions.len() + page.common_prefixes.len() >= max_keys
                     || examined > limits::LIST_SCAN_ENTRIES_MAX
                 {
@@ -211,8 +247,9 @@ impl Storage {
                     cursor = Some((past_prefix(&cp), None));
                     page.next_key_marker = Some(cp.clone());
                     page.next_version_id_marker = None;
-                    page.common_prefixes.push(cp);
-                    continue 'scan;
+                    page.common_prefixes.push(cp.clone());
+                    rolled_up = Some(cp);
+                    continue;
                 }
                 cursor = Some((record.key.clone().into_bytes(), Some(record.seq)));
                 page.next_key_marker = Some(record.key.clone());

@@ -32,6 +32,31 @@ pub struct Region {
     pub country: String,
 }
 
+/// Whether a tenant may create a bucket in a region: the binary's residency
+/// check (the tenant's residency policy against the region's sites,
+/// `docs/residency.md`), which the storage service knows nothing of.
+pub trait BucketAdmission: Send + Sync {
+    /// Decides for `tenant` (its id) and `region` (already resolved from the
+    /// location constraint).
+    ///
+    /// # Errors
+    /// The decision could not be made (the identity service failed): the
+    /// message is logged, the client gets an internal error.
+    fn admit<'a>(
+        &'a self,
+        tenant: &'a str,
+        region: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Admission, String>>;
+}
+
+/// A [`BucketAdmission`] decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Refused, with the reason the client is told (the rule that cannot be met).
+    Refused(String),
+}
+
 /// What the storage service needs to know about the deployment.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -201,6 +226,12 @@ pub struct Storage {
     /// The request this handle serves (see [`Self::on_behalf_of`]); None
     /// for work of Nuage's own (tests, housekeeping).
     requester: Option<Arc<Requester>>,
+    /// Asked before a bucket is created (residency); None: every region is
+    /// open to every tenant.
+    admission: Option<Arc<dyn BucketAdmission>>,
+    /// Where tenants' residency policies are read (see `residency.rs`);
+    /// None: only a bucket's own policy places its blobs.
+    pub(crate) residency: Option<Arc<dyn crate::ResidencySource>>,
 }
 
 impl Storage {
@@ -225,7 +256,16 @@ impl Storage {
             customer_keys,
             config: Arc::new(config),
             requester: None,
+            admission: None,
+            residency: None,
         }
+    }
+
+    /// Asks `admission` before creating any bucket (residency policies).
+    #[must_use]
+    pub fn with_bucket_admission(mut self, admission: Arc<dyn BucketAdmission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// A handle on the same service for one request: uses of customer KMS
@@ -341,6 +381,19 @@ impl Storage {
                 l.to_owned()
             }
         };
+        if let Some(admission) = &self.admission {
+            match admission.admit(owner, &region).await {
+                Ok(Admission::Allowed) => {}
+                Ok(Admission::Refused(why)) => {
+                    return Err(StorageError::InvalidLocationConstraint(why));
+                }
+                Err(e) => {
+                    return Err(StorageError::Internal(format!(
+                        "bucket admission (residency) failed: {e}"
+                    )));
+                }
+            }
+        }
         let record = BucketRecord {
             name: name.to_owned(),
             region,
@@ -352,6 +405,7 @@ impl Storage {
             policy: None,
             public_access_block: None,
             encryption: None,
+            residency_policy: None,
         };
         match self.meta.create_bucket(record.clone()).await {
             Ok(()) => Ok(record),
@@ -397,6 +451,20 @@ impl Storage {
         f(&mut record);
         self.meta.update_bucket(record.clone()).await?;
         Ok(record)
+    }
+
+    /// Sets (Some) or removes (None) the bucket's own residency policy,
+    /// stored as given: the caller (the admin API) checks it first.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`.
+    pub async fn set_bucket_residency_policy(
+        &self,
+        name: &str,
+        policy: Option<String>,
+    ) -> StorageResult<BucketRecord> {
+        self.update_bucket(name, |b| b.residency_policy = policy)
+            .await
     }
 
     /// Sets versioning to Enabled or Suspended (S3 never returns to Unversioned).
@@ -589,7 +657,15 @@ impl Storage {
             )));
         }
         let bucket_record = self.bucket(bucket).await?;
-        let mut writer = self.blobs.create().await?;
+        // Placed under the bucket's residency policy (`residency.rs`); the
+        // blob is ciphertext, one tag per chunk longer than the plaintext.
+        let target = self
+            .placement_target(
+                &bucket_record,
+                expected_len.map(nuage_crypto::ciphertext_len),
+            )
+            .await?;
+        let mut writer = self.blobs.create_placed(&target).await?;
         // The chunks authenticate the blob's own binding, so that copies
         // can share the blob; the data key's wrapping authenticates the
         // object's (see `wrap_key`).
@@ -621,6 +697,11 @@ impl Storage {
             let plaintext = body.map(|chunk| {
                 let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
                 size += chunk.len() as u64;
+                // Caught before the excess is sealed: a blob store told the
+                // exact length (placement reserves it) never sees more.
+                if expected_len.is_some_and(|l| size > l) {
+                    return Err(StorageError::IncompleteBody);
+                }
                 if size > size_bytes_max {
                     return Err(StorageError::EntityTooLarge(format!(
                         "your proposed upload exceeds the maximum allowed size of {size_bytes_max} bytes"
@@ -1344,8 +1425,10 @@ impl Storage {
     /// key is unwrapped under the source's protection (`source_key`: its
     /// SSE-C key) and wrapped again for the destination, as `protection`
     /// says. None when the blobs cannot be shared: the destination belongs
-    /// to another tenant or region, or a segment's chunks are bound to the
-    /// source object (data written before blobs could be shared); the
+    /// to another tenant or region, or is under another effective residency
+    /// policy (its blob must be placed for its own), or a segment's chunks
+    /// are bound to the source object (data written before blobs could be
+    /// shared); the
     /// caller then copies with [`Self::stage_copy`].
     ///
     /// # Errors
@@ -1371,7 +1454,10 @@ impl Storage {
                 .segments
                 .iter()
                 .all(|s| s.chunk_binding == ChunkBinding::Blob && s.sealed_key.is_some());
-        if !shareable {
+        // The source's replicas were placed for its bucket's residency
+        // policy: a destination under another policy gets a blob of its own,
+        // placed for that policy.
+        if !shareable || !self.same_residency(&source_bucket, &bucket_record).await? {
             return Ok(None);
         }
         let (kms_key_arn, kms_context) = match protection {

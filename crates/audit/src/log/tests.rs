@@ -746,3 +746,70 @@ async fn scrub_reports_a_rolled_back_store() {
         Err(AuditError::SigningWouldRollBack { .. })
     ));
 }
+
+#[tokio::test]
+async fn new_checkpoints_are_announced_and_cosignatures_kept_per_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = log_with(dir.path(), 2).await;
+    let (announce, mut announced) = mpsc::channel(1);
+    log.announce_checkpoints_to(announce);
+    let first = log.sign_checkpoint().await.expect("sign");
+    assert_eq!(announced.try_recv().expect("announced"), first);
+    // The same tree: the same checkpoint, not announced again.
+    assert_eq!(log.sign_checkpoint().await.expect("sign"), first);
+    assert!(announced.try_recv().is_err());
+    // A full queue never makes signing wait: the notice is dropped.
+    log.append_leaf(leaf(2)).await.expect("append");
+    let second = log.sign_checkpoint().await.expect("sign");
+    log.append_leaf(leaf(3)).await.expect("append");
+    let third = log.sign_checkpoint().await.expect("sign");
+    assert_eq!(announced.try_recv().expect("announced"), second);
+    assert!(announced.try_recv().is_err(), "the third was dropped");
+
+    // Cosignatures of the third are kept, one line per witness, durably.
+    let line = |witness: &str, seed: u8, timestamp: u64| {
+        let body = signed_note::Note::from_bytes(&third.note).expect("note");
+        crate::witness::cosign(
+            witness,
+            &SigningKey::from_bytes(&[seed; 32]),
+            body.text(),
+            timestamp,
+        )
+        .expect("cosign")
+    };
+    assert_eq!(log.cosigned(&third).await.expect("read"), None);
+    let one = log
+        .keep_cosignatures(&third, &[line("witness.example/w1", 7, 10)])
+        .await
+        .expect("keep");
+    assert_eq!(log.cosigned(&third).await.expect("read"), Some(one));
+    // w1 again (another timestamp) is not kept twice; w2 is added.
+    let kept = log
+        .keep_cosignatures(
+            &third,
+            &[
+                line("witness.example/w1", 7, 11),
+                line("witness.example/w2", 8, 10),
+            ],
+        )
+        .await
+        .expect("keep");
+    let text = String::from_utf8(kept.clone()).expect("utf8");
+    assert_eq!(text.matches("— witness.example/w1 ").count(), 1, "{text}");
+    assert_eq!(text.matches("— witness.example/w2 ").count(), 1, "{text}");
+    assert!(kept.starts_with(&third.note));
+    log.close().await.expect("close");
+    let log = reopen(dir.path()).await;
+    assert_eq!(
+        log.cosigned(&third).await.expect("read"),
+        Some(kept.clone())
+    );
+    // Not for another checkpoint; and an older one's lines do not replace them.
+    assert_eq!(log.cosigned(&second).await.expect("read"), None);
+    let older = log
+        .keep_cosignatures(&second, &[line("witness.example/w3", 9, 10)])
+        .await
+        .expect("keep");
+    assert!(older.starts_with(&second.note));
+    assert_eq!(log.cosigned(&third).await.expect("read"), Some(kept));
+}

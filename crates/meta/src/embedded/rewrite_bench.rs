@@ -56,6 +56,7 @@ fn populate(path: &std::path::Path, versions: u64) {
         tags: None,
         cors: None,
         encryption: None,
+        residency_policy: None,
     };
     txn.open_table(BUCKETS)
         .unwrap()

@@ -12,11 +12,12 @@
 //! | operator | `GET /_nuage/admin/v1/access-requests/<id>` | one request |
 //! | operator | `POST /_nuage/admin/v1/access-requests/<id>/credentials` | the session's credentials (approved requests only) |
 //! | tenant (SigV4) | `GET /_nuage/access/v1/requests[/<id>]` | its requests (`nuage:ListAccessRequests`) |
-//! | tenant | `POST /_nuage/access/v1/requests/<id>/approve\|deny\|revoke` | the request after the answer (`nuage:ApproveAccessRequest`, ...) |
+//! | tenant | `POST /_nuage/access/v1/requests/<id>/approve\|deny\|revoke` | the request after the answer (`nuage:ApproveAccessRequest`, ...), logged *before* it takes effect |
 //!
 //! The operator half lives here rather than in `nuage-admin-api` because a
-//! request must reach the tenant's audit log before it is stored, and the
-//! binary holds the logs. Errors are JSON `{"error":{"code":..,"message":..}}`.
+//! request, like an answer, must reach the tenant's audit log before it takes
+//! effect (write-ahead: `AccessApi::write_ahead`), and the binary holds the
+//! logs. Errors are JSON `{"error":{"code":..,"message":..}}`.
 //! This module never grants anything itself: the tenant's answer is checked
 //! by `Iam::authorize`, and what an approval allows is the session's policy.
 
@@ -325,7 +326,7 @@ impl AccessApi {
     ) -> Answer {
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         match (&parts.method, segments.as_slice()) {
-            (&http::Method::POST, []) => self.create(body, connection).await.map_err(plain),
+            (&http::Method::POST, []) => self.create(body, connection).await,
             (&http::Method::GET, []) => {
                 let tenant = query_value(parts.uri.query(), "tenant").ok_or_else(|| {
                     plain(ApiError::bad_request(
@@ -362,16 +363,17 @@ impl AccessApi {
     }
 
     /// A new request: checked, logged in the tenant's log (durably), then
-    /// stored and acknowledged. A request the log does not hold does not exist.
-    async fn create(
-        &self,
-        body: &Bytes,
-        connection: &Connection<'_>,
-    ) -> Result<http::Response<Bytes>, ApiError> {
-        let body: CreateBody = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("malformed access request: {e}")))?;
+    /// stored and acknowledged. A request the log does not hold does not
+    /// exist; one the log holds but that could not be stored gets a second
+    /// entry with the error's status (see [`Self::write_ahead`]).
+    async fn create(&self, body: &Bytes, connection: &Connection<'_>) -> Answer {
+        let body: CreateBody = serde_json::from_slice(body).map_err(|e| {
+            plain(ApiError::bad_request(format!(
+                "malformed access request: {e}"
+            )))
+        })?;
         let reason = AccessReason::parse(&body.justification).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            plain(ApiError::bad_request(format!(
                 "unknown justification {:?}: one of {}",
                 nuage_audit::client_text(&body.justification),
                 AccessReason::ALL
@@ -380,13 +382,13 @@ impl AccessApi {
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))
+            )))
         })?;
         if reason == AccessReason::CustomerInitiatedAccess {
             // That reason is the tenant's own requests: the operator never is.
-            return Err(ApiError::bad_request(
+            return Err(plain(ApiError::bad_request(
                 "CUSTOMER_INITIATED_ACCESS is the tenant's own access; the operator names why it needs access (CUSTOMER_INITIATED_SUPPORT for a support case)",
-            ));
+            )));
         }
         let request = self
             .iam
@@ -400,31 +402,50 @@ impl AccessApi {
                 requested_by: body.requested_by.unwrap_or_else(|| "operator".to_owned()),
             })
             .await
-            .map_err(from_iam)?;
-        let entry = about(&request, operator_actor(), REQUEST_ACTION)
-            .decided(Effect::Allow, None, None)
-            .into_entry(RequestFacts {
-                time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-                    self.clock.now_unix_ns(),
-                ))
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                source: Some(connection.source),
-                request_id: connection.request_id.to_owned(),
-                status: http::StatusCode::CREATED.as_u16(),
-            });
+            .map_err(|e| plain(from_iam(e)))?;
+        let audit =
+            about(&request, operator_actor(), REQUEST_ACTION).decided(Effect::Allow, None, None);
+        self.write_ahead(audit.clone(), connection)
+            .await
+            .map_err(plain)?;
+        match self.iam.store_access_request(&request).await {
+            Ok(()) => Ok(json_reply(http::StatusCode::CREATED, &view(&request))),
+            // Logged, but not made: the outcome entry says so.
+            Err(e) => Err((from_iam(e), Some(audit))),
+        }
+    }
+
+    /// Appends `audit` to its tenant's log, durably, *before* what it
+    /// describes takes effect: the entry carries no `status` (there is no
+    /// response yet). If the change then fails, the caller attaches the same
+    /// record to its error response, so the log gets a second entry with the
+    /// same `request_id` and the error's status: logged, not applied. A
+    /// change that succeeds has no second entry. If this append fails, the
+    /// change is not made.
+    async fn write_ahead(
+        &self,
+        audit: RequestAudit,
+        connection: &Connection<'_>,
+    ) -> Result<(), ApiError> {
+        let mut entry = audit.into_entry(RequestFacts {
+            time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+                self.clock.now_unix_ns(),
+            ))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            source: Some(connection.source),
+            request_id: connection.request_id.to_owned(),
+            status: 0,
+        });
+        entry.status = None;
         if let Err(error) = self.logs.append(&entry).await {
-            tracing::error!(tenant = request.tenant_id, %error, "audit append failed; access request not stored");
+            tracing::error!(tenant = entry.tenant, action = entry.action, %error, "audit append failed; nothing done");
             return Err(ApiError::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "AuditLogUnavailable",
-                "the request could not be recorded in the tenant's audit log, so it was not made",
+                "the request could not be recorded in the tenant's audit log, so it was not carried out",
             ));
         }
-        self.iam
-            .store_access_request(&request)
-            .await
-            .map_err(from_iam)?;
-        Ok(json_reply(http::StatusCode::CREATED, &view(&request)))
+        Ok(())
     }
 
     /// The session of an approved request. Every issuance, and every refusal,
@@ -579,22 +600,25 @@ impl AccessApi {
             }
             (None, Some(request)) => Ok(json_reply(http::StatusCode::OK, &view(request))),
             (Some(verdict), Some(request)) => {
+                // The answer is in the log before it takes effect; if it
+                // then cannot take effect, its error response carries the
+                // same record: a second entry, with the error's status.
+                let answered = audit(Effect::Allow);
+                self.write_ahead(answered.clone(), connection)
+                    .await
+                    .map_err(plain)?;
                 match self
                     .iam
                     .decide_access_request(&tenant, &request.id, verdict, &identity.arn)
                     .await
                 {
-                    Ok(decided) => {
-                        let mut response = json_reply(http::StatusCode::OK, &view(&decided));
-                        response.extensions_mut().insert(audit(Effect::Allow));
-                        Ok(response)
-                    }
+                    Ok(decided) => Ok(json_reply(http::StatusCode::OK, &view(&decided))),
                     // A request no longer in a state the answer applies to.
                     Err(IamError::InvalidInput(m)) => Err((
                         ApiError::new(http::StatusCode::CONFLICT, "InvalidState", m),
-                        Some(audit(Effect::Allow)),
+                        Some(answered),
                     )),
-                    Err(e) => Err((from_iam(e), Some(audit(Effect::Allow)))),
+                    Err(e) => Err((from_iam(e), Some(answered))),
                 }
             }
             (Some(_), None) => Err(plain(ApiError::not_found())),

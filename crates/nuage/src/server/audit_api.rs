@@ -3,7 +3,7 @@
 //!
 //! | `GET` path | answer |
 //! | --- | --- |
-//! | `checkpoint` | a checkpoint signed now (covers every entry acknowledged before the request), with the cosignatures of the configured witnesses that answered |
+//! | `checkpoint` | a checkpoint signed now (covers every entry acknowledged before the request), with the witnesses' cosignatures: those kept for it, and those of the missing witnesses that answered now |
 //! | `vkey` | the log's verifier key |
 //! | `pruned` | the signed pruning marker (404 `NotPruned` if the log never pruned) |
 //! | `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]` | C2SP tlog-tiles hash tiles and entry bundles |
@@ -292,7 +292,8 @@ impl AuditApi {
             verify::CHECKPOINT_FILE => {
                 // Signed on demand (the log keeps the last one if nothing was
                 // added), so a pull always sees every acknowledged entry.
-                // Then cosigned by the configured witnesses that answer.
+                // Then with its kept cosignatures, and those of the missing
+                // witnesses that answer now.
                 let signed = log.sign_checkpoint().await.map_err(audit)?;
                 let note = if self.witnesses.is_empty() {
                     signed.note

@@ -1,13 +1,21 @@
 //! Submitting signed checkpoints to the configured witnesses (`[audit]
-//! witnesses`, C2SP tlog-witness) and attaching their cosignatures.
+//! witnesses`, C2SP tlog-witness) and keeping their cosignatures.
+//!
+//! Every checkpoint a log signs is submitted: those signed for a tenant's
+//! `GET .../checkpoint` at once (the answer waits for them), and those the
+//! logs sign on their own (the interval timer, before closing) in the
+//! background, one at a time, from the registry's bounded announcement
+//! queue ([`Witnesses::spawn_submitter`]); appends never wait for either.
+//! Each answer's cosignature is verified with the witness's key, then kept
+//! durably beside the log (`AuditLog::keep_cosignatures`), so a later
+//! `GET .../checkpoint` of the same checkpoint is served with the kept
+//! cosignatures and asks only the witnesses still missing from them.
 //!
 //! For each witness the server remembers, per log, the size the witness last
 //! cosigned (starting from 0, learned from a 409 answer, after which it retries
 //! once), and sends a consistency proof from that size. A witness that is down,
 //! slow or refusing never blocks the log: the failure is logged, the checkpoint
 //! is served with the cosignatures obtained, and the next checkpoint tries again.
-//! Each answer's cosignature is verified with the witness's key before it is
-//! attached, so a misconfigured witness cannot make a note unverifiable.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -16,9 +24,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use nuage_audit::witness::{
     ADD_CHECKPOINT_PATH, Cosignature, WitnessKey, add_checkpoint_body, attach_cosignatures,
-    check_cosignature,
+    check_cosignature, merge_cosignatures,
 };
-use nuage_audit::{AuditLog, SignedCheckpoint};
+use nuage_audit::{AuditLog, AuditLogs, SignedCheckpoint};
 use nuage_base::limits::{WITNESS_REQUEST_S_MAX, WITNESS_RESPONSE_BYTES_MAX};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -91,19 +99,78 @@ impl Witnesses {
         self.witnesses.is_empty()
     }
 
-    /// Submits `signed` to every witness at once and returns its note with
-    /// the cosignatures obtained (possibly none).
+    /// `signed` with its cosignatures: those kept for it, plus those of the
+    /// witnesses still missing from them, asked at once now (their verified
+    /// answers are kept too). No witness is asked when every configured one
+    /// has cosigned it already.
     pub async fn cosign(&self, log: &AuditLog, signed: &SignedCheckpoint) -> Vec<u8> {
-        let submissions = self
-            .witnesses
-            .iter()
-            .map(|witness| self.submit(witness, log, signed));
+        let kept = log.cosigned(signed).await.unwrap_or_else(|error| {
+            tracing::warn!(origin = log.origin(), %error, "cannot read the kept cosignatures");
+            None
+        });
+        let have = kept.unwrap_or_else(|| signed.note.clone());
+        let missing = self.witnesses.iter().filter(|witness| {
+            !matches!(
+                check_cosignature(&have, &witness.key),
+                Ok(Cosignature::Valid { .. })
+            )
+        });
+        let submissions = missing.map(|witness| self.submit(witness, log, signed));
         let lines: Vec<String> = futures::future::join_all(submissions)
             .await
             .into_iter()
             .flatten()
             .collect();
-        attach_cosignatures(&signed.note, &lines)
+        if lines.is_empty() {
+            return have;
+        }
+        match log.keep_cosignatures(signed, &lines).await {
+            Ok(note) => note,
+            Err(error) => {
+                // Served all the same; the next request asks again.
+                tracing::error!(origin = log.origin(), %error, "cannot keep the cosignatures");
+                merge_cosignatures(&have, &lines)
+            }
+        }
+    }
+
+    /// Submits, in the background, every checkpoint the logs announce (the
+    /// ones they sign on their own), one at a time, so each is witnessed and
+    /// its cosignatures kept without a tenant asking. None without
+    /// witnesses, or when the announcements were already taken. The task
+    /// runs until aborted.
+    pub fn spawn_submitter(&self, logs: &AuditLogs) -> Option<tokio::task::JoinHandle<()>> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut announcements = logs.take_checkpoint_announcements()?;
+        let witnesses = self.clone();
+        let logs = logs.clone();
+        Some(tokio::spawn(async move {
+            while let Some(signed) = announcements.recv().await {
+                let Some(tenant) = logs.tenant_of(&signed.origin) else {
+                    continue;
+                };
+                let log = match logs.log(&tenant).await {
+                    Ok(log) => log,
+                    Err(error) => {
+                        tracing::warn!(tenant, %error, "checkpoint not submitted to the witnesses; the next one will be");
+                        continue;
+                    }
+                };
+                // A newer checkpoint was signed meanwhile: its own notice
+                // follows, and it extends this one.
+                match log.latest_checkpoint().await {
+                    Ok(Some(latest)) if latest != signed.note => continue,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(tenant, %error, "checkpoint not submitted to the witnesses; the next one will be");
+                        continue;
+                    }
+                }
+                witnesses.cosign(&log, &signed).await;
+            }
+        }))
     }
 
     /// One witness: submit, learn its size from a 409 and retry once.

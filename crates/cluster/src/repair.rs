@@ -1,0 +1,265 @@
+//! Repair: bring every blob's replicas back in line with its policy, after
+//! a node loss, a drain or a narrowed policy, through
+//! `nuage_placement::repair_plan` (which only ever names compliant, up
+//! nodes with room).
+//!
+//! For each index entry, in order: copy the blob from a readable replica to
+//! every `add` node (streamed through this gateway, checked against the
+//! recorded SHA-256), record the new replica set with the revision read
+//! (replicas being removed move to `removing`, never read again), then
+//! delete the removed replicas and record that. A copy that fails is
+//! deleted and the entry left as it was; a revision conflict (a concurrent
+//! delete or repair) deletes the new copies. Replicas on down nodes stay
+//! recorded: when the node returns, a later repair removes them as surplus.
+
+use crate::index::{BlobLocation, IndexPages, Revisioned};
+use crate::{ClusterBlobStore, ClusterError, Inner, limits};
+use futures::StreamExt as _;
+use nuage_node::NodeError;
+use nuage_placement::{MoveReason, ResidencyPolicy};
+
+/// The policy a blob must meet now, as the buckets say (a bucket's policy
+/// may have been narrowed since the blob was written). `None`: the policy
+/// recorded with the blob.
+pub trait PolicySource: Send + Sync {
+    fn policy_for(&self, location: &BlobLocation) -> Option<ResidencyPolicy>;
+}
+
+impl<F> PolicySource for F
+where
+    F: Fn(&BlobLocation) -> Option<ResidencyPolicy> + Send + Sync,
+{
+    fn policy_for(&self, location: &BlobLocation) -> Option<ResidencyPolicy> {
+        self(location)
+    }
+}
+
+/// What one repair pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Index entries looked at.
+    pub scanned: u64,
+    /// Entries changed.
+    pub repaired: u64,
+    /// Replicas copied to new nodes.
+    pub copied: u64,
+    /// Replicas deleted (moved away, surplus, or of deleted blobs).
+    pub removed: u64,
+    /// Entries that could not be repaired now, with why (at most
+    /// `REPORT_FAILURES_MAX` listed; `failed_count` counts them all).
+    pub failures: Vec<(String, String)>,
+    pub failed_count: u64,
+}
+
+impl RepairReport {
+    fn fail(&mut self, blob_id: &str, why: String) {
+        self.failed_count += 1;
+        if self.failures.len() < limits::REPORT_FAILURES_MAX {
+            self.failures.push((blob_id.to_owned(), why));
+        }
+    }
+}
+
+impl ClusterBlobStore {
+    /// One pass over the whole index. Uses the node states of the last poll.
+    ///
+    /// # Errors
+    /// Only a failure to read the index; each blob's failure is in the report.
+    pub async fn repair_once(
+        &self,
+        policies: &dyn PolicySource,
+    ) -> Result<RepairReport, ClusterError> {
+        let mut report = RepairReport::default();
+        let mut pages = IndexPages::default();
+        while let Some(page) = pages.next(&self.inner.index).await? {
+            for entry in page {
+                report.scanned += 1;
+                let blob_id = entry.location.blob_id.clone();
+                if let Err(why) = self.inner.repair_entry(entry, policies, &mut report).await {
+                    report.fail(&blob_id, why);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Inner {
+    /// Deletes copies this pass made but could not record, except on the
+    /// nodes the index lists now: another repairer (a second gateway) may
+    /// have copied to, and recorded, the same node meanwhile, and deleting
+    /// that copy would leave the index naming a replica that is gone. (The
+    /// window between this read and the delete remains: run repair on one
+    /// gateway, as docs/storage-nodes.md says.)
+    async fn delete_unrecorded(&self, blob_id: &str, added: &[String]) {
+        let recorded: Vec<String> = match self.index.get(blob_id).await {
+            Ok(Some(entry)) => entry.location.nodes,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                // Unknown: keeping a surplus copy is safe, deleting a
+                // recorded one is not.
+                tracing::warn!(blob_id, error = %e, "cannot re-read a blob's location; its new copies are kept");
+                return;
+            }
+        };
+        let unrecorded: Vec<String> = added
+            .iter()
+            .filter(|node| !recorded.contains(node))
+            .cloned()
+            .collect();
+        self.delete_replicas(blob_id, &unrecorded).await;
+    }
+
+    async fn repair_entry(
+        &self,
+        entry: Revisioned,
+        policies: &dyn PolicySource,
+        report: &mut RepairReport,
+    ) -> Result<(), String> {
+        let Revisioned {
+            mut location,
+            revision,
+        } = entry;
+        let blob_id = location.blob_id.clone();
+        if location.deleted {
+            let left = self.delete_replicas(&blob_id, &location.nodes).await;
+            let removed = location.nodes.len() - left.len();
+            if removed == 0 {
+                return Ok(());
+            }
+            report.removed += removed as u64;
+            report.repaired += 1;
+            let result = if left.is_empty() {
+                self.index.remove(&blob_id, revision).await
+            } else {
+                location.nodes = left;
+                self.index.update(&location, revision).await
+            };
+            return result.map_err(|e| e.to_string());
+        }
+        let policy = policies
+            .policy_for(&location)
+            .unwrap_or_else(|| location.policy.clone());
+        let states = self.states();
+        let plan = nuage_placement::repair_plan(
+            &self.topology,
+            &policy,
+            &states,
+            &blob_id,
+            location.size,
+            &location.nodes,
+        )
+        .map_err(|e| format!("no compliant placement now: {e}"))?;
+        let mut removing = location.removing.clone();
+        if plan.is_noop() && removing.is_empty() && policy == location.policy {
+            return Ok(());
+        }
+        // 1. Copies, each checked against the recorded hash.
+        let mut added = Vec::new();
+        for node in &plan.add {
+            match self.copy(&location, &plan.sources, node).await {
+                Ok(()) => added.push(node.clone()),
+                Err(why) => {
+                    self.delete_unrecorded(&blob_id, &added).await;
+                    return Err(why);
+                }
+            }
+        }
+        report.copied += added.len() as u64;
+        // 2. Record: the target, plus replicas on down nodes (not readable
+        // now, still there); the removed ones are never read again.
+        let mut nodes = plan.target();
+        for gone in &plan.unavailable {
+            if gone.reason == MoveReason::NodeDown && !nodes.contains(&gone.node) {
+                nodes.push(gone.node.clone());
+            }
+        }
+        for moved in &plan.remove {
+            if !removing.contains(&moved.node) {
+                removing.push(moved.node.clone());
+            }
+        }
+        location.nodes = nodes;
+        location.removing = removing;
+        location.policy = policy;
+        if let Err(e) = self.index.update(&location, revision).await {
+            self.delete_unrecorded(&blob_id, &added).await;
+            return Err(format!(
+                "recording the repair failed ({e}); the new copies no record lists were deleted"
+            ));
+        }
+        report.repaired += 1;
+        // 3. Delete what moved away, and record what is left to delete.
+        if location.removing.is_empty() {
+            return Ok(());
+        }
+        let left = self.delete_replicas(&blob_id, &location.removing).await;
+        report.removed += (location.removing.len() - left.len()) as u64;
+        let Some(current) = self.index.get(&blob_id).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let mut updated = current.location;
+        updated.removing = left;
+        self.index
+            .update(&updated, current.revision)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Streams the blob from the first source that serves it to `dest`.
+    async fn copy(
+        &self,
+        location: &BlobLocation,
+        sources: &[String],
+        dest: &str,
+    ) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for source in sources {
+            match self.copy_from(location, source, dest).await {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(format!("from {source}: {e}")),
+            }
+        }
+        Err(format!(
+            "copying blob {} to node {dest} failed: {}",
+            location.blob_id,
+            errors.join("; ")
+        ))
+    }
+
+    async fn copy_from(
+        &self,
+        location: &BlobLocation,
+        source: &str,
+        dest: &str,
+    ) -> Result<(), NodeError> {
+        let from = self
+            .client(source)
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        let to = self
+            .client(dest)
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        let mut stream = from.read(&location.blob_id, 0, location.size, false);
+        let mut writer = to.create(&location.blob_id, Some(location.size))?;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => writer.write(chunk).await?,
+                Err(e) => {
+                    writer.abandon().await;
+                    return Err(e);
+                }
+            }
+        }
+        let receipt = writer.finish().await?;
+        if receipt.sha256 != location.sha256 || receipt.length != location.size {
+            // The node verified its blocks, so this is a bad index entry or
+            // a bug; never keep a copy that differs.
+            let _ = to.delete(&location.blob_id).await;
+            return Err(NodeError::ChecksumMismatch(format!(
+                "the copy has {} bytes of SHA-256 {}, the index records {} bytes of SHA-256 {}",
+                receipt.length, receipt.sha256, location.size, location.sha256
+            )));
+        }
+        Ok(())
+    }
+}

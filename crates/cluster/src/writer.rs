@@ -1,0 +1,233 @@
+//! The write path: place, fan out, acknowledge, record.
+
+use crate::index::BlobLocation;
+use crate::{ClusterError, Inner, is_unreachable, limits, now_ms};
+use bytes::Bytes;
+use nuage_blob::{BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget};
+use nuage_node::{NodeBlobWriter, NodeError, WriteReceipt};
+use nuage_placement::{NodeStatus, PlacementError, ResidencyPolicy};
+use std::sync::Arc;
+
+/// One blob being streamed to every node placement chose. Memory: each
+/// replica's writer queues at most `NODE_WRITE_QUEUE_CHUNKS_MAX` chunks of
+/// at most `NODE_WRITE_CHUNK_BYTES_MAX`, and the chunks are shared (`Bytes`),
+/// not copied per replica. Dropping it without `finish` aborts every
+/// replica's request, and the nodes discard what they received.
+pub(crate) struct ClusterWriter {
+    inner: Arc<Inner>,
+    blob_id: String,
+    replicas: Vec<(String, NodeBlobWriter)>,
+    tenant: Option<String>,
+    bucket: Option<String>,
+    policy: ResidencyPolicy,
+    /// Why the write failed, once it has: every later call fails with it.
+    failed: Option<String>,
+}
+
+fn refusal(policy: &ResidencyPolicy, e: PlacementError) -> BlobError {
+    let full = matches!(
+        &e,
+        PlacementError::NotEnoughNodes { up, with_room, needed, .. }
+            if *up >= *needed as usize && *with_room < *needed as usize
+    );
+    PlacementRefused {
+        policy: format!("{}, {}", policy.places_text(), policy.durability),
+        permanent: e.is_permanent(),
+        full,
+        reason: Box::new(e),
+    }
+    .into_blob_error()
+}
+
+impl ClusterWriter {
+    /// Places the blob and opens a write to each chosen node (no byte sent
+    /// yet). A placement failure opens nothing.
+    pub(crate) async fn open(
+        inner: Arc<Inner>,
+        target: &PlacementTarget,
+        policy: ResidencyPolicy,
+    ) -> BlobResult<Self> {
+        let blob_id = nuage_base::ids::random_id();
+        let size = target
+            .exact_len
+            .unwrap_or(limits::UNKNOWN_LEN_PLACEMENT_BYTES);
+        let states = inner.states();
+        let placement = nuage_placement::place(&inner.topology, &policy, &states, &blob_id, size)
+            .map_err(|e| refusal(&policy, e))?;
+        let mut replicas = Vec::with_capacity(placement.nodes.len());
+        for node in placement.nodes {
+            // `place` names only up nodes of the topology, each of which has
+            // a client; anything else is a bug, and writes nowhere.
+            debug_assert!(
+                states
+                    .get(&node)
+                    .is_some_and(|s| s.status == NodeStatus::Up)
+            );
+            let writer = inner
+                .client(&node)?
+                .create(&blob_id, target.exact_len)
+                .map_err(|source| ClusterError::Node {
+                    node: node.clone(),
+                    source,
+                })?;
+            replicas.push((node, writer));
+        }
+        tracing::debug!(blob_id, nodes = ?replicas.iter().map(|(n, _)| n).collect::<Vec<_>>(), "blob placed");
+        Ok(Self {
+            inner,
+            blob_id,
+            replicas,
+            tenant: target.tenant.clone(),
+            bucket: target.bucket.clone(),
+            policy,
+            failed: None,
+        })
+    }
+
+    fn failed_error(&self, why: &str) -> BlobError {
+        BlobError::Io(std::io::Error::other(format!(
+            "writing blob {}: {why}",
+            self.blob_id
+        )))
+    }
+
+    /// Aborts every replica still being written.
+    async fn abort_all(&mut self) {
+        let replicas = std::mem::take(&mut self.replicas);
+        futures::future::join_all(replicas.into_iter().map(|(_, w)| w.abandon())).await;
+    }
+
+    fn node_failure(&self, node: &str, e: &NodeError) -> String {
+        if is_unreachable(e) {
+            self.inner.mark_down(node);
+        }
+        format!(
+            "the replica on node {node} failed ({e}); the write was abandoned on all {} replicas",
+            self.replicas.len().max(1)
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobWriter for ClusterWriter {
+    fn blob_id(&self) -> &str {
+        &self.blob_id
+    }
+
+    async fn write(&mut self, data: Bytes) -> BlobResult<()> {
+        if let Some(why) = &self.failed {
+            return Err(self.failed_error(why));
+        }
+        let results = futures::future::join_all(self.replicas.iter_mut().map(|(node, writer)| {
+            let data = data.clone();
+            async move { writer.write(data).await.map_err(|e| (node.clone(), e)) }
+        }))
+        .await;
+        if let Some(Err((node, e))) = results.into_iter().find(Result::is_err) {
+            let why = self.node_failure(&node, &e);
+            self.abort_all().await;
+            let err = self.failed_error(&why);
+            self.failed = Some(why);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Succeeds when every replica made the blob durable with the same
+    /// length and SHA-256, and the replica set is recorded in the index.
+    /// Otherwise deletes what was stored and fails.
+    async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
+        if let Some(why) = &self.failed {
+            return Err(self.failed_error(why));
+        }
+        let replicas = std::mem::take(&mut self.replicas);
+        let count = replicas.len();
+        let results: Vec<(String, Result<WriteReceipt, NodeError>)> = futures::future::join_all(
+            replicas
+                .into_iter()
+                .map(|(node, writer)| async move { (node, writer.finish().await) }),
+        )
+        .await;
+        let mut stored = Vec::with_capacity(count);
+        let mut failure: Option<String> = None;
+        let mut receipt: Option<WriteReceipt> = None;
+        for (node, result) in results {
+            match result {
+                Ok(r) => {
+                    if let Some(first) = &receipt
+                        && (first.length != r.length || first.sha256 != r.sha256)
+                    {
+                        failure.get_or_insert(format!(
+                            "the replicas disagree: {} bytes of SHA-256 {} on one, {} bytes of \
+                             SHA-256 {} on node {node}",
+                            first.length, first.sha256, r.length, r.sha256
+                        ));
+                    }
+                    receipt.get_or_insert(r);
+                    stored.push(node);
+                }
+                Err(e) => {
+                    let why = self.node_failure(&node, &e);
+                    failure.get_or_insert(why);
+                }
+            }
+        }
+        let receipt = match (failure, receipt) {
+            (None, Some(receipt)) => receipt,
+            (failure, _) => {
+                let why = failure.unwrap_or_else(|| "no replica was written".to_owned());
+                self.discard(&stored).await;
+                return Err(self.failed_error(&why));
+            }
+        };
+        let location = BlobLocation {
+            blob_id: self.blob_id.clone(),
+            nodes: stored.clone(),
+            size: receipt.length,
+            sha256: receipt.sha256,
+            created_ms: now_ms(),
+            tenant: self.tenant.clone(),
+            bucket: self.bucket.clone(),
+            policy: self.policy.clone(),
+            removing: Vec::new(),
+            deleted: false,
+        };
+        if let Err(e) = self.inner.index.create(&location).await {
+            let why = format!("recording its replicas failed ({e}); the replicas were deleted");
+            self.discard(&stored).await;
+            return Err(self.failed_error(&why));
+        }
+        Ok(receipt.length)
+    }
+
+    async fn abandon(mut self: Box<Self>) {
+        self.abort_all().await;
+    }
+}
+
+impl ClusterWriter {
+    /// Deletes replicas that were stored for a write that failed. Those on
+    /// nodes that cannot be reached are recorded as a deleted entry, which
+    /// a repair removes when the node is back.
+    async fn discard(&self, stored: &[String]) {
+        let left = self.inner.delete_replicas(&self.blob_id, stored).await;
+        if left.is_empty() {
+            return;
+        }
+        let tombstone = BlobLocation {
+            blob_id: self.blob_id.clone(),
+            nodes: left,
+            size: 0,
+            sha256: String::new(),
+            created_ms: now_ms(),
+            tenant: self.tenant.clone(),
+            bucket: self.bucket.clone(),
+            policy: self.policy.clone(),
+            removing: Vec::new(),
+            deleted: true,
+        };
+        if let Err(e) = self.inner.index.create(&tombstone).await {
+            tracing::error!(blob_id = %self.blob_id, error = %e, "an abandoned replica could not be deleted nor recorded");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A gateway on storage nodes (`[cluster]`, docs/storage-nodes.md "Running
+//! gateways on nodes"): the replicated blob store over the topology's nodes,
+//! its location index in the metadata store's documents, the node poller,
+//! the repair loop, and the two places residency policies are read from.
+//!
+//! The policies themselves are enforced below: the storage service asks
+//! [`TenantResidency`] for a tenant's policy when its bucket has none and
+//! hands the effective one to `ClusterBlobStore::create_placed`, which places
+//! only on compliant nodes or refuses. This module decides nothing about
+//! placement; it only wires and schedules.
+
+use crate::config::ClusterSettings;
+use anyhow::Context as _;
+use nuage_cluster::{BlobLocation, ClusterBlobStore, ClusterConfig, PolicySource, PollerHandle};
+use nuage_iam::Iam;
+use nuage_meta::{DocumentStore, MetaStore};
+use nuage_node::tls::TlsMaterial;
+use nuage_placement::{CountryCode, Durability, ResidencyPolicy, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Replicas of a blob under the derived default policy (fewer when the
+/// first region's countries have fewer nodes).
+const DEFAULT_REPLICAS: u32 = 2;
+/// Tenants whose policy one repair pass reads (the rest keep the policy
+/// their blobs were written under until a later pass).
+const REPAIR_TENANTS_MAX: usize = 10_000;
+
+/// The cluster store and its background tasks; dropping it stops them.
+pub struct Cluster {
+    pub store: ClusterBlobStore,
+    _poller: PollerHandle,
+    repair: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(repair) = &self.repair {
+            repair.abort();
+        }
+    }
+}
+
+/// Builds the cluster store over `topology`'s nodes, polls them once (so
+/// the first writes see the nodes that are up), and starts the poller and
+/// the repair loop.
+///
+/// # Errors
+/// Unreadable TLS material, a node endpoint the store refuses, an invalid
+/// default policy, or none derivable from the first region.
+pub async fn start(
+    settings: &ClusterSettings,
+    topology: Arc<Topology>,
+    first_region: &str,
+    docs: Arc<dyn DocumentStore>,
+    meta: Arc<dyn MetaStore>,
+    iam: Iam,
+) -> anyhow::Result<Cluster> {
+    let tls = TlsMaterial::load(&settings.cert, &settings.key, &settings.ca)
+        .context("cannot load the [cluster] certificate, key or CA")?;
+    let default_policy = match &settings.default_policy {
+        Some(json) => ResidencyPolicy::from_json(json)
+            .context("cluster.default_policy is not a valid residency policy")?,
+        None => derived_default_policy(&topology, first_region)?,
+    };
+    tracing::info!(
+        nodes = topology.nodes().len(),
+        default_policy = %default_policy.to_json(),
+        "gateway on storage nodes"
+    );
+    let store = ClusterBlobStore::new(
+        ClusterConfig::new(Arc::clone(&topology), tls, default_policy),
+        docs,
+    )
+    .context("cannot set up the cluster blob store")?;
+    for (node, why) in store.poll_nodes().await {
+        tracing::warn!(%node, %why, "storage node down at start");
+    }
+    let poller = store.spawn_poller(settings.poll_interval);
+    let repair = if settings.repair {
+        Some(tokio::spawn(repair_loop(
+            store.clone(),
+            settings.repair_interval,
+            meta,
+            iam,
+        )))
+    } else {
+        tracing::info!("repair passes are left to another gateway (cluster.repair = false)");
+        None
+    };
+    Ok(Cluster {
+        store,
+        _poller: poller,
+        repair,
+    })
+}
+
+/// The policy of a blob whose bucket and tenant name none: the countries of
+/// the first region's sites (a blob stays in its default region, as on a
+/// single node), [`DEFAULT_REPLICAS`] replicas or as many nodes as those
+/// sites hold.
+fn derived_default_policy(
+    topology: &Topology,
+    first_region: &str,
+) -> anyhow::Result<ResidencyPolicy> {
+    let sites: Vec<_> = topology
+        .sites()
+        .values()
+        .filter(|s| s.region == first_region)
+        .collect();
+    let countries: BTreeSet<CountryCode> = sites.iter().map(|s| s.country).collect();
+    let nodes = topology
+        .nodes()
+        .values()
+        .filter(|n| sites.iter().any(|s| s.id == n.site))
+        .count();
+    let replicas = DEFAULT_REPLICAS.min(u32::try_from(nodes).unwrap_or(u32::MAX));
+    if replicas == 0 {
+        anyhow::bail!(
+            "region `{first_region}` (the first configured) has no node in topology_file: set \
+             cluster.default_policy or add nodes"
+        );
+    }
+    ResidencyPolicy::new(
+        countries,
+        BTreeSet::new(),
+        BTreeSet::new(),
+        None,
+        Durability::Replicas(replicas),
+        1,
+    )
+    .context("cannot derive a default residency policy from the first region")
+}
+
+/// The storage service's source of tenants' policies: the identity record.
+pub struct TenantResidency {
+    iam: Iam,
+}
+
+impl TenantResidency {
+    pub fn new(iam: Iam) -> Self {
+        Self { iam }
+    }
+}
+
+impl nuage_storage::ResidencySource for TenantResidency {
+    fn tenant_policy<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.iam
+                .tenant(tenant)
+                .await
+                .map(|t| t.residency_policy)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Repair's view of the policies now: each bucket's effective policy (its
+/// own, else its tenant's), read before the pass. `repair_once` asks
+/// synchronously, so the pass works from this snapshot; a blob whose bucket
+/// is gone, or has no policy, keeps the policy it was written under.
+struct PolicySnapshot {
+    buckets: BTreeMap<String, ResidencyPolicy>,
+}
+
+impl PolicySource for PolicySnapshot {
+    fn policy_for(&self, location: &BlobLocation) -> Option<ResidencyPolicy> {
+        location
+            .bucket
+            .as_ref()
+            .and_then(|b| self.buckets.get(b))
+            .cloned()
+    }
+}
+
+async fn snapshot(meta: &dyn MetaStore, iam: &Iam) -> anyhow::Result<PolicySnapshot> {
+    let mut tenants: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut buckets = BTreeMap::new();
+    for bucket in meta.list_buckets().await.context("cannot list buckets")? {
+        let text = match bucket.residency_policy {
+            Some(own) => Some(own),
+            None if bucket.owner.is_empty() => None,
+            None => {
+                if !tenants.contains_key(&bucket.owner) {
+                    if tenants.len() >= REPAIR_TENANTS_MAX {
+                        continue;
+                    }
+                    let policy = iam
+                        .tenant(&bucket.owner)
+                        .await
+                        .with_context(|| format!("cannot read tenant {}", bucket.owner))?
+                        .residency_policy;
+                    tenants.insert(bucket.owner.clone(), policy);
+                }
+                tenants.get(&bucket.owner).cloned().flatten()
+            }
+        };
+        let Some(text) = text else { continue };
+        match ResidencyPolicy::from_json(&text) {
+            Ok(policy) => {
+                buckets.insert(bucket.name, policy);
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %bucket.name, error = %e, "stored residency policy does not parse; repair keeps the recorded one");
+            }
+        }
+    }
+    Ok(PolicySnapshot { buckets })
+}
+
+/// One repair pass every `interval`, each logged; one pass at a time (a
+/// pass that outlasts the interval delays the next).
+async fn repair_loop(
+    store: ClusterBlobStore,
+    interval: std::time::Duration,
+    meta: Arc<dyn MetaStore>,
+    iam: Iam,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let policies = match snapshot(meta.as_ref(), &iam).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "repair skipped: policies unreadable");
+                continue;
+            }
+        };
+        match store.repair_once(&policies).await {
+            Ok(report) if report.repaired > 0 || report.failed_count > 0 => tracing::info!(
+                scanned = report.scanned,
+                repaired = report.repaired,
+                copied = report.copied,
+                removed = report.removed,
+                failed = report.failed_count,
+                failures = ?report.failures,
+                "repair pass"
+            ),
+            Ok(report) => tracing::debug!(scanned = report.scanned, "repair pass: nothing to do"),
+            Err(e) => tracing::warn!(error = %e, "repair pass failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const TOPOLOGY: &str = r#"
+[[region]]
+id = "fr-par"
+[[region]]
+id = "de-fra"
+[[region]]
+id = "empty"
+[[site]]
+id = "par1"
+region = "fr-par"
+country = "FR"
+operator = { entity = "A", country_of_control = "FR" }
+[[site]]
+id = "par2"
+region = "fr-par"
+country = "FR"
+operator = { entity = "A", country_of_control = "FR" }
+[[site]]
+id = "fra1"
+region = "de-fra"
+country = "DE"
+operator = { entity = "B", country_of_control = "DE" }
+[[node]]
+id = "fr-1"
+site = "par1"
+endpoint = "https://127.0.0.1:1"
+capacity_bytes = 1
+[[node]]
+id = "fr-2"
+site = "par2"
+endpoint = "https://127.0.0.1:2"
+capacity_bytes = 1
+[[node]]
+id = "de-1"
+site = "fra1"
+endpoint = "https://127.0.0.1:3"
+capacity_bytes = 1
+"#;
+
+    #[test]
+    fn the_default_policy_keeps_blobs_in_the_first_regions_countries() {
+        let topology = Topology::from_toml(TOPOLOGY).unwrap();
+        let fr = derived_default_policy(&topology, "fr-par").unwrap();
+        assert_eq!(
+            fr.to_json(),
+            ResidencyPolicy::from_json(
+                r#"{"allowed_countries":["FR"],"durability":{"replicas":2},"min_sites":1}"#
+            )
+            .unwrap()
+            .to_json()
+        );
+        // One node there: one replica rather than a policy never met.
+        let de = derived_default_policy(&topology, "de-fra").unwrap();
+        assert_eq!(de.durability, Durability::Replicas(1));
+        let e = derived_default_policy(&topology, "empty").unwrap_err();
+        assert!(format!("{e:#}").contains("no node"), "{e:#}");
+    }
+}
