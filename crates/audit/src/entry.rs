@@ -56,6 +56,51 @@ pub struct Entry {
     /// The HTTP status of the response, when there was an HTTP response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Where a write put the tenant's data: each blob written and the
+    /// storage nodes holding it, when the gateway runs on storage nodes.
+    /// Entries written before this field existed lack it (and their leaf
+    /// bytes are unchanged: an absent field is not serialized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Vec<PlacedBlob>>,
+    /// What a repair did to one replica of the tenant's data (a copy or a
+    /// removal, from which nodes to which, and why); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaChange>,
+}
+
+/// One blob a write stored, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedBlob {
+    /// The blob id.
+    pub blob: String,
+    /// The nodes holding a replica, in placement order.
+    pub nodes: Vec<PlacedNode>,
+}
+
+/// One storage node, where it stands and under whose law.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedNode {
+    /// The node id (topology file).
+    pub node: String,
+    /// Its site.
+    pub site: String,
+    /// The site's country, ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+/// A replica a repair copied or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaChange {
+    /// The blob id.
+    pub blob: String,
+    /// The replicas the change moves away from (the copy's sources for a
+    /// copy, the removed replica for a removal).
+    pub from: Vec<PlacedNode>,
+    /// The node that received the copy; empty for a removal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<PlacedNode>,
+    /// Why, in words (`node down`, `site not allowed: ...`, `surplus`).
+    pub reason: String,
 }
 
 /// Who made a request.
@@ -185,6 +230,8 @@ pub(crate) mod tests {
             justification: Some("CUSTOMER_INITIATED_ACCESS".into()),
             approval: None,
             status: Some(200),
+            placement: None,
+            replica: None,
         }
     }
 
@@ -205,6 +252,53 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(Entry::from_leaf(&leaf).expect("parse"), sample());
+    }
+
+    #[test]
+    fn entries_without_the_new_fields_keep_their_bytes() {
+        // A leaf written before `placement` and `replica` existed parses,
+        // and serializes back to the very same bytes (its hash unchanged).
+        let old = concat!(
+            r#"{"v":1,"time":"2026-11-29T12:00:00.5Z","tenant":"123456789012","#,
+            r#""actor":{"kind":"service","id":"nuage","auth":"none"},"action":"s3:PutObject","#,
+            r#""decision":{"effect":"allow"},"status":200}"#
+        );
+        let entry = Entry::from_leaf(old.as_bytes()).expect("parse");
+        assert_eq!(entry.placement, None);
+        assert_eq!(entry.replica, None);
+        assert_eq!(entry.to_leaf().expect("leaf"), old.as_bytes());
+    }
+
+    #[test]
+    fn placement_and_replica_come_last() {
+        let node = |n: &str, c: &str| PlacedNode {
+            node: n.into(),
+            site: format!("{n}-site"),
+            country: c.into(),
+        };
+        let mut entry = sample();
+        entry.placement = Some(vec![PlacedBlob {
+            blob: "b1".into(),
+            nodes: vec![node("fr-1", "FR")],
+        }]);
+        entry.replica = Some(ReplicaChange {
+            blob: "b1".into(),
+            from: vec![node("de-1", "DE")],
+            to: vec![node("fr-2", "FR")],
+            reason: "site not allowed".into(),
+        });
+        let leaf = String::from_utf8(entry.to_leaf().expect("leaf")).expect("utf8");
+        assert!(
+            leaf.ends_with(concat!(
+                r#""status":200,"placement":[{"blob":"b1","nodes":[{"node":"fr-1","#,
+                r#""site":"fr-1-site","country":"FR"}]}],"replica":{"blob":"b1","#,
+                r#""from":[{"node":"de-1","site":"de-1-site","country":"DE"}],"#,
+                r#""to":[{"node":"fr-2","site":"fr-2-site","country":"FR"}],"#,
+                r#""reason":"site not allowed"}}"#
+            )),
+            "{leaf}"
+        );
+        assert_eq!(Entry::from_leaf(leaf.as_bytes()).expect("parse"), entry);
     }
 
     #[test]

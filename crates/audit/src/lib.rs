@@ -46,7 +46,10 @@ pub mod verify;
 pub mod witness;
 
 pub use checkpoint::{CheckpointSigner, SignedCheckpoint, verifier_key};
-pub use entry::{Actor, ActorKind, Authentication, Decision, Effect, Entry};
+pub use entry::{
+    Actor, ActorKind, Authentication, Decision, ENTRY_FORMAT_VERSION, Effect, Entry, PlacedBlob,
+    PlacedNode, ReplicaChange,
+};
 pub use error::AuditError;
 pub use log::AuditLog;
 pub use proof::{ConsistencyProof, InclusionProof};

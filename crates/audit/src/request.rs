@@ -40,6 +40,9 @@ pub struct RequestAudit {
     pub justification: Option<String>,
     /// The tenant's approval id, when the operator acted under one.
     pub approval: Option<String>,
+    /// Where the request's write put the data, when it placed blobs on
+    /// storage nodes.
+    pub placement: Option<Vec<crate::PlacedBlob>>,
 }
 
 /// What the server knows about a request that its front end does not.
@@ -73,6 +76,7 @@ impl RequestAudit {
             key: None,
             justification: None,
             approval: None,
+            placement: None,
         }
     }
 
@@ -116,6 +120,8 @@ impl RequestAudit {
             justification: self.justification,
             approval: self.approval,
             status: Some(facts.status),
+            placement: self.placement,
+            replica: None,
         }
     }
 }

@@ -44,6 +44,8 @@ fn entry(i: u64, time: OffsetDateTime) -> Entry {
         justification: None,
         approval: None,
         status: Some(403),
+        placement: None,
+        replica: None,
     }
 }
 

@@ -33,6 +33,8 @@ fn entry(i: u64) -> Entry {
         justification: Some("CUSTOMER_INITIATED_ACCESS".into()),
         approval: None,
         status: Some(200),
+        placement: None,
+        replica: None,
     }
 }
 

@@ -41,6 +41,8 @@ fn entry(i: u64) -> Entry {
         justification: None,
         approval: None,
         status: Some(200),
+        placement: None,
+        replica: None,
     }
 }
 

@@ -251,6 +251,12 @@ pub const ACCESS_REQUESTS_LIST_MAX: usize = 1000;
 /// redb keeps a transaction's dirty pages in memory until it commits, so a
 /// store of millions of records is copied in bounded steps.
 pub const META_REWRITE_TRANSACTION_ENTRIES_MAX: usize = 50_000;
+/// redb's page cache for the embedded metadata store. redb's own default
+/// is 1 GiB, which a store of a million objects fills: the server's memory
+/// then grew with the object count (1.2 GiB resident after writing a
+/// million, docs/performance.md). Pages beyond it are read again from the
+/// operating system's page cache, which is shared and reclaimable.
+pub const META_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest C2SP tlog-witness `add-checkpoint` request body a witness reads:
 /// `old <size>`, at most `WITNESS_PROOF_HASHES_MAX` base64 hashes (45 bytes
 /// each), a blank line and a signed checkpoint of at most

@@ -133,12 +133,29 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn list(&self) -> BlobResult<Vec<BlobEntry>>;
 }
 
+/// One replica of a blob, as placed: the node and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaPlace {
+    /// The node id (topology file).
+    pub node: String,
+    /// The node's site.
+    pub site: String,
+    /// The site's country, ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
 /// A blob being written. Dropping it without [`finish`](BlobWriter::finish)
 /// leaves a partial blob that the orphan collector removes; call
 /// [`abandon`](BlobWriter::abandon) to remove it at once.
 #[async_trait::async_trait]
 pub trait BlobWriter: Send {
     fn blob_id(&self) -> &str;
+    /// The nodes this blob is being written to, when the store places
+    /// blobs on storage nodes (the replicated store); None for a store
+    /// that keeps everything in one place. Valid once `finish` succeeds.
+    fn placement(&self) -> Option<Vec<ReplicaPlace>> {
+        None
+    }
     /// Appends bytes; buffers at most one block.
     async fn write(&mut self, data: Bytes) -> BlobResult<()>;
     /// Flushes and makes the blob durable (data and directory entry fsynced).

@@ -28,7 +28,9 @@ mod repair;
 mod writer;
 
 pub use index::{BlobLocation, LOCATIONS_NAMESPACE, LocationIndex, Revisioned};
-pub use repair::{PolicySource, RepairReport};
+pub use repair::{
+    NoRepairLog, PolicySource, RepairLog, RepairReport, ReplicaEvent, ReplicaEventKind,
+};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -208,6 +210,12 @@ impl ClusterBlobStore {
     #[must_use]
     pub fn index(&self) -> &LocationIndex {
         &self.inner.index
+    }
+
+    /// The policy of blobs whose bucket and tenant name none.
+    #[must_use]
+    pub fn default_policy(&self) -> &ResidencyPolicy {
+        &self.inner.default_policy
     }
 
     /// The node states placement uses now.

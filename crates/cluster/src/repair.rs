@@ -13,10 +13,13 @@
 //! recorded: when the node returns, a later repair removes them as surplus.
 
 use crate::index::{BlobLocation, IndexPages, Revisioned};
+use crate::writer::replica_place;
 use crate::{ClusterBlobStore, ClusterError, Inner, limits};
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use nuage_blob::ReplicaPlace;
 use nuage_node::NodeError;
-use nuage_placement::{MoveReason, ResidencyPolicy};
+use nuage_placement::{Move, MoveReason, RepairPlan, ResidencyPolicy};
 
 /// The policy a blob must meet now, as the buckets say (a bucket's policy
 /// may have been narrowed since the blob was written). `None`: the policy
@@ -31,6 +34,57 @@ where
 {
     fn policy_for(&self, location: &BlobLocation) -> Option<ResidencyPolicy> {
         self(location)
+    }
+}
+
+/// What a repair does to one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaEventKind {
+    /// A copy that restores the blob's durability (a replica's node is
+    /// down or gone, or the blob has fewer replicas than its policy asks).
+    Repair,
+    /// A copy that moves the blob where its policy now wants it (a site
+    /// the policy no longer allows, a draining node, too few sites).
+    Migrate,
+    /// A replica deleted (moved away, or surplus).
+    Remove,
+}
+
+/// One replica copied or removed by a repair, for the owning tenant's
+/// audit log. Reported to the [`RepairLog`] before the repair records the
+/// new replica set or deletes anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaEvent {
+    pub kind: ReplicaEventKind,
+    pub blob_id: String,
+    /// The tenant and bucket the blob was written for (None for blobs
+    /// written without them).
+    pub tenant: Option<String>,
+    pub bucket: Option<String>,
+    /// For a copy: the replicas it replaces (or, when it replaces none, the
+    /// replicas it may be copied from). For a removal: the removed replica.
+    pub from: Vec<ReplicaPlace>,
+    /// For a copy: the node that received it. Empty for a removal.
+    pub to: Vec<ReplicaPlace>,
+    /// Why, in words (`node down`, `site not allowed: ...`).
+    pub reason: String,
+}
+
+/// Where a repair makes its changes durable before acting on them (the
+/// tenants' audit logs). A failure stops the repair of that blob: the new
+/// copies are deleted and nothing is removed.
+pub trait RepairLog: Send + Sync {
+    /// Records `events`, durably, before returning Ok.
+    fn record<'a>(&'a self, events: &'a [ReplicaEvent]) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A repair log that keeps nothing (tests, tools).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRepairLog;
+
+impl RepairLog for NoRepairLog {
+    fn record<'a>(&'a self, _events: &'a [ReplicaEvent]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -62,6 +116,7 @@ impl RepairReport {
 
 impl ClusterBlobStore {
     /// One pass over the whole index. Uses the node states of the last poll.
+    /// Logs nothing ([`Self::repair_once_logged`] does).
     ///
     /// # Errors
     /// Only a failure to read the index; each blob's failure is in the report.
@@ -69,13 +124,31 @@ impl ClusterBlobStore {
         &self,
         policies: &dyn PolicySource,
     ) -> Result<RepairReport, ClusterError> {
+        self.repair_once_logged(policies, &NoRepairLog).await
+    }
+
+    /// [`Self::repair_once`], each blob's copies and removals recorded in
+    /// `log` once the copies are durable and before the new replica set is
+    /// recorded or any replica deleted.
+    ///
+    /// # Errors
+    /// Only a failure to read the index; each blob's failure is in the report.
+    pub async fn repair_once_logged(
+        &self,
+        policies: &dyn PolicySource,
+        log: &dyn RepairLog,
+    ) -> Result<RepairReport, ClusterError> {
         let mut report = RepairReport::default();
         let mut pages = IndexPages::default();
         while let Some(page) = pages.next(&self.inner.index).await? {
             for entry in page {
                 report.scanned += 1;
                 let blob_id = entry.location.blob_id.clone();
-                if let Err(why) = self.inner.repair_entry(entry, policies, &mut report).await {
+                if let Err(why) = self
+                    .inner
+                    .repair_entry(entry, policies, log, &mut report)
+                    .await
+                {
                     report.fail(&blob_id, why);
                 }
             }
@@ -114,6 +187,7 @@ impl Inner {
         &self,
         entry: Revisioned,
         policies: &dyn PolicySource,
+        log: &dyn RepairLog,
         report: &mut RepairReport,
     ) -> Result<(), String> {
         let Revisioned {
@@ -166,6 +240,17 @@ impl Inner {
             }
         }
         report.copied += added.len() as u64;
+        // 2a. Log first: the tenant's log holds every change before the
+        // index names it or a replica is deleted.
+        let events = self.events(&location, &plan, &added);
+        if !events.is_empty()
+            && let Err(e) = log.record(&events).await
+        {
+            self.delete_unrecorded(&blob_id, &added).await;
+            return Err(format!(
+                "logging the repair failed ({e}); the new copies were deleted, nothing removed"
+            ));
+        }
         // 2. Record: the target, plus replicas on down nodes (not readable
         // now, still there); the removed ones are never read again.
         let mut nodes = plan.target();
@@ -204,6 +289,75 @@ impl Inner {
             .update(&updated, current.revision)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// The audit events of carrying out `plan` for `location`, whose copies
+    /// to `added` are made.
+    fn events(
+        &self,
+        location: &BlobLocation,
+        plan: &RepairPlan,
+        added: &[String],
+    ) -> Vec<ReplicaEvent> {
+        let place = |node: &str| replica_place(&self.topology, node);
+        let event = |kind, from, to, reason| ReplicaEvent {
+            kind,
+            blob_id: location.blob_id.clone(),
+            tenant: location.tenant.clone(),
+            bucket: location.bucket.clone(),
+            from,
+            to,
+            reason,
+        };
+        // What the copies replace: replicas leaving, and unreadable ones.
+        let replaced: Vec<&Move> = plan
+            .remove
+            .iter()
+            .chain(&plan.unavailable)
+            .filter(|m| m.reason != MoveReason::Surplus && m.reason != MoveReason::Duplicate)
+            .collect();
+        let migrates = replaced.iter().any(|m| {
+            matches!(
+                m.reason,
+                MoveReason::SiteNotAllowed { .. } | MoveReason::NodeDraining | MoveReason::Spread
+            )
+        });
+        let kind = if migrates {
+            ReplicaEventKind::Migrate
+        } else {
+            ReplicaEventKind::Repair
+        };
+        let (from, reason): (Vec<ReplicaPlace>, String) = if replaced.is_empty() {
+            (
+                plan.sources.iter().map(|n| place(n)).collect(),
+                "fewer replicas than the policy asks".to_owned(),
+            )
+        } else {
+            let mut reasons: Vec<String> = Vec::new();
+            for m in &replaced {
+                let r = m.reason.to_string();
+                if !reasons.contains(&r) {
+                    reasons.push(r);
+                }
+            }
+            (
+                replaced.iter().map(|m| place(&m.node)).collect(),
+                reasons.join("; "),
+            )
+        };
+        let mut events: Vec<ReplicaEvent> = added
+            .iter()
+            .map(|node| event(kind, from.clone(), vec![place(node)], reason.clone()))
+            .collect();
+        events.extend(plan.remove.iter().map(|m| {
+            event(
+                ReplicaEventKind::Remove,
+                vec![place(&m.node)],
+                Vec::new(),
+                m.reason.to_string(),
+            )
+        }));
+        events
     }
 
     /// Streams the blob from the first source that serves it to `dest`.

@@ -3,9 +3,11 @@
 use crate::index::BlobLocation;
 use crate::{ClusterError, Inner, is_unreachable, limits, now_ms};
 use bytes::Bytes;
-use nuage_blob::{BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget};
+use nuage_blob::{
+    BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget, ReplicaPlace,
+};
 use nuage_node::{NodeBlobWriter, NodeError, WriteReceipt};
-use nuage_placement::{NodeStatus, PlacementError, ResidencyPolicy};
+use nuage_placement::{NodeStatus, PlacementError, ResidencyPolicy, Topology};
 use std::sync::Arc;
 
 /// One blob being streamed to every node placement chose. Memory: each
@@ -37,6 +39,17 @@ fn refusal(policy: &ResidencyPolicy, e: PlacementError) -> BlobError {
         reason: Box::new(e),
     }
     .into_blob_error()
+}
+
+/// Where `node` stands, as the topology says (a node no longer in it is
+/// named with an empty site and country).
+pub(crate) fn replica_place(topology: &Topology, node: &str) -> ReplicaPlace {
+    let site = topology.site_of(node);
+    ReplicaPlace {
+        node: node.to_owned(),
+        site: site.map(|s| s.id.clone()).unwrap_or_default(),
+        country: site.map(|s| s.country.to_string()).unwrap_or_default(),
+    }
 }
 
 impl ClusterWriter {
@@ -112,6 +125,15 @@ impl ClusterWriter {
 impl BlobWriter for ClusterWriter {
     fn blob_id(&self) -> &str {
         &self.blob_id
+    }
+
+    fn placement(&self) -> Option<Vec<ReplicaPlace>> {
+        Some(
+            self.replicas
+                .iter()
+                .map(|(node, _)| replica_place(&self.inner.topology, node))
+                .collect(),
+        )
     }
 
     async fn write(&mut self, data: Bytes) -> BlobResult<()> {

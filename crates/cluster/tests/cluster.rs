@@ -544,3 +544,113 @@ async fn narrowing_eu_to_france_moves_replicas_out_of_germany() {
     }
     cluster.assert_nothing_outside_france();
 }
+
+/// A repair log that keeps the events, noting for each whether de-1 still
+/// held the blob when it was recorded; or refuses everything.
+struct RecordingLog<'a> {
+    cluster: &'a Cluster,
+    refuse: bool,
+    events: std::sync::Mutex<Vec<(nuage_cluster::ReplicaEvent, bool)>>,
+}
+
+impl nuage_cluster::RepairLog for RecordingLog<'_> {
+    fn record<'a>(
+        &'a self,
+        events: &'a [nuage_cluster::ReplicaEvent],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.refuse {
+                return Err("the log is full".into());
+            }
+            let mut kept = self.events.lock().unwrap();
+            for event in events {
+                let on_de1 = !self
+                    .cluster
+                    .node("de-1-n1")
+                    .files_of(&event.blob_id)
+                    .is_empty();
+                kept.push((event.clone(), on_de1));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_is_logged_before_any_replica_is_removed() {
+    use nuage_cluster::ReplicaEventKind;
+    let cluster = Cluster::start(None).await;
+    let store = cluster.store(eu(2)).await;
+    let mut ids = Vec::new();
+    for seed in 0..6 {
+        ids.push(
+            write_blob(&store, &target(&eu(2), None), 60 + seed, 100_000)
+                .await
+                .unwrap(),
+        );
+    }
+    let german: Vec<&String> = ids
+        .iter()
+        .filter(|id| !cluster.node("de-1-n1").files_of(id).is_empty())
+        .collect();
+    assert!(!german.is_empty(), "no blob in Germany");
+    let before: Vec<Vec<String>> = ids.iter().map(|id| sorted(cluster.holders(id))).collect();
+    let narrowed = |_: &BlobLocation| Some(fr_only());
+
+    // A log that refuses: nothing is recorded, removed, or left behind.
+    let refusing = RecordingLog {
+        cluster: &cluster,
+        refuse: true,
+        events: std::sync::Mutex::default(),
+    };
+    let report = store
+        .repair_once_logged(&narrowed, &refusing)
+        .await
+        .unwrap();
+    assert_eq!(report.removed, 0, "{report:?}");
+    assert_eq!(report.failed_count, german.len() as u64, "{report:?}");
+    let after: Vec<Vec<String>> = ids.iter().map(|id| sorted(cluster.holders(id))).collect();
+    assert_eq!(after, before, "a refused log changes no replica");
+
+    // A log that keeps: one migration and one removal per German blob, each
+    // recorded while the German replica still existed.
+    let log = RecordingLog {
+        cluster: &cluster,
+        refuse: false,
+        events: std::sync::Mutex::default(),
+    };
+    let report = store.repair_once_logged(&narrowed, &log).await.unwrap();
+    assert_eq!(report.failed_count, 0, "{report:?}");
+    cluster.assert_nothing_outside_france();
+    let events = log.events.into_inner().unwrap();
+    for id in &german {
+        let of: Vec<&(nuage_cluster::ReplicaEvent, bool)> =
+            events.iter().filter(|(e, _)| &e.blob_id == *id).collect();
+        let kinds: Vec<ReplicaEventKind> = of.iter().map(|(e, _)| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [ReplicaEventKind::Migrate, ReplicaEventKind::Remove],
+            "{of:?}"
+        );
+        for (event, on_de1) in &of {
+            assert!(
+                on_de1,
+                "logged after the German replica was removed: {event:?}"
+            );
+            assert_eq!(event.tenant.as_deref(), Some("acme"));
+            assert_eq!(event.bucket.as_deref(), Some("b"));
+            assert_eq!(event.from.len(), 1, "{event:?}");
+            assert_eq!(
+                (event.from[0].node.as_str(), event.from[0].country.as_str()),
+                ("de-1-n1", "DE")
+            );
+            assert!(event.reason.starts_with("site not allowed"), "{event:?}");
+        }
+        let to = &of[0].0.to;
+        assert_eq!(to.len(), 1);
+        assert_eq!(to[0].country, "FR", "{to:?}");
+        assert!(of[1].0.to.is_empty());
+    }
+    // Blobs already in France only had their recorded policy changed.
+    assert_eq!(events.len(), 2 * german.len(), "{events:?}");
+}

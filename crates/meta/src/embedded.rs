@@ -38,7 +38,7 @@ use crate::{
     PutVersionOutcome, UploadRecord, VersionRecord, WriteCondition,
 };
 use nuage_base::ids;
-use nuage_base::limits::META_REWRITE_TRANSACTION_ENTRIES_MAX;
+use nuage_base::limits::{META_CACHE_BYTES, META_REWRITE_TRANSACTION_ENTRIES_MAX};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle as _};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -330,7 +330,10 @@ impl EmbeddedMetaStore {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with_batch(path: &Path, batch_operations_max: usize) -> MetaResult<Self> {
-        let db = Database::create(path).map_err(backend)?;
+        let db = Database::builder()
+            .set_cache_size(META_CACHE_BYTES)
+            .create(path)
+            .map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         for table in [
             BUCKETS,
@@ -410,7 +413,10 @@ impl EmbeddedMetaStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(backend(e)),
         }
-        let new = Database::create(&staged).map_err(backend)?;
+        let new = Database::builder()
+            .set_cache_size(META_CACHE_BYTES)
+            .create(&staged)
+            .map_err(backend)?;
         let entries = copy_live_entries(&old, &new)?;
         // Every commit above was durable (redb fsyncs on commit).
         drop(new);
@@ -1092,13 +1098,16 @@ impl crate::DocumentStore for EmbeddedMetaStore {
 /// Opens the file at `path`, which must exist, for a rewrite: redb locks it,
 /// so this fails while a server (or any other store) has it open.
 fn open_exclusive(path: &Path) -> MetaResult<Database> {
-    Database::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Backend(format!(
-            "{} is in use by another process (is the server running?)",
-            path.display()
-        )),
-        e => backend(e),
-    })
+    Database::builder()
+        .set_cache_size(META_CACHE_BYTES)
+        .open(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Backend(format!(
+                "{} is in use by another process (is the server running?)",
+                path.display()
+            )),
+            e => backend(e),
+        })
 }
 
 fn rewrite_path(path: &Path) -> PathBuf {

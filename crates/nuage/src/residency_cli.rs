@@ -6,6 +6,11 @@
 //! Both only read the files they are given; they never contact a server, so
 //! a tenant can check an attestation on a machine of its own.
 //!
+//! `key` fetches the region's verifier key (`GET /_nuage/residency/v1/key`,
+//! unauthenticated) and `attest` an attestation
+//! (`GET /_nuage/residency/v1/attestation`, SigV4-signed, service
+//! `residency`, with the tenant's AWS credentials), for `verify` to check.
+//!
 //! `get`, `set` and `clear` manage the residency policies of tenants and
 //! buckets on a running server, through the admin API with the operator
 //! token (as `nuage admin` does): `/tenants/{tenant}/residency` and
@@ -42,6 +47,59 @@ enum ResidencyCommand {
     Set(SetArgs),
     /// Removes a tenant's or a bucket's residency policy.
     Clear(PolicyTarget),
+    /// Prints the region's verifier key, which `verify --key` takes.
+    Key(KeyArgs),
+    /// Asks the server for a signed attestation of where an object's (or a
+    /// bucket's) replicas are, signed with the caller's access key.
+    Attest(AttestArgs),
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// URL of the Nuage server (its S3 endpoint).
+    #[arg(long, default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// A PEM certificate to trust for https://.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Write the key to this file (else standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AttestArgs {
+    /// URL of the Nuage server (its S3 endpoint).
+    #[arg(long, default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// The bucket.
+    #[arg(long)]
+    bucket: String,
+    /// An object of the bucket (else: every object's latest version).
+    #[arg(long)]
+    key: Option<String>,
+    /// A version of the object (else its latest).
+    #[arg(long, requires = "key")]
+    version_id: Option<String>,
+    /// Write the attestation to this file (else standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Access key id (default: $AWS_ACCESS_KEY_ID).
+    #[arg(long)]
+    access_key_id: Option<String>,
+    /// Secret access key (default: $AWS_SECRET_ACCESS_KEY; prefer the
+    /// variable, command lines are visible to other users).
+    #[arg(long)]
+    secret_access_key: Option<String>,
+    /// Session token of temporary credentials (default: $AWS_SESSION_TOKEN).
+    #[arg(long)]
+    session_token: Option<String>,
+    /// Region of the signature (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// A PEM certificate to trust for https://.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Where the admin API is and how to authenticate (as `nuage admin`).
@@ -146,6 +204,8 @@ pub fn run(args: ResidencyArgs) -> anyhow::Result<()> {
             remote(&args.target, Method::PUT, Some(text))
         }
         ResidencyCommand::Clear(target) => remote(&target, Method::DELETE, None),
+        ResidencyCommand::Key(args) => run_key(&args),
+        ResidencyCommand::Attest(args) => run_attest(&args),
     }
 }
 
@@ -532,4 +592,164 @@ fn bytes_text(bytes: u64) -> String {
     } else {
         format!("{whole}.{tenths} {}", UNITS[unit])
     }
+}
+
+/// Query-string bytes kept as is (RFC 3986 unreserved), as SigV4 encodes.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// The default signing region, as the AWS tools.
+const DEFAULT_SIGNING_REGION: &str = "us-east-1";
+
+/// A flag, else the first environment variable set (and not empty).
+fn flag_or_env(flag: Option<&str>, vars: &[&str]) -> Option<String> {
+    flag.map(str::to_owned)
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            vars.iter()
+                .find_map(|v| std::env::var(v).ok().filter(|v| !v.is_empty()))
+        })
+}
+
+/// GETs `path_and_query` under the residency API, signed when `credentials`
+/// are given; the body on success, an error naming the server's code else.
+async fn residency_get(
+    endpoint_flag: &str,
+    ca_cert: Option<&Path>,
+    path_and_query: &str,
+    credentials: Option<(&str, &str, Option<&str>, &str)>,
+) -> anyhow::Result<Bytes> {
+    let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(endpoint_flag)?;
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .context("--endpoint has no host")?;
+    let tls =
+        crate::admin_cli::client_tls(https, ca_cert, Path::new(crate::config::DEFAULT_DATA_DIR))?;
+    let client = crate::admin_cli::http_client(tls);
+    let url = format!(
+        "{endpoint}{}{path_and_query}",
+        crate::server::residency_api::PREFIX
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let amz_date = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let mut request = http::Request::get(&url)
+        .header(http::header::HOST, &authority)
+        .header("x-amz-date", amz_date)
+        .body(Bytes::new())?;
+    if let Some((access_key_id, secret, token, region)) = credentials {
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("x-amz-security-token", http::HeaderValue::from_str(token)?);
+        }
+        nuage_sigv4::sign(&mut request, access_key_id, secret, region, "residency")
+            .map_err(|e| anyhow::anyhow!("cannot sign the request: {e}"))?;
+    }
+    let (status, bytes) = crate::admin_cli::exchange(
+        &client,
+        request.map(Full::new),
+        &endpoint,
+        REQUEST_TIMEOUT,
+        limits::ATTESTATION_BYTES_MAX,
+    )
+    .await?;
+    if status.is_success() {
+        return Ok(bytes);
+    }
+    let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let error = value.as_ref().map(|v| &v["error"]);
+    let field = |name: &str| error.and_then(|e| e[name].as_str()).map(str::to_owned);
+    let code = field("code").unwrap_or_else(|| "-".into());
+    let message = field("message")
+        .unwrap_or_else(|| format!("{status}, which does not look like a Nuage residency API"));
+    bail!("{message} ({code}, HTTP {})", status.as_u16())
+}
+
+fn write_or_print(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn run_key(args: &KeyArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let bytes = runtime.block_on(residency_get(
+        &args.endpoint,
+        args.ca_cert.as_deref(),
+        "key",
+        None,
+    ))?;
+    let key = std::str::from_utf8(&bytes)
+        .context("the server's verifier key is not text")?
+        .trim();
+    // Checked here, so that what is saved is a key `verify` accepts.
+    nuage_placement::attestation::check_verifier_key(key)
+        .map_err(|e| anyhow::anyhow!("the server answered with no verifier key ({e})"))?;
+    write_or_print(args.out.as_deref(), &format!("{key}\n"))
+}
+
+fn run_attest(args: &AttestArgs) -> anyhow::Result<()> {
+    let access_key_id = flag_or_env(args.access_key_id.as_deref(), &["AWS_ACCESS_KEY_ID"])
+        .context("no access key: pass --access-key-id or set AWS_ACCESS_KEY_ID")?;
+    let secret = flag_or_env(
+        args.secret_access_key.as_deref(),
+        &["AWS_SECRET_ACCESS_KEY"],
+    )
+    .context("no secret key: set AWS_SECRET_ACCESS_KEY (or --secret-access-key)")?;
+    let token = flag_or_env(args.session_token.as_deref(), &["AWS_SESSION_TOKEN"]);
+    let region = flag_or_env(
+        args.region.as_deref(),
+        &["AWS_REGION", "AWS_DEFAULT_REGION"],
+    )
+    .unwrap_or_else(|| DEFAULT_SIGNING_REGION.to_owned());
+    let mut query = format!(
+        "attestation?bucket={}",
+        utf8_percent_encode(&args.bucket, QUERY_VALUE)
+    );
+    if let Some(key) = &args.key {
+        query.push_str("&key=");
+        query.extend(utf8_percent_encode(key, QUERY_VALUE));
+    }
+    if let Some(version) = &args.version_id {
+        query.push_str("&versionId=");
+        query.extend(utf8_percent_encode(version, QUERY_VALUE));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let bytes = runtime.block_on(residency_get(
+        &args.endpoint,
+        args.ca_cert.as_deref(),
+        &query,
+        Some((&access_key_id, &secret, token.as_deref(), &region)),
+    ))?;
+    let text = std::str::from_utf8(&bytes).context("the attestation is not text")?;
+    write_or_print(args.out.as_deref(), text)?;
+    if let Some(path) = &args.out {
+        eprintln!(
+            "Wrote the attestation to {}; check it with `nuage residency verify {} --key KEY` (KEY from `nuage residency key`).",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
 }

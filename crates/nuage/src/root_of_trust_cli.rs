@@ -34,7 +34,10 @@ use std::sync::Arc;
 
 /// Keys the binary itself stores wrapped by the root of trust, as tenant
 /// keys are: `nuage_kms::rewrap` migrates them with the rest.
-const KEY_DOCUMENTS: &[&str] = &[crate::server::audit_key::SIGNING_KEY_NAMESPACE];
+const KEY_DOCUMENTS: &[&str] = &[
+    crate::server::audit_key::SIGNING_KEY_NAMESPACE,
+    crate::server::region_key::SIGNING_KEY_NAMESPACE,
+];
 
 /// The new development root key while a rotation or migration to the file
 /// root is under way; renamed to `root.key` when it is complete.

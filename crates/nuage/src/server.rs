@@ -15,6 +15,9 @@ pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
 pub(crate) mod cluster;
+pub(crate) mod region_key;
+pub(crate) mod residency_api;
+pub(crate) mod tenant_api;
 pub(crate) mod witnesses;
 
 use crate::config::Config;
@@ -71,6 +74,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let root = crate::root_of_trust::open(&config.root_of_trust, &config.data_dir).await?;
     // The audit checkpoint signing key, sealed by the same root of trust.
     let audit_key = audit_key::load_or_create(docs.as_ref(), Arc::clone(&root)).await?;
+    // The residency attestation signing key, sealed by it too.
+    let region_key = region_key::load_or_create(docs.as_ref(), Arc::clone(&root)).await?;
     let keys = nuage_kms::KeyService::new(Arc::clone(&docs), root);
     // Customer keys (the KMS API's), which S3 SSE-KMS objects are stored
     // under: one instance, shared by both front ends.
@@ -125,7 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     };
     let storage = Storage::new(
-        meta,
+        Arc::clone(&meta),
         blobs,
         Arc::clone(&clock),
         keys,
@@ -156,10 +161,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| config.listen.ip().to_string());
+    // A gateway of a cluster keeps its logs on its own disk: they are its
+    // own logs, named after it, so that two gateways never sign two
+    // different trees under one origin (docs/audit-log.md, "Clusters").
+    let origin_prefix = match &cluster {
+        Some(cluster) => format!("{log_host}/audit/{}/", cluster.gateway),
+        None => format!("{log_host}/audit/"),
+    };
     let audit_logs = AuditLogs::new(
         nuage_audit::RegistryConfig {
             dir: config.data_dir.join("audit"),
-            origin_prefix: format!("{log_host}/audit/"),
+            origin_prefix,
             checkpoint_interval: config.audit.checkpoint_interval,
             retention_days: config.audit.retention_days,
             open_logs_max: limits::AUDIT_OPEN_LOGS_MAX,
@@ -168,6 +180,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(audit_key),
     )
     .context("cannot set up the audit logs (is the first configured domain a host name?)")?;
+    // Repairs log each replica copy and removal in the owning tenant's log.
+    if let Some(cluster) = &cluster {
+        cluster.log_repairs_to(audit_logs.clone());
+    }
     let audit_maintenance = audit_logs.spawn_maintenance();
     let operator = credentials::load_or_create_operator(&config.data_dir)?;
     let adopted = storage.adopt_unowned_buckets(&default_tenant.id).await?;
@@ -277,6 +293,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         crate::bootstrap::DEFAULT_TENANT,
         audit_logs.verifier_key(&default_tenant.id)
     );
+    // Residency attestations, signed by the region's key.
+    let residency_api = residency_api::ResidencyApi::new(
+        meta,
+        iam.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&topology),
+        region_key,
+        region_key::issuer(&log_host, &default_region),
+        match &cluster {
+            Some(cluster) => cluster.store.default_policy().clone(),
+            None => residency_api::single_node_default_policy(&topology, &default_region)?,
+        },
+        match &cluster {
+            Some(cluster) => residency_api::Locations::Cluster(cluster.store.clone()),
+            None => residency_api::Locations::Local {
+                node: crate::topology::LOCAL_SITE.to_owned(),
+            },
+        },
+    )?;
+    println!(
+        "nuage: residency attestations are signed with verifier key {}",
+        residency_api.verifier_key()
+    );
     println!("nuage: S3 endpoint listening on {endpoint}");
 
     let witnesses = witnesses::Witnesses::new(&config.audit.witnesses)
@@ -306,6 +345,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         kms_api,
         audit_api,
         access_api,
+        residency_api,
         audit_logs: audit_logs.clone(),
         clock: Arc::clone(&clock),
     });
@@ -387,6 +427,7 @@ struct FrontEnds {
     kms_api: KmsApi,
     audit_api: audit_api::AuditApi,
     access_api: access_api::AccessApi,
+    residency_api: residency_api::ResidencyApi,
     audit_logs: AuditLogs,
     clock: Arc<dyn nuage_base::Clock>,
 }
@@ -400,6 +441,7 @@ enum Protocol {
     Kms,
     Audit,
     Access,
+    Residency,
 }
 
 /// One request: a request id on every response, the admin API under
@@ -441,6 +483,7 @@ async fn handle(
         kms_api,
         audit_api,
         access_api,
+        residency_api,
         audit_logs,
         clock,
     } = &*front_ends;
@@ -451,6 +494,8 @@ async fn handle(
         Protocol::Admin
     } else if audit_api::is_audit_path(&path) {
         Protocol::Audit
+    } else if residency_api::is_residency_path(&path) {
+        Protocol::Residency
     } else if IamQueryApi::is_match(&method, req.uri(), req.headers()) {
         Protocol::IamQuery
     } else if KmsApi::is_match(&method, req.uri(), req.headers()) {
@@ -473,6 +518,12 @@ async fn handle(
     } else if protocol == Protocol::Audit {
         // Before s3s, which would take `_nuage` for a bucket.
         audit_api
+            .handle(req, peer.ip(), secure)
+            .await
+            .map(s3s::Body::from)
+    } else if protocol == Protocol::Residency {
+        // Before s3s too, which would take `_nuage` for a bucket.
+        residency_api
             .handle(req, peer.ip(), secure)
             .await
             .map(s3s::Body::from)
@@ -623,6 +674,7 @@ fn audit_failure_response(protocol: Protocol) -> http::Response<bytes::Bytes> {
         ),
         Protocol::Audit => return audit_api::audit_failure_response(),
         Protocol::Access => return access_api::audit_failure_response(),
+        Protocol::Residency => return residency_api::audit_failure_response(),
     };
     let mut response = http::Response::new(bytes::Bytes::from(body));
     *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;

@@ -229,6 +229,124 @@ async fn refused_put(gateway: &Server) -> (String, u16, String) {
     }
 }
 
+/// The nodes an audit entry's placement or replica change names, as
+/// (node, country).
+fn named_nodes(list: &serde_json::Value) -> Vec<(String, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_owned(),
+                n["country"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Gateway A's log of the default tenant (pulled and verified by `nuage
+/// audit`): each write names the French nodes it placed its blob on, and
+/// the narrowing to France left migration entries from de-1, by the repair
+/// service, before the German replicas were removed.
+fn the_tenants_log_names_placements_and_migrations(
+    a: &Server,
+    home: &Path,
+    new_blobs: &BTreeSet<String>,
+) {
+    let dir = home.join("audit-a");
+    common::audit::pull_verified(a, &dir);
+    // Gateway A's own log, named after it: another gateway's log of the
+    // same tenant has another origin, never a second tree under this one.
+    let checkpoint = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let origin = checkpoint.lines().next().unwrap_or_default();
+    assert!(origin.contains("/audit/gw-1/"), "origin {origin:?}");
+    let french = |nodes: &[(String, String)]| {
+        nodes
+            .iter()
+            .all(|(n, c)| (n == "fr-1" || n == "fr-2") && c == "FR")
+    };
+    let put = common::audit::search(
+        &dir,
+        &[
+            "--action",
+            "s3:PutObject",
+            "--resource",
+            "france-only/small",
+        ],
+    );
+    assert_eq!(put.len(), 1, "{put:?}");
+    let placement = put[0]["placement"].as_array().unwrap();
+    assert_eq!(placement.len(), 1, "{put:?}");
+    let nodes = named_nodes(&placement[0]["nodes"]);
+    assert_eq!(nodes.len(), 2, "{put:?}");
+    assert!(french(&nodes), "PutObject placed on {nodes:?}");
+    let blob = placement[0]["blob"].as_str().unwrap();
+    assert!(
+        new_blobs.contains(blob),
+        "{blob} is on the French nodes' disks"
+    );
+    // The multipart upload's parts (UploadPart is authorized, and logged,
+    // as s3:PutObject; creating and completing the upload place nothing).
+    let parts: Vec<serde_json::Value> = common::audit::search(
+        &dir,
+        &[
+            "--action",
+            "s3:PutObject",
+            "--resource",
+            "france-only/big.bin",
+        ],
+    )
+    .into_iter()
+    .filter(|e| e.get("placement").is_some())
+    .collect();
+    assert!(parts.len() >= 3, "{parts:?}");
+    for part in &parts {
+        let placed = &part["placement"][0];
+        assert!(new_blobs.contains(placed["blob"].as_str().unwrap()));
+        assert!(french(&named_nodes(&placed["nodes"])), "{part}");
+    }
+    // The migration to France: copies from de-1 to a French node, and de-1's
+    // replicas removed because its site is no longer allowed.
+    let migrations = common::audit::search(&dir, &["--action", "nuage:MigrateReplica"]);
+    assert!(!migrations.is_empty(), "no migration entry");
+    for entry in &migrations {
+        assert_eq!(entry["actor"]["kind"], "service", "{entry}");
+        assert_eq!(entry["actor"]["id"], "nuage-repair", "{entry}");
+        assert_eq!(entry["decision"]["effect"], "allow", "{entry}");
+        assert_eq!(entry["resource"], "arn:aws:s3:::eu-series", "{entry}");
+        let from = named_nodes(&entry["replica"]["from"]);
+        assert!(from.contains(&("de-1".into(), "DE".into())), "{entry}");
+        assert!(french(&named_nodes(&entry["replica"]["to"])), "{entry}");
+        let reason = entry["replica"]["reason"].as_str().unwrap();
+        assert!(reason.contains("site not allowed"), "{entry}");
+    }
+    let removals = common::audit::search(&dir, &["--action", "nuage:RemoveReplica"]);
+    let from_de1 = removals
+        .iter()
+        .filter(|e| {
+            named_nodes(&e["replica"]["from"]) == [("de-1".to_owned(), "DE".to_owned())]
+                && e["replica"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("site not allowed")
+        })
+        .count();
+    assert!(
+        from_de1 >= migrations.len(),
+        "{from_de1} removals from de-1 for {} migrations",
+        migrations.len()
+    );
+    // Node-loss repairs (fr-2 killed under the EU policy) name the dead node.
+    for entry in common::audit::search(&dir, &["--action", "nuage:RepairReplica"]) {
+        assert_eq!(entry["replica"]["reason"], "node down", "{entry}");
+        assert_eq!(
+            named_nodes(&entry["replica"]["from"]),
+            [("fr-2".to_owned(), "FR".to_owned())],
+            "{entry}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_its_policy_says() {
     let Some(postgres) = nuage_testsupport::postgres::server() else {
@@ -466,6 +584,7 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
         nodes[us1].all_files().is_empty(),
         "nothing in the United States"
     );
+    the_tenants_log_names_placements_and_migrations(&a, home, &new_fr1);
 
     // 3. Both French nodes down: the write is refused, nothing goes abroad.
     let (de_before, us_before) = (nodes[de1].all_files(), nodes[us1].all_files());

@@ -189,6 +189,21 @@ pub fn verifier_key(issuer: &str, key: &VerifyingKey) -> Result<String, Attestat
     Ok(signed_note::new_ed25519_verifier_key(issuer, key))
 }
 
+/// Checks that `vkey` is a signed-note Ed25519 verifier key (`name+id+key`)
+/// and returns its `name+id`.
+///
+/// # Errors
+/// [`AttestationError::BadVerifierKey`].
+pub fn check_verifier_key(vkey: &str) -> Result<String, AttestationError> {
+    let verifier = StandardVerifier::new(vkey.trim())
+        .map_err(|e| AttestationError::BadVerifierKey(e.to_string()))?;
+    Ok(format!(
+        "{}+{:08x}",
+        signed_note::Verifier::name(&verifier),
+        signed_note::Verifier::key_id(&verifier)
+    ))
+}
+
 fn check_issuer(issuer: &str) -> Result<(), AttestationError> {
     if signed_note::is_key_name_valid(issuer) && !issuer.chars().any(char::is_control) {
         Ok(())
@@ -496,6 +511,15 @@ mod tests {
             "{signed}"
         );
         assert!(signed.contains(r#""issued_at":"2026-11-18T"#), "{signed}");
+    }
+
+    #[test]
+    fn verifier_keys_are_checked_and_named() {
+        let name = check_verifier_key(&vkey(1)).unwrap();
+        assert!(name.starts_with(&format!("{ISSUER}+")), "{name}");
+        assert_eq!(name.len(), ISSUER.len() + 9);
+        assert!(check_verifier_key("not a key").is_err());
+        assert!(check_verifier_key(&vkey(1).replace('A', "B")).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! module only describes: it never decides, and never does I/O, so the hot
 //! path pays a few small allocations and no extra metadata read.
 
-use nuage_audit::{Actor, ActorKind, AuditSlot, Authentication, Effect, RequestAudit};
+use nuage_audit::{
+    Actor, ActorKind, AuditSlot, Authentication, Effect, PlacedBlob, PlacedNode, RequestAudit,
+};
 use nuage_iam::{Identity, PrincipalKind};
 
 use crate::sse::Reported;
@@ -115,6 +117,32 @@ pub(crate) fn note_key_use(extensions: &http::Extensions, reported: &Reported) {
     });
 }
 
+/// Where a staged blob was placed, as the log names it; None on a single
+/// node (its store does not place blobs on storage nodes).
+pub(crate) fn placed(staged: &nuage_storage::Staged) -> Option<PlacedBlob> {
+    let nodes = staged.placement.as_ref()?;
+    Some(PlacedBlob {
+        blob: staged.blob_id.clone(),
+        nodes: nodes
+            .iter()
+            .map(|n| PlacedNode {
+                node: n.node.clone(),
+                site: n.site.clone(),
+                country: n.country.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Records in the request's entry that its write placed `placed` (a blob
+/// and the nodes holding it). Called once the write is committed.
+pub(crate) fn note_placement(extensions: &http::Extensions, placed: Option<PlacedBlob>) {
+    let Some(placed) = placed else { return };
+    amend(slot(extensions), |audit| {
+        audit.placement.get_or_insert_with(Vec::new).push(placed);
+    });
+}
+
 /// A new entry for `identity`'s request in `tenant`'s log, naming the
 /// operator access approval the request was made under, if any.
 pub(crate) fn request(
@@ -171,6 +199,25 @@ mod tests {
         };
         note_key_use(&extensions, &sse_c);
         assert_eq!(take(&extensions).and_then(|a| a.key), None);
+    }
+
+    #[test]
+    fn a_placement_is_added_to_the_requests_entry() {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(AuditSlot::default());
+        put(slot(&extensions), audit());
+        note_placement(&extensions, None);
+        let placed = PlacedBlob {
+            blob: "b1".into(),
+            nodes: vec![PlacedNode {
+                node: "fr-1".into(),
+                site: "par1".into(),
+                country: "FR".into(),
+            }],
+        };
+        note_placement(&extensions, Some(placed.clone()));
+        let logged = slot(&extensions).and_then(AuditSlot::take);
+        assert_eq!(logged.and_then(|a| a.placement), Some(vec![placed]));
     }
 
     #[test]

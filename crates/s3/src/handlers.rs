@@ -1196,6 +1196,7 @@ impl S3 for NuageS3 {
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+        let placed = crate::audit::placed(&staged);
         let record = storage
             .put_object(
                 &input.bucket,
@@ -1211,6 +1212,7 @@ impl S3 for NuageS3 {
         let reported = Reported::of_record(&record);
         // The write wrapped a new data key: the log names the key.
         crate::audit::note_key_use(&req.extensions, &reported);
+        crate::audit::note_placement(&req.extensions, placed);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(write.customer());
         ok(PutObjectOutput {
             server_side_encryption: reported.sse(),
@@ -1565,7 +1567,8 @@ impl S3 for NuageS3 {
                     .map_err(to_s3)?;
                 stored_checksums(&digests.checksums, &algorithms)
             };
-            storage
+            let placed = crate::audit::placed(&staged);
+            let record = storage
                 .put_object(
                     &input.bucket,
                     &input.key,
@@ -1575,7 +1578,9 @@ impl S3 for NuageS3 {
                     WriteCondition::None,
                 )
                 .await
-                .map_err(to_s3)?
+                .map_err(to_s3)?;
+            crate::audit::note_placement(&req.extensions, placed);
+            record
         };
         let c = &record.checksums;
         let reported = Reported::of_record(&record);
@@ -1986,6 +1991,7 @@ impl S3 for NuageS3 {
         )
         .await?;
         let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
+        let placed = crate::audit::placed(&staged);
         let part = storage
             .put_part(
                 &input.bucket,
@@ -2001,6 +2007,7 @@ impl S3 for NuageS3 {
         let reported = Reported::of_part(&part);
         // The part's blob got a new data key, wrapped: the log names the key.
         crate::audit::note_key_use(&req.extensions, &reported);
+        crate::audit::note_placement(&req.extensions, placed);
         let (sse_customer_algorithm, sse_customer_key_md5) = reported.customer(customer.as_ref());
         ok(UploadPartOutput {
             server_side_encryption: reported.sse(),
@@ -2135,7 +2142,8 @@ impl S3 for NuageS3 {
                 .await
                 .map_err(to_s3)?;
             let checksums = stored_checksums(&staged.digests.checksums, &algorithms);
-            storage
+            let placed = crate::audit::placed(&staged);
+            let part = storage
                 .put_part(
                     &input.bucket,
                     &input.key,
@@ -2145,7 +2153,9 @@ impl S3 for NuageS3 {
                     checksums,
                 )
                 .await
-                .map_err(to_s3)?
+                .map_err(to_s3)?;
+            crate::audit::note_placement(&req.extensions, placed);
+            part
         };
         let c = &part.checksums;
         let reported = Reported::of_part(&part);

@@ -210,6 +210,15 @@ async fn run() {
         started.elapsed().as_secs_f64(),
         keys.div_ceil(PAGE_KEYS)
     );
+    // The process's memory after filling and listing: the metadata store's
+    // cache is bounded (`META_CACHE_BYTES`), so it must not follow `keys`.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+    {
+        println!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
 }
 
 fn main() {

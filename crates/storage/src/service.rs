@@ -95,6 +95,10 @@ pub struct Staged {
     pub kms_context: Option<String>,
     /// SSE-C: the data key is wrapped under the customer-provided key.
     pub sse_c: bool,
+    /// The storage nodes the blob was placed on, when the blob store
+    /// places blobs on nodes (for the request's audit entry); None on a
+    /// single node.
+    pub placement: Option<Vec<nuage_blob::ReplicaPlace>>,
 }
 
 /// A server-side copy that shares its source's blobs, prepared by
@@ -731,6 +735,7 @@ impl Storage {
             return Err(e);
         }
         let blob_id = writer.blob_id().to_owned();
+        let placement = writer.placement();
         writer.finish().await?;
         Ok(Staged {
             blob_id,
@@ -742,6 +747,7 @@ impl Storage {
             kms_key_arn: kms_key_arn.map(str::to_owned),
             kms_context: kms_context.map(str::to_owned),
             sse_c: matches!(protection, Protection::Customer(_)),
+            placement,
         })
     }
 

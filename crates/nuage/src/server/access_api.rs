@@ -21,6 +21,9 @@
 //! This module never grants anything itself: the tenant's answer is checked
 //! by `Iam::authorize`, and what an approval allows is the session's policy.
 
+use super::tenant_api::{
+    self, ApiError, actor, connection_context, declares_body, reply, with_audit,
+};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use nuage_audit::{
@@ -30,13 +33,11 @@ use nuage_base::{Clock, limits};
 use nuage_iam::access::{OPERATOR_PRINCIPAL, access_request_arn};
 use nuage_iam::{
     AccessRequest, AccessVerdict, Iam, IamError, Identity, NewOperatorAccessRequest,
-    OperatorAccessRequest, PrincipalKind,
+    OperatorAccessRequest,
 };
 use nuage_kms::AccessReason;
-use nuage_sigv4::{Credential, SigV4Error, SignedRequest};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
@@ -78,62 +79,26 @@ pub struct Connection<'a> {
     pub request_id: &'a str,
 }
 
-struct ApiError {
-    status: http::StatusCode,
-    code: &'static str,
-    message: String,
+pub use tenant_api::audit_failure_response;
+
+/// A request this API cannot take (`400 InvalidRequest`).
+fn invalid_request(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("InvalidRequest", message)
 }
 
-impl ApiError {
-    fn new(status: http::StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(http::StatusCode::BAD_REQUEST, "InvalidRequest", message)
-    }
-
-    fn not_found() -> Self {
-        Self::new(
-            http::StatusCode::NOT_FOUND,
-            "NotFound",
-            "no such access approval resource: see docs/access-approval.md",
-        )
-    }
-
-    fn response(&self) -> http::Response<Bytes> {
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
-        reply(self.status, Bytes::from(body))
-    }
-
-    fn from_sigv4(error: SigV4Error) -> Self {
-        match error {
-            SigV4Error::Mismatch => Self::new(
-                http::StatusCode::FORBIDDEN,
-                "SignatureDoesNotMatch",
-                "the request signature does not match: check the secret key and the signing method",
-            ),
-            SigV4Error::Expired(m) => Self::new(http::StatusCode::FORBIDDEN, "RequestExpired", m),
-            e @ (SigV4Error::Incomplete(_) | SigV4Error::WrongService { .. }) => Self::new(
-                http::StatusCode::BAD_REQUEST,
-                "IncompleteSignature",
-                e.to_string(),
-            ),
-        }
-    }
+fn not_found() -> ApiError {
+    ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such access approval resource: see docs/access-approval.md",
+    )
 }
 
 fn from_iam(error: IamError) -> ApiError {
     use http::StatusCode as S;
     match error {
         IamError::NoSuchEntity(m) => ApiError::new(S::NOT_FOUND, "NotFound", m),
-        IamError::InvalidInput(m) | IamError::MalformedPolicyDocument(m) => {
-            ApiError::bad_request(m)
-        }
+        IamError::InvalidInput(m) | IamError::MalformedPolicyDocument(m) => invalid_request(m),
         IamError::LimitExceeded(m) => ApiError::new(S::CONFLICT, "LimitExceeded", m),
         IamError::AccessDenied(m) => ApiError::new(S::FORBIDDEN, "AccessDenied", m),
         IamError::TenantSuspended => ApiError::new(
@@ -156,16 +121,6 @@ fn from_iam(error: IamError) -> ApiError {
             )
         }
     }
-}
-
-fn reply(status: http::StatusCode, body: Bytes) -> http::Response<Bytes> {
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// The JSON form of a request, as both halves show it.
@@ -191,7 +146,7 @@ fn view(request: &OperatorAccessRequest) -> serde_json::Value {
 }
 
 fn json_reply(status: http::StatusCode, value: &serde_json::Value) -> http::Response<Bytes> {
-    reply(status, Bytes::from(value.to_string()))
+    reply(status, "application/json", Bytes::from(value.to_string()))
 }
 
 /// The operator, as the audit log names it.
@@ -202,14 +157,6 @@ fn operator_actor() -> Actor {
         auth: Authentication::BearerToken,
         access_key_id: None,
     }
-}
-
-fn tenant_actor(identity: &Identity) -> Actor {
-    let kind = match identity.kind {
-        PrincipalKind::User { .. } => ActorKind::TenantUser,
-        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
-    };
-    Actor::signed(kind, &identity.arn, &identity.access_key_id)
 }
 
 /// An audit record about one access request.
@@ -283,17 +230,11 @@ impl AccessApi {
         } else if let Some(rest) = path.strip_prefix(TENANT_PREFIX) {
             self.tenant(&parts, rest, connection).await
         } else {
-            Err(plain(ApiError::not_found()))
+            Err(plain(not_found()))
         };
         match answer {
             Ok(response) => response,
-            Err((error, audit)) => {
-                let mut response = error.response();
-                if let Some(audit) = audit {
-                    response.extensions_mut().insert(audit);
-                }
-                response
-            }
+            Err((error, audit)) => with_audit(error.response(), audit),
         }
     }
 
@@ -329,9 +270,7 @@ impl AccessApi {
             (&http::Method::POST, []) => self.create(body, connection).await,
             (&http::Method::GET, []) => {
                 let tenant = query_value(parts.uri.query(), "tenant").ok_or_else(|| {
-                    plain(ApiError::bad_request(
-                        "name the tenant: ?tenant=<id or name>",
-                    ))
+                    plain(invalid_request("name the tenant: ?tenant=<id or name>"))
                 })?;
                 let tenant = self
                     .iam
@@ -358,7 +297,7 @@ impl AccessApi {
                 Ok(json_reply(http::StatusCode::OK, &view(&request)))
             }
             (&http::Method::POST, [id, "credentials"]) => self.credentials(id).await,
-            _ => Err(plain(ApiError::not_found())),
+            _ => Err(plain(not_found())),
         }
     }
 
@@ -367,13 +306,10 @@ impl AccessApi {
     /// exist; one the log holds but that could not be stored gets a second
     /// entry with the error's status (see [`Self::write_ahead`]).
     async fn create(&self, body: &Bytes, connection: &Connection<'_>) -> Answer {
-        let body: CreateBody = serde_json::from_slice(body).map_err(|e| {
-            plain(ApiError::bad_request(format!(
-                "malformed access request: {e}"
-            )))
-        })?;
+        let body: CreateBody = serde_json::from_slice(body)
+            .map_err(|e| plain(invalid_request(format!("malformed access request: {e}"))))?;
         let reason = AccessReason::parse(&body.justification).ok_or_else(|| {
-            plain(ApiError::bad_request(format!(
+            plain(invalid_request(format!(
                 "unknown justification {:?}: one of {}",
                 nuage_audit::client_text(&body.justification),
                 AccessReason::ALL
@@ -386,7 +322,7 @@ impl AccessApi {
         })?;
         if reason == AccessReason::CustomerInitiatedAccess {
             // That reason is the tenant's own requests: the operator never is.
-            return Err(plain(ApiError::bad_request(
+            return Err(plain(invalid_request(
                 "CUSTOMER_INITIATED_ACCESS is the tenant's own access; the operator names why it needs access (CUSTOMER_INITIATED_SUPPORT for a support case)",
             )));
         }
@@ -495,13 +431,8 @@ impl AccessApi {
         connection: &Connection<'_>,
     ) -> Answer {
         // The signature covers an empty body: no call here carries one.
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > 0) {
-            return Err(plain(ApiError::bad_request(
+        if declares_body(&parts.headers) {
+            return Err(plain(invalid_request(
                 "access approval calls carry no body",
             )));
         }
@@ -514,11 +445,11 @@ impl AccessApi {
                     "approve" => AccessVerdict::Approve,
                     "deny" => AccessVerdict::Deny,
                     "revoke" => AccessVerdict::Revoke,
-                    _ => return Err(plain(ApiError::not_found())),
+                    _ => return Err(plain(not_found())),
                 };
                 (verdict.action(), Some(*id), Some(verdict))
             }
-            _ => return Err(plain(ApiError::not_found())),
+            _ => return Err(plain(not_found())),
         };
         let identity = self.authenticate(parts, action).await?;
         let tenant = identity.tenant_id.clone();
@@ -541,15 +472,6 @@ impl AccessApi {
             || access_request_arn(&tenant, "*"),
             |r| access_request_arn(&tenant, &r.id),
         );
-        let mut keys = BTreeMap::new();
-        keys.insert(
-            "aws:SourceIp".to_owned(),
-            vec![connection.source.to_string()],
-        );
-        keys.insert(
-            "aws:SecureTransport".to_owned(),
-            vec![connection.secure.to_string()],
-        );
         let decision = self
             .iam
             .authorize(
@@ -557,7 +479,7 @@ impl AccessApi {
                 &AccessRequest {
                     action: action.to_owned(),
                     resource: resource.clone(),
-                    context: keys,
+                    context: connection_context(connection.source, connection.secure),
                 },
                 Some(&tenant),
                 None,
@@ -567,8 +489,8 @@ impl AccessApi {
             .map_err(|e| plain(from_iam(e)))?;
         let audit = |effect: Effect| {
             let base = match &request {
-                Some(r) => about(r, tenant_actor(&identity), action),
-                None => RequestAudit::new(&tenant, tenant_actor(&identity), action).on(&resource),
+                Some(r) => about(r, actor(&identity), action),
+                None => RequestAudit::new(&tenant, actor(&identity), action).on(&resource),
             };
             base.decided(effect, decision.policy.clone(), decision.statement.clone())
         };
@@ -621,7 +543,7 @@ impl AccessApi {
                     Err(e) => Err((from_iam(e), Some(answered))),
                 }
             }
-            (Some(_), None) => Err(plain(ApiError::not_found())),
+            (Some(_), None) => Err(plain(not_found())),
         }
     }
 
@@ -632,55 +554,16 @@ impl AccessApi {
         parts: &http::request::Parts,
         action: &str,
     ) -> Result<Identity, (ApiError, Option<RequestAudit>)> {
-        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
-        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
-            .map_err(|e| plain(ApiError::from_sigv4(e)))?
-            .ok_or_else(|| {
-                plain(ApiError::new(
-                    http::StatusCode::FORBIDDEN,
-                    "MissingAuthentication",
-                    "sign the request with SigV4 (service `access`) as a principal of the tenant",
-                ))
-            })?;
-        let identity = match self.iam.resolve(credential.access_key_id()).await {
-            Ok(Some(identity)) => identity,
-            Ok(None) => {
-                return Err(plain(ApiError::new(
-                    http::StatusCode::FORBIDDEN,
-                    "InvalidAccessKeyId",
-                    "the access key does not exist or is not active",
-                )));
-            }
-            Err(e) => return Err(plain(from_iam(e))),
-        };
-        let refused = |error: ApiError, identity: &Identity| {
-            let audit = RequestAudit::new(&identity.tenant_id, tenant_actor(identity), action);
-            (error, Some(audit))
-        };
-        let signed = SignedRequest {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-            body: b"",
-        };
-        if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
-            return Err(refused(ApiError::from_sigv4(e), &identity));
-        }
-        let presented = parts
-            .headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok());
-        if !identity.session_token_matches(presented) {
-            return Err(refused(
-                ApiError::new(
-                    http::StatusCode::FORBIDDEN,
-                    "InvalidToken",
-                    "the session token is missing or does not match the access key",
-                ),
-                &identity,
-            ));
-        }
-        Ok(identity)
+        tenant_api::authenticate(
+            &self.iam,
+            self.clock.as_ref(),
+            parts,
+            SIGNING_SERVICES,
+            "sign the request with SigV4 (service `access`) as a principal of the tenant",
+            from_iam,
+            |identity| RequestAudit::new(&identity.tenant_id, actor(identity), action),
+        )
+        .await
     }
 }
 
@@ -701,7 +584,7 @@ where
                 limits::ADMIN_REQUEST_BODY_BYTES_MAX
             ),
         )),
-        Err(e) => Err(ApiError::bad_request(format!(
+        Err(e) => Err(invalid_request(format!(
             "cannot read the request body: {e}"
         ))),
     }
@@ -716,18 +599,6 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
             .ok()
             .map(|v| v.into_owned())
     })
-}
-
-/// The JSON error sent instead of a response that could not be recorded in
-/// the audit log (the server fails closed).
-#[must_use]
-pub fn audit_failure_response() -> http::Response<Bytes> {
-    ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "AuditLogUnavailable",
-        "the request could not be recorded in the tenant's audit log, so its response is withheld",
-    )
-    .response()
 }
 
 #[cfg(test)]

@@ -21,15 +21,13 @@
 //! polling it would fill it. Refused reads (denied by policy, or a known key
 //! with a bad signature) are logged, as any refusal.
 
-use bytes::Bytes;
-use nuage_audit::{
-    Actor, ActorKind, AuditError, AuditLog, AuditLogs, Effect, RequestAudit, verify,
+use super::tenant_api::{
+    self, ApiError, actor, connection_context, expect_read, reply, with_audit,
 };
+use bytes::Bytes;
+use nuage_audit::{AuditError, AuditLog, AuditLogs, Effect, RequestAudit, verify};
 use nuage_base::Clock;
-use nuage_iam::{AccessRequest, Iam, IamError, Identity, PrincipalKind};
-use nuage_sigv4::{Credential, SigV4Error, SignedRequest};
-use serde_json::json;
-use std::collections::BTreeMap;
+use nuage_iam::{AccessRequest, Iam, IamError, Identity};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -61,105 +59,44 @@ pub struct AuditApi {
     witnesses: super::witnesses::Witnesses,
 }
 
-/// An error on the wire: status, code, message.
-struct ApiError {
-    status: http::StatusCode,
-    code: &'static str,
-    message: String,
-}
+pub use tenant_api::audit_failure_response;
 
-impl ApiError {
-    fn new(status: http::StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
+/// An audit log error on the wire.
+fn from_audit(error: &AuditError) -> ApiError {
+    match error {
+        AuditError::BadTilePath(_) => ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "InvalidTilePath",
+            error.to_string(),
+        ),
+        AuditError::TileBeyondTree { .. } => ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "TileNotFound",
+            error.to_string(),
+        ),
+        AuditError::OutOfRange(_) => ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "OutOfRange",
+            error.to_string(),
+        ),
+        AuditError::Pruned { .. } => {
+            ApiError::new(http::StatusCode::GONE, "Pruned", error.to_string())
+        }
+        AuditError::TooManyOpenLogs(_) => ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            error.to_string(),
+        ),
+        _ => {
+            // Logged here, where it is handled; the client learns only that it failed.
+            tracing::error!(%error, "audit log read failed");
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the audit log could not be read",
+            )
         }
     }
-
-    fn from_sigv4(error: SigV4Error) -> Self {
-        match error {
-            SigV4Error::Mismatch => Self::new(
-                http::StatusCode::FORBIDDEN,
-                "SignatureDoesNotMatch",
-                "the request signature does not match: check the secret key and the signing method",
-            ),
-            SigV4Error::Expired(m) => Self::new(http::StatusCode::FORBIDDEN, "RequestExpired", m),
-            e @ (SigV4Error::Incomplete(_) | SigV4Error::WrongService { .. }) => Self::new(
-                http::StatusCode::BAD_REQUEST,
-                "IncompleteSignature",
-                e.to_string(),
-            ),
-        }
-    }
-
-    fn from_audit(error: &AuditError) -> Self {
-        match error {
-            AuditError::BadTilePath(_) => Self::new(
-                http::StatusCode::BAD_REQUEST,
-                "InvalidTilePath",
-                error.to_string(),
-            ),
-            AuditError::TileBeyondTree { .. } => Self::new(
-                http::StatusCode::NOT_FOUND,
-                "TileNotFound",
-                error.to_string(),
-            ),
-            AuditError::OutOfRange(_) => Self::new(
-                http::StatusCode::BAD_REQUEST,
-                "OutOfRange",
-                error.to_string(),
-            ),
-            AuditError::Pruned { .. } => {
-                Self::new(http::StatusCode::GONE, "Pruned", error.to_string())
-            }
-            AuditError::TooManyOpenLogs(_) => Self::new(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                error.to_string(),
-            ),
-            _ => {
-                // Logged here, where it is handled; the client learns only that it failed.
-                tracing::error!(%error, "audit log read failed");
-                Self::new(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    "the audit log could not be read",
-                )
-            }
-        }
-    }
-
-    fn response(&self) -> http::Response<Bytes> {
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
-        reply(self.status, "application/json", Bytes::from(body))
-    }
-}
-
-fn reply(
-    status: http::StatusCode,
-    content_type: &'static str,
-    body: Bytes,
-) -> http::Response<Bytes> {
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
-/// The JSON error sent instead of a response that could not be recorded in
-/// the audit log (the server fails closed).
-#[must_use]
-pub fn audit_failure_response() -> http::Response<Bytes> {
-    ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "AuditLogUnavailable",
-        "the request could not be recorded in the tenant's audit log, so its response is withheld",
-    )
-    .response()
 }
 
 impl AuditApi {
@@ -188,13 +125,7 @@ impl AuditApi {
         let (parts, _body) = request.into_parts();
         match self.serve(&parts, source_ip, secure).await {
             Ok(response) => response,
-            Err((error, audit)) => {
-                let mut response = error.response();
-                if let Some(audit) = audit {
-                    response.extensions_mut().insert(audit);
-                }
-                response
-            }
+            Err((error, audit)) => with_audit(error.response(), audit),
         }
     }
 
@@ -204,41 +135,19 @@ impl AuditApi {
         source_ip: IpAddr,
         secure: bool,
     ) -> Result<http::Response<Bytes>, (ApiError, Option<RequestAudit>)> {
-        if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
-            return Err((
-                ApiError::new(
-                    http::StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "the audit log is read-only: use GET",
-                ),
-                None,
-            ));
-        }
         // The signature covers an empty body: reads carry none.
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > 0) {
-            return Err((
-                ApiError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    "UnexpectedBody",
-                    "audit log requests carry no body",
-                ),
-                None,
-            ));
-        }
+        expect_read(
+            parts,
+            "the audit log is read-only: use GET",
+            "audit log requests carry no body",
+        )
+        .map_err(|e| (e, None))?;
         let identity = self.authenticate(parts).await?;
         let tenant = identity.tenant_id.clone();
-        let mut keys = BTreeMap::new();
-        keys.insert("aws:SourceIp".to_owned(), vec![source_ip.to_string()]);
-        keys.insert("aws:SecureTransport".to_owned(), vec![secure.to_string()]);
         let request = AccessRequest {
             action: GET_AUDIT_LOG_ACTION.to_owned(),
             resource: log_arn(&tenant),
-            context: keys,
+            context: connection_context(source_ip, secure),
         };
         let decision = self
             .iam
@@ -272,7 +181,7 @@ impl AuditApi {
             .logs
             .log(&tenant)
             .await
-            .map_err(|e| (ApiError::from_audit(&e), None))?;
+            .map_err(|e| (from_audit(&e), None))?;
         self.read(&log, &tenant, &path, parts.uri.query())
             .await
             .map_err(|e| (e, None))
@@ -286,7 +195,7 @@ impl AuditApi {
         path: &str,
         query: Option<&str>,
     ) -> Result<http::Response<Bytes>, ApiError> {
-        let audit = |e: AuditError| ApiError::from_audit(&e);
+        let audit = |e: AuditError| from_audit(&e);
         let text = "text/plain; charset=utf-8";
         match path {
             verify::CHECKPOINT_FILE => {
@@ -351,95 +260,31 @@ impl AuditApi {
         &self,
         parts: &http::request::Parts,
     ) -> Result<Identity, (ApiError, Option<RequestAudit>)> {
-        let now_unix_s = self.clock.now_unix_ns().div_euclid(1_000_000_000);
-        let credential = Credential::from_headers(&parts.headers, SIGNING_SERVICES, now_unix_s)
-            .map_err(|e| (ApiError::from_sigv4(e), None))?
-            .ok_or_else(|| {
-                (
-                    ApiError::new(
-                        http::StatusCode::FORBIDDEN,
-                        "MissingAuthentication",
-                        "sign the request with SigV4 (service `audit`): the audit log is its tenant's only",
-                    ),
-                    None,
-                )
-            })?;
-        let identity = match self.iam.resolve(credential.access_key_id()).await {
-            Ok(Some(identity)) => identity,
-            Ok(None) => {
-                return Err((
-                    ApiError::new(
-                        http::StatusCode::FORBIDDEN,
-                        "InvalidAccessKeyId",
-                        "the access key does not exist or is not active",
-                    ),
-                    None,
-                ));
-            }
-            Err(e) => return Err((from_iam(e), None)),
-        };
-        let refused = |error: ApiError, identity: &Identity| {
-            let audit =
+        tenant_api::authenticate(
+            &self.iam,
+            self.clock.as_ref(),
+            parts,
+            SIGNING_SERVICES,
+            "sign the request with SigV4 (service `audit`): the audit log is its tenant's only",
+            from_iam,
+            |identity| {
                 RequestAudit::new(&identity.tenant_id, actor(identity), GET_AUDIT_LOG_ACTION)
-                    .on(log_arn(&identity.tenant_id));
-            (error, Some(audit))
-        };
-        let signed = SignedRequest {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-            body: b"",
-        };
-        if let Err(e) = credential.verify(&signed, &identity.secret_access_key) {
-            return Err(refused(ApiError::from_sigv4(e), &identity));
-        }
-        let presented = parts
-            .headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok());
-        if !identity.session_token_matches(presented) {
-            return Err(refused(
-                ApiError::new(
-                    http::StatusCode::FORBIDDEN,
-                    "InvalidToken",
-                    "the session token is missing or does not match the access key",
-                ),
-                &identity,
-            ));
-        }
-        Ok(identity)
+                    .on(log_arn(&identity.tenant_id))
+            },
+        )
+        .await
     }
 }
 
 fn from_iam(error: IamError) -> ApiError {
-    match error {
-        IamError::TenantSuspended => ApiError::new(
-            http::StatusCode::FORBIDDEN,
-            "AccessDenied",
-            "all access to this tenant has been disabled",
-        ),
-        IamError::ExpiredToken => ApiError::new(
-            http::StatusCode::FORBIDDEN,
-            "ExpiredToken",
-            "the session token has expired",
-        ),
-        error => {
-            tracing::error!(%error, "identity service failure");
-            ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "the request could not be authorized",
-            )
-        }
-    }
-}
-
-fn actor(identity: &Identity) -> Actor {
-    let kind = match identity.kind {
-        PrincipalKind::User { .. } => ActorKind::TenantUser,
-        PrincipalKind::AssumedRole { .. } => ActorKind::RoleSession,
-    };
-    Actor::signed(kind, &identity.arn, &identity.access_key_id)
+    tenant_api::from_iam(error, |error| {
+        tracing::error!(%error, "identity service failure");
+        ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "the request could not be authorized",
+        )
+    })
 }
 
 fn json_reply(value: &impl serde::Serialize) -> Result<http::Response<Bytes>, ApiError> {

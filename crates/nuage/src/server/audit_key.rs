@@ -33,47 +33,71 @@ pub async fn load_or_create(
     docs: &dyn DocumentStore,
     root: Arc<dyn RootOfTrust>,
 ) -> anyhow::Result<SigningKey> {
+    load_or_create_sealed(
+        docs,
+        root,
+        SIGNING_KEY_NAMESPACE,
+        SIGNING_KEY_DOCUMENT,
+        "audit checkpoint signing key",
+    )
+    .await
+}
+
+/// An Ed25519 signing key stored as one document (`namespace`, `document`)
+/// whose value is its seed wrapped by the root of trust and tagged with the
+/// root's id, the associated data being the document key; created on first
+/// use, never replaced (a seed that no longer unwraps is an error: verifiers
+/// pin the public key). `what` names the key in messages. The audit
+/// checkpoint key and the region's residency key (`region_key.rs`) are
+/// stored this way.
+pub(crate) async fn load_or_create_sealed(
+    docs: &dyn DocumentStore,
+    root: Arc<dyn RootOfTrust>,
+    namespace: &str,
+    document: &str,
+    what: &str,
+) -> anyhow::Result<SigningKey> {
     let ring = RootRing::new(root);
-    let aad = SIGNING_KEY_DOCUMENT.as_bytes();
+    let aad = document.as_bytes();
     let unwrap = |value: Vec<u8>| {
         let ring = ring.clone();
         async move {
-            let seed = ring.unwrap_key(&value, aad).await.context(
-                "cannot unwrap the audit checkpoint signing key with the root of trust \
-                 (is this the root of trust this data directory was created with?)",
-            )?;
+            let seed = ring.unwrap_key(&value, aad).await.with_context(|| {
+                format!(
+                    "cannot unwrap the {what} with the root of trust \
+                     (is this the root of trust this data directory was created with?)"
+                )
+            })?;
             anyhow::Ok(SigningKey::from_bytes(seed.expose_bytes()))
         }
     };
-    if let Some(doc) = docs
-        .get_document(SIGNING_KEY_NAMESPACE, SIGNING_KEY_DOCUMENT)
-        .await?
-    {
+    if let Some(doc) = docs.get_document(namespace, document).await? {
         return unwrap(doc.value).await;
     }
     // 32 bytes from the system's randomness, as every key the root wraps.
-    let seed = KeyEncryptionKey::generate().context("cannot generate the audit signing key")?;
+    let seed =
+        KeyEncryptionKey::generate().with_context(|| format!("cannot generate the {what}"))?;
     let wrapped = ring
         .wrap_key(&seed, aad)
         .await
-        .context("cannot seal the audit signing key with the root of trust")?;
+        .with_context(|| format!("cannot seal the {what} with the root of trust"))?;
     let write = DocumentWrite {
-        namespace: SIGNING_KEY_NAMESPACE.into(),
-        key: SIGNING_KEY_DOCUMENT.into(),
+        namespace: namespace.into(),
+        key: document.into(),
         expect: Expect::Absent,
         value: Some(wrapped),
     };
     match docs.commit_documents(vec![write]).await {
         Ok(()) => {
-            tracing::info!("created the audit checkpoint signing key");
+            tracing::info!("created the {what}");
             Ok(SigningKey::from_bytes(seed.expose_bytes()))
         }
-        // Created concurrently: the stored one is the key.
+        // Created concurrently (another gateway): the stored one is the key.
         Err(MetaError::PreconditionFailed) => {
             let doc = docs
-                .get_document(SIGNING_KEY_NAMESPACE, SIGNING_KEY_DOCUMENT)
+                .get_document(namespace, document)
                 .await?
-                .context("the audit signing key vanished while being created")?;
+                .with_context(|| format!("the {what} vanished while being created"))?;
             unwrap(doc.value).await
         }
         Err(e) => Err(e.into()),

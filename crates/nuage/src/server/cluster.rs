@@ -11,13 +11,19 @@
 
 use crate::config::ClusterSettings;
 use anyhow::Context as _;
-use nuage_cluster::{BlobLocation, ClusterBlobStore, ClusterConfig, PolicySource, PollerHandle};
+use nuage_audit::{
+    Actor, ActorKind, AuditLogs, Authentication, Decision, Effect, Entry, PlacedNode, ReplicaChange,
+};
+use nuage_cluster::{
+    BlobLocation, ClusterBlobStore, ClusterConfig, PolicySource, PollerHandle, RepairLog,
+    ReplicaEvent, ReplicaEventKind,
+};
 use nuage_iam::Iam;
 use nuage_meta::{DocumentStore, MetaStore};
 use nuage_node::tls::TlsMaterial;
 use nuage_placement::{CountryCode, Durability, ResidencyPolicy, Topology};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Replicas of a blob under the derived default policy (fewer when the
 /// first region's countries have fewer nodes).
@@ -29,8 +35,23 @@ const REPAIR_TENANTS_MAX: usize = 10_000;
 /// The cluster store and its background tasks; dropping it stops them.
 pub struct Cluster {
     pub store: ClusterBlobStore,
+    /// This gateway's node id, from its certificate: its audit logs are
+    /// its own (`<host>/audit/<gateway>/<tenant>`), since each gateway
+    /// keeps its logs on its own disk.
+    pub gateway: String,
     _poller: PollerHandle,
     repair: Option<tokio::task::JoinHandle<()>>,
+    /// The tenants' audit logs, where repairs record what they do; the
+    /// repair loop waits for them (they open after the blob store).
+    audit: Arc<OnceLock<AuditLogs>>,
+}
+
+impl Cluster {
+    /// Gives the repair loop the tenants' audit logs: until then it repairs
+    /// nothing, since every copy and removal must be logged first.
+    pub fn log_repairs_to(&self, logs: AuditLogs) {
+        let _ = self.audit.set(logs);
+    }
 }
 
 impl Drop for Cluster {
@@ -58,6 +79,10 @@ pub async fn start(
 ) -> anyhow::Result<Cluster> {
     let tls = TlsMaterial::load(&settings.cert, &settings.key, &settings.ca)
         .context("cannot load the [cluster] certificate, key or CA")?;
+    let gateway = tls
+        .identity()
+        .context("the [cluster] certificate names no cluster identity")?
+        .node;
     let default_policy = match &settings.default_policy {
         Some(json) => ResidencyPolicy::from_json(json)
             .context("cluster.default_policy is not a valid residency policy")?,
@@ -77,12 +102,14 @@ pub async fn start(
         tracing::warn!(%node, %why, "storage node down at start");
     }
     let poller = store.spawn_poller(settings.poll_interval);
+    let audit = Arc::new(OnceLock::new());
     let repair = if settings.repair {
         Some(tokio::spawn(repair_loop(
             store.clone(),
             settings.repair_interval,
             meta,
             iam,
+            Arc::clone(&audit),
         )))
     } else {
         tracing::info!("repair passes are left to another gateway (cluster.repair = false)");
@@ -90,8 +117,10 @@ pub async fn start(
     };
     Ok(Cluster {
         store,
+        gateway,
         _poller: poller,
         repair,
+        audit,
     })
 }
 
@@ -211,16 +240,109 @@ async fn snapshot(meta: &dyn MetaStore, iam: &Iam) -> anyhow::Result<PolicySnaps
     Ok(PolicySnapshot { buckets })
 }
 
+/// The audit action of a repair's change to one replica.
+fn repair_action(kind: ReplicaEventKind) -> &'static str {
+    match kind {
+        ReplicaEventKind::Repair => "nuage:RepairReplica",
+        ReplicaEventKind::Migrate => "nuage:MigrateReplica",
+        ReplicaEventKind::Remove => "nuage:RemoveReplica",
+    }
+}
+
+/// The id the repair service acts under in the tenants' logs.
+const REPAIR_ACTOR_ID: &str = "nuage-repair";
+
+/// The owning tenant's log entry for one replica change.
+fn repair_entry(tenant: &str, event: &ReplicaEvent) -> Entry {
+    let nodes = |places: &[nuage_blob::ReplicaPlace]| {
+        places
+            .iter()
+            .map(|p| PlacedNode {
+                node: p.node.clone(),
+                site: p.site.clone(),
+                country: p.country.clone(),
+            })
+            .collect()
+    };
+    Entry {
+        v: nuage_audit::ENTRY_FORMAT_VERSION,
+        time: time::OffsetDateTime::now_utc(),
+        tenant: tenant.to_owned(),
+        actor: Actor {
+            kind: ActorKind::Service,
+            id: Some(REPAIR_ACTOR_ID.to_owned()),
+            auth: Authentication::None,
+            access_key_id: None,
+        },
+        action: repair_action(event.kind).to_owned(),
+        resource: event.bucket.as_ref().map(|b| format!("arn:aws:s3:::{b}")),
+        source: None,
+        request_id: None,
+        decision: Decision {
+            effect: Effect::Allow,
+            policy: None,
+            statement: None,
+        },
+        key: None,
+        justification: None,
+        approval: None,
+        status: None,
+        placement: None,
+        replica: Some(ReplicaChange {
+            blob: event.blob_id.clone(),
+            from: nodes(&event.from),
+            to: nodes(&event.to),
+            reason: event.reason.clone(),
+        }),
+    }
+}
+
+/// Repairs' changes, in the owning tenants' audit logs: each entry is
+/// durable before the repair goes on. A blob written without a tenant (none
+/// owns it) has no log; its changes are traced only.
+struct AuditRepairLog<'a>(&'a AuditLogs);
+
+impl RepairLog for AuditRepairLog<'_> {
+    fn record<'a>(
+        &'a self,
+        events: &'a [ReplicaEvent],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            for event in events {
+                let Some(tenant) = event
+                    .tenant
+                    .as_deref()
+                    .filter(|t| nuage_audit::is_tenant_id(t))
+                else {
+                    tracing::info!(blob_id = %event.blob_id, action = repair_action(event.kind), reason = %event.reason, "repair of a blob no tenant owns");
+                    continue;
+                };
+                self.0
+                    .append(&repair_entry(tenant, event))
+                    .await
+                    .map_err(|e| format!("tenant {tenant}'s audit log: {e}"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// One repair pass every `interval`, each logged; one pass at a time (a
-/// pass that outlasts the interval delays the next).
+/// pass that outlasts the interval delays the next). No pass runs before
+/// the audit logs are given ([`Cluster::log_repairs_to`]).
 async fn repair_loop(
     store: ClusterBlobStore,
     interval: std::time::Duration,
     meta: Arc<dyn MetaStore>,
     iam: Iam,
+    audit: Arc<OnceLock<AuditLogs>>,
 ) {
     loop {
         tokio::time::sleep(interval).await;
+        let Some(logs) = audit.get() else {
+            tracing::debug!("repair waits for the audit logs");
+            continue;
+        };
         let policies = match snapshot(meta.as_ref(), &iam).await {
             Ok(p) => p,
             Err(e) => {
@@ -228,7 +350,10 @@ async fn repair_loop(
                 continue;
             }
         };
-        match store.repair_once(&policies).await {
+        match store
+            .repair_once_logged(&policies, &AuditRepairLog(logs))
+            .await
+        {
             Ok(report) if report.repaired > 0 || report.failed_count > 0 => tracing::info!(
                 scanned = report.scanned,
                 repaired = report.repaired,
