@@ -11,48 +11,25 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::admin_cli::text;
+use crate::admin_cli::{
+    Connector, OperatorConnection, RESPONSE_BYTES_MAX, SEGMENT, TOKEN_ENV, text,
+};
 use crate::server::access_api::{OPERATOR_PREFIX, TENANT_PREFIX};
 
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
-const TOKEN_ENV: &str = "NUAGE_OPERATOR_TOKEN";
 const DEFAULT_REGION: &str = "us-east-1";
-/// Largest response read: a list of every request of a tenant fits.
-const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bytes a path segment or query value keeps as is (request ids are
-/// `<tenant>-<hex>`); everything else is percent-encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
 #[derive(Args)]
 pub struct AccessArgs {
-    /// URL of the Nuage server (http:// or https://).
-    #[arg(long, global = true, default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
-    /// Operator token (operator commands). Prefer NUAGE_OPERATOR_TOKEN or --data-dir.
-    #[arg(long, global = true)]
-    token: Option<String>,
-    /// The server's data directory: the operator token is read from it when
-    /// neither --token nor NUAGE_OPERATOR_TOKEN is given; its self-signed
-    /// certificate is trusted for https://.
-    #[arg(long, global = true, default_value = crate::config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// A PEM certificate to trust for https://.
-    #[arg(long, global = true)]
-    ca_cert: Option<PathBuf>,
-    /// Print the API's JSON responses.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    connection: OperatorConnection,
     #[command(subcommand)]
     command: AccessCommand,
 }
@@ -112,10 +89,13 @@ pub fn run(args: AccessArgs) -> anyhow::Result<()> {
 }
 
 async fn run_command(args: AccessArgs) -> anyhow::Result<()> {
-    let client = AccessClient::new(&args)?;
-    let json = args.json;
+    let client = AccessClient::new(&args.connection)?;
+    let json = args.connection.json;
     // Read only by operator commands: a tenant's approver needs no token.
-    let token_source = (args.token.clone(), args.data_dir.clone());
+    let token_source = (
+        args.connection.token.clone(),
+        args.connection.data_dir.clone(),
+    );
     match args.command {
         AccessCommand::Request {
             tenant,
@@ -276,8 +256,6 @@ fn table(list: &Value) -> String {
     out
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 struct AccessClient {
     http: Client<Connector, Full<Bytes>>,
     endpoint: String,
@@ -285,24 +263,15 @@ struct AccessClient {
 }
 
 impl AccessClient {
-    fn new(args: &AccessArgs) -> anyhow::Result<Self> {
+    fn new(args: &OperatorConnection) -> anyhow::Result<Self> {
         let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(&args.endpoint)?;
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())
             .context("--endpoint has no host")?;
         let tls = crate::admin_cli::client_tls(https, args.ca_cert.as_deref(), &args.data_dir)?;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: crate::admin_cli::http_client(tls),
             endpoint,
             authority,
         })
@@ -345,21 +314,11 @@ impl AccessClient {
             .context("no tenant credentials: set AWS_SECRET_ACCESS_KEY")?;
         let region =
             env(&["AWS_REGION", "AWS_DEFAULT_REGION"]).unwrap_or_else(|| DEFAULT_REGION.into());
-        let now = time::OffsetDateTime::now_utc();
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{TENANT_PREFIX}{path}", self.endpoint))
             .header(http::header::HOST, &self.authority)
-            .header("x-amz-date", amz_date)
+            .header("x-amz-date", crate::admin_cli::amz_date())
             .body(Bytes::new())?;
         if let Some(token) = env(&["AWS_SESSION_TOKEN"]) {
             request
@@ -372,32 +331,15 @@ impl AccessClient {
     }
 
     async fn send(&self, request: http::Request<Bytes>) -> anyhow::Result<Value> {
-        let request = request.map(Full::new);
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let response = self.http.request(request).await?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the response: {e}"))?
-                .to_bytes();
-            anyhow::Ok((status, body))
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no answer from {} within {REQUEST_TIMEOUT:?}",
-                self.endpoint
-            )
-        })?
-        .map_err(|e| {
-            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
-            anyhow::anyhow!(
-                "cannot reach the Nuage server at {}: {}",
-                self.endpoint,
-                causes.join(": ")
-            )
-        })?;
+        let (status, body) = crate::admin_cli::exchange_with(
+            &self.http,
+            request.map(Full::new),
+            &self.endpoint,
+            (REQUEST_TIMEOUT, RESPONSE_BYTES_MAX),
+            "the response",
+            "",
+        )
+        .await?;
         let value: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_success() {
             return value.context("the server answered with a body that is not JSON");

@@ -21,38 +21,46 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
-const TOKEN_ENV: &str = "NUAGE_OPERATOR_TOKEN";
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
+pub(crate) const TOKEN_ENV: &str = "NUAGE_OPERATOR_TOKEN";
 /// Largest response the CLI reads: a list of thousands of tenants fits.
-const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one request may take. Purging a large tenant is the slow call; the
 /// server finishes a purge even if the CLI gives up waiting.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Bytes a path segment keeps as is; everything else is percent-encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
+/// How an operator CLI reaches the server: the global flags shared by
+/// `nuage admin` and `nuage access`.
 #[derive(Args)]
-pub struct AdminArgs {
+pub(crate) struct OperatorConnection {
     /// URL of the Nuage server (http:// or https://).
     #[arg(long, global = true, default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
+    pub(crate) endpoint: String,
     /// Operator token. Other local users can see command lines: prefer the
     /// NUAGE_OPERATOR_TOKEN variable, or --data-dir.
     #[arg(long, global = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The server's data directory: the token is read from its
     /// operator-credentials.toml when neither --token nor NUAGE_OPERATOR_TOKEN
     /// is given, and its self-signed certificate is trusted for https://.
     #[arg(long, global = true, default_value = crate::config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// A PEM certificate to trust for https:// in addition to the system's
     /// roots (for a self-signed server certificate elsewhere).
     #[arg(long, global = true)]
-    ca_cert: Option<PathBuf>,
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Print the API's JSON responses instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    connection: OperatorConnection,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -195,8 +203,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn run_command(args: AdminArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args)?;
-    let out = Output { json: args.json };
+    let api = ApiClient::new(&args.connection)?;
+    let out = Output {
+        json: args.connection.json,
+    };
     match args.command {
         AdminCommand::Tenant(command) => tenant(&api, &out, command).await,
         AdminCommand::User(command) => user(&api, &out, command).await,
@@ -633,7 +643,7 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+    fn new(args: &OperatorConnection) -> anyhow::Result<Self> {
         let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(&args.endpoint)?;
         if !uri.path().trim_end_matches('/').is_empty() {
             bail!("--endpoint is the server's root URL, without a path (got `{endpoint}`)");
@@ -741,28 +751,64 @@ pub(crate) async fn exchange(
     timeout: Duration,
     bytes_max: usize,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    exchange_with(
+        http,
+        request,
+        endpoint,
+        (timeout, bytes_max),
+        "the response",
+        " (is `nuage serve` running there? see --endpoint)",
+    )
+    .await
+}
+
+/// [`exchange`] with the wording of its errors: a body that cannot be read
+/// is "cannot read {`what`}: ...", an unreachable server ends with `hint`.
+/// `limits` is the timeout and the most bytes read.
+pub(crate) async fn exchange_with(
+    http: &Client<Connector, Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+    endpoint: &str,
+    (timeout, bytes_max): (Duration, usize),
+    what: &str,
+    hint: &str,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     tokio::time::timeout(timeout, async {
         let response = http.request(request).await?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), bytes_max)
             .collect()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot read the response: {e}"))?
+            .map_err(|e| anyhow::anyhow!("cannot read {what}: {e}"))?
             .to_bytes();
         anyhow::Ok((status, bytes))
     })
     .await
     .map_err(|_| anyhow::anyhow!("no answer from {endpoint} within {timeout:?}"))?
-    .map_err(|e| connection_error(&e, endpoint))
+    .map_err(|e| connection_error(&e, endpoint, hint))
 }
 
-fn connection_error(e: &anyhow::Error, endpoint: &str) -> anyhow::Error {
+fn connection_error(e: &anyhow::Error, endpoint: &str, hint: &str) -> anyhow::Error {
     // The interesting cause (connection refused, certificate unknown) is at
     // the bottom of hyper's error chain.
     let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
     anyhow::anyhow!(
-        "cannot reach the Nuage server at {endpoint}: {} (is `nuage serve` running there? see --endpoint)",
+        "cannot reach the Nuage server at {endpoint}: {}{hint}",
         causes.join(": ")
+    )
+}
+
+/// The `x-amz-date` of a SigV4 request signed now.
+pub(crate) fn amz_date() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
     )
 }
 

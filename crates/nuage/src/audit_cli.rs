@@ -19,10 +19,8 @@
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use nuage_audit::verify::{CHECKPOINT_FILE, PRUNED_FILE};
 use nuage_audit::{AuditError, Entry, VerifyReport, checkpoint, tiles::TilePath};
 use nuage_base::limits::{AUDIT_CHECKPOINT_BYTES_MAX, AUDIT_TILE_BYTES_MAX};
@@ -30,11 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin_cli::{Connector, DEFAULT_ENDPOINT};
+
 /// Where the pinned verifier key is kept in a pull directory.
 pub const VKEY_FILE: &str = "vkey";
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
 const DEFAULT_REGION: &str = "us-east-1";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one request may take (a full 16 MiB bundle on a slow link).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest verifier key accepted from a server or a file.
@@ -390,8 +388,6 @@ fn search(args: &SearchArgs) -> anyhow::Result<()> {
 
 // ---------------- pull ----------------
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// Signed requests to one server's audit API.
 struct AuditClient {
     http: Client<Connector, Full<Bytes>>,
@@ -404,7 +400,7 @@ struct AuditClient {
 }
 
 /// A flag, else the first environment variable set (and not empty).
-fn flag_or_env(flag: Option<&str>, vars: &[&str]) -> Option<String> {
+pub(crate) fn flag_or_env(flag: Option<&str>, vars: &[&str]) -> Option<String> {
     flag.map(str::to_owned)
         .filter(|v| !v.is_empty())
         .or_else(|| {
@@ -434,17 +430,8 @@ impl AuditClient {
         )
         .unwrap_or_else(|| DEFAULT_REGION.to_owned());
         let tls = client_tls(https, args.ca_cert.as_deref())?;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: crate::admin_cli::http_client(tls),
             endpoint,
             authority,
             access_key_id,
@@ -462,19 +449,9 @@ impl AuditClient {
             self.endpoint,
             crate::server::audit_api::PREFIX
         );
-        let now = time::OffsetDateTime::now_utc();
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
         let mut request = http::Request::get(&url)
             .header(http::header::HOST, &self.authority)
-            .header("x-amz-date", amz_date)
+            .header("x-amz-date", crate::admin_cli::amz_date())
             .body(Bytes::new())?;
         if let Some(token) = &self.session_token {
             request
@@ -489,32 +466,15 @@ impl AuditClient {
             "audit",
         )
         .map_err(|e| anyhow::anyhow!("cannot sign the request: {e}"))?;
-        let request = request.map(Full::new);
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let response = self.http.request(request).await?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the response to {path}: {e}"))?
-                .to_bytes();
-            anyhow::Ok((status, body))
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no answer from {} within {REQUEST_TIMEOUT:?}",
-                self.endpoint
-            )
-        })?
-        .map_err(|e| {
-            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
-            anyhow::anyhow!(
-                "cannot reach the Nuage server at {}: {}",
-                self.endpoint,
-                causes.join(": ")
-            )
-        })?;
+        let (status, body) = crate::admin_cli::exchange_with(
+            &self.http,
+            request.map(Full::new),
+            &self.endpoint,
+            (REQUEST_TIMEOUT, max),
+            &format!("the response to {path}"),
+            "",
+        )
+        .await?;
         if status.is_success() {
             return Ok(Some(body));
         }

@@ -27,6 +27,9 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::admin_cli::{DEFAULT_ENDPOINT, SEGMENT};
+use crate::audit_cli::flag_or_env;
+
 #[derive(clap::Args)]
 pub struct ResidencyArgs {
     #[command(subcommand)]
@@ -209,12 +212,9 @@ pub fn run(args: ResidencyArgs) -> anyhow::Result<()> {
     }
 }
 
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
 /// Largest response read: a tenant's view lists at most every region.
 const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bytes a path segment keeps as is; everything else is percent-encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
 /// One admin API call for `get`, `set` or `clear`, and its printout.
 fn remote(target: &PolicyTarget, method: Method, body: Option<String>) -> anyhow::Result<()> {
@@ -603,16 +603,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// The default signing region, as the AWS tools.
 const DEFAULT_SIGNING_REGION: &str = "us-east-1";
 
-/// A flag, else the first environment variable set (and not empty).
-fn flag_or_env(flag: Option<&str>, vars: &[&str]) -> Option<String> {
-    flag.map(str::to_owned)
-        .filter(|v| !v.is_empty())
-        .or_else(|| {
-            vars.iter()
-                .find_map(|v| std::env::var(v).ok().filter(|v| !v.is_empty()))
-        })
-}
-
 /// GETs `path_and_query` under the residency API, signed when `credentials`
 /// are given; the body on success, an error naming the server's code else.
 async fn residency_get(
@@ -633,19 +623,9 @@ async fn residency_get(
         "{endpoint}{}{path_and_query}",
         crate::server::residency_api::PREFIX
     );
-    let now = time::OffsetDateTime::now_utc();
-    let amz_date = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
     let mut request = http::Request::get(&url)
         .header(http::header::HOST, &authority)
-        .header("x-amz-date", amz_date)
+        .header("x-amz-date", crate::admin_cli::amz_date())
         .body(Bytes::new())?;
     if let Some((access_key_id, secret, token, region)) = credentials {
         if let Some(token) = token {

@@ -9,8 +9,8 @@ mod common;
 
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use common::Server;
+use common::kms::kms_call;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -518,73 +518,6 @@ async fn an_approval_ends_by_itself() {
     );
 }
 
-/// A KMS JSON request signed for `kms` by the default admin.
-fn kms_call(server: &Server, operation: &str, body: &Value) -> (u16, Value) {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let creds = &server.credentials;
-    let identity = aws_credential_types::Credentials::new(
-        &creds.access_key_id,
-        &creds.secret_access_key,
-        None,
-        None,
-        "access-test",
-    )
-    .into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&creds.region)
-        .name("kms")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let host = server.endpoint.trim_start_matches("http://").to_owned();
-    let url = format!("{}/", server.endpoint);
-    let target = format!("TrentService.{operation}");
-    let payload = body.to_string();
-    let headers = [
-        ("host", host.as_str()),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let request = SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().copied(),
-        SignableBody::Bytes(payload.as_bytes()),
-    )
-    .unwrap();
-    let (instructions, _) = sign(request, &params).unwrap().into_parts();
-    let mut stream = std::net::TcpStream::connect(&host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut head = String::from("POST / HTTP/1.1\r\nConnection: close\r\n");
-    for (name, value) in headers.iter().copied().chain(instructions.headers()) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("content-length: {}\r\n\r\n", payload.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(payload.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status: u16 = String::from_utf8_lossy(&response[..split])
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body = &response[split + 4..];
-    let body = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body).unwrap()
-    };
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_operator_decrypts_with_the_approvals_justification() {
     let server = Server::start();
@@ -729,44 +662,10 @@ async fn an_external_key_store_judges_the_operators_justification() {
     premises.key("create", &["support-case"]);
     let proxy = premises.serve();
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("nuage.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[external_key_stores]\ntrusted_ca_files = [\"{}\"]\n",
-            premises.certificate().display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start_in(
-        &data.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let server = premises.start_trusting_server(data.path());
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let store_id = aws_ok(
-        &server,
-        home,
-        &[
-            "kms",
-            "create-custom-key-store",
-            "--custom-key-store-name",
-            "on-premises",
-            "--custom-key-store-type",
-            "EXTERNAL_KEY_STORE",
-            "--xks-proxy-uri-endpoint",
-            &proxy.endpoint(),
-            "--xks-proxy-uri-path",
-            &credential.uri_path,
-            "--xks-proxy-connectivity",
-            "PUBLIC_ENDPOINT",
-            "--xks-proxy-authentication-credential",
-            &format!(
-                "AccessKeyId={},RawSecretAccessKey={}",
-                credential.access_key_id, credential.secret_access_key
-            ),
-        ],
-    );
+    let store_id = common::xks::XksSetup::create_key_store(&server, home, &proxy, &credential);
     aws_ok(
         &server,
         home,
@@ -777,21 +676,12 @@ async fn an_external_key_store_judges_the_operators_justification() {
             &store_id,
         ],
     );
-    let key_arn = aws_ok(
+    let key_arn = common::xks::XksSetup::create_external_key(
         &server,
         home,
-        &[
-            "kms",
-            "create-key",
-            "--origin",
-            "EXTERNAL_KEY_STORE",
-            "--custom-key-store-id",
-            &store_id,
-            "--xks-key-id",
-            "support-case",
-            "--query",
-            "KeyMetadata.Arn",
-        ],
+        &store_id,
+        "support-case",
+        "KeyMetadata.Arn",
     );
     let (tenant_s3, bucket) = tenant_bucket(&server, "access-xks").await;
     tenant_s3

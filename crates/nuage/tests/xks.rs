@@ -31,43 +31,12 @@ async fn objects_under_a_tenant_held_key_follow_the_tenant_s_decisions() {
 
     // Nuage trusts the proxy's self-signed certificate.
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("nuage.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[external_key_stores]\ntrusted_ca_files = [\"{}\"]\n",
-            tenant.certificate().display()
-        ),
-    )
-    .unwrap();
     let data_dir = data.path().join("data");
-    let server = common::Server::start_in(&data_dir, &["--config", config.to_str().unwrap()]);
+    let server = tenant.start_trusting_server(data.path());
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
 
-    let store_id = aws_ok(
-        &server,
-        home,
-        &[
-            "kms",
-            "create-custom-key-store",
-            "--custom-key-store-name",
-            "on-premises",
-            "--custom-key-store-type",
-            "EXTERNAL_KEY_STORE",
-            "--xks-proxy-uri-endpoint",
-            &proxy.endpoint(),
-            "--xks-proxy-uri-path",
-            &credential.uri_path,
-            "--xks-proxy-connectivity",
-            "PUBLIC_ENDPOINT",
-            "--xks-proxy-authentication-credential",
-            &format!(
-                "AccessKeyId={},RawSecretAccessKey={}",
-                credential.access_key_id, credential.secret_access_key
-            ),
-        ],
-    );
+    let store_id = XksSetup::create_key_store(&server, home, &proxy, &credential);
     assert!(store_id.starts_with("cks-"), "{store_id}");
     aws_ok(
         &server,
@@ -97,22 +66,8 @@ async fn objects_under_a_tenant_held_key_follow_the_tenant_s_decisions() {
         !described.contains(&credential.secret_access_key),
         "the proxy's secret is never returned"
     );
-    let key_id = aws_ok(
-        &server,
-        home,
-        &[
-            "kms",
-            "create-key",
-            "--origin",
-            "EXTERNAL_KEY_STORE",
-            "--custom-key-store-id",
-            &store_id,
-            "--xks-key-id",
-            XKS_KEY,
-            "--query",
-            "KeyMetadata.KeyId",
-        ],
-    );
+    let key_id =
+        XksSetup::create_external_key(&server, home, &store_id, XKS_KEY, "KeyMetadata.KeyId");
     let key_arn = aws_ok(
         &server,
         home,

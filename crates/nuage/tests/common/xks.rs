@@ -188,6 +188,81 @@ impl XksSetup {
         proxy
     }
 
+    /// Starts Nuage on `DATA/data`, its configuration in `DATA/nuage.toml`
+    /// trusting the proxy's self-signed certificate.
+    pub fn start_trusting_server(&self, data: &Path) -> super::Server {
+        let config = data.join("nuage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[external_key_stores]\ntrusted_ca_files = [\"{}\"]\n",
+                self.certificate().display()
+            ),
+        )
+        .unwrap();
+        super::Server::start_in(&data.join("data"), &["--config", config.to_str().unwrap()])
+    }
+
+    /// `aws kms create-custom-key-store` for `proxy`, named `on-premises`,
+    /// with the `credential` `init` printed: the store's id.
+    pub fn create_key_store(
+        server: &super::Server,
+        home: &Path,
+        proxy: &XksProxy,
+        credential: &XksCredential,
+    ) -> String {
+        super::aws_ok(
+            server,
+            home,
+            &[
+                "kms",
+                "create-custom-key-store",
+                "--custom-key-store-name",
+                "on-premises",
+                "--custom-key-store-type",
+                "EXTERNAL_KEY_STORE",
+                "--xks-proxy-uri-endpoint",
+                &proxy.endpoint(),
+                "--xks-proxy-uri-path",
+                &credential.uri_path,
+                "--xks-proxy-connectivity",
+                "PUBLIC_ENDPOINT",
+                "--xks-proxy-authentication-credential",
+                &format!(
+                    "AccessKeyId={},RawSecretAccessKey={}",
+                    credential.access_key_id, credential.secret_access_key
+                ),
+            ],
+        )
+    }
+
+    /// `aws kms create-key` in the external key store `store_id`, backed by
+    /// the proxy's key `xks_key_id`: what `--query QUERY` selects.
+    pub fn create_external_key(
+        server: &super::Server,
+        home: &Path,
+        store_id: &str,
+        xks_key_id: &str,
+        query: &str,
+    ) -> String {
+        super::aws_ok(
+            server,
+            home,
+            &[
+                "kms",
+                "create-key",
+                "--origin",
+                "EXTERNAL_KEY_STORE",
+                "--custom-key-store-id",
+                store_id,
+                "--xks-key-id",
+                xks_key_id,
+                "--query",
+                query,
+            ],
+        )
+    }
+
     /// The decisions the proxy recorded, one JSON object per line.
     pub fn audit(&self) -> Vec<serde_json::Value> {
         audit_lines(&self.proxy_dir())
