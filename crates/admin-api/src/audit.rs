@@ -46,6 +46,7 @@ pub(crate) fn target(endpoint: &Endpoint) -> Option<(&str, &'static str, Option<
         Endpoint::GetBucketResidency { tenant, .. } => (tenant, "GetBucketResidency", None),
         Endpoint::PutBucketResidency { tenant, .. } => (tenant, "PutBucketResidency", None),
         Endpoint::DeleteBucketResidency { tenant, .. } => (tenant, "DeleteBucketResidency", None),
+        Endpoint::GetBucketCompliance { tenant, .. } => (tenant, "GetBucketCompliance", None),
         Endpoint::ListUsers { tenant } => (tenant, "ListUsers", None),
         Endpoint::CreateUser { tenant } => (tenant, "CreateUser", None),
         Endpoint::GetUser { tenant, user } => (tenant, "GetUser", Some(user.as_str())),
@@ -54,8 +55,11 @@ pub(crate) fn target(endpoint: &Endpoint) -> Option<(&str, &'static str, Option<
         Endpoint::CreateKey { tenant, user } => (tenant, "CreateKey", Some(user.as_str())),
         Endpoint::UpdateKey { tenant, user, .. } => (tenant, "UpdateKey", Some(user.as_str())),
         Endpoint::DeleteKey { tenant, user, .. } => (tenant, "DeleteKey", Some(user.as_str())),
-        // No tenant: the list of all tenants, the API's document. (Endpoints
-        // added later name their tenant here to be logged.)
+        // No tenant: the list of all tenants, the API's document, the
+        // cluster's nodes, drains and passes (what a drain, repair or scrub
+        // then does to a tenant's replicas is in that tenant's log, as the
+        // repair service's entries). (Endpoints added later name their
+        // tenant here to be logged.)
         #[allow(unreachable_patterns)]
         _ => return None,
     })
@@ -73,7 +77,8 @@ pub(crate) async fn before(iam: &nuage_iam::Iam, endpoint: &Endpoint) -> Option<
     Some(match endpoint {
         Endpoint::GetBucketResidency { bucket, .. }
         | Endpoint::PutBucketResidency { bucket, .. }
-        | Endpoint::DeleteBucketResidency { bucket, .. } => {
+        | Endpoint::DeleteBucketResidency { bucket, .. }
+        | Endpoint::GetBucketCompliance { bucket, .. } => {
             audit.on(format!("arn:aws:s3:::{bucket}"))
         }
         _ => audit,

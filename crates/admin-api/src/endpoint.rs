@@ -65,6 +65,22 @@ pub enum Endpoint {
         tenant: String,
         bucket: String,
     },
+    GetBucketCompliance {
+        tenant: String,
+        bucket: String,
+    },
+    ListClusterNodes,
+    GetClusterNode {
+        node: String,
+    },
+    DrainClusterNode {
+        node: String,
+    },
+    UndrainClusterNode {
+        node: String,
+    },
+    RunRepair,
+    RunScrub,
     ListUsers {
         tenant: String,
     },
@@ -181,6 +197,34 @@ impl Endpoint {
             ["tenants", _, "buckets", _, "residency"] => {
                 return Err(method_not_allowed(method, "GET, PUT, DELETE"));
             }
+            [
+                "tenants",
+                tenant,
+                "buckets",
+                bucket,
+                "residency",
+                "compliance",
+            ] if get => Self::GetBucketCompliance {
+                tenant: t(tenant),
+                bucket: t(bucket),
+            },
+            ["tenants", _, "buckets", _, "residency", "compliance"] => {
+                return Err(method_not_allowed(method, "GET"));
+            }
+            ["cluster", "nodes"] if get => Self::ListClusterNodes,
+            ["cluster", "nodes"] => return Err(method_not_allowed(method, "GET")),
+            ["cluster", "nodes", node] if get => Self::GetClusterNode { node: t(node) },
+            ["cluster", "nodes", _] => return Err(method_not_allowed(method, "GET")),
+            ["cluster", "nodes", node, "drain"] if put => Self::DrainClusterNode { node: t(node) },
+            ["cluster", "nodes", node, "drain"] if delete => {
+                Self::UndrainClusterNode { node: t(node) }
+            }
+            ["cluster", "nodes", _, "drain"] => {
+                return Err(method_not_allowed(method, "PUT, DELETE"));
+            }
+            ["cluster", "repair"] if post => Self::RunRepair,
+            ["cluster", "scrub"] if post => Self::RunScrub,
+            ["cluster", "repair" | "scrub"] => return Err(method_not_allowed(method, "POST")),
             ["tenants", tenant, "users"] if get => Self::ListUsers { tenant: t(tenant) },
             ["tenants", tenant, "users"] if post => Self::CreateUser { tenant: t(tenant) },
             ["tenants", _, "users"] => return Err(method_not_allowed(method, "GET, POST")),
@@ -253,6 +297,16 @@ impl Endpoint {
                 Method::DELETE,
                 "/tenants/{tenant}/buckets/{bucket}/residency",
             ),
+            Self::GetBucketCompliance { .. } => (
+                Method::GET,
+                "/tenants/{tenant}/buckets/{bucket}/residency/compliance",
+            ),
+            Self::ListClusterNodes => (Method::GET, "/cluster/nodes"),
+            Self::GetClusterNode { .. } => (Method::GET, "/cluster/nodes/{node}"),
+            Self::DrainClusterNode { .. } => (Method::PUT, "/cluster/nodes/{node}/drain"),
+            Self::UndrainClusterNode { .. } => (Method::DELETE, "/cluster/nodes/{node}/drain"),
+            Self::RunRepair => (Method::POST, "/cluster/repair"),
+            Self::RunScrub => (Method::POST, "/cluster/scrub"),
             Self::ListUsers { .. } => (Method::GET, "/tenants/{tenant}/users"),
             Self::CreateUser { .. } => (Method::POST, "/tenants/{tenant}/users"),
             Self::GetUser { .. } => (Method::GET, "/tenants/{tenant}/users/{user}"),

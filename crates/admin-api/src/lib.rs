@@ -19,6 +19,7 @@
 //!   [`limits::ADMIN_REQUEST_BODY_BYTES_MAX`].
 
 mod audit;
+mod cluster;
 mod endpoint;
 mod error;
 mod model;
@@ -26,6 +27,7 @@ mod openapi;
 mod purge;
 mod residency;
 
+pub use cluster::{ClusterAdmin, ClusterAdminError, ClusterAnswer};
 pub use endpoint::{ADMIN_PATH_PREFIX, API_V1_PREFIX, Endpoint, is_admin_path};
 pub use error::ApiError;
 pub use model::*;
@@ -65,6 +67,8 @@ pub struct AdminApi {
     /// The sites residency policies are checked against; None: policies
     /// are checked on their own (and against the tenant's) only.
     topology: Option<std::sync::Arc<nuage_placement::Topology>>,
+    /// The storage nodes, on a gateway of a cluster (`cluster.rs`).
+    cluster: Option<std::sync::Arc<dyn ClusterAdmin>>,
 }
 
 impl AdminApi {
@@ -82,6 +86,7 @@ impl AdminApi {
             keys,
             operator_token,
             topology: None,
+            cluster: None,
         }
     }
 
@@ -89,6 +94,13 @@ impl AdminApi {
     #[must_use]
     pub fn with_topology(mut self, topology: std::sync::Arc<nuage_placement::Topology>) -> Self {
         self.topology = Some(topology);
+        self
+    }
+
+    /// Serves the cluster endpoints through `cluster` (a gateway of a cluster).
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: std::sync::Arc<dyn ClusterAdmin>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -269,6 +281,15 @@ impl AdminApi {
             Endpoint::DeleteBucketResidency { tenant, bucket } => {
                 self.put_bucket_residency(&tenant, &bucket, None).await
             }
+            Endpoint::GetBucketCompliance { tenant, bucket } => {
+                self.get_bucket_compliance(&tenant, &bucket).await
+            }
+            Endpoint::ListClusterNodes => self.list_cluster_nodes().await,
+            Endpoint::GetClusterNode { node } => self.get_cluster_node(&node).await,
+            Endpoint::DrainClusterNode { node } => self.drain_cluster_node(&node, true).await,
+            Endpoint::UndrainClusterNode { node } => self.drain_cluster_node(&node, false).await,
+            Endpoint::RunRepair => self.run_repair().await,
+            Endpoint::RunScrub => self.run_scrub().await,
             Endpoint::ListUsers { tenant } => {
                 let tenant = self.iam.tenant(&tenant).await?;
                 let users = self

@@ -327,6 +327,7 @@ pub fn document() -> Value {
         "security": [{ "operatorToken": [] }],
         "tags": [
             { "name": "tenants" }, { "name": "users" }, { "name": "access keys" }, { "name": "meta" },
+            { "name": "residency" }, { "name": "cluster", "description": "Storage nodes, drains, repair and scrub passes (docs/storage-nodes.md)." },
             {
                 "name": "access approvals (operator)",
                 "description": "The operator asks a tenant for access to named data (docs/access-approval.md)."
@@ -692,6 +693,16 @@ pub fn document() -> Value {
     extend(&mut doc["components"]["schemas"], access_schemas());
     extend(&mut doc["paths"], residency_paths());
     extend(&mut doc["components"]["schemas"], residency_schemas());
+    extend(&mut doc["paths"], cluster_paths());
+    extend(&mut doc["components"]["schemas"], cluster_schemas());
+    extend(
+        &mut doc["components"]["parameters"],
+        json!({ "Node": {
+            "name": "node", "in": "path", "required": true,
+            "description": "A storage node's id, as in the topology.",
+            "schema": { "type": "string" }
+        }}),
+    );
     extend(
         &mut doc["components"]["parameters"],
         json!({ "Bucket": {
@@ -739,6 +750,118 @@ fn residency_paths() -> Value {
             "delete": operation("deleteBucketResidency",
                 "Removes the bucket's own policy: its tenant's applies.",
                 "residency", None, ("204", "Removed.", None), &["401", "404"])
+        }
+    })
+}
+
+/// The cluster's operations and a bucket's compliance (docs/storage-nodes.md,
+/// "Operating a cluster"). On a server without `[cluster]`: 409 `NotACluster`.
+fn cluster_paths() -> Value {
+    json!({
+        "/tenants/{tenant}/buckets/{bucket}/residency/compliance": {
+            "parameters": [param("Tenant"), param("Bucket")],
+            "get": operation("getBucketCompliance",
+                "Checks every blob of the bucket against its effective residency policy now (its own, \
+                 else its tenant's, else the cluster's default) and the nodes' states: `compliant` is \
+                 false while a narrowing's migration or a repair is unfinished, with the replicas left \
+                 to move or restore. A walk of the whole location index.",
+                "cluster", None, ("200", "The bucket's compliance.", Some("BucketCompliance")),
+                &["401", "404", "409"])
+        },
+        "/cluster/nodes": {
+            "get": operation("listClusterNodes",
+                "The topology's storage nodes as this gateway last polled them: up, down (with why) \
+                 or draining, and their space.",
+                "cluster", None, ("200", "The nodes.", Some("ClusterNodes")), &["401", "409"])
+        },
+        "/cluster/nodes/{node}": {
+            "parameters": [param("Node")],
+            "get": operation("getClusterNode",
+                "One node, with the replicas the location index still places on it (a drain is \
+                 finished when there are none).",
+                "cluster", None, ("200", "The node.", Some("ClusterNode")), &["401", "404", "409"])
+        },
+        "/cluster/nodes/{node}/drain": {
+            "parameters": [param("Node")],
+            "put": operation("drainClusterNode",
+                "Drains the node, for every gateway of the cluster: nothing new is placed on it, its \
+                 replicas stay readable, and repair passes move them to compliant nodes.",
+                "cluster", None, ("200", "The node.", Some("ClusterNode")), &["401", "404", "409"]),
+            "delete": operation("undrainClusterNode",
+                "Ends the node's drain: it takes new replicas again.",
+                "cluster", None, ("200", "The node.", Some("ClusterNode")), &["401", "404", "409"])
+        },
+        "/cluster/repair": {
+            "post": operation("runRepair",
+                "Runs one repair pass now on this gateway (409 when `cluster.repair` is off here: \
+                 another gateway repairs). Each copy and removal is in its tenant's audit log first.",
+                "cluster", None, ("200", "What the pass did.", Some("RepairReport")), &["401", "409"])
+        },
+        "/cluster/scrub": {
+            "post": operation("runScrub",
+                "Runs one scrub pass now on this gateway: every replica is verified by its node \
+                 against the recorded length and SHA-256, bad ones are replaced from good ones on \
+                 compliant nodes, and files no index entry accounts for are removed after a grace.",
+                "cluster", None, ("200", "What the pass did.", Some("ScrubReport")), &["401", "409"])
+        }
+    })
+}
+
+fn cluster_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let failures = json!({ "type": "array", "description": "`[blob_id, why]` pairs, the first few.",
+        "items": { "type": "array", "items": { "type": "string" } } });
+    json!({
+        "ClusterNode": {
+            "type": "object",
+            "required": ["node", "site", "country", "status", "draining"],
+            "properties": {
+                "node": string, "site": string, "country": string,
+                "status": { "type": "string", "enum": ["up", "down", "draining"] },
+                "draining": { "type": "boolean" },
+                "down_reason": string,
+                "writable_bytes": count, "used_bytes": count, "blob_count": count,
+                "polled_ms": count,
+                "replicas": { "type": "object", "description": "On GET /cluster/nodes/{node}: what the \
+                    location index still places there.", "properties": {
+                    "replicas": count, "bytes": count } }
+            }
+        },
+        "ClusterNodes": {
+            "type": "object",
+            "required": ["nodes"],
+            "properties": { "nodes": { "type": "array", "items": { "$ref": "#/components/schemas/ClusterNode" } } }
+        },
+        "RepairReport": {
+            "type": "object",
+            "properties": {
+                "scanned": count, "repaired": count, "copied": count, "removed": count,
+                "failures": failures, "failed_count": count
+            }
+        },
+        "ScrubReport": {
+            "type": "object",
+            "properties": {
+                "scanned": count, "verified": count, "bytes_verified": count, "bad": count,
+                "replaced": count, "orphans_removed": count, "failures": failures,
+                "failed_count": count
+            }
+        },
+        "BucketCompliance": {
+            "type": "object",
+            "required": ["bucket", "compliant", "blobs"],
+            "properties": {
+                "tenant": string, "bucket": string,
+                "policy": { "allOf": [{ "$ref": "#/components/schemas/ResidencyPolicy" }], "nullable": true },
+                "policy_source": { "type": "string", "enum": ["bucket", "tenant", "default"] },
+                "compliant": { "type": "boolean" },
+                "blobs": count, "bytes": count, "compliant_blobs": count,
+                "non_compliant_blobs": count, "replicas_to_move": count, "replicas_missing": count,
+                "issues": { "type": "array", "items": { "type": "object", "properties": {
+                    "blob_id": string, "reason": string } } },
+                "scanned": count
+            }
         }
     })
 }
@@ -841,6 +964,22 @@ mod tests {
                 tenant: t(),
                 bucket: "photos".into(),
             },
+            Endpoint::GetBucketCompliance {
+                tenant: t(),
+                bucket: "photos".into(),
+            },
+            Endpoint::ListClusterNodes,
+            Endpoint::GetClusterNode {
+                node: "fr-1".into(),
+            },
+            Endpoint::DrainClusterNode {
+                node: "fr-1".into(),
+            },
+            Endpoint::UndrainClusterNode {
+                node: "fr-1".into(),
+            },
+            Endpoint::RunRepair,
+            Endpoint::RunScrub,
             Endpoint::ListUsers { tenant: t() },
             Endpoint::CreateUser { tenant: t() },
             Endpoint::GetUser {
@@ -926,6 +1065,7 @@ mod tests {
                     .replace("{user}", "alice")
                     .replace("{access_key_id}", "NUAKEXAMPLE")
                     .replace("{bucket}", "photos")
+                    .replace("{node}", "fr-1")
             );
             let parsed = Endpoint::parse(&method, &path, None).expect("documented path routes");
             assert_eq!(parsed, endpoint, "{method} {path}");

@@ -386,6 +386,27 @@ impl AdminApi {
         ))
     }
 
+    /// A bucket of the tenant and the policy in force for it: its own, else
+    /// its tenant's (`source` says which), else None (`default`: the
+    /// server's default policy applies).
+    pub(crate) async fn effective_policy(
+        &self,
+        tenant: &str,
+        bucket: &str,
+    ) -> Result<(String, BucketRecord, Option<ResidencyPolicy>, &'static str), ApiError> {
+        let tenant = self.iam.tenant(tenant).await?;
+        let record = self.owned_bucket(&tenant.id, bucket).await?;
+        let own = stored(record.residency_policy.as_deref(), &record.name)?;
+        let (effective, source) = match own {
+            Some(own) => (Some(own), "bucket"),
+            None => match stored(tenant.residency_policy.as_deref(), &tenant.id)? {
+                Some(t) => (Some(t), "tenant"),
+                None => (None, "default"),
+            },
+        };
+        Ok((tenant.id, record, effective, source))
+    }
+
     pub(crate) async fn get_bucket_residency(&self, tenant: &str, bucket: &str) -> ApiResult {
         let tenant = self.iam.tenant(tenant).await?;
         let record = self.owned_bucket(&tenant.id, bucket).await?;

@@ -867,3 +867,146 @@ fn bucket_residency_is_logged_on_the_bucket() {
         Some(("acme", "PutBucketResidency", None))
     );
 }
+
+/// What a cluster endpoint asked the server's cluster for: the admin API
+/// resolves the bucket and its effective policy, the cluster does the rest.
+#[derive(Default)]
+struct RecordingCluster {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl ClusterAdmin for RecordingCluster {
+    fn nodes(&self) -> futures::future::BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async { Ok(json!({"nodes": []})) })
+    }
+    fn node<'a>(&'a self, node: &'a str) -> futures::future::BoxFuture<'a, ClusterAnswer> {
+        Box::pin(async move {
+            if node == "fr-1" {
+                Ok(json!({"node": node}))
+            } else {
+                Err(ClusterAdminError::UnknownNode(node.to_owned()))
+            }
+        })
+    }
+    fn set_draining<'a>(
+        &'a self,
+        node: &'a str,
+        draining: bool,
+    ) -> futures::future::BoxFuture<'a, ClusterAnswer> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("drain {node} {draining}"));
+        Box::pin(async move { Ok(json!({"node": node, "draining": draining})) })
+    }
+    fn repair(&self) -> futures::future::BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async {
+            Err(ClusterAdminError::Conflict(
+                "repair runs on another gateway".into(),
+            ))
+        })
+    }
+    fn scrub(&self) -> futures::future::BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async { Ok(json!({"bad": 0})) })
+    }
+    fn compliance<'a>(
+        &'a self,
+        bucket: &'a str,
+        policy: Option<&'a nuage_placement::ResidencyPolicy>,
+    ) -> futures::future::BoxFuture<'a, ClusterAnswer> {
+        self.asked.lock().unwrap().push(format!(
+            "compliance {bucket} {}",
+            policy.map_or(
+                "default".to_owned(),
+                nuage_placement::ResidencyPolicy::to_json
+            )
+        ));
+        Box::pin(async move { Ok(json!({"bucket": bucket, "compliant": true})) })
+    }
+}
+
+#[tokio::test]
+async fn cluster_endpoints_need_a_cluster_and_resolve_the_effective_policy() {
+    let mut f = fixture();
+    let acme = f.tenant("acme").await;
+    f.storage
+        .create_bucket("photos", None, &acme)
+        .await
+        .unwrap();
+    // A server on its own disk: 409 NotACluster, for every cluster endpoint.
+    for (method, path) in [
+        (Method::GET, "/cluster/nodes"),
+        (Method::PUT, "/cluster/nodes/fr-1/drain"),
+        (Method::POST, "/cluster/scrub"),
+        (
+            Method::GET,
+            "/tenants/acme/buckets/photos/residency/compliance",
+        ),
+    ] {
+        let (status, body) = f.call(method.clone(), path, None).await;
+        assert_eq!(status, 409, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "NotACluster", "{body}");
+    }
+    let cluster = Arc::new(RecordingCluster::default());
+    f.api = f.api.clone().with_cluster(cluster.clone());
+    let (status, body) = f.call(Method::GET, "/cluster/nodes/de-9", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("NoSuchNode"))
+    );
+    let (status, body) = f.call(Method::POST, "/cluster/repair", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("ClusterConflict"))
+    );
+    let (status, body) = f
+        .call(Method::DELETE, "/cluster/nodes/fr-1/drain", None)
+        .await;
+    assert_eq!((status, &body["draining"]), (200, &json!(false)), "{body}");
+    let (status, _) = f
+        .call(Method::POST, "/cluster/nodes/fr-1/drain", None)
+        .await;
+    assert_eq!(status, 405);
+
+    // No policy anywhere: the cluster's default; then the tenant's; then the bucket's own.
+    let path = "/tenants/acme/buckets/photos/residency/compliance";
+    let (status, body) = f.call(Method::GET, path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["policy_source"], &body["tenant"], &body["policy"]),
+        (&json!("default"), &json!(acme), &Value::Null)
+    );
+    let eu = json!({"allowed_jurisdictions": ["EU"], "durability": {"replicas": 2}});
+    let fr = json!({"allowed_countries": ["FR"], "durability": {"replicas": 2}});
+    let (status, body) = f
+        .call(Method::PUT, "/tenants/acme/residency", Some(eu))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = f.call(Method::GET, path, None).await;
+    assert_eq!(body["policy_source"], "tenant", "{body}");
+    let (status, body) = f
+        .call(
+            Method::PUT,
+            "/tenants/acme/buckets/photos/residency",
+            Some(fr),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = f.call(Method::GET, path, None).await;
+    assert_eq!(body["policy_source"], "bucket", "{body}");
+    assert_eq!(body["policy"]["allowed_countries"], json!(["FR"]), "{body}");
+    let (status, _) = f
+        .call(
+            Method::GET,
+            "/tenants/acme/buckets/nope/residency/compliance",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let asked = cluster.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(asked[0], "drain fr-1 false");
+    assert_eq!(asked[1], "compliance photos default");
+    assert!(asked[2].contains("\"EU\""), "{asked:?}");
+    assert!(asked[3].contains("\"FR\""), "{asked:?}");
+}

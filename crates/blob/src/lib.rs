@@ -81,12 +81,44 @@ impl PlacementRefused {
     }
 }
 
+/// A write abandoned because a replica's node could not be reached, or its
+/// connection broke (or stalled) mid-write: the write was abandoned on every
+/// replica, so nothing was written, and the same write may succeed when
+/// retried (S3: 503 `ServiceUnavailable`). Not for a node that answered with
+/// a refusal (out of space, corrupt, bad request).
+///
+/// Like [`PlacementRefused`] it travels inside [`BlobError::Io`] (find it
+/// with [`BlobError::unavailable`]). `detail` names the node and why, for
+/// the server's log, not for clients.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct Unavailable {
+    pub detail: String,
+}
+
+impl Unavailable {
+    /// Wraps it into the error the blob store returns.
+    #[must_use]
+    pub fn into_blob_error(self) -> BlobError {
+        BlobError::Io(std::io::Error::other(self))
+    }
+}
+
 impl BlobError {
     /// The placement refusal this error carries, if it is one.
     #[must_use]
     pub fn placement_refusal(&self) -> Option<&PlacementRefused> {
         match self {
             Self::Io(e) => e.get_ref()?.downcast_ref::<PlacementRefused>(),
+            _ => None,
+        }
+    }
+
+    /// The transient unavailability this error carries, if it is one.
+    #[must_use]
+    pub fn unavailable(&self) -> Option<&Unavailable> {
+        match self {
+            Self::Io(e) => e.get_ref()?.downcast_ref::<Unavailable>(),
             _ => None,
         }
     }

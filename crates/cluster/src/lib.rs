@@ -11,26 +11,38 @@
 //! a node that placement did not return, so when the compliant nodes are
 //! down or full the write fails with a [`nuage_blob::PlacementRefused`] and
 //! nothing is written anywhere. A replica failing mid-write abandons the
-//! write on every replica.
+//! write on every replica (with a [`nuage_blob::Unavailable`] when its node
+//! could not be reached or the connection broke: retryable).
 //!
 //! Reads go to the recorded replicas, nodes known up first, and fail over to
 //! the next replica when one cannot serve (also mid-stream: the read resumes
 //! on the next replica where the failed one stopped). `delete` removes every
 //! replica, then the index entry. [`ClusterBlobStore::poll_nodes`] (or the
-//! poller task) keeps the node states placement uses; [`ClusterBlobStore::
+//! poller task) keeps the node states placement uses, with the operator's
+//! drains read from the metadata documents (`nodestate`, shared by every
+//! gateway); `compliance` reports a bucket's blobs against its policy and a
+//! drained node's remaining replicas; [`ClusterBlobStore::
 //! repair_once`] restores replica counts and moves replicas out of sites a
-//! narrowed policy no longer allows, through `nuage_placement::repair_plan`.
+//! narrowed policy no longer allows, through `nuage_placement::repair_plan`;
+//! [`ClusterBlobStore::scrub_once_logged`] has every node read back its
+//! replicas, replaces the corrupt or missing ones and deletes orphan files.
 //! Reference: `docs/storage-nodes.md` ("Replication and placement").
 
+mod compliance;
 pub mod index;
 pub mod limits;
+mod nodestate;
 mod repair;
+mod scrub;
 mod writer;
 
+pub use compliance::{ComplianceIssue, ComplianceReport, NodeReplicas};
 pub use index::{BlobLocation, LOCATIONS_NAMESPACE, LocationIndex, Revisioned};
+pub use nodestate::{NODE_STATES_NAMESPACE, NodeReport, OperatorNodeState};
 pub use repair::{
     NoRepairLog, PolicySource, RepairLog, RepairReport, ReplicaEvent, ReplicaEventKind,
 };
+pub use scrub::ScrubReport;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -63,6 +75,10 @@ pub enum ClusterError {
     },
     #[error("residency policy: {0}")]
     Policy(String),
+    #[error("the topology has no storage node `{0}`")]
+    UnknownNode(String),
+    #[error("node states: {0}")]
+    NodeStates(nuage_meta::MetaError),
 }
 
 impl From<ClusterError> for BlobError {
@@ -130,6 +146,9 @@ pub(crate) struct Inner {
     pub(crate) index: LocationIndex,
     pub(crate) default_policy: ResidencyPolicy,
     states: RwLock<NodeStates>,
+    /// The operator's node states and the last polls (`nodestate`).
+    book: RwLock<nodestate::NodeBook>,
+    node_state_store: nodestate::NodeStateStore,
 }
 
 impl std::fmt::Debug for ClusterBlobStore {
@@ -199,9 +218,11 @@ impl ClusterBlobStore {
             inner: Arc::new(Inner {
                 topology: config.topology,
                 clients,
-                index: LocationIndex::new(index),
+                index: LocationIndex::new(Arc::clone(&index)),
                 default_policy: config.default_policy,
                 states: RwLock::new(NodeStates::new()),
+                book: RwLock::new(nodestate::NodeBook::default()),
+                node_state_store: nodestate::NodeStateStore::new(index),
             }),
         })
     }
@@ -224,29 +245,13 @@ impl ClusterBlobStore {
         self.inner.states()
     }
 
-    /// Asks every node for its status (concurrently, each within
-    /// `POLL_TIMEOUT`): a node that answers is up with its writable bytes
-    /// free, any other is down. Keeps a node marked draining draining.
-    /// Returns the nodes found down, with why, in node id order.
+    /// Reads the operator's node states (drains, from the metadata
+    /// documents: one bounded scan), then asks every node for its status
+    /// (concurrently, each within `POLL_TIMEOUT`): a node that answers is
+    /// up, or draining when drained, with its writable bytes free; any other
+    /// is down. Returns the nodes found down, with why, in node id order.
     pub async fn poll_nodes(&self) -> Vec<(String, String)> {
         self.inner.poll_nodes().await
-    }
-
-    /// Marks a node draining (readable, receives nothing; repair moves its
-    /// replicas away) or back to up.
-    pub fn set_draining(&self, node: &str, draining: bool) {
-        let mut states = self
-            .inner
-            .states
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = states.get_mut(node) {
-            state.status = match (draining, state.status) {
-                (true, _) => NodeStatus::Draining,
-                (false, NodeStatus::Draining) => NodeStatus::Up,
-                (false, other) => other,
-            };
-        }
     }
 
     /// Polls every node every `interval` until the handle is dropped.
@@ -331,62 +336,6 @@ impl Inner {
         self.clients
             .get(node)
             .ok_or_else(|| ClusterError::Config(format!("node {node} is not in the topology")))
-    }
-
-    async fn poll_nodes(&self) -> Vec<(String, String)> {
-        // Owned pairs: a future borrowing the map would not be `Send` for
-        // every lifetime, as `tokio::spawn` (the poller) needs.
-        let targets: Vec<(String, NodeClient)> = self
-            .clients
-            .iter()
-            .map(|(id, client)| (id.clone(), client.clone()))
-            .collect();
-        let results: Vec<(String, Result<u64, String>)> =
-            futures::stream::iter(targets.into_iter().map(|(id, client)| async move {
-                let free = match tokio::time::timeout(limits::POLL_TIMEOUT, client.status()).await {
-                    Ok(Ok(status)) => Ok(status.writable_bytes),
-                    Ok(Err(e)) => {
-                        tracing::debug!(node = %id, error = %e, "node status failed");
-                        Err(e.to_string())
-                    }
-                    Err(_) => Err(format!(
-                        "no status within {} s",
-                        limits::POLL_TIMEOUT.as_secs()
-                    )),
-                };
-                (id, free)
-            }))
-            .buffer_unordered(limits::POLL_CONCURRENCY_MAX)
-            .collect()
-            .await;
-        let mut down = Vec::new();
-        let mut states = self.states.write().unwrap_or_else(PoisonError::into_inner);
-        for (id, free) in results {
-            let draining = states
-                .get(&id)
-                .is_some_and(|s| s.status == NodeStatus::Draining);
-            let state = match free {
-                Ok(free_bytes) => NodeState {
-                    status: if draining {
-                        NodeStatus::Draining
-                    } else {
-                        NodeStatus::Up
-                    },
-                    free_bytes,
-                },
-                Err(why) => {
-                    down.push((id.clone(), why));
-                    NodeState {
-                        status: NodeStatus::Down,
-                        free_bytes: 0,
-                    }
-                }
-            };
-            states.insert(id, state);
-        }
-        // Node id order, whatever order the answers came in.
-        down.sort();
-        down
     }
 
     /// The replicas to read from: those known up first, then the others

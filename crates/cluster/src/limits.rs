@@ -21,3 +21,22 @@ pub const UNKNOWN_LEN_PLACEMENT_BYTES: u64 = 8 * 1024 * 1024;
 pub const READ_AHEAD_CHUNKS_MAX: usize = 4;
 /// Failures listed in a repair report (more are counted, not listed).
 pub const REPORT_FAILURES_MAX: usize = 64;
+/// Operator node state documents read per poll (one scan): one per drained
+/// node, so the topology's own bound
+/// (`nuage_placement::limits::TOPOLOGY_NODES_MAX`).
+pub const NODE_STATES_MAX: usize = 10_000;
+/// Largest operator node state document accepted (JSON bytes); a real one
+/// is about 40.
+pub const NODE_STATE_BYTES_MAX: usize = 4 * 1024;
+/// Blobs listed with their reasons in a compliance report (more are
+/// counted, not listed).
+pub const COMPLIANCE_ISSUES_MAX: usize = 100;
+/// Replica verifications a scrub pass has in flight at once (each makes its
+/// node read the whole blob from disk; the replicas of one blob are on
+/// different nodes).
+pub const SCRUB_VERIFIES_IN_FLIGHT_MAX: usize = 2;
+/// A sensible grace before the scrubber deletes a node file no index entry
+/// accounts for: far longer than any write or repair copy takes between its
+/// files landing on the nodes and the index naming them, and than the clock
+/// skew between nodes and gateway.
+pub const SCRUB_ORPHAN_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);

@@ -48,6 +48,10 @@ pub enum ReplicaEventKind {
     Migrate,
     /// A replica deleted (moved away, or surplus).
     Remove,
+    /// A replica the scrubber found bad (corrupt, missing, or other bytes
+    /// than the index records), dropped from the replica set and deleted;
+    /// the copy that replaces it is a `Repair` event of its own.
+    Discard,
 }
 
 /// One replica copied or removed by a repair, for the owning tenant's
@@ -89,7 +93,7 @@ impl RepairLog for NoRepairLog {
 }
 
 /// What one repair pass did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RepairReport {
     /// Index entries looked at.
     pub scanned: u64,
@@ -105,12 +109,23 @@ pub struct RepairReport {
     pub failed_count: u64,
 }
 
+/// Counts a failure of a pass and lists it while the list is under
+/// `REPORT_FAILURES_MAX` (repair and scrub reports alike).
+pub(crate) fn note_failure(
+    failures: &mut Vec<(String, String)>,
+    failed_count: &mut u64,
+    what: &str,
+    why: String,
+) {
+    *failed_count += 1;
+    if failures.len() < limits::REPORT_FAILURES_MAX {
+        failures.push((what.to_owned(), why));
+    }
+}
+
 impl RepairReport {
     fn fail(&mut self, blob_id: &str, why: String) {
-        self.failed_count += 1;
-        if self.failures.len() < limits::REPORT_FAILURES_MAX {
-            self.failures.push((blob_id.to_owned(), why));
-        }
+        note_failure(&mut self.failures, &mut self.failed_count, blob_id, why);
     }
 }
 
@@ -183,7 +198,9 @@ impl Inner {
         self.delete_replicas(blob_id, &unrecorded).await;
     }
 
-    async fn repair_entry(
+    /// Repairs one entry read at its revision (also the scrubber's second
+    /// half, once it has discarded bad replicas).
+    pub(crate) async fn repair_entry(
         &self,
         entry: Revisioned,
         policies: &dyn PolicySource,
@@ -264,6 +281,10 @@ impl Inner {
                 removing.push(moved.node.clone());
             }
         }
+        // A node copied to again (it was being removed, or the scrubber
+        // discarded its bad copy) holds a replica the record now lists:
+        // deleting it as one being removed would lose it.
+        removing.retain(|node| !nodes.contains(node));
         location.nodes = nodes;
         location.removing = removing;
         location.policy = policy;

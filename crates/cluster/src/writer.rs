@@ -4,7 +4,7 @@ use crate::index::BlobLocation;
 use crate::{ClusterError, Inner, is_unreachable, limits, now_ms};
 use bytes::Bytes;
 use nuage_blob::{
-    BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget, ReplicaPlace,
+    BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget, ReplicaPlace, Unavailable,
 };
 use nuage_node::{NodeBlobWriter, NodeError, WriteReceipt};
 use nuage_placement::{NodeStatus, PlacementError, ResidencyPolicy, Topology};
@@ -23,7 +23,44 @@ pub(crate) struct ClusterWriter {
     bucket: Option<String>,
     policy: ResidencyPolicy,
     /// Why the write failed, once it has: every later call fails with it.
-    failed: Option<String>,
+    failed: Option<Failure>,
+}
+
+/// Why a write failed.
+struct Failure {
+    why: String,
+    /// A replica's node could not be reached or its connection broke (or
+    /// stalled): nothing was written and a retry may succeed
+    /// ([`nuage_blob::Unavailable`], S3 503), unlike a node's refusal.
+    transient: bool,
+    /// A replica's node ran out of room during the write (its length was
+    /// not known when it was placed): compliant nodes are full, S3 503
+    /// `SlowDown`, as when placement finds no room.
+    full: bool,
+}
+
+impl Failure {
+    fn permanent(why: String) -> Self {
+        Self {
+            why,
+            transient: false,
+            full: false,
+        }
+    }
+}
+
+/// The client's words for a node that filled up during a write: nothing
+/// about which node, nor its address.
+#[derive(Debug, thiserror::Error)]
+#[error("a node the policy allows ran out of space during the write; nothing was kept")]
+struct FilledUp;
+
+/// Whether a replica's failure says its node is unreachable or the
+/// connection broke or stalled (transient), rather than that the node
+/// answered with a refusal. A node that is not the one expected
+/// (`PeerIdentity`) is a misconfiguration, not a transient failure.
+fn is_transient(e: &NodeError) -> bool {
+    matches!(e, NodeError::Transport(_) | NodeError::Timeout(_))
 }
 
 fn refusal(policy: &ResidencyPolicy, e: PlacementError) -> BlobError {
@@ -97,11 +134,23 @@ impl ClusterWriter {
         })
     }
 
-    fn failed_error(&self, why: &str) -> BlobError {
-        BlobError::Io(std::io::Error::other(format!(
-            "writing blob {}: {why}",
-            self.blob_id
-        )))
+    fn failed_error(&self, failure: &Failure) -> BlobError {
+        let detail = format!("writing blob {}: {}", self.blob_id, failure.why);
+        if failure.full {
+            tracing::warn!(error = %detail, "write abandoned: a storage node filled up");
+            return PlacementRefused {
+                policy: format!("{}, {}", self.policy.places_text(), self.policy.durability),
+                permanent: false,
+                full: true,
+                reason: Box::new(FilledUp),
+            }
+            .into_blob_error();
+        }
+        if failure.transient {
+            Unavailable { detail }.into_blob_error()
+        } else {
+            BlobError::Io(std::io::Error::other(detail))
+        }
     }
 
     /// Aborts every replica still being written.
@@ -110,14 +159,18 @@ impl ClusterWriter {
         futures::future::join_all(replicas.into_iter().map(|(_, w)| w.abandon())).await;
     }
 
-    fn node_failure(&self, node: &str, e: &NodeError) -> String {
+    fn node_failure(&self, node: &str, e: &NodeError) -> Failure {
         if is_unreachable(e) {
             self.inner.mark_down(node);
         }
-        format!(
-            "the replica on node {node} failed ({e}); the write was abandoned on all {} replicas",
-            self.replicas.len().max(1)
-        )
+        Failure {
+            why: format!(
+                "the replica on node {node} failed ({e}); the write was abandoned on all {} replicas",
+                self.replicas.len().max(1)
+            ),
+            transient: is_transient(e),
+            full: matches!(e, NodeError::InsufficientStorage(_)),
+        }
     }
 }
 
@@ -137,8 +190,8 @@ impl BlobWriter for ClusterWriter {
     }
 
     async fn write(&mut self, data: Bytes) -> BlobResult<()> {
-        if let Some(why) = &self.failed {
-            return Err(self.failed_error(why));
+        if let Some(failure) = &self.failed {
+            return Err(self.failed_error(failure));
         }
         let results = futures::future::join_all(self.replicas.iter_mut().map(|(node, writer)| {
             let data = data.clone();
@@ -146,10 +199,10 @@ impl BlobWriter for ClusterWriter {
         }))
         .await;
         if let Some(Err((node, e))) = results.into_iter().find(Result::is_err) {
-            let why = self.node_failure(&node, &e);
+            let failure = self.node_failure(&node, &e);
             self.abort_all().await;
-            let err = self.failed_error(&why);
-            self.failed = Some(why);
+            let err = self.failed_error(&failure);
+            self.failed = Some(failure);
             return Err(err);
         }
         Ok(())
@@ -159,8 +212,8 @@ impl BlobWriter for ClusterWriter {
     /// length and SHA-256, and the replica set is recorded in the index.
     /// Otherwise deletes what was stored and fails.
     async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
-        if let Some(why) = &self.failed {
-            return Err(self.failed_error(why));
+        if let Some(failure) = &self.failed {
+            return Err(self.failed_error(failure));
         }
         let replicas = std::mem::take(&mut self.replicas);
         let count = replicas.len();
@@ -171,7 +224,7 @@ impl BlobWriter for ClusterWriter {
         )
         .await;
         let mut stored = Vec::with_capacity(count);
-        let mut failure: Option<String> = None;
+        let mut failure: Option<Failure> = None;
         let mut receipt: Option<WriteReceipt> = None;
         for (node, result) in results {
             match result {
@@ -179,11 +232,11 @@ impl BlobWriter for ClusterWriter {
                     if let Some(first) = &receipt
                         && (first.length != r.length || first.sha256 != r.sha256)
                     {
-                        failure.get_or_insert(format!(
+                        failure.get_or_insert(Failure::permanent(format!(
                             "the replicas disagree: {} bytes of SHA-256 {} on one, {} bytes of \
                              SHA-256 {} on node {node}",
                             first.length, first.sha256, r.length, r.sha256
-                        ));
+                        )));
                     }
                     receipt.get_or_insert(r);
                     stored.push(node);
@@ -197,9 +250,10 @@ impl BlobWriter for ClusterWriter {
         let receipt = match (failure, receipt) {
             (None, Some(receipt)) => receipt,
             (failure, _) => {
-                let why = failure.unwrap_or_else(|| "no replica was written".to_owned());
+                let failure = failure
+                    .unwrap_or_else(|| Failure::permanent("no replica was written".to_owned()));
                 self.discard(&stored).await;
-                return Err(self.failed_error(&why));
+                return Err(self.failed_error(&failure));
             }
         };
         let location = BlobLocation {
@@ -215,9 +269,11 @@ impl BlobWriter for ClusterWriter {
             deleted: false,
         };
         if let Err(e) = self.inner.index.create(&location).await {
-            let why = format!("recording its replicas failed ({e}); the replicas were deleted");
+            let failure = Failure::permanent(format!(
+                "recording its replicas failed ({e}); the replicas were deleted"
+            ));
             self.discard(&stored).await;
-            return Err(self.failed_error(&why));
+            return Err(self.failed_error(&failure));
         }
         Ok(receipt.length)
     }

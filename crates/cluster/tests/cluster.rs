@@ -132,6 +132,38 @@ async fn france_full_refuses_writes_and_nothing_lands_elsewhere() {
     assert!(store.list().await.unwrap().is_empty());
 }
 
+/// A blob of unknown length placed on French nodes with room for the
+/// placement's guess but not for all of it: the nodes refuse mid-write,
+/// and the write fails as a full refusal (S3 503 `SlowDown`), nothing kept
+/// anywhere, no node named to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn french_nodes_filling_up_mid_write_refuse_it_as_full() {
+    let room = nuage_cluster::limits::UNKNOWN_LEN_PLACEMENT_BYTES + 4 * MIB;
+    let cluster = Cluster::start(Some(room)).await;
+    let store = cluster.store(fr_only()).await;
+    let e = write_blob(&store, &target(&fr_only(), None), 6, room + 8 * MIB)
+        .await
+        .unwrap_err();
+    let refusal = e
+        .placement_refusal()
+        .unwrap_or_else(|| panic!("not a placement refusal: {e}"));
+    assert!(refusal.full && !refusal.permanent, "{refusal}");
+    let text = refusal.to_string();
+    assert!(
+        text.contains("FR") && text.contains("ran out of space"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("fr-1") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    cluster.assert_nothing_outside_france();
+    for id in ["fr-1-n1", "fr-2-n1"] {
+        assert!(cluster.node(id).files().is_empty(), "{id} kept nothing");
+    }
+    assert!(store.list().await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eu_blob_with_three_replicas_never_lands_in_the_us() {
     let cluster = Cluster::start(None).await;
@@ -228,6 +260,9 @@ async fn a_replica_dying_mid_write_fails_the_write_and_leaves_nothing() {
     };
     let text = error.to_string();
     assert!(text.contains("fr-1-n1"), "{text}");
+    // A node lost mid-write: transient (S3 503), not a placement refusal.
+    assert!(error.unavailable().is_some(), "not Unavailable: {error:?}");
+    assert!(error.placement_refusal().is_none(), "{error}");
     // The surviving replica discarded its partial copy; nothing is indexed.
     cluster.node("fr-2-n1").wait_no_files_of(&id).await;
     assert!(location(&store, &id).await.is_none());

@@ -13,7 +13,7 @@
 
 use crate::identity::NodeIdentity;
 use crate::tls::{PeerMismatch, TlsMaterial};
-use crate::wire::{self, BlobInfo, ErrorBody, ListPage, NodeStatus, WriteReceipt};
+use crate::wire::{self, BlobInfo, ErrorBody, ListPage, NodeStatus, VerifyReceipt, WriteReceipt};
 use crate::{NodeError, limits};
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, StatusCode};
@@ -147,14 +147,23 @@ impl NodeClient {
 
     /// Sends a request and waits for the response head, within the idle timeout.
     async fn send(&self, req: Request<RequestBody>) -> Result<http::Response<Incoming>, NodeError> {
+        self.send_within(req, self.inner.idle_timeout).await
+    }
+
+    /// Sends a request and waits for the response head, within `wait`.
+    async fn send_within(
+        &self,
+        req: Request<RequestBody>,
+        wait: Duration,
+    ) -> Result<http::Response<Incoming>, NodeError> {
         let what = format!("{} {}", req.method(), req.uri().path());
-        match tokio::time::timeout(self.inner.idle_timeout, self.inner.http.request(req)).await {
+        match tokio::time::timeout(wait, self.inner.http.request(req)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.transport_error(&e)),
             Err(_) => Err(NodeError::Timeout(format!(
                 "{what}: no answer from {} in {} s",
                 self.inner.base,
-                self.inner.idle_timeout.as_secs()
+                wait.as_secs()
             ))),
         }
     }
@@ -380,6 +389,48 @@ impl NodeClient {
             .unwrap_or("")
             .to_owned();
         Err(error_from(status, &code, String::new(), blob_id))
+    }
+
+    /// Asks the node to read its whole copy of `blob_id` back, checking every
+    /// block's checksum, and to say what it read (length and SHA-256 of the
+    /// data). The caller compares them with what the blob should be.
+    ///
+    /// The node answers only once it has read the whole blob, so this waits
+    /// the idle timeout plus the blob's length (from a stat first) at
+    /// `NODE_VERIFY_BYTES_PER_SECOND_MIN`. Only gateways may call it.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing blob, `Corrupt` for a copy that fails a
+    /// check, `AccessDenied` for a caller that is not a gateway, `Timeout`,
+    /// transport errors.
+    pub async fn verify(&self, blob_id: &str) -> Result<VerifyReceipt, NodeError> {
+        if !wire::is_valid_blob_id(blob_id) {
+            return Err(NodeError::BadRequest(format!(
+                "`{blob_id}` is not a blob id"
+            )));
+        }
+        let info = self.stat(blob_id).await?;
+        let reading =
+            Duration::from_secs(info.length / limits::NODE_VERIFY_BYTES_PER_SECOND_MIN + 1);
+        let req = self
+            .request(
+                Method::POST,
+                &format!("{}/{blob_id}{}", wire::BLOBS_PATH, wire::VERIFY_SUFFIX),
+            )
+            .body(empty())
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        let response = self
+            .send_within(req, self.inner.idle_timeout.saturating_add(reading))
+            .await?;
+        let response = self.check(response, blob_id).await?;
+        let receipt: VerifyReceipt = self.read_json(response).await?;
+        if receipt.blob_id != blob_id {
+            return Err(NodeError::Protocol(format!(
+                "asked to verify {blob_id}, the node answered for {}",
+                receipt.blob_id
+            )));
+        }
+        Ok(receipt)
     }
 
     /// Removes a blob; removing a missing blob is not an error.

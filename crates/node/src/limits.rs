@@ -40,3 +40,11 @@ pub const NODE_RESERVE_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// When a write declares no length, space is reserved in steps of this size
 /// as bytes arrive.
 pub const NODE_RESERVE_STEP_BYTES: u64 = 8 * 1024 * 1024;
+/// Verifications (`POST /v1/blobs/{id}/verify`, each reading a whole blob)
+/// a node runs at once; the next waits its turn. They read every byte from
+/// disk: more at once would only slow the writes and reads they share it with.
+pub const NODE_VERIFIES_IN_FLIGHT_MAX: usize = 2;
+/// The slowest verification a client waits for, in data bytes per second:
+/// a verification's answer comes only once the whole blob is read, so the
+/// client waits its idle timeout plus the blob's length at this rate.
+pub const NODE_VERIFY_BYTES_PER_SECOND_MIN: u64 = 8 * 1024 * 1024;

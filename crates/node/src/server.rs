@@ -5,7 +5,8 @@
 //! `Endpoint`, authorized by the role its certificate names, logged with
 //! the caller's node and site, and served from the [`NodeStore`]. Gateways
 //! may do everything; storage nodes (repairing each other) everything but
-//! delete. Bodies stream both ways; what a request holds in memory is one
+//! delete and verify. A verification (the scrubber's whole-blob check) runs
+//! on the blocking pool, at most `NODE_VERIFIES_IN_FLIGHT_MAX` at once. Bodies stream both ways; what a request holds in memory is one
 //! block being filled and one being written.
 //!
 //! Endpoints and errors: `docs/storage-nodes.md`. This module maps errors to
@@ -55,6 +56,8 @@ struct State {
     identity: NodeIdentity,
     store: NodeStore,
     idle_timeout: Duration,
+    /// Verifications running at once (`NODE_VERIFIES_IN_FLIGHT_MAX`).
+    verifies: tokio::sync::Semaphore,
 }
 
 impl NodeServer {
@@ -83,6 +86,7 @@ impl NodeServer {
             identity: config.identity.clone(),
             store,
             idle_timeout: config.idle_timeout,
+            verifies: tokio::sync::Semaphore::new(limits::NODE_VERIFIES_IN_FLIGHT_MAX),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -201,6 +205,8 @@ enum Endpoint {
     },
     HeadBlob(String),
     DeleteBlob(String),
+    /// Reads the whole copy back, every block checked (gateways only).
+    VerifyBlob(String),
     List {
         after: Option<String>,
         limit: usize,
@@ -255,11 +261,14 @@ impl Endpoint {
                 _ => Err(method_not_allowed(method, path)),
             };
         }
-        let Some(blob_id) = path
+        let rest = path
             .strip_prefix(wire::BLOBS_PATH)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .filter(|id| !id.contains('/'))
-        else {
+            .and_then(|rest| rest.strip_prefix('/'));
+        let (rest, verify) = match rest.and_then(|r| r.strip_suffix(wire::VERIFY_SUFFIX)) {
+            Some(id) => (Some(id), true),
+            None => (rest, false),
+        };
+        let Some(blob_id) = rest.filter(|id| !id.contains('/')) else {
             return Err(NodeError::Refused {
                 status: StatusCode::NOT_FOUND.as_u16(),
                 code: "NoSuchEndpoint".into(),
@@ -274,6 +283,13 @@ impl Endpoint {
             )));
         }
         let blob_id = blob_id.to_owned();
+        if verify {
+            unknown(&[])?;
+            return match *method {
+                Method::POST => Ok(Self::VerifyBlob(blob_id)),
+                _ => Err(method_not_allowed(method, path)),
+            };
+        }
         match *method {
             Method::PUT => {
                 unknown(&[])?;
@@ -310,11 +326,13 @@ impl Endpoint {
     }
 
     /// Who may call it: gateways anything; storage nodes, which read and
-    /// write each other's blobs to repair, anything but delete.
+    /// write each other's blobs to repair, anything but delete and verify
+    /// (the scrubber, which runs on a gateway, is the only one that needs a
+    /// whole-blob read, which costs the node a full pass over the file).
     fn allows(&self, role: Role) -> bool {
         match role {
             Role::Gateway => true,
-            Role::Storage => !matches!(self, Self::DeleteBlob(_)),
+            Role::Storage => !matches!(self, Self::DeleteBlob(_) | Self::VerifyBlob(_)),
         }
     }
 }
@@ -429,6 +447,18 @@ async fn serve(
                 .status(StatusCode::NO_CONTENT)
                 .body(empty())
                 .map_err(internal)?)
+        }
+        Endpoint::VerifyBlob(blob_id) => {
+            let _turn = state.verifies.acquire().await.map_err(internal)?;
+            let started = Instant::now();
+            let receipt = state.store.verify(&blob_id).await?;
+            tracing::info!(
+                %blob_id,
+                length = receipt.length,
+                elapsed_ms = started.elapsed().as_millis(),
+                "blob verified"
+            );
+            json(StatusCode::OK, &receipt)
         }
         Endpoint::List { after, limit } => {
             let page = state.store.list(after.as_deref(), limit).await?;

@@ -18,7 +18,7 @@
 
 use crate::NodeError;
 use crate::limits;
-use crate::wire::{BlobInfo, ListPage, WriteReceipt, is_valid_blob_id};
+use crate::wire::{BlobInfo, ListPage, VerifyReceipt, WriteReceipt, is_valid_blob_id};
 use bytes::{Bytes, BytesMut};
 use nuage_blob::format;
 use sha2::{Digest as _, Sha256};
@@ -322,6 +322,27 @@ impl NodeStore {
             len,
             verified_by_caller,
         )
+    }
+
+    /// Reads the whole blob back on the blocking pool, checking every
+    /// block's CRC32C, and computes the SHA-256 of its data: what a scrubber
+    /// compares with what the blob should be. Memory: one block at a time.
+    ///
+    /// # Errors
+    /// `NotFound`, `Corrupt` (bad header, impossible length, a block that
+    /// fails its checksum), `BadRequest` for a bad id, I/O errors.
+    pub async fn verify(&self, blob_id: &str) -> Result<VerifyReceipt, NodeError> {
+        Self::check_id(blob_id)?;
+        let path = self.blob_path(blob_id);
+        let id = blob_id.to_owned();
+        let (length, sha256) = tokio::task::spawn_blocking(move || digest_file(&path, &id))
+            .await
+            .map_err(blocking_err)??;
+        Ok(VerifyReceipt {
+            blob_id: blob_id.to_owned(),
+            length,
+            sha256,
+        })
     }
 
     /// Removes a blob; returns whether it was there.

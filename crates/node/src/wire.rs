@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every path; a future incompatible protocol gets `/v2`.
 pub const BLOBS_PATH: &str = "/v1/blobs";
 pub const STATUS_PATH: &str = "/v1/status";
+/// Appended to a blob's path (`POST /v1/blobs/{id}/verify`): the node reads
+/// its whole copy back, every block checked, and answers a [`VerifyReceipt`].
+pub const VERIFY_SUFFIX: &str = "/verify";
 /// A blob's data length (HEAD and GET responses).
 pub const HEADER_BLOB_LENGTH: &str = "x-nuage-blob-length";
 /// A blob's modification time, milliseconds since the Unix epoch (HEAD).
@@ -34,6 +37,18 @@ pub struct WriteReceipt {
     pub sha256: String,
     /// True when an identical blob was already there (a retried write).
     pub existed: bool,
+}
+
+/// The answer to a verification: what the node read back from its copy,
+/// every block's checksum checked. A copy that fails a check is a `Corrupt`
+/// error instead, a missing one `NoSuchBlob`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReceipt {
+    pub blob_id: String,
+    /// Data bytes read.
+    pub length: u64,
+    /// SHA-256 of the data bytes read, lowercase hex.
+    pub sha256: String,
 }
 
 /// One blob in a listing or a stat.

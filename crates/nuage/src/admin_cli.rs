@@ -607,7 +607,7 @@ fn user_details(u: &Value) -> String {
     ])
 }
 
-fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -634,7 +634,7 @@ fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 
 pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-struct ApiClient {
+pub(crate) struct ApiClient {
     http: Client<Connector, Full<Bytes>>,
     /// `scheme://authority/_nuage/admin/v1`.
     base: String,
@@ -643,7 +643,7 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(args: &OperatorConnection) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &OperatorConnection) -> anyhow::Result<Self> {
         let (endpoint, uri, https) = crate::admin_cli::parse_endpoint(&args.endpoint)?;
         if !uri.path().trim_end_matches('/').is_empty() {
             bail!("--endpoint is the server's root URL, without a path (got `{endpoint}`)");
@@ -661,7 +661,7 @@ impl ApiClient {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         segments: &[&str],

@@ -51,6 +51,13 @@ pub struct ClusterFileConfig {
     pub poll_interval_seconds: Option<u64>,
     /// Seconds between two repair passes (default 60).
     pub repair_interval_seconds: Option<u64>,
+    /// Seconds between two scrub passes of the gateway that repairs
+    /// (default a day): each reads every replica on every node.
+    pub scrub_interval_seconds: Option<u64>,
+    /// Seconds a node's file that no index entry accounts for is left
+    /// before a scrub deletes it (default an hour; at least a minute, so a
+    /// write or repair copy in flight is never taken for an orphan).
+    pub orphan_grace_seconds: Option<u64>,
     /// Whether this gateway runs repair passes (default true). Run them on
     /// one gateway of the cluster only: two repairers racing on one blob
     /// can delete each other's new copy (docs/storage-nodes.md).
@@ -69,7 +76,9 @@ pub struct ClusterSettings {
     pub ca: PathBuf,
     pub poll_interval: std::time::Duration,
     pub repair_interval: std::time::Duration,
-    /// Whether this gateway runs the repair loop.
+    pub scrub_interval: std::time::Duration,
+    pub orphan_grace: std::time::Duration,
+    /// Whether this gateway runs the repair and scrub loops.
     pub repair: bool,
     pub default_policy: Option<String>,
 }
@@ -80,6 +89,14 @@ pub const CLUSTER_POLL_INTERVAL_S_DEFAULT: u64 = 5;
 pub const CLUSTER_REPAIR_INTERVAL_S_DEFAULT: u64 = 60;
 /// Longest poll or repair interval one may configure (a day).
 pub const CLUSTER_INTERVAL_S_MAX: u64 = 86_400;
+/// Default seconds between two scrub passes (a day).
+pub const CLUSTER_SCRUB_INTERVAL_S_DEFAULT: u64 = 86_400;
+/// Longest scrub interval one may configure (30 days).
+pub const CLUSTER_SCRUB_INTERVAL_S_MAX: u64 = 30 * 86_400;
+/// Default and bounds of the orphan grace, seconds.
+pub const CLUSTER_ORPHAN_GRACE_S_DEFAULT: u64 = 3_600;
+pub const CLUSTER_ORPHAN_GRACE_S_MIN: u64 = 60;
+pub const CLUSTER_ORPHAN_GRACE_S_MAX: u64 = 7 * 86_400;
 
 /// `[metadata]`: where buckets, object versions and documents live
 /// (docs/metadata-postgres.md).
@@ -415,12 +432,15 @@ fn resolve_cluster(c: ClusterFileConfig, has_topology: bool) -> anyhow::Result<C
             format!("cluster.{what} is required (from `nuage cluster cert issue --role gateway`)")
         })
     };
-    let interval = |what: &str, value: Option<u64>, default: u64| {
+    let bounded = |what: &str, value: Option<u64>, default: u64, (min, max): (u64, u64)| {
         let s = value.unwrap_or(default);
-        if !(1..=CLUSTER_INTERVAL_S_MAX).contains(&s) {
-            bail!("cluster.{what} must be 1 to {CLUSTER_INTERVAL_S_MAX} (got {s})");
+        if !(min..=max).contains(&s) {
+            bail!("cluster.{what} must be {min} to {max} (got {s})");
         }
         Ok(std::time::Duration::from_secs(s))
+    };
+    let interval = |what: &str, value: Option<u64>, default: u64| {
+        bounded(what, value, default, (1, CLUSTER_INTERVAL_S_MAX))
     };
     if let Some(policy) = &c.default_policy {
         nuage_placement::ResidencyPolicy::from_json(policy)
@@ -439,6 +459,18 @@ fn resolve_cluster(c: ClusterFileConfig, has_topology: bool) -> anyhow::Result<C
             "repair_interval_seconds",
             c.repair_interval_seconds,
             CLUSTER_REPAIR_INTERVAL_S_DEFAULT,
+        )?,
+        scrub_interval: bounded(
+            "scrub_interval_seconds",
+            c.scrub_interval_seconds,
+            CLUSTER_SCRUB_INTERVAL_S_DEFAULT,
+            (1, CLUSTER_SCRUB_INTERVAL_S_MAX),
+        )?,
+        orphan_grace: bounded(
+            "orphan_grace_seconds",
+            c.orphan_grace_seconds,
+            CLUSTER_ORPHAN_GRACE_S_DEFAULT,
+            (CLUSTER_ORPHAN_GRACE_S_MIN, CLUSTER_ORPHAN_GRACE_S_MAX),
         )?,
         repair: c.repair.unwrap_or(true),
         default_policy: c.default_policy,

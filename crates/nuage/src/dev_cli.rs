@@ -41,6 +41,12 @@ const REGIONS: [(&str, &str); 3] = [("fr-par", "FR"), ("de-fra", "DE"), ("us-eas
 const GATEWAYS_MAX: usize = 8;
 /// How long a child may take to report that it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Set on every child: the supervisor's process id. A child whose parent
+/// changes (the supervisor was killed, even with SIGKILL, and the child
+/// re-parented) exits ([`exit_with_supervisor`]).
+pub const SUPERVISOR_ENV: &str = "NUAGE_DEV_SUPERVISOR_PID";
+/// How often a child checks that its supervisor still runs.
+const SUPERVISOR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a child may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Space each node leaves free on the file system (the node's default, 1
@@ -432,8 +438,10 @@ async fn start_child(
         .stderr(log_file)
         // Plain log files, without terminal colours.
         .env("NO_COLOR", "1")
-        // A child never outlives this supervisor's handle.
+        // A child never outlives this supervisor's handle, nor (through
+        // `exit_with_supervisor`) the supervisor itself.
         .kill_on_drop(true)
+        .env(SUPERVISOR_ENV, std::process::id().to_string())
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
@@ -645,5 +653,34 @@ async fn stop_all(running: Vec<Running>) {
             tracing::warn!(child = %r.name, "did not stop in time: killed");
             let _ = r.child.kill().await;
         }
+    }
+}
+
+/// In a child of `nuage dev cluster` (its environment names the supervisor),
+/// a thread that ends the process once its parent is no longer that
+/// supervisor: `kill -9` of `nuage dev cluster` then leaves nothing running.
+/// Elsewhere, nothing.
+pub fn exit_with_supervisor() {
+    let Some(supervisor) = std::env::var(SUPERVISOR_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dev-supervisor-watch".into())
+        .spawn(move || {
+            loop {
+                if std::os::unix::process::parent_id() != supervisor {
+                    eprintln!(
+                        "nuage: the `nuage dev cluster` that started this process (pid {supervisor}) is gone; exiting"
+                    );
+                    std::process::exit(0);
+                }
+                std::thread::sleep(SUPERVISOR_CHECK_INTERVAL);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the dev cluster supervisor");
     }
 }

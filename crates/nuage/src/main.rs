@@ -118,6 +118,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if matches!(cli.command, Command::Serve(_)) {
+        dev_cli::exit_with_supervisor();
+    }
     match cli.command {
         Command::Bench(args) => std::process::exit(bench_cli::run(*args)),
         Command::Residency(args) => {

@@ -50,6 +50,11 @@ enum ResidencyCommand {
     Set(SetArgs),
     /// Removes a tenant's or a bucket's residency policy.
     Clear(PolicyTarget),
+    /// Checks every blob of a bucket against its effective policy on a
+    /// gateway of a cluster: compliant, or what is left to migrate or
+    /// restore (after a narrowing, a drain or a node loss). Exits 3 when
+    /// the bucket does not comply.
+    Compliance(PolicyTarget),
     /// Prints the region's verifier key, which `verify --key` takes.
     Key(KeyArgs),
     /// Asks the server for a signed attestation of where an object's (or a
@@ -207,6 +212,7 @@ pub fn run(args: ResidencyArgs) -> anyhow::Result<()> {
             remote(&args.target, Method::PUT, Some(text))
         }
         ResidencyCommand::Clear(target) => remote(&target, Method::DELETE, None),
+        ResidencyCommand::Compliance(target) => run_compliance(&target),
         ResidencyCommand::Key(args) => run_key(&args),
         ResidencyCommand::Attest(args) => run_attest(&args),
     }
@@ -279,10 +285,68 @@ fn print_view(whose: &str, value: &Value) {
     }
 }
 
+/// Exit status of `compliance` for a bucket that does not comply (1 is a
+/// failure to ask).
+const NOT_COMPLIANT_EXIT: i32 = 3;
+
+fn run_compliance(target: &PolicyTarget) -> anyhow::Result<()> {
+    let Some(bucket) = &target.bucket else {
+        bail!("compliance is a bucket's: give --bucket");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let value = runtime.block_on(call_at(target, Method::GET, None, "/compliance"))?;
+    let compliant = value["compliant"].as_bool() == Some(true);
+    if target.server.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let n = |name: &str| value[name].as_u64().unwrap_or(0);
+        println!(
+            "Bucket `{bucket}` against its effective policy (from {}): {}",
+            value["policy_source"].as_str().unwrap_or("-"),
+            policy_json(&value["policy"])
+        );
+        println!(
+            "{}: {} of {} blob(s) comply; {} replica(s) to move, {} missing.",
+            if compliant {
+                "COMPLIANT"
+            } else {
+                "NOT COMPLIANT"
+            },
+            n("compliant_blobs"),
+            n("blobs"),
+            n("replicas_to_move"),
+            n("replicas_missing")
+        );
+        for issue in value["issues"].as_array().into_iter().flatten() {
+            println!(
+                "  {}: {}",
+                issue["blob_id"].as_str().unwrap_or("-"),
+                issue["reason"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    if !compliant {
+        std::process::exit(NOT_COMPLIANT_EXIT);
+    }
+    Ok(())
+}
+
 async fn call(
     target: &PolicyTarget,
     method: Method,
     body: Option<String>,
+) -> anyhow::Result<Value> {
+    call_at(target, method, body, "").await
+}
+
+/// One admin API call on the target's `/residency` path plus `suffix`.
+async fn call_at(
+    target: &PolicyTarget,
+    method: Method,
+    body: Option<String>,
+    suffix: &str,
 ) -> anyhow::Result<Value> {
     let server = &target.server;
     let (endpoint, _, https) = crate::admin_cli::parse_endpoint(&server.endpoint)?;
@@ -299,6 +363,7 @@ async fn call(
         url.extend(utf8_percent_encode(bucket, SEGMENT));
     }
     url.push_str("/residency");
+    url.push_str(suffix);
     let mut request = http::Request::builder()
         .method(method)
         .uri(&url)

@@ -213,15 +213,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cors = Arc::new(Cors::new(storage.clone(), hosts.clone()));
     // The operator's API shares the listener under /_nuage/admin/ (no bucket
     // name starts with `_`).
-    let admin = Arc::new(
-        AdminApi::new(
-            iam.clone(),
-            storage.clone(),
-            customer_keys.clone(),
-            operator.token.clone(),
-        )
-        .with_topology(Arc::clone(&topology)),
-    );
+    let admin = AdminApi::new(
+        iam.clone(),
+        storage.clone(),
+        customer_keys.clone(),
+        operator.token.clone(),
+    )
+    .with_topology(Arc::clone(&topology));
+    // On a gateway of a cluster it also lists and drains the storage nodes
+    // and runs repair and scrub passes.
+    let admin = Arc::new(match &cluster {
+        Some(cluster) => admin.with_cluster(cluster.admin()),
+        None => admin,
+    });
     // The IAM and STS query APIs share the listener too (`aws iam`, `aws sts`).
     let query_api = IamQueryApi::new(iam.clone(), Arc::clone(&clock));
     // And the KMS JSON API (`aws kms`): customer keys under the same root of

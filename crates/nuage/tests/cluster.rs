@@ -17,8 +17,14 @@
 //!    fr-2 is killed mid-series. Every acknowledged object reads back through
 //!    gateway B; repair restores two replicas on the EU nodes still up (fr-1,
 //!    de-1), never on us-1; once fr-2 is back, its surplus replicas go.
-//! 2. Tenant policy narrowed to France only (2 replicas, 2 sites): repair
-//!    moves the German replicas to France and empties de-1. PUT through A,
+//! 2. Tenant policy narrowed to France only (2 replicas, 2 sites): the bucket
+//!    reports itself non-compliant (`nuage residency compliance`) until
+//!    repair has moved the German replicas to France and emptied de-1. A
+//!    byte flipped in a replica on fr-1 is found by a scrub pass (`nuage
+//!    cluster scrub`) and the copy replaced. Draining fr-1 (`nuage cluster
+//!    drain`, seen by both gateways) moves nothing: no other French node can
+//!    take its replicas, so they stay, the bucket reports non-compliant, a
+//!    write is refused, and nothing reaches de-1 or us-1. PUT through A,
 //!    GET and list through B, a 20 MiB multipart `aws s3 cp`: blobs on fr-1
 //!    and fr-2 only, the same ones on both, nothing on de-1 or us-1.
 //! 3. Both French nodes killed: a PUT is refused with the placement error
@@ -178,6 +184,44 @@ fn residency_set(gateway: &Server, policy: &str) {
     );
 }
 
+/// `nuage ARGS --endpoint <gateway> --data-dir <its dir>` (the operator
+/// token from the data directory); its exit code and JSON output.
+fn operator_cli(gateway: &Server, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
+        .args(args)
+        .args(["--json", "--endpoint", &gateway.endpoint, "--data-dir"])
+        .arg(&gateway.data_dir)
+        .env_remove("NUAGE_OPERATOR_TOKEN")
+        .env("NUAGE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// `nuage residency compliance` of a bucket of the default tenant: its exit
+/// code (0 compliant, 3 not) and report.
+fn compliance(gateway: &Server, bucket: &str) -> (i32, serde_json::Value) {
+    let (code, json, stderr) = operator_cli(
+        gateway,
+        &[
+            "residency",
+            "compliance",
+            "--tenant",
+            "default",
+            "--bucket",
+            bucket,
+        ],
+    );
+    assert!(
+        code == 0 || code == 3,
+        "compliance failed ({code}): {stderr}"
+    );
+    assert_eq!(json["compliant"].as_bool(), Some(code == 0), "{json}");
+    (code, json)
+}
+
 fn dev_cluster_setup(dir: &Path, postgres_url: &str) -> toml::Value {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_nuage"))
         .args(["dev", "cluster", "--setup-only", "--gateways", "2"])
@@ -208,7 +252,8 @@ fn path_of(member: &toml::Value, key: &str) -> PathBuf {
 
 /// A PUT through `gateway` once it knows both French nodes are down: its
 /// poller or a failed connection tells it, so a first write may fail on the
-/// connection instead; polls (bounded) for the placement refusal.
+/// connection instead (503 `ServiceUnavailable` with S3's generic message);
+/// polls (bounded) for the placement refusal.
 async fn refused_put(gateway: &Server) -> (String, u16, String) {
     let no_retry =
         gateway.client_with(|c| c.retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
@@ -222,7 +267,10 @@ async fn refused_put(gateway: &Server) -> (String, u16, String) {
             .send()
             .await;
         let answer = common::failure_with_message(result);
-        if answer.0 == "ServiceUnavailable" || Instant::now() > deadline {
+        // A write that reached a node as it died is refused with 503 too,
+        // but generically: wait for the placement's own refusal.
+        let placement = answer.2.contains("residency policy cannot be met");
+        if (answer.0 == "ServiceUnavailable" && placement) || Instant::now() > deadline {
             return answer;
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -336,15 +384,37 @@ fn the_tenants_log_names_placements_and_migrations(
         "{from_de1} removals from de-1 for {} migrations",
         migrations.len()
     );
-    // Node-loss repairs (fr-2 killed under the EU policy) name the dead node.
+    // The scrub's discard of the corrupt copy on fr-1, before its
+    // replacement.
+    let discards = common::audit::search(&dir, &["--action", "nuage:DiscardReplica"]);
+    assert_eq!(discards.len(), 1, "{discards:?}");
+    let discarded = discards[0]["replica"]["blob"].as_str().unwrap();
+    assert_eq!(
+        named_nodes(&discards[0]["replica"]["from"]),
+        [("fr-1".to_owned(), "FR".to_owned())],
+        "{discards:?}"
+    );
+    // Node-loss repairs (fr-2 killed under the EU policy) name the dead
+    // node; the one other repair is the discarded copy's replacement.
+    let mut replacements = 0;
     for entry in common::audit::search(&dir, &["--action", "nuage:RepairReplica"]) {
-        assert_eq!(entry["replica"]["reason"], "node down", "{entry}");
-        assert_eq!(
-            named_nodes(&entry["replica"]["from"]),
-            [("fr-2".to_owned(), "FR".to_owned())],
-            "{entry}"
-        );
+        if entry["replica"]["reason"] == "node down" {
+            assert_eq!(
+                named_nodes(&entry["replica"]["from"]),
+                [("fr-2".to_owned(), "FR".to_owned())],
+                "{entry}"
+            );
+        } else {
+            replacements += 1;
+            assert_eq!(entry["replica"]["blob"], discarded, "{entry}");
+            assert_eq!(
+                named_nodes(&entry["replica"]["to"]),
+                [("fr-1".to_owned(), "FR".to_owned())],
+                "{entry}"
+            );
+        }
     }
+    assert_eq!(replacements, 1, "one replacement for the discarded copy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,8 +498,13 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
                     .await
                 {
                     Ok(_) => acked_tx.send(i).unwrap(),
-                    // A write in flight on the killed node fails whole.
-                    Err(_) => refused += 1,
+                    // A write in flight on the killed node fails whole,
+                    // as a retryable 503 (the SDK retried it already).
+                    Err(e) => {
+                        use aws_sdk_s3::error::ProvideErrorMetadata as _;
+                        assert_eq!(e.code(), Some("ServiceUnavailable"), "{e:?}");
+                        refused += 1;
+                    }
                 }
             }
             refused
@@ -463,7 +538,6 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
     );
     a.stop();
     a = start_gateway(&gateways[0], true);
-    s3a = a.client();
     // Repair: every live blob on both EU nodes still up, none in the US.
     // (Every live blob has a replica on fr-1 or de-1: two replicas, at most
     // one on fr-2.)
@@ -499,8 +573,42 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
         (!wrong.is_empty()).then(|| format!("replica counts: {wrong:?}"))
     });
 
-    // 2. France only: repair moves the German replicas to France.
+    // 2. France only. Set while no repair runs, the bucket reports itself
+    // non-compliant, with the German replicas to move; then repair moves
+    // them to France and the bucket complies.
+    a.stop();
+    a = start_gateway(&gateways[0], false);
+    let (code, _, stderr) = operator_cli(&a, &["cluster", "repair"]);
+    assert!(
+        code == 1 && stderr.contains("another gateway"),
+        "a gateway with repair = false runs no pass on demand: {stderr}"
+    );
+    let (code, report) = compliance(&a, "eu-series");
+    assert_eq!(
+        (code, &report["policy_source"]),
+        (0, &"tenant".into()),
+        "{report}"
+    );
+    assert!(
+        !nodes[de1].blobs().is_empty(),
+        "repair used de-1 while fr-2 was down"
+    );
     residency_set(&a, FRANCE_POLICY);
+    let (code, report) = compliance(&a, "eu-series");
+    assert_eq!(code, 3, "{report}");
+    assert!(report["replicas_to_move"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["non_compliant_blobs"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(
+        report["policy"]["allowed_countries"],
+        serde_json::json!(["FR"]),
+        "{report}"
+    );
+    a.stop();
+    a = start_gateway(&gateways[0], true);
+    s3a = a.client();
     wait_until("narrowing to France empties de-1", || {
         let on_de1 = nodes[de1].blobs();
         (!on_de1.is_empty()).then(|| format!("{} blob(s) still on de-1", on_de1.len()))
@@ -515,6 +623,12 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
         let got = common::get_bytes(&s3a, "eu-series", &format!("object-{i}")).await;
         assert!(got == common::random_bytes(OBJECT_BYTES, *i as u64));
     }
+    wait_until("the narrowed bucket complies", || {
+        let (code, report) = compliance(&b, "eu-series");
+        (code != 0).then(|| report.to_string())
+    });
+    scrub_replaces_a_corrupt_replica(&a, &nodes[fr1], &nodes[fr2], &s3b, &acked).await;
+    a_drain_never_moves_data_out_of_its_policy(&a, &b, &nodes, &s3a).await;
     let (before_fr1, before_fr2) = (nodes[fr1].blobs(), nodes[fr2].blobs());
     // From here on no repair runs: the scans show the write path's placement.
     a.stop();
@@ -616,4 +730,118 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
     assert_eq!(nodes[de1].all_files(), de_before, "de-1 gained no file");
     assert_eq!(nodes[us1].all_files(), us_before, "us-1 gained no file");
     assert!(nodes[us1].all_files().is_empty());
+}
+
+/// A flipped byte in one replica on fr-1: a scrub pass (run through the
+/// CLI) finds it, replaces it from fr-2's good copy on the only compliant
+/// node that lacks one (fr-1 again), and the object reads back whole.
+async fn scrub_replaces_a_corrupt_replica(
+    a: &Server,
+    fr1: &Node,
+    fr2: &Node,
+    s3b: &aws_sdk_s3::Client,
+    acked: &[usize],
+) {
+    let (code, clean, stderr) = operator_cli(a, &["cluster", "scrub"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(clean["bad"], 0, "a healthy cluster scrubs clean: {clean}");
+    assert!(
+        clean["verified"].as_u64().unwrap() >= 2 * acked.len() as u64,
+        "{clean}"
+    );
+    let victim = fr1
+        .blobs()
+        .intersection(&fr2.blobs())
+        .next()
+        .unwrap()
+        .clone();
+    let path = files_under(&fr1.data_dir.join("blobs"))
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == victim))
+        .unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x01;
+    std::fs::write(&path, &bad).unwrap();
+    let (code, report, stderr) = operator_cli(a, &["cluster", "scrub"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        (&report["bad"], &report["replaced"]),
+        (&1.into(), &1.into()),
+        "{report}"
+    );
+    let now = std::fs::read(&path).unwrap();
+    assert!(
+        now != bad && now.len() == good.len(),
+        "fr-1 holds a good copy of {victim} again"
+    );
+    for i in acked {
+        let got = common::get_bytes(s3b, "eu-series", &format!("object-{i}")).await;
+        assert!(got == common::random_bytes(OBJECT_BYTES, *i as u64));
+    }
+}
+
+/// Draining fr-1 under a France-only policy with two French nodes: no
+/// compliant node can take its replicas, so they stay (readable) and the
+/// bucket reports itself non-compliant; nothing moves to Germany or the
+/// United States, and a new write is refused. Every gateway sees the
+/// drain (it is in the shared database). Undraining ends it.
+async fn a_drain_never_moves_data_out_of_its_policy(
+    a: &Server,
+    b: &Server,
+    nodes: &[Node],
+    s3a: &aws_sdk_s3::Client,
+) {
+    let (fr1, de1, us1) = (&nodes[0], &nodes[2], &nodes[3]);
+    let (code, node, stderr) = operator_cli(a, &["cluster", "drain", "fr-1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(node["draining"], true, "{node}");
+    assert!(node["replicas"]["replicas"].as_u64().unwrap() > 0, "{node}");
+    wait_until("gateway B sees fr-1 draining", || {
+        let (_, nodes, _) = operator_cli(b, &["cluster", "nodes"]);
+        let fr1 = nodes["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["node"] == "fr-1").cloned());
+        (fr1.as_ref().map(|n| &n["status"]) != Some(&"draining".into())).then(|| format!("{fr1:?}"))
+    });
+    let (code, report, stderr) = operator_cli(a, &["cluster", "repair"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        report["copied"], 0,
+        "no compliant node can take fr-1's replicas: {report}"
+    );
+    assert!(report["failed_count"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        de1.all_files().is_empty() && us1.all_files().is_empty(),
+        "nothing left France"
+    );
+    assert!(
+        !fr1.blobs().is_empty(),
+        "fr-1's replicas stay until they can move"
+    );
+    let (code, report) = compliance(b, "eu-series");
+    assert_eq!(code, 3, "{report}");
+    assert!(report["replicas_to_move"].as_u64().unwrap() > 0, "{report}");
+    let refused = s3a
+        .put_object()
+        .bucket("eu-series")
+        .key("while-draining")
+        .body(common::random_bytes(1000, 11).into())
+        .send()
+        .await;
+    let (code, status, message) = common::failure_with_message(refused);
+    assert_eq!(
+        (code.as_str(), status),
+        ("ServiceUnavailable", 503),
+        "{message}"
+    );
+    assert!(de1.all_files().is_empty() && us1.all_files().is_empty());
+
+    let (code, node, stderr) = operator_cli(b, &["cluster", "undrain", "fr-1"]);
+    assert_eq!((code, &node["draining"]), (0, &false.into()), "{stderr}");
+    wait_until("the bucket complies again once fr-1 is back", || {
+        let (code, report) = compliance(a, "eu-series");
+        (code != 0).then(|| report.to_string())
+    });
 }

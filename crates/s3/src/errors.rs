@@ -6,6 +6,10 @@ use s3s::{S3Error, S3ErrorCode};
 /// What a client is told of an internal error (AWS's own message).
 pub const INTERNAL_ERROR_MESSAGE: &str = "We encountered an internal error. Please try again.";
 
+/// What a client is told when a storage node failed mid-write (AWS's own
+/// words for `ServiceUnavailable`); the detail is in the server's log.
+pub const UNAVAILABLE_MESSAGE: &str = "Service is unable to handle request.";
+
 /// Maps a storage error to S3's code, status and message.
 #[must_use]
 pub fn to_s3(e: StorageError) -> S3Error {
@@ -52,6 +56,15 @@ pub fn to_s3(e: StorageError) -> S3Error {
         StorageError::PlacementRefused {
             permanent, full, ..
         } => return placement_refused(permanent, full, message),
+        StorageError::Unavailable(_) => {
+            // Nothing was written and a retry may well succeed: 503, which
+            // SDKs retry with backoff. Which node failed, and its address,
+            // are the operator's, in the server's log.
+            tracing::warn!(error = %message, "write abandoned: a storage node failed mid-write");
+            let mut err = S3Error::with_message(C::ServiceUnavailable, UNAVAILABLE_MESSAGE);
+            err.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+            return err;
+        }
         StorageError::Corrupt(_) | StorageError::Internal(_) => {
             // The detail (blob ids, paths, storage nodes' addresses) is the
             // operator's, in the server's log; the client gets AWS's words.
@@ -157,6 +170,18 @@ mod tests {
                 Some("the residency policy cannot be met (FR, 2 replicas): needs 2 nodes")
             );
         }
+    }
+
+    #[test]
+    fn a_node_lost_mid_write_is_a_retryable_503_without_details() {
+        let err = to_s3(StorageError::Unavailable(
+            "writing blob 9b0f: the replica on node fr-2 failed (cannot reach the node: \
+             https://10.0.0.7:7443: connection reset)"
+                .into(),
+        ));
+        assert_eq!(err.code(), &S3ErrorCode::ServiceUnavailable);
+        assert_eq!(err.status_code().map(|s| s.as_u16()), Some(503));
+        assert_eq!(err.message(), Some(UNAVAILABLE_MESSAGE));
     }
 
     #[test]

@@ -99,6 +99,12 @@ pub enum StorageError {
         /// Compliant nodes are up but lack room.
         full: bool,
     },
+    /// A write abandoned because a storage node could not be reached or its
+    /// connection broke mid-write (`nuage_blob::Unavailable`): nothing was
+    /// written, the request may be retried. The detail (node, address) is
+    /// for the server's log only.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// The client's body stream failed (disconnect, bad chunk signature).
@@ -176,6 +182,9 @@ impl From<BlobError> for StorageError {
                 full: refused.full,
             };
         }
+        if let Some(unavailable) = e.unavailable() {
+            return Self::Unavailable(unavailable.to_string());
+        }
         match e {
             BlobError::Corrupt { .. } => Self::Corrupt(e.to_string()),
             BlobError::NotFound(_) => Self::Corrupt(e.to_string()),
@@ -187,5 +196,25 @@ impl From<BlobError> for StorageError {
 impl From<nuage_crypto::CryptoError> for StorageError {
     fn from(e: nuage_crypto::CryptoError) -> Self {
         Self::Corrupt(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_lost_mid_write_is_unavailable_not_internal() {
+        let e: StorageError = nuage_blob::Unavailable {
+            detail: "the replica on node fr-1-n1 failed".into(),
+        }
+        .into_blob_error()
+        .into();
+        assert!(
+            matches!(&e, StorageError::Unavailable(m) if m.contains("fr-1-n1")),
+            "{e:?}"
+        );
+        let other: StorageError = BlobError::Io(std::io::Error::other("disk on fire")).into();
+        assert!(matches!(other, StorageError::Internal(_)), "{other:?}");
     }
 }

@@ -160,7 +160,11 @@ pub fn sha_of_pattern(seed: u64, total: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
-pub async fn read_sha(store: &ClusterBlobStore, blob_id: &str, len: u64) -> Result<String, BlobError> {
+pub async fn read_sha(
+    store: &ClusterBlobStore,
+    blob_id: &str,
+    len: u64,
+) -> Result<String, BlobError> {
     let mut stream = store.read(blob_id, 0, len);
     let mut hasher = Sha256::new();
     let mut got = 0u64;

@@ -11,6 +11,8 @@
 
 use crate::config::ClusterSettings;
 use anyhow::Context as _;
+use futures::future::BoxFuture;
+use nuage_admin_api::{ClusterAdminError, ClusterAnswer};
 use nuage_audit::{
     Actor, ActorKind, AuditLogs, Authentication, Decision, Effect, Entry, PlacedNode, ReplicaChange,
 };
@@ -40,25 +42,176 @@ pub struct Cluster {
     /// keeps its logs on its own disk.
     pub gateway: String,
     _poller: PollerHandle,
-    repair: Option<tokio::task::JoinHandle<()>>,
-    /// The tenants' audit logs, where repairs record what they do; the
-    /// repair loop waits for them (they open after the blob store).
-    audit: Arc<OnceLock<AuditLogs>>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    ops: Arc<ClusterOps>,
 }
 
 impl Cluster {
-    /// Gives the repair loop the tenants' audit logs: until then it repairs
-    /// nothing, since every copy and removal must be logged first.
+    /// Gives the repair and scrub passes the tenants' audit logs: until
+    /// then they change nothing, since every copy and removal must be
+    /// logged first.
     pub fn log_repairs_to(&self, logs: AuditLogs) {
-        let _ = self.audit.set(logs);
+        let _ = self.ops.audit.set(logs);
+    }
+
+    /// The cluster as the admin API drives it (`/_nuage/admin/v1/cluster/`).
+    pub fn admin(&self) -> Arc<dyn nuage_admin_api::ClusterAdmin> {
+        Arc::clone(&self.ops) as Arc<dyn nuage_admin_api::ClusterAdmin>
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(repair) = &self.repair {
-            repair.abort();
+        for task in &self.loops {
+            task.abort();
         }
+    }
+}
+
+/// What the repair and scrub passes need, shared by their loops and the
+/// admin API's "run now". One pass at a time on this gateway.
+struct ClusterOps {
+    store: ClusterBlobStore,
+    meta: Arc<dyn MetaStore>,
+    iam: Iam,
+    /// The tenants' audit logs (they open after the blob store).
+    audit: OnceLock<AuditLogs>,
+    /// Whether this gateway repairs and scrubs (`cluster.repair`).
+    repairs: bool,
+    orphan_grace: std::time::Duration,
+    passes: tokio::sync::Mutex<()>,
+}
+
+/// Why a pass did not run.
+enum PassRefused {
+    /// Not on this gateway, or not yet.
+    Conflict(String),
+    Failed(String),
+}
+
+impl ClusterOps {
+    /// The audit logs, the policies now, and the pass lock.
+    async fn prepare(
+        &self,
+    ) -> Result<(&AuditLogs, PolicySnapshot, tokio::sync::MutexGuard<'_, ()>), PassRefused> {
+        if !self.repairs {
+            return Err(PassRefused::Conflict(
+                "this gateway does not repair or scrub (cluster.repair = false): another gateway \
+                 of the cluster does; ask it"
+                    .into(),
+            ));
+        }
+        let Some(logs) = self.audit.get() else {
+            return Err(PassRefused::Conflict(
+                "the audit logs are not open yet; retry in a moment".into(),
+            ));
+        };
+        let guard = self.passes.lock().await;
+        let policies = snapshot(self.meta.as_ref(), &self.iam)
+            .await
+            .map_err(|e| PassRefused::Failed(format!("policies unreadable: {e:#}")))?;
+        Ok((logs, policies, guard))
+    }
+
+    async fn repair_pass(&self) -> Result<nuage_cluster::RepairReport, PassRefused> {
+        let (logs, policies, _guard) = self.prepare().await?;
+        self.store
+            .repair_once_logged(&policies, &AuditRepairLog(logs))
+            .await
+            .map_err(|e| PassRefused::Failed(e.to_string()))
+    }
+
+    async fn scrub_pass(&self) -> Result<nuage_cluster::ScrubReport, PassRefused> {
+        let (logs, policies, _guard) = self.prepare().await?;
+        self.store
+            .scrub_once_logged(&policies, &AuditRepairLog(logs), self.orphan_grace)
+            .await
+            .map_err(|e| PassRefused::Failed(e.to_string()))
+    }
+
+    fn node_view(&self, node: &str) -> Result<serde_json::Value, ClusterAdminError> {
+        let report = self
+            .store
+            .node_reports()
+            .into_iter()
+            .find(|r| r.node == node)
+            .ok_or_else(|| ClusterAdminError::UnknownNode(node.to_owned()))?;
+        serde_json::to_value(report).map_err(|e| ClusterAdminError::Internal(e.to_string()))
+    }
+
+    async fn node_with_replicas(&self, node: &str) -> ClusterAnswer {
+        let mut view = self.node_view(node)?;
+        let replicas = self.store.replicas_on(node).await.map_err(admin_error)?;
+        view["replicas"] = serde_json::json!({
+            "replicas": replicas.replicas,
+            "bytes": replicas.bytes,
+        });
+        Ok(view)
+    }
+}
+
+fn admin_error(e: nuage_cluster::ClusterError) -> ClusterAdminError {
+    match e {
+        nuage_cluster::ClusterError::UnknownNode(node) => ClusterAdminError::UnknownNode(node),
+        other => ClusterAdminError::Internal(other.to_string()),
+    }
+}
+
+fn pass_answer<T: serde::Serialize>(result: Result<T, PassRefused>) -> ClusterAnswer {
+    match result {
+        Ok(report) => {
+            serde_json::to_value(report).map_err(|e| ClusterAdminError::Internal(e.to_string()))
+        }
+        Err(PassRefused::Conflict(why)) => Err(ClusterAdminError::Conflict(why)),
+        Err(PassRefused::Failed(why)) => Err(ClusterAdminError::Internal(why)),
+    }
+}
+
+impl nuage_admin_api::ClusterAdmin for ClusterOps {
+    fn nodes(&self) -> BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async move {
+            let nodes = self.store.node_reports();
+            Ok(serde_json::json!({ "nodes": nodes }))
+        })
+    }
+
+    fn node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, ClusterAnswer> {
+        Box::pin(self.node_with_replicas(node))
+    }
+
+    fn set_draining<'a>(&'a self, node: &'a str, draining: bool) -> BoxFuture<'a, ClusterAnswer> {
+        Box::pin(async move {
+            self.store
+                .set_node_draining(node, draining)
+                .await
+                .map_err(admin_error)?;
+            tracing::info!(%node, draining, "storage node drain set");
+            self.node_with_replicas(node).await
+        })
+    }
+
+    fn repair(&self) -> BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async move { pass_answer(self.repair_pass().await) })
+    }
+
+    fn scrub(&self) -> BoxFuture<'_, ClusterAnswer> {
+        Box::pin(async move { pass_answer(self.scrub_pass().await) })
+    }
+
+    fn compliance<'a>(
+        &'a self,
+        bucket: &'a str,
+        policy: Option<&'a ResidencyPolicy>,
+    ) -> BoxFuture<'a, ClusterAnswer> {
+        Box::pin(async move {
+            let policy = policy.unwrap_or_else(|| self.store.default_policy());
+            let report = self
+                .store
+                .compliance(bucket, policy)
+                .await
+                .map_err(admin_error)?;
+            serde_json::to_value(report).map_err(|e| ClusterAdminError::Internal(e.to_string()))
+        })
     }
 }
 
@@ -102,25 +255,32 @@ pub async fn start(
         tracing::warn!(%node, %why, "storage node down at start");
     }
     let poller = store.spawn_poller(settings.poll_interval);
-    let audit = Arc::new(OnceLock::new());
-    let repair = if settings.repair {
-        Some(tokio::spawn(repair_loop(
-            store.clone(),
-            settings.repair_interval,
-            meta,
-            iam,
-            Arc::clone(&audit),
-        )))
+    let ops = Arc::new(ClusterOps {
+        store: store.clone(),
+        meta,
+        iam,
+        audit: OnceLock::new(),
+        repairs: settings.repair,
+        orphan_grace: settings.orphan_grace,
+        passes: tokio::sync::Mutex::new(()),
+    });
+    let loops = if settings.repair {
+        vec![
+            tokio::spawn(repair_loop(Arc::clone(&ops), settings.repair_interval)),
+            tokio::spawn(scrub_loop(Arc::clone(&ops), settings.scrub_interval)),
+        ]
     } else {
-        tracing::info!("repair passes are left to another gateway (cluster.repair = false)");
-        None
+        tracing::info!(
+            "repair and scrub passes are left to another gateway (cluster.repair = false)"
+        );
+        Vec::new()
     };
     Ok(Cluster {
         store,
         gateway,
         _poller: poller,
-        repair,
-        audit,
+        loops,
+        ops,
     })
 }
 
@@ -246,6 +406,7 @@ fn repair_action(kind: ReplicaEventKind) -> &'static str {
         ReplicaEventKind::Repair => "nuage:RepairReplica",
         ReplicaEventKind::Migrate => "nuage:MigrateReplica",
         ReplicaEventKind::Remove => "nuage:RemoveReplica",
+        ReplicaEventKind::Discard => "nuage:DiscardReplica",
     }
 }
 
@@ -330,30 +491,10 @@ impl RepairLog for AuditRepairLog<'_> {
 /// One repair pass every `interval`, each logged; one pass at a time (a
 /// pass that outlasts the interval delays the next). No pass runs before
 /// the audit logs are given ([`Cluster::log_repairs_to`]).
-async fn repair_loop(
-    store: ClusterBlobStore,
-    interval: std::time::Duration,
-    meta: Arc<dyn MetaStore>,
-    iam: Iam,
-    audit: Arc<OnceLock<AuditLogs>>,
-) {
+async fn repair_loop(ops: Arc<ClusterOps>, interval: std::time::Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let Some(logs) = audit.get() else {
-            tracing::debug!("repair waits for the audit logs");
-            continue;
-        };
-        let policies = match snapshot(meta.as_ref(), &iam).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "repair skipped: policies unreadable");
-                continue;
-            }
-        };
-        match store
-            .repair_once_logged(&policies, &AuditRepairLog(logs))
-            .await
-        {
+        match ops.repair_pass().await {
             Ok(report) if report.repaired > 0 || report.failed_count > 0 => tracing::info!(
                 scanned = report.scanned,
                 repaired = report.repaired,
@@ -364,7 +505,40 @@ async fn repair_loop(
                 "repair pass"
             ),
             Ok(report) => tracing::debug!(scanned = report.scanned, "repair pass: nothing to do"),
-            Err(e) => tracing::warn!(error = %e, "repair pass failed"),
+            Err(PassRefused::Conflict(why)) => tracing::debug!(%why, "repair pass waits"),
+            Err(PassRefused::Failed(why)) => tracing::warn!(%why, "repair pass failed"),
+        }
+    }
+}
+
+/// One scrub pass every `interval` (it reads every replica on every node),
+/// under the same rules as the repair loop.
+async fn scrub_loop(ops: Arc<ClusterOps>, interval: std::time::Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match ops.scrub_pass().await {
+            Ok(report)
+                if report.bad > 0 || report.orphans_removed > 0 || report.failed_count > 0 =>
+            {
+                tracing::warn!(
+                    scanned = report.scanned,
+                    verified = report.verified,
+                    bad = report.bad,
+                    replaced = report.replaced,
+                    orphans_removed = report.orphans_removed,
+                    failed = report.failed_count,
+                    failures = ?report.failures,
+                    "scrub pass found damage"
+                );
+            }
+            Ok(report) => tracing::info!(
+                scanned = report.scanned,
+                verified = report.verified,
+                bytes = report.bytes_verified,
+                "scrub pass: every replica verified"
+            ),
+            Err(PassRefused::Conflict(why)) => tracing::debug!(%why, "scrub pass waits"),
+            Err(PassRefused::Failed(why)) => tracing::warn!(%why, "scrub pass failed"),
         }
     }
 }

@@ -51,6 +51,20 @@ impl Server {
         server
     }
 
+    /// A server some other process started and owns (its endpoint and
+    /// data directory, where its administrator's credentials are): dropping
+    /// this stops nothing.
+    pub fn attach(endpoint: &str, data_dir: &Path) -> Self {
+        Self {
+            child: None,
+            endpoint: endpoint.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            credentials: read_credentials(data_dir),
+            banner: String::new(),
+            _temp: None,
+        }
+    }
+
     /// Starts a server on an existing data directory (a restart), with extra flags.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_in_with_env(data_dir, extra, &[])
