@@ -334,8 +334,8 @@ fn setup(dir: &Path, args: &ClusterArgs) -> anyhow::Result<Manifest> {
             args.repair_interval_seconds,
         );
         if i > 0 {
-            // One repairer per cluster: two racing on a blob can delete
-            // each other's new copy (docs/storage-nodes.md).
+            // One repairer: the cluster's repair lease would let only one
+            // run at a time anyway; this keeps the first gateway the one.
             text.push_str("repair = false\n");
         }
         if let Some(policy) = &args.default_policy {

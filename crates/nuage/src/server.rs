@@ -15,6 +15,7 @@ pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
 pub(crate) mod cluster;
+pub(crate) mod repair_lease;
 pub(crate) mod region_key;
 pub(crate) mod residency_api;
 pub(crate) mod tenant_api;

@@ -24,7 +24,9 @@
 //!    cluster scrub`) and the copy replaced. Draining fr-1 (`nuage cluster
 //!    drain`, seen by both gateways) moves nothing: no other French node can
 //!    take its replicas, so they stay, the bucket reports non-compliant, a
-//!    write is refused, and nothing reaches de-1 or us-1. PUT through A,
+//!    write is refused, and nothing reaches de-1 or us-1. Gateway B,
+//!    restarted with `repair = true`, runs no pass while A holds the
+//!    cluster's repair lease. PUT through A,
 //!    GET and list through B, a 20 MiB multipart `aws s3 cp`: blobs on fr-1
 //!    and fr-2 only, the same ones on both, nothing on de-1 or us-1.
 //! 3. Both French nodes killed: a PUT is refused with the placement error
@@ -461,12 +463,12 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
     };
     // One after the other: the first creates the tenant in the database.
     let mut a = start_gateway(&gateways[0], false);
-    let b = start_gateway(&gateways[1], false);
+    let mut b = start_gateway(&gateways[1], false);
     assert_eq!(
         a.credentials.access_key_id, b.credentials.access_key_id,
         "dev cluster gave both gateways the same administrator"
     );
-    let (mut s3a, s3b) = (a.client(), b.client());
+    let (mut s3a, mut s3b) = (a.client(), b.client());
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
 
@@ -629,6 +631,27 @@ async fn a_cluster_of_nodes_in_three_countries_keeps_each_tenants_bytes_where_it
     });
     scrub_replaces_a_corrupt_replica(&a, &nodes[fr1], &nodes[fr2], &s3b, &acked).await;
     a_drain_never_moves_data_out_of_its_policy(&a, &b, &nodes, &s3a).await;
+    // The repair lease: gateway B, configured to repair too, runs no pass
+    // while A holds the cluster's lease (two repairers could delete each
+    // other's copies).
+    let b_config = path_of(&gateways[1], "config");
+    let repairing = b_config.with_extension("repairing.toml");
+    let text = std::fs::read_to_string(&b_config).unwrap();
+    assert!(text.contains("repair = false\n"), "{text}");
+    std::fs::write(&repairing, text.replace("repair = false\n", "")).unwrap();
+    b.stop();
+    b = Server::start_in(
+        &path_of(&gateways[1], "data_dir"),
+        &["--config", repairing.to_str().unwrap()],
+    );
+    let (code, _, stderr) = operator_cli(&b, &["cluster", "repair"]);
+    assert!(
+        code == 1 && stderr.contains("gateway gw-1 holds the cluster's repair lease"),
+        "{stderr}"
+    );
+    b.stop();
+    b = start_gateway(&gateways[1], false);
+    s3b = b.client();
     let (before_fr1, before_fr2) = (nodes[fr1].blobs(), nodes[fr2].blobs());
     // From here on no repair runs: the scans show the write path's placement.
     a.stop();

@@ -20,6 +20,7 @@ use nuage_cluster::{
     BlobLocation, ClusterBlobStore, ClusterConfig, PolicySource, PollerHandle, RepairLog,
     ReplicaEvent, ReplicaEventKind,
 };
+use super::repair_lease::{LeaseRefused, RepairLease, now_ms};
 use nuage_iam::Iam;
 use nuage_meta::{DocumentStore, MetaStore};
 use nuage_node::tls::TlsMaterial;
@@ -80,6 +81,8 @@ struct ClusterOps {
     repairs: bool,
     orphan_grace: std::time::Duration,
     passes: tokio::sync::Mutex<()>,
+    /// The cluster-wide lease a pass runs under (one repairer at a time).
+    lease: RepairLease,
 }
 
 /// Why a pass did not run.
@@ -107,26 +110,51 @@ impl ClusterOps {
             ));
         };
         let guard = self.passes.lock().await;
+        self.lease.take(now_ms()).await.map_err(lease_refused)?;
         let policies = snapshot(self.meta.as_ref(), &self.iam)
             .await
             .map_err(|e| PassRefused::Failed(format!("policies unreadable: {e:#}")))?;
         Ok((logs, policies, guard))
     }
 
+    /// Runs `pass` while renewing the lease; a pass whose lease is lost
+    /// (another gateway took it, or the store failed) is abandoned.
+    async fn under_lease<T>(
+        &self,
+        pass: impl std::future::Future<Output = Result<T, nuage_cluster::ClusterError>>,
+    ) -> Result<T, PassRefused> {
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.lease.renew_every()).await;
+                if let Err(e) = self.lease.take(now_ms()).await {
+                    return e;
+                }
+            }
+        };
+        tokio::select! {
+            done = pass => done.map_err(|e| PassRefused::Failed(e.to_string())),
+            lost = renew => {
+                tracing::warn!(why = %lost, "repair lease lost: pass abandoned");
+                Err(lease_refused(lost))
+            }
+        }
+    }
+
     async fn repair_pass(&self) -> Result<nuage_cluster::RepairReport, PassRefused> {
         let (logs, policies, _guard) = self.prepare().await?;
-        self.store
-            .repair_once_logged(&policies, &AuditRepairLog(logs))
+        let log = AuditRepairLog(logs);
+        self.under_lease(self.store.repair_once_logged(&policies, &log))
             .await
-            .map_err(|e| PassRefused::Failed(e.to_string()))
     }
 
     async fn scrub_pass(&self) -> Result<nuage_cluster::ScrubReport, PassRefused> {
         let (logs, policies, _guard) = self.prepare().await?;
-        self.store
-            .scrub_once_logged(&policies, &AuditRepairLog(logs), self.orphan_grace)
-            .await
-            .map_err(|e| PassRefused::Failed(e.to_string()))
+        let log = AuditRepairLog(logs);
+        self.under_lease(
+            self.store
+                .scrub_once_logged(&policies, &log, self.orphan_grace),
+        )
+        .await
     }
 
     fn node_view(&self, node: &str) -> Result<serde_json::Value, ClusterAdminError> {
@@ -147,6 +175,13 @@ impl ClusterOps {
             "bytes": replicas.bytes,
         });
         Ok(view)
+    }
+}
+
+fn lease_refused(e: LeaseRefused) -> PassRefused {
+    match e {
+        LeaseRefused::Failed(why) => PassRefused::Failed(why),
+        other => PassRefused::Conflict(other.to_string()),
     }
 }
 
@@ -246,6 +281,7 @@ pub async fn start(
         default_policy = %default_policy.to_json(),
         "gateway on storage nodes"
     );
+    let lease_docs = Arc::clone(&docs);
     let store = ClusterBlobStore::new(
         ClusterConfig::new(Arc::clone(&topology), tls, default_policy),
         docs,
@@ -263,6 +299,11 @@ pub async fn start(
         repairs: settings.repair,
         orphan_grace: settings.orphan_grace,
         passes: tokio::sync::Mutex::new(()),
+        lease: RepairLease::new(
+            lease_docs,
+            gateway.clone(),
+            settings.repair_interval.saturating_mul(3),
+        ),
     });
     let loops = if settings.repair {
         vec![
