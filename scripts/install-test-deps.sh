@@ -81,6 +81,53 @@ else
   log "curl, rclone and softhsm2 already present ($(rclone version 2>/dev/null | head -n1))"
 fi
 
+# --- Compute: QEMU, config drives, the tiny guest ---------------------------
+# crates/compute boots VMs under QEMU (TCG) from a guest that
+# scripts/compute/build-tiny-guest.sh builds: qemu-system-x86 and qemu-utils,
+# xorriso for config drives, busybox-static, cpio and xz for the initramfs and
+# the kernel. On bookworm, qemu-system-x86 and qemu-utils come TOGETHER from
+# bookworm-backports: bookworm's own qemu-system-x86 (7.2) would replace a
+# newer qemu-utils with its own.
+compute_missing=()
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
+  compute_missing+=(qemu-system-x86 qemu-utils)
+fi
+if ! command -v xorriso >/dev/null 2>&1 && ! command -v genisoimage >/dev/null 2>&1; then
+  compute_missing+=(xorriso)
+fi
+# A dynamic busybox (package busybox) cannot run in an initramfs without libc.
+if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then
+  compute_missing+=(busybox-static)
+fi
+command -v cpio >/dev/null 2>&1 || compute_missing+=(cpio)
+command -v xz >/dev/null 2>&1 || compute_missing+=(xz-utils)
+if ((${#compute_missing[@]})); then
+  compute_sudo=()
+  if [[ $(id -u) -ne 0 ]]; then compute_sudo=(sudo); fi
+  compute_release=()
+  # shellcheck disable=SC1091
+  codename="$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}")"
+  if [[ "$codename" == bookworm ]]; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      log "adding bookworm-backports to the apt sources (for QEMU 10)"
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+        "${compute_sudo[@]}" tee /etc/apt/sources.list.d/nuage-bookworm-backports.sources >/dev/null
+    fi
+    compute_release=(-t bookworm-backports)
+  fi
+  log "apt-get installing for compute: ${compute_missing[*]} ${compute_release[*]}"
+  apt_log="$(mktemp)"
+  if ! { "${compute_sudo[@]}" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive "${compute_sudo[@]}" apt-get install -y -qq \
+      --no-install-recommends "${compute_release[@]}" "${compute_missing[@]}"; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    log "apt-get failed (compute packages)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
+fi
+
 # --- Python venv -----------------------------------------------------------
 stamp="$venv/.nuage-pins"
 want="$(printf '%s\n' "${pip_pins[@]}")"
@@ -115,4 +162,5 @@ log "curl: $(curl --version | head -n1)"
 log "softhsm2: $(softhsm2-util --version 2>&1)"
 pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n1 || true)"
 log "postgresql: $([[ -n "$pg_bin" ]] && "$pg_bin" --version)"
+log "qemu: $(qemu-system-x86_64 --version | head -n1); $(qemu-img --version | head -n1)"
 log "venv bin dir: $venv/bin"

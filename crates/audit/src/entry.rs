@@ -101,6 +101,10 @@ pub struct ReplicaChange {
     pub to: Vec<PlacedNode>,
     /// Why, in words (`node down`, `site not allowed: ...`, `surplus`).
     pub reason: String,
+    /// The shard's index, for an erasure-coded blob (absent for a replica,
+    /// so entries without it are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// Who made a request.
@@ -286,6 +290,7 @@ pub(crate) mod tests {
             from: vec![node("de-1", "DE")],
             to: vec![node("fr-2", "FR")],
             reason: "site not allowed".into(),
+            shard: None,
         });
         let leaf = String::from_utf8(entry.to_leaf().expect("leaf")).expect("utf8");
         assert!(
@@ -296,6 +301,16 @@ pub(crate) mod tests {
                 r#""to":[{"node":"fr-2","site":"fr-2-site","country":"FR"}],"#,
                 r#""reason":"site not allowed"}}"#
             )),
+            "{leaf}"
+        );
+        assert_eq!(Entry::from_leaf(leaf.as_bytes()).expect("parse"), entry);
+        // A shard's index follows the reason; a replica's entry has none.
+        if let Some(replica) = entry.replica.as_mut() {
+            replica.shard = Some(2);
+        }
+        let leaf = String::from_utf8(entry.to_leaf().expect("leaf")).expect("utf8");
+        assert!(
+            leaf.ends_with(r#""reason":"site not allowed","shard":2}}"#),
             "{leaf}"
         );
         assert_eq!(Entry::from_leaf(leaf.as_bytes()).expect("parse"), entry);

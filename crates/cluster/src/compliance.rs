@@ -78,6 +78,34 @@ fn assess(
     location: &BlobLocation,
 ) -> Verdict {
     let mut verdict = Verdict::default();
+    // An erasure-coded blob counts its shards, against the scheme it was
+    // written with (repair moves shards, it does not re-encode them).
+    let ec_policy;
+    let (policy, what) = match &location.erasure {
+        Some(layout) => {
+            let written = nuage_placement::Durability::ErasureCoding {
+                data: layout.data,
+                parity: layout.parity,
+            };
+            // A policy whose durability changed since: the shards can move,
+            // not change scheme, so the blob does not comply until it is
+            // written again. (A replicated blob under an erasure-coding
+            // policy is repaired to K+M whole copies, more durable than
+            // the scheme asks: it complies once it has them.)
+            if policy.durability != written {
+                verdict.reasons.push(format!(
+                    "stored as {written}, the policy asks {}: shards are moved, not re-encoded; \
+                     write the object again",
+                    policy.durability
+                ));
+            }
+            let mut p = policy.clone();
+            p.durability = written;
+            ec_policy = p;
+            (&ec_policy, "shard")
+        }
+        None => (policy, "replica"),
+    };
     let status = |node: &str| states.get(node).map_or(NodeStatus::Down, |s| s.status);
     // Where every replica is, whatever its state: bytes on a site the
     // policy does not allow must move, even on a node that is down.
@@ -99,9 +127,7 @@ fn assess(
         match status(node) {
             NodeStatus::Down => {
                 if topology.node(node).is_some() {
-                    verdict
-                        .reasons
-                        .push(format!("replica on {node}: node down"));
+                    verdict.reasons.push(format!("{what} on {node}: node down"));
                 }
             }
             NodeStatus::Draining => {
@@ -113,7 +139,7 @@ fn assess(
                     verdict.to_move += 1;
                     verdict
                         .reasons
-                        .push(format!("replica on {node}: node draining"));
+                        .push(format!("{what} on {node}: node draining"));
                 }
                 live.push(node.clone());
             }
@@ -125,7 +151,7 @@ fn assess(
             Violation::TooFewReplicas { have, need } => {
                 verdict.missing += u64::from(need).saturating_sub(have as u64);
                 verdict.reasons.push(format!(
-                    "{have} readable compliant replica(s), the policy needs {need}"
+                    "{have} readable compliant {what}(s), the policy needs {need}"
                 ));
             }
             Violation::TooFewSites { .. } => verdict.reasons.push(violation.to_string()),
@@ -162,7 +188,12 @@ impl ClusterBlobStore {
                 let names = |list: &[String]| list.iter().any(|n| n == node);
                 if names(&location.nodes) || names(&location.removing) {
                     out.replicas += 1;
-                    out.bytes += location.size;
+                    // A shard holds its own length, not the blob's.
+                    out.bytes += location
+                        .erasure
+                        .as_ref()
+                        .and_then(|l| l.shards.first())
+                        .map_or(location.size, |shard| shard.length);
                 }
             }
         }
@@ -286,7 +317,46 @@ mod tests {
             bucket: Some("b".into()),
             policy: fr_only(),
             removing: removing.iter().map(|n| (*n).to_owned()).collect(),
+            erasure: None,
             deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_blob_erasure_coded_under_another_scheme_does_not_comply() {
+        let topology = topology();
+        let all_up = states(&[
+            ("fr-1-n1", NodeStatus::Up),
+            ("fr-2-n1", NodeStatus::Up),
+            ("de-1-n1", NodeStatus::Up),
+        ]);
+        let shard = |node: &str| crate::index::ShardRecord {
+            node: Some(node.to_owned()),
+            length: 5,
+            sha256: String::new(),
+        };
+        let mut blob = location(&["fr-1-n1", "fr-2-n1"], &[]);
+        blob.erasure = Some(crate::index::ErasureLayout {
+            data: 1,
+            parity: 1,
+            chunk_bytes: 5,
+            shards: vec![shard("fr-1-n1"), shard("fr-2-n1")],
+        });
+        let ec = |data: u32, parity: u32| {
+            let mut p = fr_only();
+            p.durability = nuage_placement::Durability::ErasureCoding { data, parity };
+            p
+        };
+        // Its own scheme, on both French sites: compliant.
+        assert_eq!(
+            assess(&topology, &ec(1, 1), &all_up, &blob),
+            Verdict::default()
+        );
+        // The policy now asks 2 replicas (or another scheme): not re-encoded.
+        for policy in [fr_only(), ec(2, 1)] {
+            let v = assess(&topology, &policy, &all_up, &blob);
+            assert_eq!((v.to_move, v.missing), (0, 0), "{v:?}");
+            assert!(v.reasons[0].contains("not re-encoded"), "{v:?}");
         }
     }
 

@@ -44,6 +44,59 @@ pub struct BlobLocation {
     /// (their node was unreachable at delete time). Never read or listed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Set for an erasure-coded blob: its shards, one per node (`nodes` then
+    /// lists the nodes holding a shard, in shard order). Absent for whole
+    /// replicas, whose entries read exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<ErasureLayout>,
+}
+
+/// How an erasure-coded blob is cut and where its shards are
+/// (`docs/storage-nodes.md`, "Erasure coding"). The blob is cut into
+/// stripes of `data` x `chunk_bytes` data bytes (the last stripe shorter:
+/// `data` x its own even chunk, zero-padded); each stripe gives every shard
+/// one chunk (data shard `i`: the stripe's `i`-th chunk; parity shards:
+/// Reed-Solomon recovery chunks), appended to that shard's node blob, stored
+/// under the blob's own id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureLayout {
+    /// Shards needed to rebuild the blob.
+    pub data: u32,
+    /// Extra (recovery) shards.
+    pub parity: u32,
+    /// Bytes each shard takes of a full stripe.
+    pub chunk_bytes: u32,
+    /// Shard `i` is `shards[i]`: `data` data shards, then the parity ones.
+    pub shards: Vec<ShardRecord>,
+}
+
+/// One shard of an erasure-coded blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// The node holding it; None while it is lost (discarded by a scrub,
+    /// not rebuilt yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Bytes of the shard's node blob.
+    pub length: u64,
+    /// SHA-256 of the shard's node blob, lowercase hex.
+    pub sha256: String,
+}
+
+impl ErasureLayout {
+    /// The nodes holding a shard, in shard order: what `nodes` records.
+    #[must_use]
+    pub fn holders(&self) -> Vec<String> {
+        self.shards.iter().filter_map(|s| s.node.clone()).collect()
+    }
+
+    /// The shard `node` holds, if any.
+    #[must_use]
+    pub fn shard_on(&self, node: &str) -> Option<usize> {
+        self.shards
+            .iter()
+            .position(|s| s.node.as_deref() == Some(node))
+    }
 }
 
 /// One entry and the revision it was read at.
@@ -201,5 +254,59 @@ impl LocationIndex {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const POLICY: &str =
+        r#"{"allowed_countries":["FR"],"durability":{"replicas":2},"min_sites":2}"#;
+
+    #[test]
+    fn replicated_entries_read_and_write_as_before() {
+        // An entry written before erasure coding existed.
+        let old = format!(
+            r#"{{"nodes":["fr-1-n1","fr-2-n1"],"size":3,"sha256":"ab","created_ms":1,"policy":{POLICY}}}"#
+        );
+        let location = decode("0123456789abcdef", old.as_bytes()).unwrap();
+        assert_eq!(location.erasure, None);
+        assert_eq!(location.nodes, ["fr-1-n1", "fr-2-n1"]);
+        let json = String::from_utf8(encode(&location).unwrap()).unwrap();
+        assert!(!json.contains("erasure"), "{json}");
+        assert_eq!(
+            decode("0123456789abcdef", json.as_bytes()).unwrap(),
+            location
+        );
+    }
+
+    #[test]
+    fn erasure_layouts_round_trip_with_lost_shards() {
+        let mut location = decode(
+            "0123456789abcdef",
+            format!(r#"{{"nodes":["a"],"size":3,"sha256":"ab","created_ms":1,"policy":{POLICY}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let shard = |node: Option<&str>| ShardRecord {
+            node: node.map(str::to_owned),
+            length: 2,
+            sha256: "cd".into(),
+        };
+        location.erasure = Some(ErasureLayout {
+            data: 2,
+            parity: 1,
+            chunk_bytes: 262_144,
+            shards: vec![shard(Some("a")), shard(None), shard(Some("c"))],
+        });
+        let json = encode(&location).unwrap();
+        let back = decode("0123456789abcdef", &json).unwrap();
+        assert_eq!(back, location);
+        let layout = back.erasure.unwrap();
+        assert_eq!(layout.holders(), ["a", "c"]);
+        assert_eq!(layout.shard_on("c"), Some(2));
+        assert_eq!(layout.shard_on("b"), None);
     }
 }

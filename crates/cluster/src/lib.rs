@@ -26,18 +26,29 @@
 //! narrowed policy no longer allows, through `nuage_placement::repair_plan`;
 //! [`ClusterBlobStore::scrub_once_logged`] has every node read back its
 //! replicas, replaces the corrupt or missing ones and deletes orphan files.
-//! Reference: `docs/storage-nodes.md` ("Replication and placement").
+//!
+//! Under an erasure-coding policy (`data`+`parity`) each placed node gets
+//! one Reed-Solomon shard instead of a copy (`erasure`: encoded a stripe at
+//! a time, never the whole blob in memory); reads take any `data` shards
+//! (the data shards when they serve, so no decoding), repair and scrub
+//! rebuild a lost shard from `data` good ones.
+//! Reference: `docs/storage-nodes.md` ("Replication and placement",
+//! "Erasure coding").
 
 mod compliance;
+mod erasure;
 pub mod index;
 pub mod limits;
 mod nodestate;
+mod rebuild;
 mod repair;
 mod scrub;
 mod writer;
 
 pub use compliance::{ComplianceIssue, ComplianceReport, NodeReplicas};
-pub use index::{BlobLocation, LOCATIONS_NAMESPACE, LocationIndex, Revisioned};
+pub use index::{
+    BlobLocation, ErasureLayout, LOCATIONS_NAMESPACE, LocationIndex, Revisioned, ShardRecord,
+};
 pub use nodestate::{NODE_STATES_NAMESPACE, NodeReport, OperatorNodeState};
 pub use repair::{
     NoRepairLog, PolicySource, RepairLog, RepairReport, ReplicaEvent, ReplicaEventKind,
@@ -361,6 +372,9 @@ impl Inner {
             Some(entry) if !entry.location.deleted => entry.location,
             _ => return Err(BlobError::NotFound(blob_id.to_owned())),
         };
+        if entry.erasure.is_some() {
+            return self.read_erasure_into(&entry, offset, len, tx).await;
+        }
         let mut delivered = 0u64;
         let mut last_error: Option<BlobError> = None;
         let mut all_missing = true;

@@ -40,3 +40,12 @@ pub const SCRUB_VERIFIES_IN_FLIGHT_MAX: usize = 2;
 /// files landing on the nodes and the index naming them, and than the clock
 /// skew between nodes and gateway.
 pub const SCRUB_ORPHAN_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Bytes each shard of an erasure-coded blob takes of a full stripe (even,
+/// as the codec needs): a stripe is `data` x this many data bytes. A write
+/// or a read holds one stripe and its parity, at most
+/// `PLACEMENT_WIDTH_MAX` (32) x 256 KiB = 8 MiB, usually far less (2+1:
+/// 768 KiB).
+pub const EC_CHUNK_BYTES: usize = 256 * 1024;
+/// Largest shard chunk accepted from an index entry (a later version may
+/// choose another chunk; this bounds what a read of any entry holds).
+pub const EC_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;

@@ -11,6 +11,9 @@
 //! deleted and the entry left as it was; a revision conflict (a concurrent
 //! delete or repair) deletes the new copies. Replicas on down nodes stay
 //! recorded: when the node returns, a later repair removes them as surplus.
+//!
+//! Erasure-coded blobs take the same steps in `rebuild`, a shard at a
+//! time: a lost shard is rebuilt from `data` good ones, not copied.
 
 use crate::index::{BlobLocation, IndexPages, Revisioned};
 use crate::writer::replica_place;
@@ -72,6 +75,9 @@ pub struct ReplicaEvent {
     pub to: Vec<ReplicaPlace>,
     /// Why, in words (`node down`, `site not allowed: ...`).
     pub reason: String,
+    /// For an erasure-coded blob, the shard (its index) the event is about;
+    /// None for a whole replica.
+    pub shard: Option<u32>,
 }
 
 /// Where a repair makes its changes durable before acting on them (the
@@ -179,7 +185,7 @@ impl Inner {
     /// that copy would leave the index naming a replica that is gone. (The
     /// window between this read and the delete remains: run repair on one
     /// gateway, as docs/storage-nodes.md says.)
-    async fn delete_unrecorded(&self, blob_id: &str, added: &[String]) {
+    pub(crate) async fn delete_unrecorded(&self, blob_id: &str, added: &[String]) {
         let recorded: Vec<String> = match self.index.get(blob_id).await {
             Ok(Some(entry)) => entry.location.nodes,
             Ok(None) => Vec::new(),
@@ -231,6 +237,11 @@ impl Inner {
         let policy = policies
             .policy_for(&location)
             .unwrap_or_else(|| location.policy.clone());
+        if location.erasure.is_some() {
+            return self
+                .repair_erasure(location, revision, policy, log, report)
+                .await;
+        }
         let states = self.states();
         let plan = nuage_placement::repair_plan(
             &self.topology,
@@ -295,13 +306,24 @@ impl Inner {
             ));
         }
         report.repaired += 1;
-        // 3. Delete what moved away, and record what is left to delete.
-        if location.removing.is_empty() {
+        self.delete_removed(&blob_id, &location.removing, report)
+            .await
+    }
+
+    /// Step 3 of a repair: deletes the replicas (or shards) that moved away,
+    /// and records what is left to delete.
+    pub(crate) async fn delete_removed(
+        &self,
+        blob_id: &str,
+        removing: &[String],
+        report: &mut RepairReport,
+    ) -> Result<(), String> {
+        if removing.is_empty() {
             return Ok(());
         }
-        let left = self.delete_replicas(&blob_id, &location.removing).await;
-        report.removed += (location.removing.len() - left.len()) as u64;
-        let Some(current) = self.index.get(&blob_id).await.map_err(|e| e.to_string())? else {
+        let left = self.delete_replicas(blob_id, removing).await;
+        report.removed += (removing.len() - left.len()) as u64;
+        let Some(current) = self.index.get(blob_id).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
         let mut updated = current.location;
@@ -314,7 +336,7 @@ impl Inner {
 
     /// The audit events of carrying out `plan` for `location`, whose copies
     /// to `added` are made.
-    fn events(
+    pub(crate) fn events(
         &self,
         location: &BlobLocation,
         plan: &RepairPlan,
@@ -329,6 +351,7 @@ impl Inner {
             from,
             to,
             reason,
+            shard: None,
         };
         // What the copies replace: replicas leaving, and unreadable ones.
         let replaced: Vec<&Move> = plan
@@ -408,14 +431,35 @@ impl Inner {
         source: &str,
         dest: &str,
     ) -> Result<(), NodeError> {
+        self.copy_node_blob(
+            &location.blob_id,
+            location.size,
+            &location.sha256,
+            source,
+            dest,
+        )
+        .await
+    }
+
+    /// Streams the node blob `blob_id` (a replica, or a shard) from `source`
+    /// to `dest`; keeps the copy only when it has `length` bytes of SHA-256
+    /// `sha256`.
+    pub(crate) async fn copy_node_blob(
+        &self,
+        blob_id: &str,
+        length: u64,
+        sha256: &str,
+        source: &str,
+        dest: &str,
+    ) -> Result<(), NodeError> {
         let from = self
             .client(source)
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
         let to = self
             .client(dest)
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
-        let mut stream = from.read(&location.blob_id, 0, location.size, false);
-        let mut writer = to.create(&location.blob_id, Some(location.size))?;
+        let mut stream = from.read(blob_id, 0, length, false);
+        let mut writer = to.create(blob_id, Some(length))?;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => writer.write(chunk).await?,
@@ -426,13 +470,14 @@ impl Inner {
             }
         }
         let receipt = writer.finish().await?;
-        if receipt.sha256 != location.sha256 || receipt.length != location.size {
+        if receipt.sha256 != sha256 || receipt.length != length {
             // The node verified its blocks, so this is a bad index entry or
             // a bug; never keep a copy that differs.
-            let _ = to.delete(&location.blob_id).await;
+            let _ = to.delete(blob_id).await;
             return Err(NodeError::ChecksumMismatch(format!(
-                "the copy has {} bytes of SHA-256 {}, the index records {} bytes of SHA-256 {}",
-                receipt.length, receipt.sha256, location.size, location.sha256
+                "the copy has {} bytes of SHA-256 {}, the index records {length} bytes of \
+                 SHA-256 {sha256}",
+                receipt.length, receipt.sha256
             )));
         }
         Ok(())

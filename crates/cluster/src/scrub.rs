@@ -23,6 +23,11 @@
 //! grace: a write or a repair copy puts its files on the nodes before the
 //! index names them, and the grace keeps the sweep away from those.
 //!
+//! An erasure-coded blob's shards are verified each against its own record
+//! (length and SHA-256 in the entry's `erasure` layout); a bad shard is
+//! dropped from the shard map and rebuilt through the same repair, and
+//! only when at least `data` shards verify good.
+//!
 //! This module never places a replica itself (repair does, through
 //! `nuage_placement::repair_plan`) and never copies from a replica that
 //! failed its verification.
@@ -137,7 +142,21 @@ impl ClusterBlobStore {
 }
 
 impl Inner {
+    /// Verifies the replica, or for an erasure-coded blob the shard, that
+    /// `node` holds against its record.
     async fn verify_replica(&self, location: &BlobLocation, node: &str) -> Verdict {
+        let (length, sha256) = match &location.erasure {
+            Some(layout) => match layout.shard_on(node) {
+                Some(i) => (layout.shards[i].length, layout.shards[i].sha256.as_str()),
+                None => {
+                    return Verdict::Unknown {
+                        why: format!("node {node} holds no shard of the layout"),
+                        notable: true,
+                    };
+                }
+            },
+            None => (location.size, location.sha256.as_str()),
+        };
         if !self.is_up(node) {
             return Verdict::Unknown {
                 why: format!("node {node} is down"),
@@ -154,15 +173,13 @@ impl Inner {
             }
         };
         match client.verify(&location.blob_id).await {
-            Ok(receipt) if receipt.length == location.size && receipt.sha256 == location.sha256 => {
-                Verdict::Good {
-                    bytes: receipt.length,
-                }
-            }
+            Ok(receipt) if receipt.length == length && receipt.sha256 == sha256 => Verdict::Good {
+                bytes: receipt.length,
+            },
             Ok(receipt) => Verdict::Bad(format!(
                 "checksum mismatch on node {node}: it holds {} bytes of SHA-256 {}, the index \
                  records {} bytes of SHA-256 {}",
-                receipt.length, receipt.sha256, location.size, location.sha256
+                receipt.length, receipt.sha256, length, sha256
             )),
             Err(NodeError::NotFound(_)) => Verdict::Bad(format!("replica missing on node {node}")),
             Err(NodeError::Corrupt { detail, .. }) => {
@@ -251,7 +268,10 @@ impl Inner {
             tracing::warn!(%blob_id, %node, %why, "bad replica");
         }
         // 2. Never remove the last good replica: with none, change nothing.
-        if good.is_empty() {
+        // An erasure-coded blob needs `data` good shards to rebuild the bad
+        // ones: with fewer, discarding would not help either.
+        let needed = location.erasure.as_ref().map_or(1, |l| l.data as usize);
+        if good.len() < needed {
             let why = bad
                 .iter()
                 .map(|(_, why)| why.as_str())
@@ -264,6 +284,13 @@ impl Inner {
                 %why,
                 "no replica of the blob verifies: its data is lost unless a replica not checked now is good; nothing was changed"
             );
+            if location.erasure.is_some() {
+                return Err(format!(
+                    "only {} shard(s) verify good, {needed} needed to rebuild ({why}); nothing \
+                     was changed",
+                    good.len()
+                ));
+            }
             return Err(format!(
                 "no replica verifies good ({why}); nothing was changed"
             ));
@@ -281,6 +308,11 @@ impl Inner {
                 from: vec![replica_place(&self.topology, node)],
                 to: Vec::new(),
                 reason: why.clone(),
+                shard: location
+                    .erasure
+                    .as_ref()
+                    .and_then(|l| l.shard_on(node))
+                    .and_then(|i| u32::try_from(i).ok()),
             })
             .collect();
         log.record(&events)
@@ -290,6 +322,13 @@ impl Inner {
         // `removing` until their files are gone.
         let mut updated = location.clone();
         updated.nodes.retain(|node| !bad_nodes.contains(node));
+        if let Some(layout) = updated.erasure.as_mut() {
+            for shard in &mut layout.shards {
+                if shard.node.as_ref().is_some_and(|n| bad_nodes.contains(n)) {
+                    shard.node = None;
+                }
+            }
+        }
         for node in &bad_nodes {
             if !updated.removing.contains(node) {
                 updated.removing.push(node.clone());
@@ -391,6 +430,7 @@ impl Inner {
                             from: vec![replica_place(&self.topology, node)],
                             to: Vec::new(),
                             reason: "orphan".to_owned(),
+                            shard: None,
                         };
                         if let Err(e) = log.record(std::slice::from_ref(&event)).await {
                             report.fail(

@@ -1,19 +1,23 @@
-//! The write path: place, fan out, acknowledge, record.
+//! The write path: place, fan out (whole copies, or one erasure-coded
+//! shard per node, encoded a stripe at a time), acknowledge, record.
 
-use crate::index::BlobLocation;
+use crate::erasure::{Encoder, Geometry};
+use crate::index::{BlobLocation, ErasureLayout, ShardRecord};
 use crate::{ClusterError, Inner, is_unreachable, limits, now_ms};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use nuage_blob::{
     BlobError, BlobResult, BlobWriter, PlacementRefused, PlacementTarget, ReplicaPlace, Unavailable,
 };
 use nuage_node::{NodeBlobWriter, NodeError, WriteReceipt};
-use nuage_placement::{NodeStatus, PlacementError, ResidencyPolicy, Topology};
+use nuage_placement::{Durability, NodeStatus, PlacementError, ResidencyPolicy, Topology};
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 /// One blob being streamed to every node placement chose. Memory: each
 /// replica's writer queues at most `NODE_WRITE_QUEUE_CHUNKS_MAX` chunks of
 /// at most `NODE_WRITE_CHUNK_BYTES_MAX`, and the chunks are shared (`Bytes`),
-/// not copied per replica. Dropping it without `finish` aborts every
+/// not copied per replica; an erasure-coded write also holds one stripe and
+/// its parity chunks. Dropping it without `finish` aborts every
 /// replica's request, and the nodes discard what they received.
 pub(crate) struct ClusterWriter {
     inner: Arc<Inner>,
@@ -24,6 +28,51 @@ pub(crate) struct ClusterWriter {
     policy: ResidencyPolicy,
     /// Why the write failed, once it has: every later call fails with it.
     failed: Option<Failure>,
+    /// Set for an erasure-coded write: `replicas[i]` receives shard `i`.
+    erasure: Option<Striper>,
+}
+
+/// An erasure-coded write's state: the stripe being filled (at most one
+/// stripe of data bytes), the codec, and the whole blob's length and hash.
+struct Striper {
+    data: u32,
+    parity: u32,
+    stripe: BytesMut,
+    encoder: Encoder,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Striper {
+    fn stripe_bytes(&self) -> usize {
+        self.data as usize * limits::EC_CHUNK_BYTES
+    }
+
+    /// Every shard's chunk of one stripe of `stripe` data bytes (at most a
+    /// full stripe; a shorter, last one is zero-padded to `data` even
+    /// chunks).
+    fn encode(&mut self, stripe: Bytes) -> Result<Vec<Bytes>, String> {
+        let data = self.data as usize;
+        let chunk = if stripe.len() == self.stripe_bytes() {
+            limits::EC_CHUNK_BYTES
+        } else {
+            let per = stripe.len().div_ceil(data);
+            per + per % 2
+        };
+        let stripe = if stripe.len() == chunk * data {
+            stripe
+        } else {
+            let mut padded = BytesMut::zeroed(chunk * data);
+            padded[..stripe.len()].copy_from_slice(&stripe);
+            padded.freeze()
+        };
+        let mut pieces: Vec<Bytes> = (0..data)
+            .map(|i| stripe.slice(i * chunk..(i + 1) * chunk))
+            .collect();
+        let parity = self.encoder.encode(&pieces)?;
+        pieces.extend(parity);
+        Ok(pieces)
+    }
 }
 
 /// Why a write failed.
@@ -101,6 +150,23 @@ impl ClusterWriter {
         let size = target
             .exact_len
             .unwrap_or(limits::UNKNOWN_LEN_PLACEMENT_BYTES);
+        // Each node of an erasure-coded blob stores one shard, whose length
+        // follows from the blob's.
+        let erasure = match policy.durability {
+            Durability::ErasureCoding { data, parity } => Some(Striper {
+                data,
+                parity,
+                stripe: BytesMut::new(),
+                encoder: Encoder::new(data as usize, parity as usize),
+                hasher: Sha256::new(),
+                written: 0,
+            }),
+            Durability::Replicas(_) => None,
+        };
+        let node_len = match (&erasure, target.exact_len) {
+            (Some(ec), Some(len)) => Some(Geometry::new(ec.data, ec.parity, len).shard_len()),
+            (_, len) => len,
+        };
         let states = inner.states();
         let placement = nuage_placement::place(&inner.topology, &policy, &states, &blob_id, size)
             .map_err(|e| refusal(&policy, e))?;
@@ -115,7 +181,7 @@ impl ClusterWriter {
             );
             let writer = inner
                 .client(&node)?
-                .create(&blob_id, target.exact_len)
+                .create(&blob_id, node_len)
                 .map_err(|source| ClusterError::Node {
                     node: node.clone(),
                     source,
@@ -131,6 +197,7 @@ impl ClusterWriter {
             bucket: target.bucket.clone(),
             policy,
             failed: None,
+            erasure,
         })
     }
 
@@ -193,17 +260,30 @@ impl BlobWriter for ClusterWriter {
         if let Some(failure) = &self.failed {
             return Err(self.failed_error(failure));
         }
-        let results = futures::future::join_all(self.replicas.iter_mut().map(|(node, writer)| {
-            let data = data.clone();
-            async move { writer.write(data).await.map_err(|e| (node.clone(), e)) }
-        }))
-        .await;
-        if let Some(Err((node, e))) = results.into_iter().find(Result::is_err) {
-            let failure = self.node_failure(&node, &e);
-            self.abort_all().await;
-            let err = self.failed_error(&failure);
-            self.failed = Some(failure);
-            return Err(err);
+        let Some(ec) = self.erasure.as_mut() else {
+            let pieces = vec![data; self.replicas.len()];
+            return self.send(pieces).await;
+        };
+        ec.hasher.update(&data);
+        ec.written += data.len() as u64;
+        let mut data = data;
+        // Bounded: each turn takes bytes from `data` or ends.
+        while !data.is_empty() {
+            let Some(ec) = self.erasure.as_mut() else {
+                break;
+            };
+            let room = ec.stripe_bytes() - ec.stripe.len();
+            let take = data.split_to(room.min(data.len()));
+            if ec.stripe.is_empty() && take.len() == ec.stripe_bytes() {
+                // A whole stripe in the caller's chunk: no copy.
+                self.send_stripe(take).await?;
+                continue;
+            }
+            ec.stripe.extend_from_slice(&take);
+            if ec.stripe.len() == ec.stripe_bytes() {
+                let stripe = ec.stripe.split().freeze();
+                self.send_stripe(stripe).await?;
+            }
         }
         Ok(())
     }
@@ -214,6 +294,13 @@ impl BlobWriter for ClusterWriter {
     async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
         if let Some(failure) = &self.failed {
             return Err(self.failed_error(failure));
+        }
+        // The last, short stripe of an erasure-coded blob.
+        if let Some(ec) = self.erasure.as_mut()
+            && !ec.stripe.is_empty()
+        {
+            let stripe = ec.stripe.split().freeze();
+            self.send_stripe(stripe).await?;
         }
         let replicas = std::mem::take(&mut self.replicas);
         let count = replicas.len();
@@ -226,8 +313,28 @@ impl BlobWriter for ClusterWriter {
         let mut stored = Vec::with_capacity(count);
         let mut failure: Option<Failure> = None;
         let mut receipt: Option<WriteReceipt> = None;
+        let mut shards = Vec::with_capacity(count);
+        let shard_len = self
+            .erasure
+            .as_ref()
+            .map(|ec| Geometry::new(ec.data, ec.parity, ec.written).shard_len());
         for (node, result) in results {
             match result {
+                Ok(r) if shard_len.is_some() => {
+                    if Some(r.length) != shard_len {
+                        failure.get_or_insert(Failure::permanent(format!(
+                            "node {node} stored {} bytes of its shard, not {}",
+                            r.length,
+                            shard_len.unwrap_or_default()
+                        )));
+                    }
+                    shards.push(ShardRecord {
+                        node: Some(node.clone()),
+                        length: r.length,
+                        sha256: r.sha256,
+                    });
+                    stored.push(node);
+                }
                 Ok(r) => {
                     if let Some(first) = &receipt
                         && (first.length != r.length || first.sha256 != r.sha256)
@@ -247,6 +354,26 @@ impl BlobWriter for ClusterWriter {
                 }
             }
         }
+        // An erasure-coded blob's length and hash are of the data the
+        // caller wrote; each shard's are in its record.
+        let (receipt, erasure) = match self.erasure.take() {
+            Some(ec) => {
+                let receipt = WriteReceipt {
+                    blob_id: self.blob_id.clone(),
+                    length: ec.written,
+                    sha256: hex::encode(ec.hasher.finalize()),
+                    existed: false,
+                };
+                let layout = ErasureLayout {
+                    data: ec.data,
+                    parity: ec.parity,
+                    chunk_bytes: u32::try_from(limits::EC_CHUNK_BYTES).unwrap_or(u32::MAX),
+                    shards,
+                };
+                (Some(receipt), Some(layout))
+            }
+            None => (receipt, None),
+        };
         let receipt = match (failure, receipt) {
             (None, Some(receipt)) => receipt,
             (failure, _) => {
@@ -267,6 +394,7 @@ impl BlobWriter for ClusterWriter {
             policy: self.policy.clone(),
             removing: Vec::new(),
             deleted: false,
+            erasure,
         };
         if let Err(e) = self.inner.index.create(&location).await {
             let failure = Failure::permanent(format!(
@@ -284,6 +412,42 @@ impl BlobWriter for ClusterWriter {
 }
 
 impl ClusterWriter {
+    /// Sends `pieces[i]` to `replicas[i]`, all at once; the first failure
+    /// abandons the write on every node.
+    async fn send(&mut self, pieces: Vec<Bytes>) -> BlobResult<()> {
+        let results = futures::future::join_all(self.replicas.iter_mut().zip(pieces).map(
+            |((node, writer), data)| async move {
+                writer.write(data).await.map_err(|e| (node.clone(), e))
+            },
+        ))
+        .await;
+        if let Some(Err((node, e))) = results.into_iter().find(Result::is_err) {
+            let failure = self.node_failure(&node, &e);
+            self.abort_all().await;
+            let err = self.failed_error(&failure);
+            self.failed = Some(failure);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Encodes one stripe and sends every shard its chunk.
+    async fn send_stripe(&mut self, stripe: Bytes) -> BlobResult<()> {
+        let Some(ec) = self.erasure.as_mut() else {
+            return Ok(());
+        };
+        match ec.encode(stripe) {
+            Ok(pieces) => self.send(pieces).await,
+            Err(e) => {
+                let failure = Failure::permanent(format!("encoding a stripe failed: {e}"));
+                self.abort_all().await;
+                let err = self.failed_error(&failure);
+                self.failed = Some(failure);
+                Err(err)
+            }
+        }
+    }
+
     /// Deletes replicas that were stored for a write that failed. Those on
     /// nodes that cannot be reached are recorded as a deleted entry, which
     /// a repair removes when the node is back.
@@ -303,6 +467,7 @@ impl ClusterWriter {
             policy: self.policy.clone(),
             removing: Vec::new(),
             deleted: true,
+            erasure: None,
         };
         if let Err(e) = self.inner.index.create(&tombstone).await {
             tracing::error!(blob_id = %self.blob_id, error = %e, "an abandoned replica could not be deleted nor recorded");

@@ -29,12 +29,17 @@
 //! blob reference counts, scan orders, freed blobs): the same conformance
 //! tests run against both. This module never decides anything S3 does.
 //!
-//! Connections: plain TCP (`NoTls`), for a database on loopback or a
-//! private network; TLS to the database is a documented follow-up. A
-//! bounded pool ([`PostgresConfig::pool_size`]) of connections, each
-//! caching its prepared statements.
+//! Connections: TLS through rustls (`postgres/tls.rs`: `verify-full`
+//! checks the chain and the host name; the default for any host that is not
+//! loopback or a Unix socket), or plain TCP only when the configuration or
+//! the URL's `sslmode` says `disable` or every host is on this machine. A
+//! bounded pool ([`PostgresConfig::pool_size`]) of connections, each caching
+//! its prepared statements.
 
 mod schema;
+mod tls;
+
+pub use tls::{PostgresTls, TlsMode};
 
 use crate::{
     BucketRecord, Document, DocumentStore, DocumentWrite, Expect, MetaError, MetaResult, MetaStore,
@@ -48,6 +53,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Connections in the pool when the configuration names no number.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -77,6 +83,8 @@ pub struct PostgresConfig {
     pub password: Option<String>,
     /// Connections at most, 1..=[`POOL_SIZE_MAX`].
     pub pool_size: usize,
+    /// TLS mode and files; see [`Self::tls_mode`] for how they meet the URL.
+    pub tls: PostgresTls,
 }
 
 impl PostgresConfig {
@@ -86,7 +94,21 @@ impl PostgresConfig {
             url: url.into(),
             password: None,
             pool_size: POOL_SIZE_DEFAULT,
+            tls: PostgresTls::default(),
         }
+    }
+
+    /// The TLS mode connections use: `tls.mode`, else the URL's `sslmode`,
+    /// else `disable` when every host is loopback or a Unix socket and
+    /// `verify-full` otherwise (see `postgres/tls.rs`). Checks the URL and
+    /// the TLS settings against each other without reading any file.
+    ///
+    /// # Errors
+    /// A malformed connection string, an `sslmode` Nuage refuses (`prefer`,
+    /// `allow`, `verify-ca`), a `tls` that contradicts `sslmode`, or files
+    /// that do not fit the mode. Never includes the URL.
+    pub fn tls_mode(&self) -> MetaResult<TlsMode> {
+        tls::resolve(&self.url, &self.tls).map(|(_, mode)| mode)
     }
 }
 
@@ -97,6 +119,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("url", &"<redacted>")
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -706,25 +729,28 @@ impl PostgresMetaStore {
     /// knows that the database lacks.
     ///
     /// # Errors
-    /// A malformed connection string, an unreachable database, or a schema
-    /// newer than this version knows. Never includes the password.
+    /// A malformed connection string, TLS settings that do not fit it (see
+    /// [`PostgresConfig::tls_mode`]) or certificate files that cannot be
+    /// read, an unreachable database, a certificate that does not verify, a
+    /// server that refuses the connection, or a schema newer than this
+    /// version knows. Never includes the URL or the password.
     pub async fn connect(config: &PostgresConfig) -> MetaResult<Self> {
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
-            MetaError::Backend(format!("invalid PostgreSQL connection string: {e}"))
-        })?;
+        let (mut pg, mode) = tls::resolve(&config.url, &config.tls)?;
         if let Some(password) = &config.password {
             pg.password(password.as_bytes());
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls::client_config(mode, &config.tls)? {
+            None => Manager::from_config(pg, NoTls, manager_config),
+            Some(rustls) => {
+                Manager::from_config(pg, MakeRustlsConnect::new(rustls), manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.clamp(1, POOL_SIZE_MAX))
             .runtime(Runtime::Tokio1)
@@ -733,7 +759,20 @@ impl PostgresMetaStore {
             .build()
             .map_err(backend)?;
         let store = Self { pool };
-        store.migrate().await?;
+        // The first connection opens here: a failure to connect names the
+        // TLS mode, and a certificate failure what verify-full checks.
+        store.migrate().await.map_err(|e| match e {
+            MetaError::Backend(message) if message.contains("no database connection") => {
+                let hint = if message.contains("invalid peer certificate") {
+                    ": the server's certificate must chain to ca_file (or a system root) \
+                     and name the URL's host"
+                } else {
+                    ""
+                };
+                MetaError::Backend(format!("{message} (metadata TLS mode: {mode}{hint})"))
+            }
+            other => other,
+        })?;
         Ok(store)
     }
 
@@ -812,8 +851,14 @@ impl PostgresMetaStore {
                 Ok(out) => return Ok(out),
                 Err(TxError::Meta(e)) => return Err(e),
                 Err(TxError::Pool(e)) => {
+                    // The pool's own words drop the cause (a TLS or
+                    // authentication failure): say it.
+                    let cause = match &e {
+                        PoolError::Backend(e) => describe(e),
+                        other => other.to_string(),
+                    };
                     return Err(MetaError::Backend(format!(
-                        "{operation}: no database connection: {e}"
+                        "{operation}: no database connection: {cause}"
                     )));
                 }
                 Err(TxError::Sql(e)) => e,

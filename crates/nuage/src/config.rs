@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// `[cluster]`: blobs on the topology's storage nodes instead of this
     /// gateway's disk (docs/storage-nodes.md, "Running gateways on nodes").
     pub cluster: Option<ClusterFileConfig>,
+    /// `[compute]`: the EC2 API over a compute host on this machine
+    /// (docs/compute.md).
+    pub compute: Option<crate::server::compute::ComputeFileConfig>,
 }
 
 /// `[cluster]`: how a gateway reaches the storage nodes.
@@ -58,9 +61,9 @@ pub struct ClusterFileConfig {
     /// before a scrub deletes it (default an hour; at least a minute, so a
     /// write or repair copy in flight is never taken for an orphan).
     pub orphan_grace_seconds: Option<u64>,
-    /// Whether this gateway runs repair passes (default true). Run them on
-    /// one gateway of the cluster only: two repairers racing on one blob
-    /// can delete each other's new copy (docs/storage-nodes.md).
+    /// Whether this gateway runs repair and scrub passes (default true).
+    /// Passes take the cluster's repair lease first, so one gateway repairs
+    /// at a time however many say true (docs/storage-nodes.md).
     pub repair: Option<bool>,
     /// The residency policy (JSON) of a blob whose bucket and tenant have
     /// none; default: the countries of the first region's sites, 2
@@ -113,6 +116,15 @@ pub enum MetadataFileConfig {
         password_file: Option<PathBuf>,
         /// Connections at most (default 16).
         pool_size: Option<usize>,
+        /// `disable`, `require` (tests only) or `verify-full`; default: the
+        /// URL's `sslmode`, else `disable` when every host is loopback or a
+        /// Unix socket and `verify-full` otherwise.
+        tls: Option<String>,
+        /// PEM roots to trust (`verify-full`); default: the system's.
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate and key for mutual TLS.
+        client_cert: Option<PathBuf>,
+        client_key: Option<PathBuf>,
     },
 }
 
@@ -224,6 +236,8 @@ pub struct Config {
     pub topology_file: Option<PathBuf>,
     /// `[cluster]`: blobs on storage nodes (requires `topology_file`).
     pub cluster: Option<ClusterSettings>,
+    /// `[compute]`: the EC2 API with a local compute host.
+    pub compute: Option<crate::server::compute::ComputeSettings>,
 }
 
 impl Default for RootOfTrustFileConfig {
@@ -369,8 +383,14 @@ impl FileConfig {
                 url,
                 password_file,
                 pool_size,
+                tls,
+                ca_file,
+                client_cert,
+                client_key,
             } => {
-                use nuage_meta::postgres::{POOL_SIZE_DEFAULT, POOL_SIZE_MAX, PostgresConfig};
+                use nuage_meta::postgres::{
+                    POOL_SIZE_DEFAULT, POOL_SIZE_MAX, PostgresConfig, PostgresTls, TlsMode,
+                };
                 if url.trim().is_empty() {
                     bail!("metadata.url is empty");
                 }
@@ -378,8 +398,22 @@ impl FileConfig {
                 if !(1..=POOL_SIZE_MAX).contains(&pool_size) {
                     bail!("metadata.pool_size must be 1 to {POOL_SIZE_MAX} (got {pool_size})");
                 }
+                let mode = tls
+                    .map(|t| TlsMode::parse(&t).map_err(|e| anyhow::anyhow!("metadata.tls: {e}")))
+                    .transpose()?;
                 let mut config = PostgresConfig::new(url);
                 config.pool_size = pool_size;
+                config.tls = PostgresTls {
+                    mode,
+                    ca_file,
+                    client_cert,
+                    client_key,
+                };
+                // The URL and the TLS settings checked together now, so a
+                // database off this machine never goes plaintext unasked.
+                config
+                    .tls_mode()
+                    .map_err(|e| anyhow::anyhow!("[metadata]: {e}"))?;
                 MetadataSource::Postgres {
                     config,
                     password_file,
@@ -415,6 +449,10 @@ impl FileConfig {
             metadata,
             topology_file: self.topology_file,
             cluster,
+            compute: self
+                .compute
+                .map(crate::server::compute::ComputeFileConfig::resolve)
+                .transpose()?,
         })
     }
 }
@@ -654,6 +692,69 @@ mod tests {
             let parsed = toml::from_str::<FileConfig>(bad);
             assert!(parsed.is_err() || parsed?.resolve().is_err(), "{bad}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_tls_defaults_to_verify_full_off_this_machine() -> anyhow::Result<()> {
+        use nuage_meta::postgres::TlsMode;
+        let mode = |toml_text: &str| -> anyhow::Result<TlsMode> {
+            let MetadataSource::Postgres { config, .. } =
+                toml::from_str::<FileConfig>(toml_text)?.resolve()?.metadata
+            else {
+                anyhow::bail!("not postgres");
+            };
+            Ok(config.tls_mode()?)
+        };
+        let pg = "[metadata]\nbackend = \"postgres\"\n";
+        // No TLS setting: a remote host gets verify-full, loopback plaintext.
+        assert_eq!(
+            mode(&format!(
+                "{pg}url = \"postgres://nuage@db.example.eu/nuage\""
+            ))?,
+            TlsMode::VerifyFull
+        );
+        assert_eq!(
+            mode(&format!(
+                "{pg}url = \"postgres://nuage@127.0.0.1:5432/nuage\""
+            ))?,
+            TlsMode::Disable
+        );
+        // Plaintext to a remote host only when asked for explicitly.
+        assert_eq!(
+            mode(&format!(
+                "{pg}url = \"postgres://nuage@db.example.eu/nuage\"\ntls = \"disable\""
+            ))?,
+            TlsMode::Disable
+        );
+        let full = mode(&format!(
+            "{pg}url = \"postgres://nuage@db.example.eu/nuage\"\ntls = \"verify-full\"\n\
+             ca_file = \"/etc/nuage/pg-ca.pem\"\nclient_cert = \"/etc/nuage/pg.crt\"\n\
+             client_key = \"/etc/nuage/pg.key\""
+        ))?;
+        assert_eq!(full, TlsMode::VerifyFull);
+        assert_eq!(
+            mode(&format!(
+                "{pg}url = \"postgres://nuage@db.example.eu/nuage?sslmode=verify-full\""
+            ))?,
+            TlsMode::VerifyFull
+        );
+        for (bad, why) in [
+            ("tls = \"prefer\"", "plaintext"),
+            ("tls = \"verify\"", "unknown TLS mode"),
+            ("tls = \"disable\"\nca_file = \"/ca.pem\"", "verify-full"),
+            ("client_cert = \"/c.pem\"", "go together"),
+        ] {
+            let text = format!("{pg}url = \"postgres://nuage@db.example.eu/nuage\"\n{bad}");
+            let error = format!("{:#}", mode(&text).err().context(bad.to_owned())?);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let conflict = format!(
+            "{pg}url = \"postgres://nuage@db.example.eu/nuage?sslmode=disable\"\n\
+             tls = \"verify-full\""
+        );
+        let error = format!("{:#}", mode(&conflict).err().context("conflict")?);
+        assert!(error.contains("contradicts"), "{error}");
         Ok(())
     }
 }

@@ -7,7 +7,9 @@
 //! The password of a PostgreSQL URL may come from `password_file` (one
 //! line; refused when group or others can read it, like the HSM PIN file),
 //! so the configuration file need not hold it. No error printed here
-//! includes the URL or the password.
+//! includes the URL or the password. TLS to the database (`tls`, `ca_file`,
+//! `client_cert`, `client_key`) is checked against the URL by the
+//! configuration and applied by `nuage-meta`.
 
 use crate::config::MetadataSource;
 use anyhow::{Context as _, bail};
@@ -53,8 +55,14 @@ pub async fn open(source: &MetadataSource, data_dir: &Path) -> anyhow::Result<Me
                 Arc::new(PostgresMetaStore::connect(&config).await.map_err(|e| {
                     anyhow::anyhow!("cannot open the PostgreSQL metadata store: {e}")
                 })?);
+            // Checked by the configuration already; named in the log so an
+            // operator sees whether the metadata travels encrypted.
+            let tls = config
+                .tls_mode()
+                .map_or("unknown", nuage_meta::postgres::TlsMode::as_str);
             tracing::info!(
                 pool_size = config.pool_size,
+                tls,
                 "metadata store: PostgreSQL (schema up to date)"
             );
             Ok(Metadata {

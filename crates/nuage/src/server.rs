@@ -15,8 +15,9 @@ pub(crate) mod access_api;
 pub(crate) mod audit_api;
 pub(crate) mod audit_key;
 pub(crate) mod cluster;
-pub(crate) mod repair_lease;
+pub(crate) mod compute;
 pub(crate) mod region_key;
+pub(crate) mod repair_lease;
 pub(crate) mod residency_api;
 pub(crate) mod tenant_api;
 pub(crate) mod witnesses;
@@ -232,6 +233,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // And the KMS JSON API (`aws kms`): customer keys under the same root of
     // trust and document store, with ARNs in the first configured region.
     let kms_api = KmsApi::new(customer_keys, iam.clone(), Arc::clone(&clock));
+    // `[compute]`: the EC2 query API (`aws ec2`) over a compute host here.
+    let ec2_api = match &config.compute {
+        Some(settings) => Some(
+            compute::start(
+                settings,
+                &config.data_dir,
+                &default_region,
+                Arc::clone(&docs),
+                iam.clone(),
+                Arc::clone(&clock),
+                storage.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let storage_for_access = storage.clone();
     // What s3s refuses before the authorizer runs is logged here.
     let s3_refusals = nuage_s3::auth::RefusedRequests::new(iam.clone(), hosts.clone());
@@ -348,6 +365,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         admin,
         query_api,
         kms_api,
+        ec2_api,
         audit_api,
         access_api,
         residency_api,
@@ -430,6 +448,7 @@ struct FrontEnds {
     admin: Arc<AdminApi>,
     query_api: IamQueryApi,
     kms_api: KmsApi,
+    ec2_api: Option<nuage_ec2_api::Ec2Api>,
     audit_api: audit_api::AuditApi,
     access_api: access_api::AccessApi,
     residency_api: residency_api::ResidencyApi,
@@ -444,6 +463,7 @@ enum Protocol {
     Admin,
     IamQuery,
     Kms,
+    Ec2,
     Audit,
     Access,
     Residency,
@@ -486,6 +506,7 @@ async fn handle(
         admin,
         query_api,
         kms_api,
+        ec2_api,
         audit_api,
         access_api,
         residency_api,
@@ -501,6 +522,9 @@ async fn handle(
         Protocol::Audit
     } else if residency_api::is_residency_path(&path) {
         Protocol::Residency
+    } else if nuage_ec2_api::Ec2Api::is_match(&method, req.uri(), req.headers()) {
+        // Before IAM: the same query shape, told apart by the `ec2` scope.
+        Protocol::Ec2
     } else if IamQueryApi::is_match(&method, req.uri(), req.headers()) {
         Protocol::IamQuery
     } else if KmsApi::is_match(&method, req.uri(), req.headers()) {
@@ -540,6 +564,17 @@ async fn handle(
             secure_transport: secure,
         };
         query_api.handle(req, &context).await.map(s3s::Body::from)
+    } else if protocol == Protocol::Ec2 {
+        let context = nuage_ec2_api::RequestContext {
+            request_id: id.clone(),
+            source_ip: Some(peer.ip()),
+            secure_transport: secure,
+        };
+        match ec2_api {
+            Some(ec2_api) => ec2_api.handle(req, &context).await.map(s3s::Body::from),
+            // Without `[compute]`, an EC2 client is told so in EC2's terms.
+            None => nuage_ec2_api::Ec2Api::disabled_response(&id).map(s3s::Body::from),
+        }
     } else if protocol == Protocol::Kms {
         // Before s3s too, which refuses the `kms` credential scope.
         let context = nuage_kms_api::RequestContext {
@@ -615,6 +650,7 @@ async fn record(
     let tenant = audit.tenant.clone();
     let withheld = match protocol {
         Protocol::IamQuery => IamQueryApi::audit_failure_response(&audit, request_id),
+        Protocol::Ec2 => nuage_ec2_api::Ec2Api::audit_failure_response(request_id),
         _ => audit_failure_response(protocol),
     };
     // A caller of another tenant (a bucket policy granted it, or refused it)
@@ -677,6 +713,8 @@ fn audit_failure_response(protocol: Protocol) -> http::Response<bytes::Bytes> {
             "application/json",
             serde_json::json!({"error": {"code": "InternalError", "message": MESSAGE}}).to_string(),
         ),
+        // `record` answers with the request id; this is its fallback.
+        Protocol::Ec2 => return nuage_ec2_api::Ec2Api::audit_failure_response(""),
         Protocol::Audit => return audit_api::audit_failure_response(),
         Protocol::Access => return access_api::audit_failure_response(),
         Protocol::Residency => return residency_api::audit_failure_response(),
@@ -699,7 +737,8 @@ fn add_request_id_to_error(response: &mut http::Response<s3s::Body>, id: &str) {
     let Ok(text) = std::str::from_utf8(&body) else {
         return;
     };
-    if text.contains("<RequestId>") {
+    // EC2 errors carry theirs as `<RequestID>`.
+    if text.contains("<RequestId>") || text.contains("<RequestID>") {
         return;
     }
     if let Some(at) = text.rfind("</Error>") {

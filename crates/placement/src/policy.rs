@@ -22,8 +22,8 @@ pub enum Durability {
     Replicas(u32),
     /// Reed-Solomon style shards: `data` shards rebuild the blob, `parity`
     /// more are stored, one per node: `{"erasure_coding": {"data": 4,
-    /// "parity": 2}}`. Placement chooses the `data + parity` nodes; the data
-    /// path does not encode shards yet.
+    /// "parity": 2}}`. Placement chooses the `data + parity` nodes; the
+    /// cluster stores one Reed-Solomon shard on each.
     ErasureCoding {
         /// Shards needed to rebuild.
         data: u32,

@@ -15,6 +15,13 @@
 //! exits, however it exits, the pipe closes, and the guardian asks PostgreSQL
 //! for a fast shutdown, waits for it and removes the directory.
 //!
+//! [`tls_server`] starts a second one, on first use, that speaks TLS only:
+//! `ssl = on` with a certificate for `127.0.0.1` and `localhost` issued by a
+//! throwaway CA made for it, and a `pg_hba.conf` of `hostssl` lines only,
+//! so a plaintext TCP connection is refused by the server itself. The user
+//! [`USER`] is trusted over TLS; the user [`MTLS_USER`] must present a
+//! client certificate of that CA (`cert` authentication).
+//!
 //! Where PostgreSQL is looked for: `$NUAGE_POSTGRES_BIN` (a directory), then
 //! the newest `/usr/lib/postgresql/*/bin`, then `initdb` on `PATH`. Missing:
 //! with `CI=true` [`server`] panics (a CI run must not pass by skipping);
@@ -33,6 +40,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const START_ATTEMPTS_MAX: usize = 3;
 /// The superuser `initdb` creates; trust authentication, loopback only.
 pub const USER: &str = "nuage";
+/// On the TLS server: a login role that must authenticate with a client
+/// certificate whose common name is its name.
+pub const MTLS_USER: &str = "nuage_mtls";
 
 /// A running throwaway PostgreSQL.
 pub struct PostgresServer {
@@ -45,6 +55,49 @@ pub struct PostgresServer {
 }
 
 static SERVER: OnceLock<Option<PostgresServer>> = OnceLock::new();
+static TLS_SERVER: OnceLock<Option<TlsPostgresServer>> = OnceLock::new();
+
+/// A throwaway PostgreSQL that accepts TLS connections only, and the files
+/// a client needs to reach it.
+pub struct TlsPostgresServer {
+    server: PostgresServer,
+    /// `ca.pem`, `other-ca.pem`, `client.crt`, `client.key`.
+    files: PathBuf,
+}
+
+impl TlsPostgresServer {
+    /// The server (port, URLs, databases).
+    #[must_use]
+    pub fn server(&self) -> &PostgresServer {
+        &self.server
+    }
+
+    /// The PEM certificate of the CA that issued the server's certificate
+    /// (for `127.0.0.1` and `localhost`) and the client certificate.
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.files.join("ca.pem")
+    }
+
+    /// The PEM certificate of another throwaway CA, which issued nothing
+    /// this server presents.
+    #[must_use]
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.files.join("other-ca.pem")
+    }
+
+    /// A client certificate for [`MTLS_USER`], issued by [`Self::ca_file`].
+    #[must_use]
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.files.join("client.crt")
+    }
+
+    /// The private key of [`Self::client_cert_file`].
+    #[must_use]
+    pub fn client_key_file(&self) -> PathBuf {
+        self.files.join("client.key")
+    }
+}
 
 /// The process's PostgreSQL, started on first call; None when PostgreSQL is
 /// not installed and this is not CI (the caller skips its PostgreSQL leg).
@@ -52,7 +105,7 @@ static SERVER: OnceLock<Option<PostgresServer>> = OnceLock::new();
 pub fn server() -> Option<&'static PostgresServer> {
     SERVER
         .get_or_init(|| match find_bin_dir() {
-            Some(bin_dir) => Some(PostgresServer::start(bin_dir)),
+            Some(bin_dir) => Some(PostgresServer::start(bin_dir, false).0),
             None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
                 "PostgreSQL is not installed (no initdb in $NUAGE_POSTGRES_BIN, \
                  /usr/lib/postgresql/*/bin or PATH), and CI must run the PostgreSQL \
@@ -72,6 +125,23 @@ pub fn server() -> Option<&'static PostgresServer> {
         .as_ref()
 }
 
+/// The process's TLS-only PostgreSQL (see the module's documentation),
+/// started on first call; None as for [`server`].
+#[must_use]
+pub fn tls_server() -> Option<&'static TlsPostgresServer> {
+    TLS_SERVER
+        .get_or_init(|| {
+            // server() decides about a missing PostgreSQL (panic in CI, a
+            // notice elsewhere); the TLS server needs the same programs.
+            server()?;
+            let bin_dir = find_bin_dir()?;
+            let (server, files) = PostgresServer::start(bin_dir, true);
+            let files = files.expect("the TLS server has its files");
+            Some(TlsPostgresServer { server, files })
+        })
+        .as_ref()
+}
+
 impl PostgresServer {
     /// The TCP port on 127.0.0.1.
     #[must_use]
@@ -83,10 +153,19 @@ impl PostgresServer {
     /// (`postgres://nuage@127.0.0.1:PORT/NAME`).
     #[must_use]
     pub fn create_database(&self) -> String {
+        self.create_database_owned_by(USER)
+    }
+
+    /// Creates a new empty database owned by the role `owner` (which may
+    /// then create tables in it) and returns its URL for that role
+    /// (`postgres://OWNER@127.0.0.1:PORT/NAME`).
+    #[must_use]
+    pub fn create_database_owned_by(&self, owner: &str) -> String {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("nuage_test_{n}");
         let output = Command::new(self.bin_dir.join("createdb"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(["-O", owner])
             .arg(&name)
             .output()
             .expect("cannot run createdb");
@@ -95,7 +174,13 @@ impl PostgresServer {
             "createdb {name} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        self.url(&name)
+        format!("postgres://{owner}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The directory of PostgreSQL's programs (`psql`, `createdb`...).
+    #[must_use]
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
     }
 
     /// The URL of database `name` on this server.
@@ -104,11 +189,12 @@ impl PostgresServer {
         format!("postgres://{USER}@127.0.0.1:{}/{name}", self.port)
     }
 
-    fn start(bin_dir: PathBuf) -> Self {
+    /// The server, and with `tls` the directory of the client's files.
+    fn start(bin_dir: PathBuf, tls: bool) -> (Self, Option<PathBuf>) {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS_MAX {
-            match Self::try_start(&bin_dir) {
-                Ok(server) => return server,
+            match Self::try_start(&bin_dir, tls) {
+                Ok(started) => return started,
                 Err(error) => last_error = error,
             }
         }
@@ -118,7 +204,7 @@ impl PostgresServer {
         );
     }
 
-    fn try_start(bin_dir: &Path) -> Result<Self, String> {
+    fn try_start(bin_dir: &Path, tls: bool) -> Result<(Self, Option<PathBuf>), String> {
         let root = effective_uid_is_root();
         // As root, under /tmp: the `postgres` user must be able to reach the
         // directory, which a $TMPDIR under /root would not let it.
@@ -174,6 +260,13 @@ impl PostgresServer {
             .arg("-k")
             .arg(&socket_dir)
             .args(["-c", "max_connections=200"]);
+        let files = if tls {
+            let files = dir.join("client-files");
+            postgres.args(write_tls_files(&dir, &files, owner)?);
+            Some(files)
+        } else {
+            None
+        };
         // The guardian: postgres in the background, then wait for EOF on
         // stdin (this process gone or the guard dropped), fast shutdown,
         // clean up.
@@ -214,7 +307,10 @@ rm -rf "$NUAGE_PG_DIR""#;
                 .status()
                 .map_err(|e| format!("cannot run pg_isready: {e}"))?;
             if ready.success() {
-                return Ok(server);
+                if tls {
+                    server.create_role(MTLS_USER)?;
+                }
+                return Ok((server, files));
             }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             // pg_isready's own early attempts log "FATAL: the database
@@ -231,6 +327,24 @@ rm -rf "$NUAGE_PG_DIR""#;
         }
     }
 
+    /// Creates a login role (no password: how it may log in is
+    /// `pg_hba.conf`'s business).
+    fn create_role(&self, name: &str) -> Result<(), String> {
+        let output = Command::new(self.bin_dir.join("createuser"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .arg(name)
+            .output()
+            .map_err(|e| format!("cannot run createuser: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "createuser {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
     /// Stops the server now: the guardian sees its pipe close, shuts
     /// PostgreSQL down and removes the directory.
     fn stop(&self) {
@@ -239,6 +353,109 @@ rm -rf "$NUAGE_PG_DIR""#;
             let _ = guard.0.wait();
         }
     }
+}
+
+/// Makes a throwaway CA, a server certificate for `127.0.0.1` and
+/// `localhost`, a client certificate for [`MTLS_USER`] and an unrelated
+/// CA; writes the server's files (its key readable by `owner` only, as
+/// PostgreSQL demands) and a `pg_hba.conf` of `hostssl` lines under `dir`,
+/// the client's under `files`. Returns the `postgres` arguments that use
+/// them.
+fn write_tls_files(
+    dir: &Path,
+    files: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<Vec<String>, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_params = |name: &str| -> Result<CertificateParams, String> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ok(params)
+    };
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca = ca_params("Nuage test PostgreSQL CA")?
+        .self_signed(&ca_key)
+        .map_err(e)?;
+    let other_ca = ca_params("Nuage test unrelated CA")?
+        .self_signed(&KeyPair::generate().map_err(e)?)
+        .map_err(e)?;
+    let mut server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(e)?;
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().map_err(e)?;
+    let server_cert = server_params
+        .signed_by(&server_key, &ca, &ca_key)
+        .map_err(e)?;
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, MTLS_USER);
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().map_err(e)?;
+    let client_cert = client_params
+        .signed_by(&client_key, &ca, &ca_key)
+        .map_err(e)?;
+
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), String> {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let server_dir = dir.join("tls");
+    std::fs::create_dir(&server_dir).map_err(|e| e.to_string())?;
+    let cert_file = server_dir.join("server.crt");
+    let key_file = server_dir.join("server.key");
+    let ca_file = server_dir.join("root.crt");
+    let hba_file = server_dir.join("pg_hba.conf");
+    write(&cert_file, &server_cert.pem(), 0o644)?;
+    write(&key_file, &server_key.serialize_pem(), 0o600)?;
+    write(&ca_file, &ca.pem(), 0o644)?;
+    // No `host` or `hostnossl` line: plaintext over TCP matches nothing.
+    let hba = format!(
+        "local all all trust\n\
+         hostssl all {MTLS_USER} 127.0.0.1/32 cert\n\
+         hostssl all all 127.0.0.1/32 trust\n"
+    );
+    write(&hba_file, &hba, 0o644)?;
+    if let Some((uid, gid)) = owner {
+        for path in [&server_dir, &cert_file, &key_file, &ca_file, &hba_file] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
+    }
+    std::fs::create_dir(files).map_err(|e| e.to_string())?;
+    write(&files.join("ca.pem"), &ca.pem(), 0o644)?;
+    write(&files.join("other-ca.pem"), &other_ca.pem(), 0o644)?;
+    write(&files.join("client.crt"), &client_cert.pem(), 0o644)?;
+    write(
+        &files.join("client.key"),
+        &client_key.serialize_pem(),
+        0o600,
+    )?;
+
+    let setting = |name: &str, path: &Path| format!("{name}={}", path.display());
+    Ok(vec![
+        "-c".into(),
+        "ssl=on".into(),
+        "-c".into(),
+        setting("ssl_cert_file", &cert_file),
+        "-c".into(),
+        setting("ssl_key_file", &key_file),
+        "-c".into(),
+        setting("ssl_ca_file", &ca_file),
+        "-c".into(),
+        setting("hba_file", &hba_file),
+    ])
 }
 
 /// Runs initdb; Ok(false) when it exits unsuccessfully.
@@ -316,7 +533,7 @@ fn postgres_user() -> Result<(u32, u32), String> {
 
 fn find_bin_dir() -> Option<PathBuf> {
     let complete = |dir: &Path| {
-        ["initdb", "postgres", "pg_isready", "createdb"]
+        ["initdb", "postgres", "pg_isready", "createdb", "createuser"]
             .iter()
             .all(|p| dir.join(p).is_file())
     };

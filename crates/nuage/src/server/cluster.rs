@@ -9,6 +9,7 @@
 //! only on compliant nodes or refuses. This module decides nothing about
 //! placement; it only wires and schedules.
 
+use super::repair_lease::{LeaseRefused, RepairLease, now_ms};
 use crate::config::ClusterSettings;
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -20,7 +21,6 @@ use nuage_cluster::{
     BlobLocation, ClusterBlobStore, ClusterConfig, PolicySource, PollerHandle, RepairLog,
     ReplicaEvent, ReplicaEventKind,
 };
-use super::repair_lease::{LeaseRefused, RepairLease, now_ms};
 use nuage_iam::Iam;
 use nuage_meta::{DocumentStore, MetaStore};
 use nuage_node::tls::TlsMaterial;
@@ -495,6 +495,7 @@ fn repair_entry(tenant: &str, event: &ReplicaEvent) -> Entry {
             from: nodes(&event.from),
             to: nodes(&event.to),
             reason: event.reason.clone(),
+            shard: event.shard,
         }),
     }
 }

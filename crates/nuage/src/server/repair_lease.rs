@@ -124,8 +124,7 @@ impl RepairLease {
             holder: self.gateway.clone(),
             until_ms: now_ms.saturating_add(ttl_ms),
         };
-        let value =
-            serde_json::to_vec(&lease).map_err(|e| LeaseRefused::Failed(e.to_string()))?;
+        let value = serde_json::to_vec(&lease).map_err(|e| LeaseRefused::Failed(e.to_string()))?;
         match self
             .docs
             .commit_documents(vec![DocumentWrite {
@@ -183,7 +182,10 @@ mod tests {
         assert!(refused.to_string().contains("gw-1"), "{refused}");
         // A renews: the lease runs from the renewal.
         a.take(t0 + ttl_ms - 1).await.unwrap();
-        assert!(b.take(t0 + ttl_ms + 1).await.is_err(), "renewed, not expired");
+        assert!(
+            b.take(t0 + ttl_ms + 1).await.is_err(),
+            "renewed, not expired"
+        );
         // Expired: B takes it, and A is refused in turn.
         b.take(t0 + 3 * ttl_ms).await.unwrap();
         assert!(matches!(

@@ -444,8 +444,9 @@ impl ResidencyApi {
     }
 
     async fn replicas_of(&self, blob: &str) -> Result<Vec<ReplicaRef>, ApiError> {
-        let nodes = match &self.locations {
-            Locations::Local { node } => vec![node.clone()],
+        // (shard index under erasure coding, node)
+        let nodes: Vec<(Option<u32>, String)> = match &self.locations {
+            Locations::Local { node } => vec![(None, node.clone())],
             Locations::Cluster(store) => {
                 let entry = store
                     .index()
@@ -453,7 +454,22 @@ impl ResidencyApi {
                     .await
                     .map_err(|e| internal("the location index could not be read", &e))?;
                 match entry {
-                    Some(entry) if !entry.location.deleted => entry.location.nodes,
+                    Some(entry) if !entry.location.deleted => match entry.location.erasure {
+                        // One entry per shard held, with its index; a lost
+                        // shard (no node) is stated by its absence.
+                        Some(layout) => layout
+                            .shards
+                            .into_iter()
+                            .enumerate()
+                            .filter_map(|(i, shard)| Some((u32::try_from(i).ok(), shard.node?)))
+                            .collect(),
+                        None => entry
+                            .location
+                            .nodes
+                            .into_iter()
+                            .map(|n| (None, n))
+                            .collect(),
+                    },
                     // Listed by no node: stated as holding nothing, which
                     // the verdict then counts as too few copies.
                     _ => Vec::new(),
@@ -462,9 +478,9 @@ impl ResidencyApi {
         };
         Ok(nodes
             .into_iter()
-            .map(|node| ReplicaRef {
+            .map(|(chunk, node)| ReplicaRef {
                 blob: Some(blob.to_owned()),
-                chunk: None,
+                chunk,
                 node,
             })
             .collect())

@@ -1,0 +1,47 @@
+//! Every bound the compute host enforces, in one place (names end with the unit).
+
+/// Console output kept per instance, as EC2's GetConsoleOutput returns (the last 64 KiB).
+pub const CONSOLE_OUTPUT_BYTES_MAX: u64 = 64 * 1024;
+/// The console log file is rewritten down to `CONSOLE_OUTPUT_BYTES_MAX` once it reaches this.
+pub const CONSOLE_LOG_FILE_BYTES_MAX: u64 = 2 * CONSOLE_OUTPUT_BYTES_MAX;
+/// One read from the serial console socket.
+pub const CONSOLE_READ_CHUNK_BYTES: usize = 4096;
+/// One QMP message (QEMU's replies to the commands we send are a few hundred bytes).
+pub const QMP_LINE_BYTES_MAX: u64 = 1024 * 1024;
+/// QMP messages queued between the socket reader and the instance supervisor.
+pub const QMP_QUEUE_MESSAGES_MAX: usize = 64;
+/// QMP events kept while a command waits for its reply; older ones are dropped.
+pub const QMP_PENDING_EVENTS_MAX: usize = 64;
+/// How long one QMP command may take to answer.
+pub const QMP_COMMAND_TIMEOUT_MS: u64 = 10_000;
+/// How long QEMU may take to create its QMP and console sockets.
+pub const QEMU_SOCKET_WAIT_MS: u64 = 10_000;
+/// Commands queued for one instance's supervisor.
+pub const INSTANCE_COMMANDS_QUEUED_MAX: usize = 8;
+/// Instances (of any state, terminated records included) one host keeps.
+pub const INSTANCES_PER_HOST_MAX: usize = 256;
+/// Terminated instance records kept for describe; the oldest go first.
+pub const TERMINATED_RECORDS_MAX: usize = 64;
+/// An instance record on disk (JSON).
+pub const INSTANCE_RECORD_BYTES_MAX: u64 = 256 * 1024;
+/// User data, as EC2 (16 KiB before base64).
+pub const USER_DATA_BYTES_MAX: usize = 16 * 1024;
+/// SSH public keys per instance, and the size of one.
+pub const SSH_KEYS_PER_INSTANCE_MAX: usize = 16;
+pub const SSH_KEY_BYTES_MAX: usize = 16 * 1024;
+/// Hostname length (RFC 1123 label limit for the whole name is 253; one label 63).
+pub const HOSTNAME_BYTES_MAX: usize = 253;
+/// ACPI power-down is given this long before `quit`, then SIGKILL.
+pub const STOP_POWERDOWN_WAIT_MS: u64 = 30_000;
+/// After `quit` (or SIGKILL), how long QEMU may take to exit.
+pub const QUIT_WAIT_MS: u64 = 5_000;
+/// The KVM probe (a 16-byte real-mode program) must exit within this.
+pub const KVM_PROBE_TIMEOUT_MS: u64 = 5_000;
+/// A killed process found at recovery must be gone within this.
+pub const RECOVERY_KILL_WAIT_MS: u64 = 5_000;
+/// Output of one helper command (qemu-img, xorriso) kept for error messages.
+pub const TOOL_OUTPUT_BYTES_MAX: usize = 4096;
+/// Buffer for hashing and copying images into the cache.
+pub const IMAGE_COPY_CHUNK_BYTES: usize = 1024 * 1024;
+/// Images one host caches.
+pub const IMAGES_PER_HOST_MAX: usize = 64;

@@ -1,0 +1,28 @@
+//! Every bound of the EC2 front end, in one place.
+
+/// A request body (form parameters); the largest is a RunInstances with
+/// 16 KiB of user data, base64-encoded.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Parameters in one request.
+pub const PARAMETERS_MAX: usize = 256;
+/// Items of one list parameter (`InstanceId.N`, `Filter.N.Value.M`).
+pub const LIST_ITEMS_MAX: usize = 100;
+/// Filters in one request.
+pub const FILTERS_MAX: usize = 10;
+/// Instances one RunInstances may start (`MaxCount`).
+pub const RUN_INSTANCES_COUNT_MAX: u32 = 16;
+/// Key pairs, images and instance records per tenant on this server.
+pub const RECORDS_PER_TENANT_MAX: usize = 1000;
+/// Documents read per metadata scan.
+pub const DOCUMENT_SCAN_PAGE: usize = 200;
+/// A key pair's name, an image's name and description (EC2: 255).
+pub const NAME_CHARS_MAX: usize = 255;
+/// An imported public key (OpenSSH line).
+pub const PUBLIC_KEY_BYTES_MAX: usize = 16 * 1024;
+/// A disk image read from a bucket.
+pub const IMAGE_DISK_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
+/// A kernel or ramdisk read from a bucket.
+pub const IMAGE_KERNEL_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// The kernel command line of images booted from a kernel and ramdisk
+/// (EC2 has no parameter for it): a serial console, reboot on panic.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet loglevel=4";

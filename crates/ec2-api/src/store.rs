@@ -1,0 +1,162 @@
+//! The EC2 front end's own records, one document each, keyed by
+//! `TENANT/NAME` so that every read is scoped to the caller's tenant: key
+//! pairs, registered images (which host image they name), and which tenant
+//! owns which instance. The compute host keeps the instances themselves.
+
+use std::sync::Arc;
+
+use nuage_meta::{DocumentStore, DocumentWrite, Expect};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Ec2Error, Ec2Result};
+use crate::limits::{DOCUMENT_SCAN_PAGE, RECORDS_PER_TENANT_MAX};
+
+pub const KEY_PAIRS: &str = "ec2-key-pairs";
+pub const IMAGES: &str = "ec2-images";
+pub const INSTANCES: &str = "ec2-instances";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyPair {
+    pub name: String,
+    pub id: String,
+    pub fingerprint: String,
+    /// The OpenSSH public key line.
+    pub public_key: String,
+    pub key_type: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// `ami-...`.
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// `bucket/key` of the disk.
+    pub location: String,
+    pub kernel: Option<String>,
+    pub ramdisk: Option<String>,
+    /// The compute host's image (content hash).
+    pub host_image: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceOwner {
+    pub id: String,
+    /// The tenant's `ami-...` it was launched from.
+    pub image_id: String,
+    pub key_name: Option<String>,
+    pub reservation_id: String,
+    pub launch_index: u32,
+}
+
+#[derive(Clone)]
+pub struct Records {
+    docs: Arc<dyn DocumentStore>,
+}
+
+fn key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl Records {
+    pub fn new(docs: Arc<dyn DocumentStore>) -> Self {
+        Self { docs }
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+    ) -> Ec2Result<Option<T>> {
+        match self
+            .docs
+            .get_document(namespace, &key(tenant, name))
+            .await
+            .map_err(Ec2Error::from_meta)?
+        {
+            None => Ok(None),
+            Some(doc) => serde_json::from_slice(&doc.value)
+                .map(Some)
+                .map_err(|e| Ec2Error::internal(format!("corrupt {namespace} record: {e}"))),
+        }
+    }
+
+    /// Every record of the tenant in `namespace`, at most
+    /// [`RECORDS_PER_TENANT_MAX`].
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+    ) -> Ec2Result<Vec<T>> {
+        let prefix = format!("{tenant}/");
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        while out.len() < RECORDS_PER_TENANT_MAX {
+            let page = self
+                .docs
+                .scan_documents(namespace, &prefix, after.as_deref(), DOCUMENT_SCAN_PAGE)
+                .await
+                .map_err(Ec2Error::from_meta)?;
+            let done = page.len() < DOCUMENT_SCAN_PAGE;
+            after = page.last().map(|d| d.key.clone());
+            for doc in page {
+                out.push(
+                    serde_json::from_slice(&doc.value).map_err(|e| {
+                        Ec2Error::internal(format!("corrupt {namespace} record: {e}"))
+                    })?,
+                );
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn count(&self, namespace: &str, tenant: &str) -> Ec2Result<usize> {
+        Ok(self
+            .list::<serde_json::Value>(namespace, tenant)
+            .await?
+            .len())
+    }
+
+    /// Creates a record; `Ok(false)` when one of that name exists.
+    pub async fn create<T: Serialize>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+        value: &T,
+    ) -> Ec2Result<bool> {
+        let value = serde_json::to_vec(value).map_err(Ec2Error::internal)?;
+        match self
+            .docs
+            .commit_documents(vec![DocumentWrite {
+                namespace: namespace.to_owned(),
+                key: key(tenant, name),
+                expect: Expect::Absent,
+                value: Some(value),
+            }])
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(nuage_meta::MetaError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(Ec2Error::from_meta(e)),
+        }
+    }
+
+    pub async fn delete(&self, namespace: &str, tenant: &str, name: &str) -> Ec2Result<()> {
+        self.docs
+            .commit_documents(vec![DocumentWrite {
+                namespace: namespace.to_owned(),
+                key: key(tenant, name),
+                expect: Expect::Any,
+                value: None,
+            }])
+            .await
+            .map_err(Ec2Error::from_meta)
+    }
+}
