@@ -164,7 +164,14 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 struct LocalWriter {
     blob_id: String,
     path: PathBuf,
+    /// Created (with its header) by the first trip to the blocking pool that
+    /// writes, not by `create`: a small object's whole blob is then one trip
+    /// (create, write, fsyncs), each trip being two thread wake-ups
+    /// (docs/performance.md, "Profiles and fixes").
     file: Option<std::fs::File>,
+    /// Whether the file was created: from then on `file` is None only while
+    /// a trip holds it, or after one failed.
+    created: bool,
     block: BytesMut,
     block_bytes: usize,
     written: u64,
@@ -175,7 +182,7 @@ struct LocalWriter {
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        if self.settled {
+        if self.settled || !self.created {
             return;
         }
         let path = self.path.clone();
@@ -193,27 +200,64 @@ impl Drop for LocalWriter {
     }
 }
 
+/// Writes one block (data then its CRC32C), if any, to `file`.
+fn write_block(file: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let crc = crc32c::crc32c(data);
+    file.write_all(data)?;
+    file.write_all(&crc.to_le_bytes())
+}
+
+/// Creates the blob file at `path` with its header (it must not exist).
+fn create_file(path: &Path, block_bytes: u32) -> std::io::Result<std::fs::File> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(&format::header(block_bytes))?;
+    Ok(file)
+}
+
 impl LocalWriter {
+    /// The open file to hand to a blocking trip, or what that trip needs to
+    /// create it: `Err(path)` when it does not exist yet.
+    fn take_file(&mut self) -> BlobResult<Result<std::fs::File, PathBuf>> {
+        if !self.created {
+            self.created = true;
+            return Ok(Err(self.path.clone()));
+        }
+        self.file
+            .take()
+            .map(Ok)
+            .ok_or_else(|| std::io::Error::other("blob writer already closed").into())
+    }
+
     /// Writes the buffered block (data then CRC) on the blocking pool.
     async fn flush_block(&mut self) -> BlobResult<()> {
         if self.block.is_empty() {
             return Ok(());
         }
         let data = self.block.split().freeze();
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let file = self.take_file()?;
+        let block_bytes = self.block_bytes_u32();
         let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let crc = crc32c::crc32c(&data);
-            file.write_all(&data)?;
-            file.write_all(&crc.to_le_bytes())?;
+            let mut file = match file {
+                Ok(file) => file,
+                Err(path) => create_file(&path, block_bytes)?,
+            };
+            write_block(&mut file, &data)?;
             Ok(file)
         })
         .await
         .map_err(std::io::Error::other)??;
         self.file = Some(file);
         Ok(())
+    }
+
+    fn block_bytes_u32(&self) -> u32 {
+        u32::try_from(self.block_bytes).unwrap_or(u32::MAX)
     }
 }
 
@@ -237,13 +281,19 @@ impl BlobWriter for LocalWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
-        self.flush_block().await?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| std::io::Error::other("blob writer already closed"))?;
+        let file = self.take_file()?;
+        let block_bytes = self.block_bytes_u32();
         let dir = self.path.parent().map(Path::to_path_buf);
+        // The last block and the fsyncs in one trip to the blocking pool
+        // (a small object is only this block, and its file is created in
+        // the same trip).
+        let last = self.block.split().freeze();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = match file {
+                Ok(file) => file,
+                Err(path) => create_file(&path, block_bytes)?,
+            };
+            write_block(&mut file, &last)?;
             file.sync_all()?;
             if let Some(dir) = dir {
                 fsync_dir(&dir)?;
@@ -271,22 +321,13 @@ impl BlobStore for LocalBlobStore {
         let path = self
             .path(&blob_id)
             .ok_or_else(|| std::io::Error::other("bad blob id"))?;
-        let block_bytes = self.block_bytes;
-        let open_path = path.clone();
-        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(open_path)?;
-            file.write_all(&format::header(block_bytes))?;
-            Ok(file)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        // The file is created by the writer's first trip to the blocking
+        // pool (see `LocalWriter::file`).
         Ok(Box::new(LocalWriter {
             blob_id,
             path,
-            file: Some(file),
+            file: None,
+            created: false,
             block: BytesMut::with_capacity(self.block_bytes as usize),
             block_bytes: self.block_bytes as usize,
             written: 0,
@@ -383,7 +424,10 @@ fn read_blocks(
     let block = u64::from(block_bytes);
     let mut index = offset / block;
     file.seek(SeekFrom::Start(format::block_offset(index, block_bytes)))?;
-    let mut buf = vec![0u8; block_bytes as usize + format::CRC_BYTES as usize];
+    // As large as the largest block this read touches, not a whole block:
+    // a small object's read then zeroes (and allocates) a few KiB, not 256.
+    let largest = block.min(data_len - index * block) + format::CRC_BYTES;
+    let mut buf = vec![0u8; usize::try_from(largest).map_err(std::io::Error::other)?];
     loop {
         let block_start = index * block;
         if block_start >= end {
@@ -554,6 +598,29 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the partial blob of a dropped writer was not removed");
+    }
+
+    #[tokio::test]
+    async fn a_small_blob_is_one_file_written_at_finish() -> BlobResult<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalBlobStore::open(dir.path())?;
+        // Writers that never reach the disk leave nothing, dropped or abandoned.
+        drop(store.create().await?);
+        store.create().await?.abandon().await;
+        let mut w = store.create().await?;
+        let id = w.blob_id().to_owned();
+        w.write(Bytes::from(pattern(4096))).await?;
+        assert!(store.list().await?.is_empty(), "no file before finish");
+        assert_eq!(w.finish().await?, 4096);
+        assert_eq!(read_all(&store, &id, 0, 4096).await?, pattern(4096));
+        assert_eq!(
+            read_all(&store, &id, 100, 10).await?,
+            pattern(4096)[100..110]
+        );
+        let listed = store.list().await?;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].blob_id, id);
+        Ok(())
     }
 
     #[tokio::test]

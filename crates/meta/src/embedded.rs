@@ -436,6 +436,18 @@ impl EmbeddedMetaStore {
         })
     }
 
+    /// Runs the point read `f` on the calling task, with no hop to the
+    /// blocking pool. Only for reads of one record by its key (one B-tree
+    /// descent and one decode: microseconds from redb's cache, at worst a few
+    /// page reads from the OS page cache), never for scans. A request reads
+    /// ten or so such records (bucket, version, IAM and KMS documents); as
+    /// `spawn_blocking` hops they cost two thread wake-ups and the pool's
+    /// lock each, more than the read itself, and were most of the server's
+    /// context switches (docs/performance.md, "Profiles and fixes").
+    fn point_read<T>(&self, f: impl FnOnce(&Database) -> MetaResult<T>) -> MetaResult<T> {
+        f(&self.db)
+    }
+
     async fn blocking<T, F>(&self, f: F) -> MetaResult<T>
     where
         T: Send + 'static,
@@ -482,8 +494,7 @@ impl MetaStore for EmbeddedMetaStore {
     }
 
     async fn get_bucket(&self, name: &str) -> MetaResult<Option<BucketRecord>> {
-        let name = name.to_owned();
-        self.blocking(move |db| {
+        self.point_read(|db| {
             let txn = db.begin_read().map_err(backend)?;
             let buckets = txn.open_table(BUCKETS).map_err(backend)?;
             buckets
@@ -492,7 +503,6 @@ impl MetaStore for EmbeddedMetaStore {
                 .map(|v| decode(v.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn update_bucket(&self, bucket: BucketRecord) -> MetaResult<()> {
@@ -562,18 +572,13 @@ impl MetaStore for EmbeddedMetaStore {
         key: &str,
         version_id: Option<&str>,
     ) -> MetaResult<Option<VersionRecord>> {
-        let (bucket, key, version_id) = (
-            bucket.to_owned(),
-            key.to_owned(),
-            version_id.map(str::to_owned),
-        );
-        self.blocking(move |db| {
+        let read = |db: &Database, bucket: &str, key: &str, version_id: Option<&str>| {
             let txn = db.begin_read().map_err(backend)?;
             let versions = txn.open_table(VERSIONS).map_err(backend)?;
             if let Some(version_id) = version_id {
-                return find_version(&versions, &bucket, &key, &version_id);
+                return find_version(&versions, bucket, key, version_id);
             }
-            let prefix = key_prefix(&bucket, &key);
+            let prefix = key_prefix(bucket, key);
             let mut range = versions.range(prefix.as_slice()..).map_err(backend)?;
             if let Some(entry) = range.next() {
                 let (k, v) = entry.map_err(backend)?;
@@ -582,8 +587,17 @@ impl MetaStore for EmbeddedMetaStore {
                 }
             }
             Ok(None)
-        })
-        .await
+        };
+        match version_id {
+            // The `null` version is found by walking the key's versions: a
+            // scan, so on the blocking pool.
+            Some(v) if ids::version_seq(v).is_none() => {
+                let (bucket, key, v) = (bucket.to_owned(), key.to_owned(), v.to_owned());
+                self.blocking(move |db| read(db, &bucket, &key, Some(&v)))
+                    .await
+            }
+            _ => self.point_read(|db| read(db, bucket, key, version_id)),
+        }
     }
 
     async fn delete_version(
@@ -688,6 +702,73 @@ impl MetaStore for EmbeddedMetaStore {
         .await
     }
 
+    async fn scan_latest_delimited(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<VersionRecord>> {
+        if delimiter.is_empty() {
+            return self.scan_latest(bucket, prefix, after, limit).await;
+        }
+        let (bucket, prefix, delimiter) =
+            (bucket.to_owned(), prefix.to_owned(), delimiter.to_owned());
+        let after = after.map(<[u8]>::to_vec);
+        // One read transaction for the whole walk: past a common prefix the
+        // walk seeks (a new range in the same transaction), it neither reads
+        // the prefix's keys nor starts a new scan.
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let versions = txn.open_table(VERSIONS).map_err(backend)?;
+            let mut scope = bucket_prefix(&bucket);
+            scope.extend_from_slice(prefix.as_bytes());
+            let mut start = match after {
+                Some(after) => scope.clone().max(after_key(&bucket, &after)),
+                None => scope.clone(),
+            };
+            let mut out: Vec<VersionRecord> = Vec::new();
+            // Each pass of the outer loop is one seek; it ends when the scope
+            // does, at `limit` records, or after a visible key that rolls up
+            // (the next pass starts past its common prefix). Every pass but
+            // the last adds a record, so there are at most `limit` + 1.
+            'seek: while out.len() < limit {
+                let mut last_key: Option<Vec<u8>> = None;
+                for entry in versions.range(start.as_slice()..).map_err(backend)? {
+                    let (k, v) = entry.map_err(backend)?;
+                    let k = k.value();
+                    if !k.starts_with(&scope) {
+                        break 'seek;
+                    }
+                    let object_key = object_key_of(k, bucket.len());
+                    if last_key.as_deref() == Some(object_key) {
+                        continue; // an older version of the key just taken
+                    }
+                    if out.len() == limit {
+                        break 'seek;
+                    }
+                    last_key = Some(object_key.to_vec());
+                    let record: VersionRecord = decode(v.value())?;
+                    let past = match crate::common_prefix(&record.key, &prefix, &delimiter) {
+                        Some(cp) if !record.delete_marker => {
+                            Some(after_key(&bucket, &crate::past_prefix(cp)))
+                        }
+                        _ => None,
+                    };
+                    out.push(record);
+                    if let Some(past) = past {
+                        start = past;
+                        continue 'seek;
+                    }
+                }
+                break;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn scan_versions(
         &self,
         bucket: &str,
@@ -764,7 +845,7 @@ impl MetaStore for EmbeddedMetaStore {
     ) -> MetaResult<Option<UploadRecord>> {
         let mut k = key_prefix(bucket, key);
         k.extend_from_slice(upload_id.as_bytes());
-        self.blocking(move |db| {
+        self.point_read(|db| {
             let txn = db.begin_read().map_err(backend)?;
             let uploads = txn.open_table(UPLOADS).map_err(backend)?;
             uploads
@@ -773,7 +854,6 @@ impl MetaStore for EmbeddedMetaStore {
                 .map(|v| decode(v.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn put_part(
@@ -952,13 +1032,11 @@ impl MetaStore for EmbeddedMetaStore {
     }
 
     async fn blob_is_referenced(&self, blob_id: &str) -> MetaResult<bool> {
-        let blob_id = blob_id.to_owned();
-        self.blocking(move |db| {
+        self.point_read(|db| {
             let txn = db.begin_read().map_err(backend)?;
             let refs = txn.open_table(BLOB_REFS).map_err(backend)?;
             Ok(refs.get(blob_id.as_bytes()).map_err(backend)?.is_some())
         })
-        .await
     }
 
     async fn count_versions(&self) -> MetaResult<u64> {
@@ -994,17 +1072,16 @@ fn decode_document(key: &str, stored: &[u8]) -> MetaResult<Document> {
 #[async_trait::async_trait]
 impl crate::DocumentStore for EmbeddedMetaStore {
     async fn get_document(&self, namespace: &str, key: &str) -> MetaResult<Option<Document>> {
-        let (k, key) = (document_key(namespace, key), key.to_owned());
-        self.blocking(move |db| {
+        let k = document_key(namespace, key);
+        self.point_read(|db| {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(DOCUMENTS).map_err(backend)?;
             table
                 .get(k.as_slice())
                 .map_err(backend)?
-                .map(|v| decode_document(&key, v.value()))
+                .map(|v| decode_document(key, v.value()))
                 .transpose()
         })
-        .await
     }
 
     async fn scan_documents(

@@ -314,3 +314,27 @@ pub struct PartRecord {
     #[serde(default)]
     pub chunk_binding: ChunkBinding,
 }
+
+/// The common prefix `key` rolls up into in a listing of `prefix` with
+/// `delimiter`: `prefix`, then the rest of the key up to and including the
+/// first `delimiter`; None when the key does not start with `prefix`, the
+/// rest holds no delimiter, or the delimiter is empty.
+#[must_use]
+pub fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: &str) -> Option<&'k str> {
+    if delimiter.is_empty() || !key.starts_with(prefix) {
+        return None;
+    }
+    let rest = key.get(prefix.len()..)?;
+    rest.find(delimiter)
+        .map(|i| &key[..prefix.len() + i + delimiter.len()])
+}
+
+/// The scan position just past every key that starts with `prefix` (keys are
+/// UTF-8, which never contains the byte 0xFF).
+#[must_use]
+pub fn past_prefix(prefix: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 1);
+    out.extend_from_slice(prefix.as_bytes());
+    out.push(0xFF);
+    out
+}

@@ -367,6 +367,140 @@ async fn scan_latest_walks_keys_in_byte_order() {
     }
 }
 
+/// The keys `scan_latest_delimited` returns.
+async fn delimited_keys(
+    store: &dyn MetaStore,
+    prefix: &str,
+    delimiter: &str,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Vec<String> {
+    store
+        .scan_latest_delimited("b", prefix, delimiter, after, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key)
+        .collect()
+}
+
+#[tokio::test]
+async fn scan_latest_delimited_returns_one_visible_key_per_common_prefix() {
+    for (name, store, _dir) in backends().await {
+        store.create_bucket(bucket("b")).await.unwrap();
+        store.create_bucket(bucket("b-other")).await.unwrap();
+        // (key, latest version a delete marker); every key also has an older
+        // version that is an object.
+        let keys = [
+            ("a/1", false),
+            ("a/2", false),
+            ("a/3/x", false),
+            ("b", false),
+            ("c/1", true),
+            ("c/2", true),
+            ("c/3", false),
+            ("c/4", false),
+            ("d/1", true),
+            ("e--1--x", false),
+            ("e--2", false),
+            ("f", true),
+            ("g/1", false),
+        ];
+        for (i, (k, marker)) in keys.iter().enumerate() {
+            let t = i64::try_from(i * 10).unwrap();
+            store
+                .put_version(put(
+                    version("b", k, &format!("{i}-0"), t),
+                    false,
+                    WriteCondition::None,
+                ))
+                .await
+                .unwrap();
+            let mut latest = version("b", k, &format!("{i}-1"), t + 1);
+            if *marker {
+                latest.delete_marker = true;
+                latest.segments.clear();
+            }
+            store
+                .put_version(put(latest, false, WriteCondition::None))
+                .await
+                .unwrap();
+        }
+        store
+            .put_version(put(
+                version("b-other", "a/0", "o", 1),
+                true,
+                WriteCondition::None,
+            ))
+            .await
+            .unwrap();
+        // Delete markers are returned (they hide no prefix); the first visible
+        // key of a prefix is returned and the rest of the prefix skipped.
+        let all = delimited_keys(store.as_ref(), "", "/", None, 100).await;
+        assert_eq!(
+            all,
+            [
+                "a/1", "b", "c/1", "c/2", "c/3", "d/1", "e--1--x", "e--2", "f", "g/1"
+            ],
+            "{name}: delimiter /"
+        );
+        let latest = store
+            .scan_latest_delimited("b", "", "/", None, 100)
+            .await
+            .unwrap();
+        assert!(
+            latest
+                .iter()
+                .all(|v| v.segments.is_empty() == v.delete_marker
+                    && (v.delete_marker || v.segments[0].blob_id.ends_with("-1"))),
+            "{name}: the latest version of each key"
+        );
+        // Paging with `limit` and a position: a short page ends exactly at
+        // `limit`, and a position past a prefix resumes after it.
+        assert_eq!(
+            delimited_keys(store.as_ref(), "", "/", None, 3).await,
+            ["a/1", "b", "c/1"],
+            "{name}: limit"
+        );
+        assert_eq!(
+            delimited_keys(store.as_ref(), "", "/", Some(b"a/\xFF"), 3).await,
+            ["b", "c/1", "c/2"],
+            "{name}: after a common prefix"
+        );
+        assert_eq!(
+            delimited_keys(store.as_ref(), "", "/", Some(b"c/2"), 2).await,
+            ["c/3", "d/1"],
+            "{name}: after a delete marker inside a prefix"
+        );
+        // A prefix, a delimiter of two bytes, no delimiter.
+        assert_eq!(
+            delimited_keys(store.as_ref(), "a/", "/", None, 100).await,
+            ["a/1", "a/2", "a/3/x"],
+            "{name}: prefix a/"
+        );
+        assert_eq!(
+            delimited_keys(store.as_ref(), "", "--", None, 100)
+                .await
+                .len(),
+            12,
+            "{name}: delimiter -- rolls e--1--x and e--2 into one"
+        );
+        assert_eq!(
+            delimited_keys(store.as_ref(), "", "", None, 100)
+                .await
+                .len(),
+            keys.len(),
+            "{name}: no delimiter is scan_latest"
+        );
+        assert!(
+            delimited_keys(store.as_ref(), "zz", "/", None, 100)
+                .await
+                .is_empty(),
+            "{name}: an empty scope"
+        );
+    }
+}
+
 #[tokio::test]
 async fn uploads_parts_and_completion() {
     for (name, store, _dir) in backends().await {

@@ -98,21 +98,22 @@ impl Storage {
             .as_deref()
             .map(|m| resume_position(m, &query.prefix, delimiter));
         let mut examined = 0usize;
-        // The common prefix last rolled up: the rest of its keys in a batch are
-        // skipped, and the next scan starts past it with a short batch (its
-        // next key is likely the start of another prefix), so a page of 1,000
-        // prefixes decodes a few records per prefix, not a batch each.
-        let mut rolled_up: Option<String> = None;
+        // The metadata store skips the rest of a common prefix once one of
+        // its keys is visible (`scan_latest_delimited`: the embedded store
+        // seeks past it within one read transaction), so each batch is a
+        // whole page's worth whatever the delimiter.
         'scan: loop {
-            let batch_len = if rolled_up.is_some() {
-                LIST_BATCH_AFTER_PREFIX
-            } else {
-                (max_keys - page.objects.len() - page.common_prefixes.len() + 1)
-                    .clamp(2, limits::LIST_KEYS_MAX + 1)
-            };
+            let batch_len = (max_keys - page.objects.len() - page.common_prefixes.len() + 1)
+                .clamp(2, limits::LIST_KEYS_MAX + 1);
             let batch = self
                 .meta
-                .scan_latest(bucket, &query.prefix, cursor.as_deref(), batch_len)
+                .scan_latest_delimited(
+                    bucket,
+                    &query.prefix,
+                    delimiter.unwrap_or(""),
+                    cursor.as_deref(),
+                    batch_len,
+                )
                 .await?;
             if batch.is_empty() {
                 break;
@@ -120,13 +121,13 @@ impl Storage {
             let batch_full = batch.len() == batch_len;
             for record in batch {
                 examined += 1;
-                if let Some(cp) = &rolled_up
-                    && record.key.starts_with(cp.as_str())
-                    && examined <= limits::LIST_SCAN_ENTRIES_MAX
+                if let Some(cp) = common_prefix(&record.key, &query.prefix, delimiter)
+                    && page.common_prefixes.last().map(String::as_str) == Some(cp)
                 {
+                    // Already rolled up (a store returns only one visible
+                    // key per prefix; this keeps the page right regardless).
                     continue;
                 }
-                rolled_up = None;
                 if page.objects.len() + page.common_prefixes.len() >= max_keys
                     || examined > limits::LIST_SCAN_ENTRIES_MAX
                 {
@@ -142,8 +143,7 @@ impl Storage {
                     let cp = cp.to_owned();
                     cursor = Some(past_prefix(&cp));
                     page.next_after = Some(cp.clone());
-                    page.common_prefixes.push(cp.clone());
-                    rolled_up = Some(cp);
+                    page.common_prefixes.push(cp);
                     continue;
                 }
                 cursor = Some(record.key.clone().into_bytes());
