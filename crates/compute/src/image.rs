@@ -62,11 +62,7 @@ impl ImageCache {
                 "format {format:?}: only raw and qcow2"
             )));
         }
-        if info.get("backing-filename").is_some() {
-            return Err(ComputeError::InvalidImage(
-                "an image may not have a backing file".into(),
-            ));
-        }
+        check_self_contained(&info)?;
         let virtual_size_bytes = info
             .get("virtual-size")
             .and_then(serde_json::Value::as_u64)
@@ -212,6 +208,45 @@ async fn run_tool(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> 
             stderr.get(start..).unwrap_or("").trim()
         ),
     })
+}
+
+/// Refuses an image that names any file but itself: a backing file, a
+/// qcow2 external data file, or any child node but its own `file`. QEMU
+/// would open such a file on the host when the image boots (or is
+/// converted), so a tenant's image could read another tenant's data or the
+/// server's own files.
+fn check_self_contained(info: &serde_json::Value) -> Result<()> {
+    for key in [
+        "backing-filename",
+        "full-backing-filename",
+        "backing-filename-format",
+    ] {
+        if info.get(key).is_some() {
+            return Err(ComputeError::InvalidImage(
+                "an image may not have a backing file".into(),
+            ));
+        }
+    }
+    let data = info.get("format-specific").and_then(|f| f.get("data"));
+    if data.is_some_and(|d| d.get("data-file").is_some() || d.get("data-file-raw").is_some()) {
+        return Err(ComputeError::InvalidImage(
+            "an image may not have an external data file".into(),
+        ));
+    }
+    let children = info
+        .get("children")
+        .and_then(serde_json::Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if let Some(other) = children
+        .iter()
+        .find(|c| c.get("name").and_then(serde_json::Value::as_str) != Some("file"))
+    {
+        return Err(ComputeError::InvalidImage(format!(
+            "an image may consist of its own file only (it also names {})",
+            other.get("name").unwrap_or(&serde_json::Value::Null)
+        )));
+    }
+    Ok(())
 }
 
 async fn qemu_img_info(qemu_img: &Path, disk: &Path) -> Result<serde_json::Value> {

@@ -484,6 +484,28 @@ async fn images_are_cached_by_content_and_checked() {
         matches!(refused, Err(ComputeError::InvalidImage(_))),
         "{refused:?}"
     );
+    // Nor with an external data file: its "disk" would be that host file.
+    let secret = state.path().join("host-secret.raw");
+    std::fs::write(&secret, vec![42u8; 64 * 1024]).unwrap();
+    let data_file = state.path().join("data-file.qcow2");
+    let created = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o"])
+        .arg(format!("data_file={}", secret.display()))
+        .arg(&data_file)
+        .arg("64K")
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let refused = host
+        .register_image(&ImageSource {
+            disk: data_file,
+            kernel: None,
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(ComputeError::InvalidImage(why)) if why.contains("data file")),
+        "{refused:?}"
+    );
 
     let unknown = RunRequest {
         image_id: "0".repeat(64),

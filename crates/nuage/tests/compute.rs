@@ -296,6 +296,39 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
         "InvalidParameterValue",
     );
 
+    // An SSE-KMS object would need kms:Decrypt as well, which RegisterImage
+    // does not ask: refused rather than read past that check.
+    let key = json_as(&server, home, admin, &["kms", "create-key"]);
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    aws_ok(
+        &server,
+        home,
+        &[
+            "s3",
+            "cp",
+            disk.to_str().unwrap(),
+            &format!("s3://{bucket}/tiny/disk-kms.raw"),
+            "--sse",
+            "aws:kms",
+            "--sse-kms-key-id",
+            &key_id,
+        ],
+    );
+    refused_as(
+        &server,
+        home,
+        admin,
+        &[
+            "ec2",
+            "register-image",
+            "--name",
+            "kms-encrypted",
+            "--image-location",
+            &format!("{bucket}/tiny/disk-kms.raw"),
+        ],
+        "UnauthorizedOperation",
+    );
+
     // A user of the tenant who may describe but not run.
     let viewer = user_with_key(&server, home, "viewer");
     aws_ok(

@@ -631,7 +631,7 @@ impl NuageS3 {
 /// approval gives the approval's justification (one Nuage cannot name is
 /// `REASON_NOT_EXPECTED`, which tenants do not allow by default); everyone
 /// else is the customer.
-pub(crate) fn access_reason(caller: Option<&nuage_iam::Identity>) -> nuage_kms::AccessReason {
+pub fn access_reason(caller: Option<&nuage_iam::Identity>) -> nuage_kms::AccessReason {
     match caller.and_then(|c| c.approval.as_ref()) {
         Some(approval) => nuage_kms::AccessReason::parse(&approval.reason)
             .unwrap_or(nuage_kms::AccessReason::ReasonNotExpected),

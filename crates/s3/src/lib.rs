@@ -19,6 +19,7 @@ mod sse;
 pub use access::{Authorizer, Caller, SecureTransport, SourceAddress};
 pub use auth::IamAuth;
 pub use cors::Cors;
+pub use handlers::access_reason;
 pub use hosts::VirtualHosts;
 
 use nuage_storage::Storage;

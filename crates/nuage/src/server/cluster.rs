@@ -123,20 +123,40 @@ impl ClusterOps {
         &self,
         pass: impl std::future::Future<Output = Result<T, nuage_cluster::ClusterError>>,
     ) -> Result<T, PassRefused> {
+        // The lease was taken (by `prepare`) at most now; it is held until
+        // `held_until` by this machine's monotonic clock unless renewed. A
+        // renewal that fails, or does not answer before the next one is
+        // due, ends the pass while the lease still runs.
+        let every = self.lease.renew_every();
         let renew = async {
+            let mut held_until = tokio::time::Instant::now() + self.lease.ttl();
             loop {
-                tokio::time::sleep(self.lease.renew_every()).await;
-                if let Err(e) = self.lease.take(now_ms()).await {
-                    return e;
+                tokio::time::sleep(every).await;
+                let asked = tokio::time::Instant::now();
+                // Woken late (a paused process, a starved runtime): the
+                // lease may be about to lapse, or have lapsed.
+                if asked + every >= held_until {
+                    return LeaseRefused::Failed("the lease ran too close to its end".into());
+                }
+                match tokio::time::timeout(every, self.lease.take(now_ms())).await {
+                    Ok(Ok(())) => held_until = asked + self.lease.ttl(),
+                    Ok(Err(e)) => return e,
+                    Err(_) => {
+                        return LeaseRefused::Failed(format!(
+                            "renewing the lease took more than {} s",
+                            every.as_secs()
+                        ));
+                    }
                 }
             }
         };
         tokio::select! {
-            done = pass => done.map_err(|e| PassRefused::Failed(e.to_string())),
+            biased;
             lost = renew => {
                 tracing::warn!(why = %lost, "repair lease lost: pass abandoned");
                 Err(lease_refused(lost))
             }
+            done = pass => done.map_err(|e| PassRefused::Failed(e.to_string())),
         }
     }
 

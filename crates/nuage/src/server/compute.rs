@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use nuage_ec2_api::{Ec2Api, Ec2Settings, ObjectReadError, ObjectReader, RequestContext};
 use nuage_iam::{AccessRequest, Iam, Identity};
-use nuage_storage::{Storage, StorageError};
+use nuage_storage::{Requester, Storage, StorageError};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 
@@ -244,8 +244,28 @@ impl ObjectReader for StorageObjects {
         if version.size > bytes_max {
             return Err(ObjectReadError::TooLarge(bytes_max));
         }
-        let mut body = self
-            .storage
+        // An S3 GET of an SSE-KMS object also needs kms:Decrypt with its
+        // key, and an SSE-C one the customer's key: neither is asked here
+        // yet, so such objects are refused rather than read past those
+        // checks.
+        if version
+            .segments
+            .iter()
+            .any(|s| s.kms_key_arn.is_some() || s.sse_c)
+        {
+            return Err(ObjectReadError::AccessDenied(
+                "RegisterImage reads images stored with SSE-S3 (the default) only; this object \
+                 is encrypted with SSE-KMS or SSE-C"
+                    .into(),
+            ));
+        }
+        // The key service is told who reads and why, as for an S3 GET.
+        let storage = self.storage.on_behalf_of(Requester {
+            principal_arn: caller.arn.clone(),
+            request_id: context.request_id.clone(),
+            access_reason: nuage_s3::access_reason(Some(caller)),
+        });
+        let mut body = storage
             .read_object(&version, None, 0, version.size)
             .await
             .map_err(|e| failed(&e))?;

@@ -82,6 +82,11 @@ impl RepairLease {
         }
     }
 
+    /// How long a lease taken or renewed now runs.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// How often a holder renews while a pass runs.
     pub fn renew_every(&self) -> Duration {
         self.ttl / 3
