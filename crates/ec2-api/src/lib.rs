@@ -207,6 +207,38 @@ impl Ec2Api {
         response
     }
 
+    /// [`Self::handle`] on a task of its own, so that a request's effects run
+    /// to completion even when the client goes away or the connection is
+    /// dropped: a RunInstances cut short would leave a VM that no record
+    /// owns, a RegisterImage its staging files.
+    pub async fn handle_detached<B>(
+        &self,
+        request: http::Request<B>,
+        context: RequestContext,
+    ) -> http::Response<Bytes>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let api = self.clone();
+        let request_id = context.request_id.clone();
+        match tokio::spawn(async move { api.handle(request, &context).await }).await {
+            Ok(response) => response,
+            Err(e) => {
+                let error = Ec2Error::internal(format!("the request's task ended: {e}"));
+                let mut response =
+                    http::Response::new(Bytes::from(xml::error(&error, &request_id)));
+                *response.status_mut() = error.status;
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/xml;charset=UTF-8"),
+                );
+                response
+            }
+        }
+    }
+
     /// The answer sent instead of a response that could not be recorded in
     /// the tenant's audit log (the binary fails closed).
     #[must_use]

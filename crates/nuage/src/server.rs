@@ -571,7 +571,10 @@ async fn handle(
             secure_transport: secure,
         };
         match ec2_api {
-            Some(ec2_api) => ec2_api.handle(req, &context).await.map(s3s::Body::from),
+            Some(ec2_api) => ec2_api
+                .handle_detached(req, context)
+                .await
+                .map(s3s::Body::from),
             // Without `[compute]`, an EC2 client is told so in EC2's terms.
             None => nuage_ec2_api::Ec2Api::disabled_response(&id).map(s3s::Body::from),
         }
