@@ -188,6 +188,9 @@ struct Inner {
     images: ImageCache,
     iso_builder: PathBuf,
     instances: Mutex<BTreeMap<String, Slot>>,
+    /// `STATE/instances`, canonical: the path QEMU's command line names, so
+    /// that `owns_process` recognises this host's processes by it.
+    instances_dir: PathBuf,
 }
 
 /// The instance manager of one host. Dropping it detaches from running VMs
@@ -242,6 +245,7 @@ impl ComputeHost {
             images,
             iso_builder,
             instances: Mutex::new(BTreeMap::new()),
+            instances_dir: instances_dir.clone(),
         };
         let report = inner.recover(&instances_dir).await?;
         Ok((
@@ -651,10 +655,18 @@ fn write_record(dir: &Path, record: &InstanceRecord) -> Result<()> {
         path: dir.join(RECORD_FILE),
         message: e.to_string(),
     })?;
+    // Durable before it replaces the old record, and the rename durable
+    // before returning: after a power loss the record is the old one or
+    // the new one, never a torn file.
     let tmp = dir.join("instance.json.tmp");
-    std::fs::write(&tmp, bytes).map_err(ComputeError::io(&tmp))?;
+    let mut file = std::fs::File::create(&tmp).map_err(ComputeError::io(&tmp))?;
+    std::io::Write::write_all(&mut file, &bytes).map_err(ComputeError::io(&tmp))?;
+    file.sync_all().map_err(ComputeError::io(&tmp))?;
     let path = dir.join(RECORD_FILE);
-    std::fs::rename(&tmp, &path).map_err(ComputeError::io(&path))
+    std::fs::rename(&tmp, &path).map_err(ComputeError::io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ComputeError::io(dir))
 }
 
 fn read_record(dir: &Path) -> Result<Option<InstanceRecord>> {
@@ -708,7 +720,7 @@ impl Inner {
     }
 
     fn instance_dir(&self, id: &str) -> PathBuf {
-        self.config.state_dir.join("instances").join(id)
+        self.instances_dir.join(id)
     }
 
     fn set_state(&self, id: &str, state: InstanceState, reason: Option<String>) {

@@ -42,11 +42,18 @@ pub struct Image {
 pub struct ImageCache {
     dir: PathBuf,
     qemu_img: PathBuf,
+    /// Held while a staged image is moved into place: two registrations of
+    /// the same content must not remove or rename over each other's.
+    publish: std::sync::Mutex<()>,
 }
 
 impl ImageCache {
     pub fn new(dir: PathBuf, qemu_img: PathBuf) -> Self {
-        Self { dir, qemu_img }
+        Self {
+            dir,
+            qemu_img,
+            publish: std::sync::Mutex::new(()),
+        }
     }
 
     /// Copies the source into the cache (once per content hash) and returns its record.
@@ -70,7 +77,20 @@ impl ImageCache {
 
         let tmp_dir = self.dir.join(format!("tmp-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&tmp_dir).map_err(ComputeError::io(&tmp_dir))?;
-        let result = self.stage(source, &tmp_dir, &format, virtual_size_bytes);
+        // Copying and hashing gigabytes is blocking work: off the runtime.
+        let result = {
+            let (dir, source, tmp, format) = (
+                self.dir.clone(),
+                source.clone(),
+                tmp_dir.clone(),
+                format.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                stage(&dir, &source, &tmp, &format, virtual_size_bytes)
+            })
+            .await
+            .map_err(|e| ComputeError::InvalidImage(format!("staging the image failed: {e}")))?
+        };
         let image = match result {
             Ok(image) => image,
             Err(e) => {
@@ -79,6 +99,10 @@ impl ImageCache {
             }
         };
         let final_dir = self.dir.join(&image.id);
+        let _publishing = self
+            .publish
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if final_dir.join("image.json").exists() {
             let _ = std::fs::remove_dir_all(&tmp_dir);
         } else {
@@ -92,42 +116,6 @@ impl ImageCache {
             std::fs::rename(&tmp_dir, &final_dir).map_err(ComputeError::io(&final_dir))?;
         }
         self.get(&image.id)
-    }
-
-    /// Copies every file into `tmp` while hashing, then writes `image.json`
-    /// with the paths it will have once `tmp` is renamed to its id.
-    fn stage(&self, source: &ImageSource, tmp: &Path, format: &str, size: u64) -> Result<Image> {
-        let mut hash = Sha256::new();
-        let disk_name = format!("disk.{format}");
-        copy_hashing(&source.disk, &tmp.join(&disk_name), &mut hash)?;
-        if let Some(kernel) = &source.kernel {
-            hash.update(b"\0kernel\0");
-            copy_hashing(&kernel.kernel, &tmp.join("kernel"), &mut hash)?;
-            if let Some(initrd) = &kernel.initrd {
-                hash.update(b"\0initrd\0");
-                copy_hashing(initrd, &tmp.join("initrd"), &mut hash)?;
-            }
-            hash.update(b"\0cmdline\0");
-            hash.update(kernel.cmdline.as_bytes());
-        }
-        let id = hex::encode(hash.finalize());
-        let final_dir = self.dir.join(&id);
-        let image = Image {
-            id,
-            disk: final_dir.join(&disk_name),
-            format: format.to_string(),
-            virtual_size_bytes: size,
-            kernel: source.kernel.as_ref().map(|k| DirectKernel {
-                kernel: final_dir.join("kernel"),
-                initrd: k.initrd.as_ref().map(|_| final_dir.join("initrd")),
-                cmdline: k.cmdline.clone(),
-            }),
-        };
-        let record = serde_json::to_vec_pretty(&image)
-            .map_err(|e| ComputeError::InvalidImage(e.to_string()))?;
-        let path = tmp.join("image.json");
-        std::fs::write(&path, record).map_err(ComputeError::io(&path))?;
-        Ok(image)
     }
 
     pub fn get(&self, id: &str) -> Result<Image> {
@@ -168,6 +156,43 @@ impl ImageCache {
         }
         Ok(ids)
     }
+}
+
+/// Copies every file into `tmp` while hashing, then writes `image.json`
+/// with the paths it will have once `tmp` is renamed to its id (under
+/// `dir`, the cache).
+fn stage(dir: &Path, source: &ImageSource, tmp: &Path, format: &str, size: u64) -> Result<Image> {
+    let mut hash = Sha256::new();
+    let disk_name = format!("disk.{format}");
+    copy_hashing(&source.disk, &tmp.join(&disk_name), &mut hash)?;
+    if let Some(kernel) = &source.kernel {
+        hash.update(b"\0kernel\0");
+        copy_hashing(&kernel.kernel, &tmp.join("kernel"), &mut hash)?;
+        if let Some(initrd) = &kernel.initrd {
+            hash.update(b"\0initrd\0");
+            copy_hashing(initrd, &tmp.join("initrd"), &mut hash)?;
+        }
+        hash.update(b"\0cmdline\0");
+        hash.update(kernel.cmdline.as_bytes());
+    }
+    let id = hex::encode(hash.finalize());
+    let final_dir = dir.join(&id);
+    let image = Image {
+        id,
+        disk: final_dir.join(&disk_name),
+        format: format.to_string(),
+        virtual_size_bytes: size,
+        kernel: source.kernel.as_ref().map(|k| DirectKernel {
+            kernel: final_dir.join("kernel"),
+            initrd: k.initrd.as_ref().map(|_| final_dir.join("initrd")),
+            cmdline: k.cmdline.clone(),
+        }),
+    };
+    let record =
+        serde_json::to_vec_pretty(&image).map_err(|e| ComputeError::InvalidImage(e.to_string()))?;
+    let path = tmp.join("image.json");
+    std::fs::write(&path, record).map_err(ComputeError::io(&path))?;
+    Ok(image)
 }
 
 fn copy_hashing(from: &Path, to: &Path, hash: &mut Sha256) -> Result<()> {
