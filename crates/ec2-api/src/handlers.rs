@@ -534,9 +534,40 @@ impl Call<'_> {
 
     // ---- instances ----
 
+    /// An instance runs only on a host whose site the tenant's residency
+    /// policy allows; this server has one host, so a tenant whose policy
+    /// excludes its site is refused, never placed elsewhere.
+    async fn check_residency(&self) -> Ec2Result<()> {
+        let tenant = self
+            .api
+            .iam
+            .tenant(self.tenant())
+            .await
+            .map_err(Ec2Error::internal)?;
+        let Some(text) = tenant.residency_policy.as_deref() else {
+            return Ok(());
+        };
+        let policy =
+            nuage_placement::ResidencyPolicy::from_json(text).map_err(Ec2Error::internal)?;
+        let site = &self.api.settings.host_site;
+        policy.site_verdict(site).map_err(|why| {
+            Ec2Error::bad_request(
+                "Unsupported",
+                format!(
+                    "The tenant's residency policy ({}) does not allow this region's compute host \
+                     (site {}, {}): {why}. No instance was started anywhere.",
+                    policy.places_text(),
+                    site.id,
+                    site.country
+                ),
+            )
+        })
+    }
+
     async fn run_instances(&self) -> Ec2Result<String> {
         self.authorize("RunInstances", &self.arn("instance", "*"))
             .await?;
+        self.check_residency().await?;
         let image_id = self.params.required("ImageId")?;
         let instance_type = self.params.get("InstanceType").unwrap_or("n1.micro");
         let min = self.params.count("MinCount", 1)?;

@@ -94,6 +94,9 @@ pub struct Ec2Settings {
     pub availability_zone: String,
     /// Where image objects are staged before the host caches them.
     pub staging_dir: PathBuf,
+    /// The topology site the compute host is in: an instance runs only for
+    /// a tenant whose residency policy allows it.
+    pub host_site: nuage_placement::Site,
 }
 
 /// The EC2 front end.

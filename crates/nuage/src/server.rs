@@ -244,6 +244,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 iam.clone(),
                 Arc::clone(&clock),
                 storage.clone(),
+                &topology,
             )
             .await?,
         ),

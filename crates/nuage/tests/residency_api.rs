@@ -356,3 +356,66 @@ fn a_configured_region_missing_from_the_topology_stops_the_server() {
     assert!(stderr.contains("it-mil"), "{stderr}");
     assert!(stderr.contains("not in topology_file"), "{stderr}");
 }
+
+/// A compute host in Germany (`[compute] site = "fra1"`): RunInstances for a
+/// France-only tenant is refused with a residency error before anything is
+/// looked up or started, never placed elsewhere; once the tenant's policy
+/// allows Germany, the same request gets past residency (and stops at the
+/// image, which does not exist).
+#[test]
+fn an_instance_never_runs_on_a_host_outside_the_tenants_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("topology.toml");
+    std::fs::write(&topology, TOPOLOGY).unwrap();
+    let config = dir.path().join("nuage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "topology_file = {:?}\n\
+             [[regions]]\nname = \"fr-par\"\ncountry = \"FR\"\n\
+             [[regions]]\nname = \"de-fra\"\ncountry = \"DE\"\n\
+             [[regions]]\nname = \"us-east\"\ncountry = \"US\"\n\
+             [compute]\nsite = \"fra1\"\naccelerator = \"tcg\"\nvcpus = 1\nmemory_mib = 256\n",
+            topology.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let tenant = tenant_of(&server, &home);
+    let run = |home: &Path| {
+        common::aws(
+            &server,
+            home,
+            &[
+                "ec2",
+                "run-instances",
+                "--image-id",
+                "ami-0123456789abcdef0",
+                "--instance-type",
+                "n1.nano",
+            ],
+        )
+    };
+
+    let france = policy_file(dir.path(), "france.json", FRANCE_ONLY);
+    residency_json(&server, &["set", "--tenant", &tenant, "--policy", &france]);
+    let out = run(&home);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("(Unsupported)") && stderr.contains("residency policy"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fra1") && stderr.contains("DE"), "{stderr}");
+
+    let germany = policy_file(dir.path(), "germany.json", GERMANY_ONLY);
+    residency_json(&server, &["set", "--tenant", &tenant, "--policy", &germany]);
+    let out = run(&home);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("InvalidAMIID"), "{stderr}");
+}

@@ -36,6 +36,10 @@ pub struct ComputeFileConfig {
     pub availability_zone: Option<String>,
     /// How long a stop waits for the guest's ACPI shutdown (default 30).
     pub stop_wait_seconds: Option<u64>,
+    /// The topology site this host is in (`topology_file`); default: the
+    /// single node's own site. Instances run here only for tenants whose
+    /// residency policy allows this site.
+    pub site: Option<String>,
 }
 
 /// `[compute]` after checks.
@@ -47,6 +51,7 @@ pub struct ComputeSettings {
     pub memory_mib: Option<u64>,
     pub availability_zone: Option<String>,
     pub stop_wait: Duration,
+    pub site: Option<String>,
 }
 
 const VCPUS_MAX: u32 = 4096;
@@ -82,6 +87,7 @@ impl ComputeFileConfig {
             memory_mib: self.memory_mib,
             availability_zone: self.availability_zone,
             stop_wait: Duration::from_secs(stop_wait_s),
+            site: self.site,
         })
     }
 }
@@ -98,7 +104,9 @@ fn default_memory_mib() -> u64 {
         .map_or(1024, |kib| (kib / 1024 / 2).max(64))
 }
 
-/// Opens the compute host and builds the EC2 front end.
+/// Opens the compute host and builds the EC2 front end (the server's
+/// services it is wired to, one argument each, as `server.rs` has them).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     settings: &ComputeSettings,
     data_dir: &Path,
@@ -107,7 +115,23 @@ pub async fn start(
     iam: Iam,
     clock: Arc<dyn nuage_base::Clock>,
     storage: Storage,
+    topology: &nuage_placement::Topology,
 ) -> anyhow::Result<Ec2Api> {
+    // Where this host stands, for the tenants' residency policies.
+    let site_id = settings
+        .site
+        .clone()
+        .unwrap_or_else(|| crate::topology::LOCAL_SITE.to_owned());
+    let host_site = topology.site(&site_id).cloned().with_context(|| {
+        format!(
+            "compute.site `{site_id}` is not a site of the topology{}",
+            if settings.site.is_none() {
+                " (with a topology_file, name this host's site in compute.site)"
+            } else {
+                ""
+            }
+        )
+    })?;
     let state_dir = settings
         .state_dir
         .clone()
@@ -134,8 +158,13 @@ pub async fn start(
     }
     let decision = host.accelerator();
     println!(
-        "nuage: EC2 API enabled: compute host with {} vCPUs and {} MiB in {availability_zone}, accelerator {} ({})",
-        capacity.vcpus, capacity.memory_mib, decision.accelerator, decision.reason
+        "nuage: EC2 API enabled: compute host with {} vCPUs and {} MiB in {availability_zone} (site {}, {}), accelerator {} ({})",
+        capacity.vcpus,
+        capacity.memory_mib,
+        host_site.id,
+        host_site.country,
+        decision.accelerator,
+        decision.reason
     );
     // Staged image objects from an interrupted registration are garbage.
     let staging_dir = state_dir.join("staging");
@@ -159,6 +188,7 @@ pub async fn start(
             region: region.to_owned(),
             availability_zone,
             staging_dir,
+            host_site,
         },
     ))
 }
