@@ -567,8 +567,16 @@ impl Call<'_> {
     async fn run_instances(&self) -> Ec2Result<String> {
         self.authorize("RunInstances", &self.arn("instance", "*"))
             .await?;
-        self.check_residency().await?;
+        // As in AWS, RunInstances is authorized on every resource it uses:
+        // a policy may allow or deny a given image or key pair.
         let image_id = self.params.required("ImageId")?;
+        self.authorize("RunInstances", &self.arn("image", image_id))
+            .await?;
+        if let Some(name) = self.params.get("KeyName").filter(|v| !v.is_empty()) {
+            self.authorize("RunInstances", &self.arn("key-pair", name))
+                .await?;
+        }
+        self.check_residency().await?;
         let instance_type = self.params.get("InstanceType").unwrap_or("n1.micro");
         let min = self.params.count("MinCount", 1)?;
         let max = self.params.count("MaxCount", min)?;

@@ -362,6 +362,25 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
         "1",
     ];
     refused_as(&server, home, viewer, &run_args, "UnauthorizedOperation");
+    // RunInstances is authorized on the image and the key pair too: a user
+    // allowed to run anything but this key pair is refused.
+    let picky = user_with_key(&server, home, "picky");
+    aws_ok(
+        &server,
+        home,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "picky",
+            "--policy-name",
+            "not-that-key",
+            "--policy-document",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"*"},{"Effect":"Deny","Action":"ec2:RunInstances","Resource":"arn:aws:ec2:*:*:key-pair/tiny-key"}]}"#,
+        ],
+    );
+    let picky = (picky.0.as_str(), picky.1.as_str());
+    refused_as(&server, home, picky, &run_args, "UnauthorizedOperation");
 
     // Run: running, and the user data's output on the console.
     let run = json_as(&server, home, admin, &run_args);
