@@ -170,6 +170,19 @@ pub struct BucketResidencyView {
     pub feasibility: Option<RegionFeasibility>,
 }
 
+/// The policy in force for a bucket, and where it comes from: its own
+/// (`bucket`), else its tenant's (`tenant`), else none (`none`).
+fn effective(
+    own: Option<ResidencyPolicy>,
+    tenant: Option<ResidencyPolicy>,
+) -> (Option<ResidencyPolicy>, &'static str) {
+    match (own, tenant) {
+        (Some(own), _) => (Some(own), "bucket"),
+        (None, Some(tenant)) => (Some(tenant), "tenant"),
+        (None, None) => (None, "none"),
+    }
+}
+
 /// Parses a stored policy. A stored one was checked when it was set, so a
 /// failure here is damage (or a newer format), reported, never ignored.
 fn stored(text: Option<&str>, whose: &str) -> Result<Option<ResidencyPolicy>, ApiError> {
@@ -262,11 +275,7 @@ impl AdminApi {
         tenant_policy: Option<ResidencyPolicy>,
         own: Option<ResidencyPolicy>,
     ) -> BucketResidencyView {
-        let (effective, effective_source) = match (&own, tenant_policy) {
-            (Some(own), _) => (Some(own.clone()), "bucket"),
-            (None, Some(tenant)) => (Some(tenant), "tenant"),
-            (None, None) => (None, "none"),
-        };
+        let (effective, effective_source) = effective(own.clone(), tenant_policy);
         let feasibility = self
             .topology
             .as_ref()
@@ -397,12 +406,10 @@ impl AdminApi {
         let tenant = self.iam.tenant(tenant).await?;
         let record = self.owned_bucket(&tenant.id, bucket).await?;
         let own = stored(record.residency_policy.as_deref(), &record.name)?;
-        let (effective, source) = match own {
-            Some(own) => (Some(own), "bucket"),
-            None => match stored(tenant.residency_policy.as_deref(), &tenant.id)? {
-                Some(t) => (Some(t), "tenant"),
-                None => (None, "default"),
-            },
+        let tenant_policy = stored(tenant.residency_policy.as_deref(), &tenant.id)?;
+        let (effective, source) = match effective(own, tenant_policy) {
+            (None, _) => (None, "default"),
+            found => found,
         };
         Ok((tenant.id, record, effective, source))
     }

@@ -31,7 +31,6 @@ mod xml;
 pub use error::{Ec2Error, Ec2Result};
 
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use nuage_audit::{Actor, ActorKind, RequestAudit};
 use nuage_base::Clock;
 use nuage_compute::ComputeHost;
@@ -389,32 +388,19 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let too_large = || {
-        Ec2Error::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!("a request body may hold at most {REQUEST_BODY_BYTES_MAX} bytes"),
-        )
-    };
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > REQUEST_BODY_BYTES_MAX as u64) {
-        return Err(too_large());
-    }
-    match http_body_util::Limited::new(body, REQUEST_BODY_BYTES_MAX)
-        .collect()
+    nuage_sigv4::read_limited(&parts.headers, body, REQUEST_BODY_BYTES_MAX)
         .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Ec2Error::bad_request(
-            "IncompleteBody",
-            format!("the request body could not be read: {e}"),
-        )),
-    }
+        .map_err(|e| match e {
+            nuage_sigv4::BodyError::TooLarge => Ec2Error::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("a request body may hold at most {REQUEST_BODY_BYTES_MAX} bytes"),
+            ),
+            nuage_sigv4::BodyError::Incomplete(why) => Ec2Error::bad_request(
+                "IncompleteBody",
+                format!("the request body could not be read: {why}"),
+            ),
+        })
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ mod operation;
 
 use bytes::Bytes;
 use error::ApiError;
-use http_body_util::BodyExt as _;
 use nuage_audit::{Actor, ActorKind, Effect, RequestAudit};
 use nuage_base::Clock;
 use nuage_base::limits::KMS_REQUEST_BODY_BYTES_MAX;
@@ -274,31 +273,18 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let too_large = || {
-        ApiError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLargeException",
-            format!("a KMS request body may hold at most {KMS_REQUEST_BODY_BYTES_MAX} bytes"),
-        )
-    };
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > KMS_REQUEST_BODY_BYTES_MAX as u64) {
-        return Err(too_large());
-    }
-    match http_body_util::Limited::new(body, KMS_REQUEST_BODY_BYTES_MAX)
-        .collect()
+    nuage_sigv4::read_limited(&parts.headers, body, KMS_REQUEST_BODY_BYTES_MAX)
         .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::serialization(format!(
-            "the request body could not be read: {e}"
-        ))),
-    }
+        .map_err(|e| match e {
+            nuage_sigv4::BodyError::TooLarge => ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                format!("a KMS request body may hold at most {KMS_REQUEST_BODY_BYTES_MAX} bytes"),
+            ),
+            nuage_sigv4::BodyError::Incomplete(why) => {
+                ApiError::serialization(format!("the request body could not be read: {why}"))
+            }
+        })
 }
 
 #[cfg(test)]

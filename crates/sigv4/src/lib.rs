@@ -500,7 +500,9 @@ pub fn sign(
     Ok(())
 }
 
+mod body;
 mod s3_client;
+pub use body::{BodyError, read_limited};
 pub use s3_client::{UNSIGNED_PAYLOAD, payload_sha256_hex, sign_s3};
 
 #[cfg(test)]
