@@ -84,8 +84,8 @@ fi
 # --- Compute: QEMU, config drives, the tiny guest ---------------------------
 # crates/compute boots VMs under QEMU (TCG) from a guest that
 # scripts/compute/build-tiny-guest.sh builds: qemu-system-x86 and qemu-utils,
-# xorriso for config drives, busybox-static, cpio and xz for the initramfs and
-# the kernel. On bookworm, qemu-system-x86 and qemu-utils come TOGETHER from
+# xorriso for config drives, socat for the metadata service, busybox-static,
+# cpio and xz for the initramfs and the kernel. On bookworm, qemu-system-x86 and qemu-utils come TOGETHER from
 # bookworm-backports: bookworm's own qemu-system-x86 (7.2) would replace a
 # newer qemu-utils with its own.
 compute_missing=()
@@ -99,8 +99,20 @@ fi
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then
   compute_missing+=(busybox-static)
 fi
+# socat carries each guest connection to 169.254.169.254 to the host's
+# metadata socket (QEMU's `guestfwd=...-cmd:socat ...`).
+command -v socat >/dev/null 2>&1 || compute_missing+=(socat)
 command -v cpio >/dev/null 2>&1 || compute_missing+=(cpio)
 command -v xz >/dev/null 2>&1 || compute_missing+=(xz-utils)
+# The Debian cloud-init guest (scripts/compute/build-cloud-guest.sh,
+# crates/nuage/tests/compute_cloud_init.rs): debootstrap for the tree,
+# mkfs.ext4 -d for the disk without loop mounts, lz4 to unpack the cloud
+# kernel into a vmlinux, and ssh/ssh-keygen to log in with a fresh key.
+command -v debootstrap >/dev/null 2>&1 || compute_missing+=(debootstrap)
+command -v mkfs.ext4 >/dev/null 2>&1 || compute_missing+=(e2fsprogs)
+command -v lz4 >/dev/null 2>&1 || compute_missing+=(lz4)
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 ||
+  compute_missing+=(openssh-client)
 if ((${#compute_missing[@]})); then
   compute_sudo=()
   if [[ $(id -u) -ne 0 ]]; then compute_sudo=(sudo); fi

@@ -3,8 +3,13 @@
 # own kernel (the package `linux-image-amd64` depends on, unpacked with
 # dpkg-deb) and a busybox-static initramfs whose /init loads the few virtio
 # modules it needs, mounts the config drive (ISO 9660 labelled config-2), runs
-# the user data with its output on the serial console, and then waits for the
-# ACPI power button (QMP `system_powerdown`) to power off.
+# the user data with its output on the serial console, configures eth0 by DHCP
+# from QEMU's user network, reads its instance id and user data from the
+# metadata service at 169.254.169.254, answers TCP connections on port 22 with
+# an SSH-style banner, and then waits for the ACPI power button (QMP
+# `system_powerdown`) to power off. Ctrl-Alt-Del (QMP `send-key`, Nuage's
+# graceful reboot) reboots it, unless the user data created
+# /tmp/ignore-ctrl-alt-del (to test the hard-reset fallback).
 #
 #   scripts/compute/build-tiny-guest.sh OUTDIR
 #
@@ -138,9 +143,24 @@ PY
   ir="$build/initrd"
   mkdir -p "$ir"/{bin,dev,proc,sys,mnt/config,tmp,etc}
   cp "$busybox_bin" "$ir/bin/busybox"
-  for applet in sh mount umount insmod poweroff reboot cat echo sleep dd ls grep sed tr chmod mkdir; do
+  for applet in sh mount umount insmod poweroff reboot cat echo sleep dd ls grep sed tr chmod mkdir \
+    ifconfig route udhcpc nc sha256sum cut head kill touch printf; do
     ln -sf busybox "$ir/bin/$applet"
   done
+  # udhcpc hands the lease to a script: configure the interface and the route.
+  cat >"$ir/etc/udhcpc.script" <<'DHCP'
+#!/bin/sh
+case "$1" in
+  bound|renew)
+    ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+    if [ -n "$router" ]; then route add default gw "${router%% *}" dev "$interface"; fi
+    echo "nuage-guest: network $interface $ip" >/dev/console
+    ;;
+esac
+DHCP
+  # What port 22 answers (a stand-in for sshd: the tests check the forward reaches it).
+  printf '#!/bin/sh\necho SSH-2.0-nuage-tiny-guest\n' >"$ir/bin/ssh-banner"
+  chmod +x "$ir/etc/udhcpc.script" "$ir/bin/ssh-banner"
   cp "$build/modules.order" "$ir/lib/modules/order"
   cat >"$ir/init" <<'INIT'
 #!/bin/sh
@@ -151,6 +171,21 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "nuage-guest: booted kernel $(cat /proc/sys/kernel/osrelease)"
+# Ctrl-Alt-Del (Nuage's graceful reboot sends it over QMP): the kernel restarts
+# at once by default; with 0 here it sends SIGINT to PID 1 instead, as under
+# systemd or sysvinit, and PID 1 decides. The trap runs once the current
+# foreground command ends.
+echo 0 >/proc/sys/kernel/ctrl-alt-del
+ctrl_alt_del() {
+  if [ -e /tmp/ignore-ctrl-alt-del ]; then
+    echo "nuage-guest: ctrl-alt-del ignored"
+    return
+  fi
+  echo "nuage-guest: ctrl-alt-del, rebooting"
+  umount /mnt/config 2>/dev/null
+  reboot -f
+}
+trap ctrl_alt_del INT
 while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null || echo "nuage-guest: insmod $m failed"; done </lib/modules/order
 # The config drive shows up as a virtio disk; udev-less, so try each disk.
 found=
@@ -179,6 +214,31 @@ if [ -n "$found" ]; then
 else
   echo "nuage-guest: no config drive found"
 fi
+# The network: DHCP from QEMU's user network, then the metadata service.
+ifconfig lo 127.0.0.1 up
+ifconfig eth0 up 2>/dev/null
+# busybox-static's wget segfaults (glibc's NSS in a static binary), so HTTP is
+# spoken through nc: the body of a 200 answer, else failure.
+imds_get() {
+  printf 'GET %s HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n' "$1" |
+    nc -w 10 169.254.169.254 80 >/tmp/imds.out 2>/dev/null || return 1
+  head -n 1 /tmp/imds.out | grep -q ' 200 ' || return 1
+  sed '1,/^\r*$/d' /tmp/imds.out
+}
+if udhcpc -i eth0 -s /etc/udhcpc.script -n -q -t 5 -T 1 >/dev/null 2>&1; then
+  id="$(imds_get /latest/meta-data/instance-id)"
+  echo "nuage-guest: metadata instance-id ${id:-unavailable}"
+  if imds_get /latest/user-data >/tmp/imds-user-data; then
+    echo "nuage-guest: metadata user-data sha256 $(sha256sum </tmp/imds-user-data | cut -c1-64)"
+  else
+    echo "nuage-guest: metadata user-data unavailable"
+  fi
+  # One banner line per connection, in the background (-ll: keep listening).
+  nc -ll -p 22 -e /bin/ssh-banner </dev/null >/dev/null 2>&1 &
+  echo "nuage-guest: port 22 answers"
+else
+  echo "nuage-guest: no DHCP lease on eth0"
+fi
 # Wait for the ACPI power button: its input device reports one event when QEMU
 # sends system_powerdown.
 button=
@@ -188,11 +248,11 @@ for n in /sys/class/input/event*; do
 done
 if [ -n "$button" ]; then
   echo "nuage-guest: ready, waiting for the power button ($button)"
-  if dd if="$button" of=/dev/null bs=24 count=1 2>/dev/null; then
-    echo "nuage-guest: power button pressed, powering off"
-  else
-    echo "nuage-guest: cannot read $button, powering off"
-  fi
+  # In the background: a trapped signal interrupts `wait`, not a foreground dd.
+  dd if="$button" of=/dev/null bs=24 count=1 2>/dev/null &
+  reader=$!
+  while kill -0 "$reader" 2>/dev/null; do wait "$reader"; done
+  echo "nuage-guest: power button pressed, powering off"
 else
   echo "nuage-guest: no power button device, powering off"
 fi

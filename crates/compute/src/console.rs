@@ -5,6 +5,10 @@
 //! `CONSOLE_OUTPUT_BYTES_MAX` bytes (through a temporary file and a rename),
 //! so the file never holds more than twice what GetConsoleOutput returns.
 //! Only the instance's console reader writes it; anyone may read the tail.
+//! File writes are blocking: the async reader hands each batch to
+//! `append_off_runtime`, which runs it on tokio's blocking pool, one batch at
+//! a time per console (the reader waits meanwhile, so QEMU's chardev holds
+//! the guest's further output: the buffering is bounded by one batch).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -50,6 +54,19 @@ impl ConsoleLog {
     }
 }
 
+impl ConsoleLog {
+    /// `append`, on the blocking pool: returns the log for the next batch.
+    pub async fn append_off_runtime(mut self, bytes: Vec<u8>) -> Result<Self> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || self.append(&bytes).map(|()| self))
+            .await
+            .map_err(|e| ComputeError::Io {
+                path,
+                source: std::io::Error::other(format!("console writer: {e}")),
+            })?
+    }
+}
+
 /// The last `CONSOLE_OUTPUT_BYTES_MAX` bytes of a console log (empty if none).
 pub fn read_tail(path: &Path) -> Result<Vec<u8>> {
     let mut file = match File::open(path) {
@@ -91,5 +108,21 @@ mod tests {
         let tail = read_tail(&path).unwrap();
         assert_eq!(tail.len() as u64, CONSOLE_OUTPUT_BYTES_MAX);
         assert!(String::from_utf8_lossy(&tail).ends_with("line 99999\n"));
+    }
+
+    #[tokio::test]
+    async fn appends_off_the_runtime_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut log = ConsoleLog::open(&path).unwrap();
+        for i in 0..1000u32 {
+            log = log
+                .append_off_runtime(format!("{i}\n").into_bytes())
+                .await
+                .unwrap();
+        }
+        let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+        let expected: String = (0..1000u32).map(|i| format!("{i}\n")).collect();
+        assert_eq!(text, expected);
     }
 }

@@ -10,6 +10,7 @@
 //! command line names the instance directory it is asked about).
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -25,7 +26,8 @@ use tokio::task::JoinHandle;
 use crate::console::ConsoleLog;
 use crate::error::{ComputeError, Result};
 use crate::limits::{
-    CONSOLE_READ_CHUNK_BYTES, KVM_PROBE_TIMEOUT_MS, QEMU_SOCKET_WAIT_MS, QUIT_WAIT_MS,
+    CONSOLE_READ_CHUNK_BYTES, CONSOLE_WRITE_BATCH_BYTES_MAX, KVM_PROBE_TIMEOUT_MS,
+    QEMU_SOCKET_WAIT_MS, QUIT_WAIT_MS,
 };
 use crate::qmp::QmpClient;
 
@@ -63,6 +65,26 @@ pub struct AccelDecision {
     pub reason: String,
 }
 
+/// The guest's network (QEMU user networking): it must contain the metadata
+/// address, since QEMU forwards only addresses inside it.
+pub const GUEST_NETWORK: &str = "169.254.169.0/24";
+/// The address QEMU's DHCP server gives the guest first (its `dhcpstart`
+/// default, the network's `.15`): with one guest per network, always this.
+pub const GUEST_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 15);
+/// Where guests find the metadata service, as on EC2 and OpenStack.
+pub const METADATA_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// How the VM's one NIC reaches anything. Without either, the guest is
+/// alone on its user network (`restrict=on`: no way out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmNetwork {
+    /// A unix socket directly inside the VM's `dir` that each guest TCP
+    /// connection to `METADATA_IPV4:80` is forwarded to (one connection each).
+    pub metadata_socket: Option<PathBuf>,
+    /// A host address whose TCP connections are forwarded to the guest's port 22.
+    pub ssh_forward: Option<SocketAddr>,
+}
+
 /// One VM to start. Paths are absolute; `dir` holds its sockets and pidfile.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -79,6 +101,7 @@ pub struct VmSpec {
     pub mac: String,
     /// SMBIOS system serial: cloud-init reads the instance id from it.
     pub serial: String,
+    pub network: VmNetwork,
 }
 
 /// Boot a kernel directly (PVH for an uncompressed vmlinux) instead of the disk.
@@ -149,6 +172,13 @@ pub trait VmHandle: Send {
     async fn power_down(&mut self) -> Result<()>;
     /// Hard reset, like the reset button.
     async fn reset(&mut self) -> Result<()>;
+    /// Asks the guest to reboot (Ctrl-Alt-Del on its keyboard); it may not.
+    /// A driver that cannot says so, and the host resets instead.
+    async fn request_reboot(&mut self) -> Result<()> {
+        Err(ComputeError::Hypervisor(
+            "this hypervisor cannot ask a guest to reboot".into(),
+        ))
+    }
     /// Asks the hypervisor to exit now, without the guest's cooperation.
     async fn quit(&mut self) -> Result<()>;
     /// SIGKILL.
@@ -201,6 +231,15 @@ impl QemuDriver {
                 "{} --version failed",
                 tools.qemu_system.display()
             )));
+        }
+        // QEMU starts a socat for each guest connection to the metadata
+        // service: without one, guests find no metadata (but boot).
+        let socat_found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("socat").is_file()));
+        if !socat_found {
+            tracing::warn!(
+                "compute: socat is not on PATH: guests cannot reach the metadata service"
+            );
         }
         let accel = decide_accelerator(&tools.qemu_system, mode).await?;
         tracing::info!(accelerator = %accel.accelerator, reason = %accel.reason, "compute: accelerator chosen");
@@ -268,10 +307,8 @@ impl QemuDriver {
                 config_drive.display()
             ));
         }
-        // User networking with no route out: the metadata service and SSH
-        // forwards come with the EC2 API wiring.
         args.push("-netdev".into());
-        args.push("user,id=net0,restrict=on".into());
+        args.push(netdev(&spec.network));
         args.push("-device".into());
         args.push(format!("virtio-net-pci,netdev=net0,mac={}", spec.mac));
         if let Some(kernel) = &spec.kernel {
@@ -299,8 +336,12 @@ impl HypervisorDriver for QemuDriver {
     }
 
     async fn launch(&self, spec: &VmSpec, console: ConsoleLog) -> Result<Box<dyn VmHandle>> {
-        for name in [QMP_SOCKET, CONSOLE_SOCKET] {
-            let socket = spec.dir.join(name);
+        if let Some(socket) = &spec.network.metadata_socket {
+            check_metadata_socket(&spec.dir, socket)?;
+        }
+        let mut sockets = vec![spec.dir.join(QMP_SOCKET), spec.dir.join(CONSOLE_SOCKET)];
+        sockets.extend(spec.network.metadata_socket.clone());
+        for socket in &sockets {
             // sun_path holds 108 bytes including the NUL.
             if socket.as_os_str().len() > 107 {
                 return Err(ComputeError::InvalidParameter(format!(
@@ -308,7 +349,10 @@ impl HypervisorDriver for QemuDriver {
                     socket.display()
                 )));
             }
-            let _ = std::fs::remove_file(&socket);
+        }
+        // Stale sockets of an earlier QEMU (the metadata one is the host's).
+        for socket in &sockets[..2] {
+            let _ = std::fs::remove_file(socket);
         }
         let log_path = spec.dir.join(QEMU_LOG);
         let log = std::fs::File::create(&log_path).map_err(ComputeError::io(&log_path))?;
@@ -317,6 +361,9 @@ impl HypervisorDriver for QemuDriver {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            // The metadata forward names its socket relative to the instance
+            // directory (see `netdev`); every other path is absolute.
+            .current_dir(&spec.dir)
             // A crashed host must not take its VMs down with it; the next
             // host process finds them through their pidfiles.
             .kill_on_drop(false)
@@ -395,14 +442,32 @@ async fn connect(
     let console_task = tokio::spawn(async move {
         let mut buf = vec![0u8; CONSOLE_READ_CHUNK_BYTES];
         loop {
-            match stream.read(&mut buf).await {
+            let mut batch = match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if let Err(e) = console.append(&buf[..n]) {
-                        tracing::warn!("console log: {e}");
-                        return;
+                Ok(n) => buf[..n].to_vec(),
+            };
+            // Whatever else is already there goes in the same write.
+            let mut closed = false;
+            while batch.len() < CONSOLE_WRITE_BATCH_BYTES_MAX {
+                match stream.try_read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
                     }
+                    Ok(n) => batch.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
                 }
+            }
+            // File writes block: off the runtime's workers, one batch at a time.
+            console = match console.append_off_runtime(batch).await {
+                Ok(console) => console,
+                Err(e) => {
+                    tracing::warn!("console log: {e}");
+                    return;
+                }
+            };
+            if closed {
+                return;
             }
         }
     });
@@ -482,6 +547,20 @@ impl VmHandle for QemuVm {
         self.qmp()?.execute("system_reset", None).await.map(drop)
     }
 
+    /// Ctrl-Alt-Del on the machine's PS/2 keyboard (q35's i8042): Linux
+    /// signals its init, which reboots (systemd: `ctrl-alt-del.target`).
+    /// QMP has no ACPI reboot request.
+    async fn request_reboot(&mut self) -> Result<()> {
+        let keys: Vec<serde_json::Value> = ["ctrl", "alt", "delete"]
+            .into_iter()
+            .map(|key| serde_json::json!({ "type": "qcode", "data": key }))
+            .collect();
+        self.qmp()?
+            .execute("send-key", Some(serde_json::json!({ "keys": keys })))
+            .await
+            .map(drop)
+    }
+
     async fn quit(&mut self) -> Result<()> {
         match self.qmp()?.execute("quit", None).await {
             // QEMU may close the socket before its answer arrives.
@@ -548,6 +627,46 @@ impl VmHandle for QemuVm {
             }
         }
     }
+}
+
+/// `-netdev user,...`: the guest alone on `GUEST_NETWORK` (`restrict=on`: no
+/// way out), plus the metadata and SSH forwards. A `cmd:` guest forward
+/// starts `socat` for each connection the guest opens (a plain `tcp:` one
+/// shares a single stream between connections, which hangs HTTP clients).
+/// `-t 10`: after the guest half-closes, socat waits that long for the answer.
+fn netdev(network: &VmNetwork) -> String {
+    let mut netdev = format!("user,id=net0,restrict=on,net={GUEST_NETWORK}");
+    if let Some(socket) = network.metadata_socket.as_ref().and_then(|s| s.file_name()) {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{METADATA_IPV4}:80-cmd:socat -t 10 - UNIX-CONNECT:{}",
+            socket.to_string_lossy()
+        ));
+    }
+    if let Some(forward) = network.ssh_forward {
+        // IPv4 (the host refuses IPv6: QEMU's option takes none).
+        netdev.push_str(&format!(",hostfwd=tcp:{forward}-:22"));
+    }
+    netdev
+}
+
+/// The metadata socket must sit directly in `dir` under a plain name: socat
+/// and QEMU's option parser would read anything else (`,` `:` spaces) as syntax.
+fn check_metadata_socket(dir: &Path, socket: &Path) -> Result<()> {
+    let name = socket.file_name().map(|n| n.to_string_lossy().into_owned());
+    let plain = name.as_deref().is_some_and(|n| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    });
+    if socket.parent() != Some(dir) || !plain {
+        return Err(ComputeError::InvalidParameter(format!(
+            "metadata socket {} must be a plain name directly in {}",
+            socket.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `pid` exists and is not a zombie.
@@ -676,5 +795,34 @@ async fn kvm_probe(qemu_system: &Path) -> Result<()> {
         Err(_) => Err(ComputeError::Hypervisor(format!(
             "probe did not finish within {KVM_PROBE_TIMEOUT_MS} ms"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_netdev_line_carries_both_forwards() {
+        let dir = Path::new("/state/instances/i-0");
+        let network = VmNetwork {
+            metadata_socket: Some(dir.join("metadata.sock")),
+            ssh_forward: Some("127.0.0.1:22001".parse().unwrap()),
+        };
+        assert_eq!(
+            netdev(&network),
+            "user,id=net0,restrict=on,net=169.254.169.0/24,\
+             guestfwd=tcp:169.254.169.254:80-cmd:socat -t 10 - UNIX-CONNECT:metadata.sock,\
+             hostfwd=tcp:127.0.0.1:22001-:22"
+        );
+        assert_eq!(
+            netdev(&VmNetwork::default()),
+            "user,id=net0,restrict=on,net=169.254.169.0/24"
+        );
+        assert!(check_metadata_socket(dir, &dir.join("metadata.sock")).is_ok());
+        for bad in ["/elsewhere/metadata.sock", "/state/instances/i-0/a,b.sock"] {
+            assert!(check_metadata_socket(dir, Path::new(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub enum ComputeError {
     ImageNotFound(String),
     #[error("invalid image: {0}")]
     InvalidImage(String),
+    #[error("the image cache is full: this host caches at most {max} images")]
+    CacheFull { max: usize },
     #[error("instance {id} is {state}; {action} needs it {needs}")]
     IncorrectInstanceState {
         id: String,

@@ -9,10 +9,17 @@
 //! stopping or shutting-down holds its vCPUs and memory, and the sum never
 //! exceeds the host's capacity; at `open`, every VM process started under
 //! this state directory is killed and its instance says what happened, so
-//! nothing runs that the host does not track. This module knows nothing of
-//! EC2 wire formats, tenants, IAM or residency: the API layer maps them.
+//! nothing runs that the host does not track. Each running VM has its own
+//! metadata service (a unix socket its supervisor owns, `metadata`) and an
+//! SSH forward on a host port no other instance of this host holds (stopped
+//! instances keep theirs, so a start usually gets the same port back).
+//! This module knows nothing of EC2 wire formats, tenants, IAM or residency:
+//! the API layer maps them.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -25,17 +32,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::console::{self, ConsoleLog};
 use crate::driver::{
-    AccelDecision, AccelMode, HypervisorDriver, QemuDriver, QemuTools, VmEvent, VmExit, VmHandle,
-    VmSpec, process_alive,
+    AccelDecision, AccelMode, GUEST_IPV4, HypervisorDriver, QemuDriver, QemuTools, VmEvent, VmExit,
+    VmHandle, VmNetwork, VmSpec, process_alive,
 };
 use crate::error::{ComputeError, Result};
-use crate::image::{self, ConfigDrive, Image, ImageCache, ImageSource};
+use crate::image::{self, Image, ImageCache, ImageSource};
 use crate::instance_type::InstanceType;
 use crate::limits::{
-    HOSTNAME_BYTES_MAX, INSTANCE_COMMANDS_QUEUED_MAX, INSTANCE_RECORD_BYTES_MAX,
-    INSTANCES_PER_HOST_MAX, QUIT_WAIT_MS, RECOVERY_KILL_WAIT_MS, SSH_KEY_BYTES_MAX,
-    SSH_KEYS_PER_INSTANCE_MAX, STOP_POWERDOWN_WAIT_MS, TERMINATED_RECORDS_MAX, USER_DATA_BYTES_MAX,
+    AVAILABILITY_ZONE_BYTES_MAX, HOSTNAME_BYTES_MAX, INSTANCE_COMMANDS_QUEUED_MAX,
+    INSTANCE_RECORD_BYTES_MAX, INSTANCES_PER_HOST_MAX, LAUNCH_ATTEMPTS_MAX, QUIT_WAIT_MS,
+    REBOOT_WAIT_MS, RECOVERY_KILL_WAIT_MS, SSH_KEY_BYTES_MAX, SSH_KEYS_PER_INSTANCE_MAX,
+    SSH_PORT_PROBES_MAX, STOP_POWERDOWN_WAIT_MS, TERMINATED_RECORDS_MAX, USER_DATA_BYTES_MAX,
 };
+use crate::metadata::{InstanceMetadata, METADATA_FILE, METADATA_SOCKET, MetadataServer};
 
 /// What a host may hand out. An accounting figure, not a count of cores:
 /// the operator decides how much to overcommit.
@@ -56,6 +65,18 @@ pub struct HostConfig {
     pub availability_zone: String,
     /// How long a stop waits for the guest to honour the ACPI power button.
     pub stop_wait: Duration,
+    /// How long a reboot waits for the guest to honour Ctrl-Alt-Del before a hard reset.
+    pub reboot_wait: Duration,
+    /// Where instances' SSH forwards listen (QEMU `hostfwd`). Default
+    /// 127.0.0.1. IPv4 only: QEMU's `hostfwd` option takes no IPv6 address.
+    pub ssh_bind_address: IpAddr,
+    /// The address reported for them (`InstanceRecord::ssh_forward`): what a
+    /// tenant connects to. Default: the bind address, or 127.0.0.1 when that
+    /// is unspecified (0.0.0.0 or ::).
+    pub ssh_advertise_address: Option<IpAddr>,
+    /// Host ports for SSH forwards. `None` (the default): a free port the
+    /// kernel picks from its ephemeral range.
+    pub ssh_port_range: Option<RangeInclusive<u16>>,
 }
 
 impl HostConfig {
@@ -69,8 +90,32 @@ impl HostConfig {
             iso_builder: None,
             availability_zone: "local-1a".into(),
             stop_wait: Duration::from_millis(STOP_POWERDOWN_WAIT_MS),
+            reboot_wait: Duration::from_millis(REBOOT_WAIT_MS),
+            ssh_bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ssh_advertise_address: None,
+            ssh_port_range: None,
         }
     }
+
+    /// The address SSH forwards are reported at.
+    #[must_use]
+    pub fn ssh_advertised(&self) -> IpAddr {
+        match self.ssh_advertise_address {
+            Some(address) => address,
+            None if self.ssh_bind_address.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => self.ssh_bind_address,
+        }
+    }
+}
+
+/// How the last reboot went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootOutcome {
+    /// The guest rebooted itself after Ctrl-Alt-Del.
+    Graceful,
+    /// It did not within `reboot_wait` (or could not be asked): hard reset.
+    Forced,
 }
 
 /// EC2's instance states.
@@ -136,6 +181,17 @@ pub struct InstanceRecord {
     pub launches: u32,
     /// Guest resets (reboots) seen since the last launch.
     pub resets: u32,
+    /// The guest's address in its user network (its DHCP lease), while not terminated.
+    #[serde(default)]
+    pub private_ip: Option<Ipv4Addr>,
+    /// The host address and port forwarded to the guest's port 22 (the
+    /// advertised address). Kept while stopped, so a start reuses the port
+    /// when it is still free; cleared at terminate.
+    #[serde(default)]
+    pub ssh_forward: Option<SocketAddr>,
+    /// How the last reboot went, once one has.
+    #[serde(default)]
+    pub last_reboot: Option<RebootOutcome>,
 }
 
 impl InstanceRecord {
@@ -159,6 +215,16 @@ pub struct RunRequest {
     /// (key name, OpenSSH public key line)
     pub ssh_keys: Vec<(String, String)>,
     pub user_data: Option<Vec<u8>>,
+    /// An id the caller chose (a gateway that may retry), in the host's own
+    /// format ([`new_instance_id`]; any other is `InvalidParameter`). When
+    /// the host already has an instance with this id, `run` returns its
+    /// current record instead of starting another (a retry after a lost
+    /// answer); one of another type or image is `InvalidParameter`.
+    /// `None`: the host picks one.
+    pub instance_id: Option<String>,
+    /// The zone the guest is told (config drive and metadata service) and
+    /// its record names. `None`: the host's own (`HostConfig::availability_zone`).
+    pub availability_zone: Option<String>,
 }
 
 /// What `open` found and did.
@@ -172,7 +238,7 @@ pub struct RecoveryReport {
 
 enum VmCommand {
     Stop(oneshot::Sender<()>),
-    Reset(oneshot::Sender<Result<()>>),
+    Reboot(oneshot::Sender<Result<()>>),
     Kill(oneshot::Sender<()>),
     Status(oneshot::Sender<Result<String>>),
 }
@@ -223,6 +289,12 @@ impl ComputeHost {
         config: HostConfig,
         driver: Arc<dyn HypervisorDriver>,
     ) -> Result<(Self, RecoveryReport)> {
+        if config.ssh_bind_address.is_ipv6() {
+            return Err(ComputeError::InvalidParameter(format!(
+                "ssh_bind_address {}: QEMU forwards ports from IPv4 addresses only",
+                config.ssh_bind_address
+            )));
+        }
         let iso_builder = match &config.iso_builder {
             Some(path) => path.clone(),
             None => image::find_iso_builder().ok_or_else(|| ComputeError::Tool {
@@ -238,7 +310,14 @@ impl ComputeHost {
         let instances_dir = instances_dir
             .canonicalize()
             .map_err(ComputeError::io(&instances_dir))?;
+        // Absolute: an overlay names its base image by this path, and
+        // qemu-img resolves a relative one from the overlay's directory
+        // (a relative `--data-dir` would make every run fail).
+        let images_dir = images_dir
+            .canonicalize()
+            .map_err(ComputeError::io(&images_dir))?;
         let images = ImageCache::new(images_dir, config.tools.qemu_img.clone());
+        images.remove_leftovers();
         let inner = Inner {
             config,
             driver,
@@ -273,18 +352,60 @@ impl ComputeHost {
     }
 
     pub async fn register_image(&self, source: &ImageSource) -> Result<Image> {
-        self.inner.images.register(source).await
+        self.register_image_expecting(source, None).await
+    }
+
+    /// As `register_image`; with `expected`, content whose id differs is
+    /// refused (`InvalidImage`) and not cached. Runs on a task of its own,
+    /// so that a caller that goes away (a dropped connection) does not
+    /// leave a staging directory behind.
+    pub async fn register_image_expecting(
+        &self,
+        source: &ImageSource,
+        expected: Option<&str>,
+    ) -> Result<Image> {
+        let inner = Arc::clone(&self.inner);
+        let (source, expected) = (source.clone(), expected.map(str::to_owned));
+        tokio::spawn(async move { inner.images.register(&source, expected.as_deref()).await })
+            .await
+            .map_err(|e| ComputeError::InvalidImage(format!("registering the image failed: {e}")))?
     }
 
     /// Runs an instance: returns once its VM runs (state `running`), or with
     /// the error that kept it from running (the instance is then terminated).
+    ///
+    /// The work runs on a task of its own and goes on if the caller goes
+    /// away (a gateway's connection dropped): cancelled halfway, it would
+    /// leave the instance `pending` (holding capacity) and possibly a QEMU
+    /// running whose pid nothing recorded.
     pub async fn run(&self, request: RunRequest) -> Result<InstanceRecord> {
+        let host = self.handle();
+        tokio::spawn(async move { host.run_to_end(request).await })
+            .await
+            .map_err(|e| ComputeError::Hypervisor(format!("the run task failed: {e}")))?
+    }
+
+    /// Another handle on the same host, for a detached task.
+    fn handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    async fn run_to_end(&self, request: RunRequest) -> Result<InstanceRecord> {
         let inner = &self.inner;
         let instance_type = InstanceType::find(&request.instance_type)
             .ok_or_else(|| ComputeError::InvalidInstanceType(request.instance_type.clone()))?;
         validate_request(&request)?;
         let image = inner.images.get(&request.image_id)?;
-        let id = new_instance_id();
+        let id = match &request.instance_id {
+            Some(id) => id.clone(),
+            None => new_instance_id(),
+        };
+        let zone = request
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| inner.config.availability_zone.clone());
         let hostname = request.hostname.clone().unwrap_or_else(|| id.clone());
         let mac = mac_for(&id);
         let record = InstanceRecord {
@@ -294,7 +415,7 @@ impl ComputeHost {
             memory_mib: instance_type.memory_mib,
             image_id: image.id.clone(),
             hostname: hostname.clone(),
-            availability_zone: inner.config.availability_zone.clone(),
+            availability_zone: zone.clone(),
             mac: mac.clone(),
             state: InstanceState::Pending,
             state_reason: None,
@@ -303,10 +424,26 @@ impl ComputeHost {
             pid: None,
             launches: 0,
             resets: 0,
+            private_ip: None,
+            ssh_forward: None,
+            last_reboot: None,
         };
         let dir = inner.instance_dir(&id);
         {
             let mut instances = inner.lock();
+            if let Some(existing) = instances.get(&id) {
+                // A retry of a run whose answer was lost: the same instance.
+                let existing = &existing.record;
+                if existing.instance_type != record.instance_type
+                    || existing.image_id != record.image_id
+                {
+                    return Err(ComputeError::InvalidParameter(format!(
+                        "instance {id} already exists with type {} and image {}",
+                        existing.instance_type, existing.image_id
+                    )));
+                }
+                return Ok(existing.clone());
+            }
             let live = instances
                 .values()
                 .filter(|s| s.record.state != InstanceState::Terminated)
@@ -323,6 +460,9 @@ impl ComputeHost {
                 instance_type.memory_mib,
             )?;
             std::fs::create_dir_all(&dir).map_err(ComputeError::io(&dir))?;
+            // The config drive and metadata file hold the tenant's user data.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(ComputeError::io(&dir))?;
             write_record(&dir, &record)?;
             instances.insert(
                 id.clone(),
@@ -340,16 +480,23 @@ impl ComputeHost {
                 instance_type.root_disk_bytes(),
             )
             .await?;
-            let drive = ConfigDrive {
-                instance_id: &id,
-                hostname: &hostname,
-                availability_zone: &inner.config.availability_zone,
-                ssh_keys: &request.ssh_keys,
-                user_data: request.user_data.as_deref(),
-                mac: &mac,
+            let metadata = InstanceMetadata {
+                instance_id: id.clone(),
+                hostname: hostname.clone(),
+                availability_zone: zone.clone(),
+                instance_type: instance_type.name.to_string(),
+                image_id: image.id.clone(),
+                mac: mac.clone(),
+                ssh_keys: request.ssh_keys.clone(),
+                user_data: request.user_data.clone(),
             };
-            image::build_config_drive(&inner.iso_builder, &drive, &dir.join(CONFIG_DRIVE_FILE))
-                .await?;
+            metadata.write(&dir)?;
+            image::build_config_drive(
+                &inner.iso_builder,
+                &metadata.config_drive(),
+                &dir.join(CONFIG_DRIVE_FILE),
+            )
+            .await?;
             Inner::launch(inner, &id).await
         }
         .await;
@@ -365,8 +512,16 @@ impl ComputeHost {
         self.describe(&id)
     }
 
-    /// Starts a stopped instance (its overlay and config drive are kept while stopped).
+    /// Starts a stopped instance (its overlay and config drive are kept
+    /// while stopped). On a task of its own, as `run`.
     pub async fn start(&self, id: &str) -> Result<InstanceRecord> {
+        let (host, id) = (self.handle(), id.to_owned());
+        tokio::spawn(async move { host.start_to_end(&id).await })
+            .await
+            .map_err(|e| ComputeError::Hypervisor(format!("the start task failed: {e}")))?
+    }
+
+    async fn start_to_end(&self, id: &str) -> Result<InstanceRecord> {
         let inner = &self.inner;
         {
             let mut instances = inner.lock();
@@ -398,8 +553,18 @@ impl ComputeHost {
         self.describe(id)
     }
 
-    /// ACPI power-down; after `stop_wait`, `quit`; then SIGKILL. Returns once stopped.
+    /// ACPI power-down; after `stop_wait`, `quit`; then SIGKILL. Returns
+    /// once stopped. Like every lifecycle call, on a task of its own (see
+    /// `run`): a stop or terminate cancelled halfway would leave the
+    /// instance `stopping` or `shutting-down`, or its VM without a supervisor.
     pub async fn stop(&self, id: &str) -> Result<InstanceRecord> {
+        let (host, id) = (self.handle(), id.to_owned());
+        tokio::spawn(async move { host.stop_to_end(&id).await })
+            .await
+            .map_err(|e| ComputeError::Hypervisor(format!("the stop task failed: {e}")))?
+    }
+
+    async fn stop_to_end(&self, id: &str) -> Result<InstanceRecord> {
         let commands = {
             let mut instances = self.inner.lock();
             let slot = instances
@@ -426,8 +591,19 @@ impl ComputeHost {
         self.describe(id)
     }
 
-    /// Hard reset of a running instance (the guest boots again).
+    /// Reboots a running instance as EC2 does: the guest is asked
+    /// (Ctrl-Alt-Del), and reset by force if it has not rebooted within
+    /// `reboot_wait`. Returns once the request is delivered (or, for a
+    /// hypervisor that cannot ask, once the reset is done); the outcome shows
+    /// in `InstanceRecord::last_reboot`.
     pub async fn reboot(&self, id: &str) -> Result<InstanceRecord> {
+        let (host, id) = (self.handle(), id.to_owned());
+        tokio::spawn(async move { host.reboot_to_end(&id).await })
+            .await
+            .map_err(|e| ComputeError::Hypervisor(format!("the reboot task failed: {e}")))?
+    }
+
+    async fn reboot_to_end(&self, id: &str) -> Result<InstanceRecord> {
         let commands = {
             let instances = self.inner.lock();
             let slot = instances
@@ -442,7 +618,7 @@ impl ComputeHost {
             .ok_or_else(|| incorrect_state(id, InstanceState::Stopped, "reboot", "running"))?;
         let (tx, rx) = oneshot::channel();
         commands
-            .send(VmCommand::Reset(tx))
+            .send(VmCommand::Reboot(tx))
             .await
             .map_err(|_| ComputeError::Hypervisor("the VM exited".into()))?;
         rx.await
@@ -450,9 +626,17 @@ impl ComputeHost {
         self.describe(id)
     }
 
-    /// Kills the VM and deletes its overlay, config drive, console log and
-    /// sockets; the record stays (state `terminated`) for describe.
+    /// Kills the VM and deletes its overlay, config drive, metadata, console
+    /// log and sockets, and releases its SSH port; the record stays (state
+    /// `terminated`) for describe.
     pub async fn terminate(&self, id: &str) -> Result<InstanceRecord> {
+        let (host, id) = (self.handle(), id.to_owned());
+        tokio::spawn(async move { host.terminate_to_end(&id).await })
+            .await
+            .map_err(|e| ComputeError::Hypervisor(format!("the terminate task failed: {e}")))?
+    }
+
+    async fn terminate_to_end(&self, id: &str) -> Result<InstanceRecord> {
         let commands = {
             let mut instances = self.inner.lock();
             let slot = instances
@@ -590,6 +774,22 @@ fn check_capacity(
 }
 
 fn validate_request(request: &RunRequest) -> Result<()> {
+    if let Some(id) = &request.instance_id
+        && !is_instance_id(id)
+    {
+        return Err(ComputeError::InvalidParameter(format!(
+            "instance id {id:?}: expected `i-` and 17 lower-case hex digits"
+        )));
+    }
+    if let Some(zone) = &request.availability_zone
+        && (zone.is_empty()
+            || zone.len() > AVAILABILITY_ZONE_BYTES_MAX
+            || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(ComputeError::InvalidParameter(format!(
+            "invalid availability zone {zone:?}"
+        )));
+    }
     if let Some(user_data) = &request.user_data
         && user_data.len() > USER_DATA_BYTES_MAX
     {
@@ -635,10 +835,23 @@ fn validate_request(request: &RunRequest) -> Result<()> {
     Ok(())
 }
 
-/// EC2-style id: `i-` and 17 hex digits.
-fn new_instance_id() -> String {
+/// A new instance id in the host's format (EC2-style: `i-` and 17
+/// lower-case hex digits), for callers that choose the id of a `run`
+/// ([`RunRequest::instance_id`]) so that they can retry it.
+#[must_use]
+pub fn new_instance_id() -> String {
     let n: u128 = rand::random::<u128>() & ((1u128 << 68) - 1);
     format!("i-{n:017x}")
+}
+
+/// Whether `id` has the shape [`new_instance_id`] gives.
+#[must_use]
+pub fn is_instance_id(id: &str) -> bool {
+    id.len() == 19
+        && id.strip_prefix("i-").is_some_and(|hex| {
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 /// A stable locally administered MAC in QEMU's 52:54:00 range.
@@ -733,10 +946,23 @@ impl Inner {
                 slot.record.pid = None;
                 slot.commands = None;
             }
+            if state == InstanceState::Terminated {
+                // Its SSH port is free for others; it has no address.
+                slot.record.ssh_forward = None;
+                slot.record.private_ip = None;
+            }
             if let Err(e) = write_record(&self.instance_dir(id), &slot.record) {
                 tracing::error!(instance = id, "compute: cannot persist state: {e}");
             }
         }
+    }
+
+    /// Files that exist only while a VM runs: the driver's sockets and
+    /// pidfile, and the metadata socket.
+    fn runtime_files(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut files = self.driver.runtime_files(dir);
+        files.push(dir.join(METADATA_SOCKET));
+        files
     }
 
     /// Everything but the record.
@@ -744,10 +970,11 @@ impl Inner {
         let mut files = vec![
             dir.join(OVERLAY_FILE),
             dir.join(CONFIG_DRIVE_FILE),
+            dir.join(METADATA_FILE),
             dir.join(CONSOLE_FILE),
             dir.join(QEMU_LOG_FILE),
         ];
-        files.extend(self.driver.runtime_files(dir));
+        files.extend(self.runtime_files(dir));
         for file in files {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
@@ -788,7 +1015,28 @@ impl Inner {
             .instance_dir(id)
             .canonicalize()
             .map_err(ComputeError::io(self.instance_dir(id)))?;
-        let spec = VmSpec {
+        // The metadata service listens before the guest can ask.
+        let metadata = match InstanceMetadata::read(&dir)? {
+            Some(metadata) => metadata,
+            None => {
+                tracing::warn!(
+                    instance = id,
+                    "compute: no {METADATA_FILE}: the metadata service knows no keys or user data"
+                );
+                InstanceMetadata {
+                    instance_id: record.id.clone(),
+                    hostname: record.hostname.clone(),
+                    availability_zone: record.availability_zone.clone(),
+                    instance_type: record.instance_type.clone(),
+                    image_id: record.image_id.clone(),
+                    mac: record.mac.clone(),
+                    ssh_keys: Vec::new(),
+                    user_data: None,
+                }
+            }
+        };
+        let metadata_server = MetadataServer::start(&dir.join(METADATA_SOCKET), metadata)?;
+        let mut spec = VmSpec {
             name: id.to_string(),
             dir: dir.clone(),
             vcpus: record.vcpus,
@@ -798,9 +1046,33 @@ impl Inner {
             kernel: image.kernel.clone(),
             mac: record.mac.clone(),
             serial: format!("ds=openstack;i={id}"),
+            network: VmNetwork {
+                metadata_socket: Some(metadata_server.socket().to_path_buf()),
+                ssh_forward: None,
+            },
         };
-        let console = ConsoleLog::open(&dir.join(CONSOLE_FILE))?;
-        let mut vm = self.driver.launch(&spec, console).await?;
+        // The port was free when chosen, but anything on the machine may
+        // take it before QEMU binds it: then another port, a few times.
+        let mut refused_ports = Vec::new();
+        let mut attempt = 0;
+        let mut vm = loop {
+            attempt += 1;
+            let port = self.reserve_ssh_port(id, &refused_ports)?;
+            spec.network.ssh_forward = Some(SocketAddr::new(self.config.ssh_bind_address, port));
+            let console = ConsoleLog::open(&dir.join(CONSOLE_FILE))?;
+            match self.driver.launch(&spec, console).await {
+                Ok(vm) => break vm,
+                Err(e) if attempt < LAUNCH_ATTEMPTS_MAX && is_port_conflict(&e) => {
+                    tracing::warn!(
+                        instance = id,
+                        port,
+                        "compute: ssh port taken meanwhile: {e}"
+                    );
+                    refused_ports.push(port);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (tx, rx) = mpsc::channel(INSTANCE_COMMANDS_QUEUED_MAX);
         let recorded = {
             let mut instances = self.lock();
@@ -839,9 +1111,41 @@ impl Inner {
             id.to_string(),
             vm,
             rx,
-            self.config.stop_wait,
+            Waits {
+                stop: self.config.stop_wait,
+                reboot: self.config.reboot_wait,
+            },
+            metadata_server,
         ));
         Ok(())
+    }
+
+    /// Chooses the SSH port of instance `id` and records it in its slot (so
+    /// no concurrent launch takes it): the one it had, if still free, else a
+    /// free one no other instance holds, other than `refused`.
+    fn reserve_ssh_port(&self, id: &str, refused: &[u16]) -> Result<u16> {
+        let mut instances = self.lock();
+        let held: Vec<u16> = instances
+            .iter()
+            .filter(|(other, slot)| {
+                other.as_str() != id && slot.record.state != InstanceState::Terminated
+            })
+            .filter_map(|(_, slot)| slot.record.ssh_forward.map(|a| a.port()))
+            .collect();
+        let slot = instances
+            .get_mut(id)
+            .ok_or_else(|| ComputeError::InstanceNotFound(id.into()))?;
+        let previous = slot.record.ssh_forward.map(|a| a.port());
+        let unavailable = |port: u16| held.contains(&port) || refused.contains(&port);
+        let port = choose_ssh_port(
+            self.config.ssh_bind_address,
+            self.config.ssh_port_range.as_ref(),
+            previous,
+            unavailable,
+        )?;
+        slot.record.ssh_forward = Some(SocketAddr::new(self.config.ssh_advertised(), port));
+        slot.record.private_ip = Some(GUEST_IPV4);
+        Ok(port)
     }
 
     /// Records how a VM ended (the supervisor's last act).
@@ -875,7 +1179,7 @@ impl Inner {
         if let Err(e) = write_record(&dir, &slot.record) {
             tracing::error!(instance = id, "compute: cannot persist state: {e}");
         }
-        for file in self.driver.runtime_files(&dir) {
+        for file in self.runtime_files(&dir) {
             let _ = std::fs::remove_file(file);
         }
     }
@@ -944,7 +1248,7 @@ impl Inner {
                 InstanceState::Stopped | InstanceState::Terminated => {}
             }
             record.pid = None;
-            for file in self.driver.runtime_files(&dir) {
+            for file in self.runtime_files(&dir) {
                 let _ = std::fs::remove_file(file);
             }
             if record.state != before {
@@ -966,28 +1270,121 @@ impl Inner {
     }
 }
 
-/// Owns one VM: runs the commands sent to it and records how it ended.
-/// Holds only a weak reference, so dropping the host ends it (the VM keeps
-/// running, untracked, until the next `open`).
+/// Whether a launch failed because QEMU could not bind the SSH forward's
+/// port ("Could not set up host forwarding rule 'tcp:...'").
+fn is_port_conflict(error: &ComputeError) -> bool {
+    matches!(error, ComputeError::Hypervisor(message) if message.contains("Could not set up host forwarding rule"))
+}
+
+/// A host port for an SSH forward on `bind`: `previous` if it is still
+/// free, else one from `range` (from a random offset) or, without a range,
+/// one the kernel picks; never one `unavailable` refuses. Free means that
+/// binding it works now: QEMU binds it a moment later (with
+/// `SO_REUSEADDR`, as `std` does here).
+fn choose_ssh_port(
+    bind: IpAddr,
+    range: Option<&RangeInclusive<u16>>,
+    previous: Option<u16>,
+    unavailable: impl Fn(u16) -> bool,
+) -> Result<u16> {
+    let free = |port: u16| {
+        port != 0
+            && !unavailable(port)
+            && std::net::TcpListener::bind(SocketAddr::new(bind, port)).is_ok()
+    };
+    if let Some(port) = previous
+        && range.is_none_or(|r| r.contains(&port))
+        && free(port)
+    {
+        return Ok(port);
+    }
+    let exhausted = |where_: String| ComputeError::InsufficientInstanceCapacity {
+        requested: format!("an SSH port on {bind}"),
+        available: format!("none free {where_}"),
+    };
+    match range {
+        Some(range) => {
+            let (start, end) = (u32::from(*range.start()), u32::from(*range.end()));
+            let len = (end + 1).saturating_sub(start);
+            if len == 0 {
+                return Err(exhausted(format!("in the empty range {start}-{end}")));
+            }
+            let offset = rand::random::<u32>() % len;
+            (0..len)
+                .take(SSH_PORT_PROBES_MAX)
+                .filter_map(|i| u16::try_from(start + (offset + i) % len).ok())
+                .find(|&port| free(port))
+                .ok_or_else(|| exhausted(format!("in {start}-{end}")))
+        }
+        None => (0..SSH_PORT_PROBES_MAX)
+            .find_map(|_| {
+                let listener = std::net::TcpListener::bind(SocketAddr::new(bind, 0)).ok()?;
+                let port = listener.local_addr().ok()?.port();
+                (!unavailable(port)).then_some(port)
+            })
+            .ok_or_else(|| exhausted("among the kernel's ephemeral ports".into())),
+    }
+}
+
+/// How long the supervisor gives a guest to act on a request.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    stop: Duration,
+    reboot: Duration,
+}
+
+/// Owns one VM and its metadata service: runs the commands sent to it and
+/// records how it ended. Holds only a weak reference, so dropping the host
+/// ends it (the VM keeps running, untracked, until the next `open`; its
+/// metadata service stops).
 async fn supervise(
     host: Weak<Inner>,
     id: String,
     mut vm: Box<dyn VmHandle>,
     mut commands: mpsc::Receiver<VmCommand>,
-    stop_wait: Duration,
+    waits: Waits,
+    metadata_server: MetadataServer,
 ) {
+    let stop_wait = waits.stop;
     let mut guest_shutdown = false;
     let mut reply_after_exit: Vec<oneshot::Sender<()>> = Vec::new();
+    // Set while a reboot request waits for the guest to reset.
+    let mut reboot_deadline: Option<tokio::time::Instant> = None;
+    let note_reboot = |outcome: RebootOutcome| {
+        tracing::info!(instance = %id, ?outcome, "compute: rebooted");
+        if let Some(host) = host.upgrade()
+            && let Some(slot) = host.lock().get_mut(&id)
+        {
+            slot.record.last_reboot = Some(outcome);
+            if let Err(e) = write_record(&host.instance_dir(&id), &slot.record) {
+                tracing::error!(instance = %id, "compute: cannot persist state: {e}");
+            }
+        }
+    };
     let exit = loop {
+        let deadline = reboot_deadline.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
                 Some(VmCommand::Status(reply)) => {
                     let _ = reply.send(vm.status().await);
                 }
-                Some(VmCommand::Reset(reply)) => {
-                    let _ = reply.send(vm.reset().await);
-                }
+                Some(VmCommand::Reboot(reply)) => match vm.request_reboot().await {
+                    Ok(()) => {
+                        let at = tokio::time::Instant::now() + waits.reboot;
+                        reboot_deadline = Some(reboot_deadline.map_or(at, |d| d.min(at)));
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, "compute: cannot ask the guest to reboot ({e}); resetting");
+                        let reset = vm.reset().await;
+                        if reset.is_ok() {
+                            reboot_deadline = None;
+                            note_reboot(RebootOutcome::Forced);
+                        }
+                        let _ = reply.send(reset);
+                    }
+                },
                 Some(VmCommand::Stop(reply)) => {
                     reply_after_exit.push(reply);
                     if let Err(e) = vm.power_down().await {
@@ -1010,19 +1407,32 @@ async fn supervise(
                     break force_exit(&mut *vm, &mut guest_shutdown).await;
                 }
             },
+            () = tokio::time::sleep_until(deadline), if reboot_deadline.is_some() => {
+                reboot_deadline = None;
+                match vm.reset().await {
+                    Ok(()) => note_reboot(RebootOutcome::Forced),
+                    Err(e) => tracing::warn!(instance = %id, "compute: reset after the reboot wait: {e}"),
+                }
+            }
             event = vm.next_event() => match event {
                 VmEvent::Exited(exit) => break exit,
                 VmEvent::Shutdown { guest, .. } => guest_shutdown |= guest,
-                VmEvent::Reset { .. } => {
+                VmEvent::Reset { guest } => {
                     if let Some(host) = host.upgrade()
                         && let Some(slot) = host.lock().get_mut(&id)
                     {
                         slot.record.resets += 1;
                     }
+                    if guest && reboot_deadline.take().is_some() {
+                        note_reboot(RebootOutcome::Graceful);
+                    }
                 }
             },
         }
     };
+    // Before the exit is recorded: once it is, a start may bind a new
+    // socket at the same path, which this one's removal must not take away.
+    drop(metadata_server);
     if let Some(host) = host.upgrade() {
         host.vm_exited(&id, &exit, guest_shutdown);
     }
@@ -1078,6 +1488,9 @@ mod tests {
                 pid: None,
                 launches: 0,
                 resets: 0,
+                private_ip: None,
+                ssh_forward: None,
+                last_reboot: None,
             },
             commands: None,
         }
@@ -1143,6 +1556,37 @@ mod tests {
             ..RunRequest::default()
         };
         assert!(validate_request(&key).is_err());
+    }
+
+    #[test]
+    fn ssh_ports_are_free_and_not_held() {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // A port someone listens on is not chosen, even as the previous one.
+        let busy = std::net::TcpListener::bind((localhost, 0)).unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let port = choose_ssh_port(localhost, None, Some(busy_port), |_| false).unwrap();
+        assert_ne!(port, busy_port);
+        // The previous port comes back when it is free.
+        assert_eq!(
+            choose_ssh_port(localhost, None, Some(port), |_| false).unwrap(),
+            port
+        );
+        // Within a range, skipping held and busy ports; none left is capacity.
+        let range = busy_port..=busy_port.saturating_add(2);
+        let held = busy_port.saturating_add(1);
+        let chosen = choose_ssh_port(localhost, Some(&range), None, |p| p == held);
+        if let Ok(chosen) = chosen {
+            // (Another process may hold busy_port + 2: then there is none.)
+            assert_eq!(chosen, busy_port + 2);
+        }
+        let none = choose_ssh_port(localhost, Some(&range), None, |p| p != busy_port);
+        assert!(
+            matches!(none, Err(ComputeError::InsufficientInstanceCapacity { .. })),
+            "{none:?}"
+        );
+        assert!(is_port_conflict(&ComputeError::Hypervisor(
+            "qemu exited: Could not set up host forwarding rule 'tcp:127.0.0.1:22-:22'".into()
+        )));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! An image is a disk (raw or qcow2, never with a backing file of its own)
 //! plus, optionally, a kernel, initrd and command line to boot directly. Its
-//! id is the SHA-256 of all of that, so the same bytes are cached once and a
+//! id is a SHA-256 over all of that ([`content_id`]: each part framed, so
+//! that parts cannot pass for one another), so the same bytes are cached once and a
 //! cached file is never changed in place (written to a temporary name, then
 //! renamed). Overlays and config drives belong to one instance and live in
 //! its directory. This module runs `qemu-img` and `xorriso`/`genisoimage`;
@@ -10,15 +11,21 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::driver::DirectKernel;
 use crate::error::{ComputeError, Result};
-use crate::limits::{IMAGE_COPY_CHUNK_BYTES, IMAGES_PER_HOST_MAX, TOOL_OUTPUT_BYTES_MAX};
+use crate::limits::{
+    IMAGE_COPY_CHUNK_BYTES, IMAGES_PER_HOST_MAX, QEMU_IMG_INFO_ADDRESS_SPACE_BYTES,
+    QEMU_IMG_INFO_CPU_SECONDS, QEMU_IMG_INFO_TIMEOUT_MS, TOOL_OUTPUT_BYTES_MAX,
+    TOOL_STDOUT_BYTES_MAX, TOOL_TIMEOUT_MS,
+};
 
 /// What to register as an image.
 #[derive(Debug, Clone)]
@@ -42,6 +49,8 @@ pub struct Image {
 pub struct ImageCache {
     dir: PathBuf,
     qemu_img: PathBuf,
+    /// `prlimit` (util-linux) if on `PATH`: `qemu-img info` runs under it.
+    prlimit: Option<PathBuf>,
     /// Held while a staged image is moved into place: two registrations of
     /// the same content must not remove or rename over each other's.
     publish: std::sync::Mutex<()>,
@@ -49,16 +58,46 @@ pub struct ImageCache {
 
 impl ImageCache {
     pub fn new(dir: PathBuf, qemu_img: PathBuf) -> Self {
+        let prlimit = find_on_path("prlimit");
+        if prlimit.is_none() {
+            tracing::warn!(
+                "compute: prlimit is not on PATH; qemu-img info runs without memory and CPU limits"
+            );
+        }
         Self {
             dir,
             qemu_img,
+            prlimit,
             publish: std::sync::Mutex::new(()),
         }
     }
 
-    /// Copies the source into the cache (once per content hash) and returns its record.
-    pub async fn register(&self, source: &ImageSource) -> Result<Image> {
-        let info = qemu_img_info(&self.qemu_img, &source.disk).await?;
+    /// Removes what registrations that never finished left (`tmp-*`
+    /// staging directories: a crash, or a registration whose task was
+    /// dropped). Only while nothing registers: at the host's open.
+    pub fn remove_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten().take(IMAGES_PER_HOST_MAX * 4) {
+            if entry.file_name().to_string_lossy().starts_with("tmp-") {
+                let path = entry.path();
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => tracing::warn!(
+                        "compute: removed {}, left by an unfinished image registration",
+                        path.display()
+                    ),
+                    Err(e) => tracing::warn!("compute: cannot remove {}: {e}", path.display()),
+                }
+            }
+        }
+    }
+
+    /// Copies the source into the cache (once per content hash) and returns
+    /// its record. With `expected`, content whose id differs is refused
+    /// (`InvalidImage`) before the cache keeps it.
+    pub async fn register(&self, source: &ImageSource, expected: Option<&str>) -> Result<Image> {
+        let info = qemu_img_info(&self.qemu_img, self.prlimit.as_deref(), &source.disk).await?;
         let format = info
             .get("format")
             .and_then(|v| v.as_str())
@@ -98,6 +137,16 @@ impl ImageCache {
                 return Err(e);
             }
         };
+        if let Some(expected) = expected
+            && expected != image.id
+        {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(ComputeError::InvalidImage(format!(
+                "the image's content hashes to {}, not to the registered {expected}: its \
+                 objects changed since it was registered",
+                image.id
+            )));
+        }
         let final_dir = self.dir.join(&image.id);
         let _publishing = self
             .publish
@@ -108,9 +157,9 @@ impl ImageCache {
         } else {
             if self.list()?.len() >= IMAGES_PER_HOST_MAX {
                 let _ = std::fs::remove_dir_all(&tmp_dir);
-                return Err(ComputeError::InvalidImage(format!(
-                    "this host caches at most {IMAGES_PER_HOST_MAX} images"
-                )));
+                return Err(ComputeError::CacheFull {
+                    max: IMAGES_PER_HOST_MAX,
+                });
             }
             let _ = std::fs::remove_dir_all(&final_dir);
             std::fs::rename(&tmp_dir, &final_dir).map_err(ComputeError::io(&final_dir))?;
@@ -119,7 +168,7 @@ impl ImageCache {
     }
 
     pub fn get(&self, id: &str) -> Result<Image> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_image_id(id) {
             return Err(ComputeError::ImageNotFound(id.to_string()));
         }
         let path = self.dir.join(id).join("image.json");
@@ -150,7 +199,9 @@ impl ImageCache {
         };
         for entry in entries.flatten().take(IMAGES_PER_HOST_MAX * 4) {
             let name = entry.file_name().to_string_lossy().to_string();
-            if entry.path().join("image.json").exists() {
+            // Staging directories (`tmp-*`, the one being published among
+            // them) hold an `image.json` too: they are not cached images.
+            if is_image_id(&name) && entry.path().join("image.json").exists() {
                 ids.push(name);
             }
         }
@@ -158,24 +209,106 @@ impl ImageCache {
     }
 }
 
+/// An image id: 64 lower-case hex digits (what `content_id` gives).
+fn is_image_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The length and SHA-256 of one part of an image (disk, kernel, initrd,
+/// command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartDigest {
+    len: u64,
+    sha256: [u8; 32],
+}
+
+impl PartDigest {
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Self {
+        Self {
+            len: bytes.len() as u64,
+            sha256: Sha256::digest(bytes).into(),
+        }
+    }
+
+    /// Reads `input` to its end, handing each chunk to `sink` too.
+    pub(crate) fn of_reader(
+        mut input: impl Read,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Self> {
+        let mut hash = Sha256::new();
+        let mut len = 0u64;
+        let mut buf = vec![0u8; IMAGE_COPY_CHUNK_BYTES];
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                return Ok(Self {
+                    len,
+                    sha256: hash.finalize().into(),
+                });
+            }
+            hash.update(&buf[..n]);
+            sink(&buf[..n])?;
+            len += n as u64;
+        }
+    }
+}
+
+/// The first bytes hashed into every image id: a new formula gets a new tag.
+const CONTENT_ID_VERSION: &[u8] = b"nuage-image-v2\0";
+
+/// An image's id, the one formula both the cache and the gateway use: the
+/// hex SHA-256 of [`CONTENT_ID_VERSION`], then per part present, in the
+/// order disk, kernel, initrd, command line, one fixed-size record: a tag
+/// byte (`d`, `k`, `i`, `c`), the part's length (u64 big-endian) and its
+/// SHA-256. Fixed-size records cannot run into one another, so no crafted
+/// disk can hash like a disk plus a kernel (the id's earlier formula joined
+/// the parts' bytes with `\0kernel\0`-style separators, which a disk could
+/// contain).
+pub(crate) fn content_id(
+    disk: &PartDigest,
+    kernel: Option<(&PartDigest, Option<&PartDigest>, &str)>,
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(CONTENT_ID_VERSION);
+    let mut part = |tag: u8, digest: &PartDigest| {
+        hash.update([tag]);
+        hash.update(digest.len.to_be_bytes());
+        hash.update(digest.sha256);
+    };
+    part(b'd', disk);
+    if let Some((kernel, initrd, cmdline)) = kernel {
+        part(b'k', kernel);
+        if let Some(initrd) = initrd {
+            part(b'i', initrd);
+        }
+        part(b'c', &PartDigest::of_bytes(cmdline.as_bytes()));
+    }
+    hex::encode(hash.finalize())
+}
+
 /// Copies every file into `tmp` while hashing, then writes `image.json`
 /// with the paths it will have once `tmp` is renamed to its id (under
 /// `dir`, the cache).
 fn stage(dir: &Path, source: &ImageSource, tmp: &Path, format: &str, size: u64) -> Result<Image> {
-    let mut hash = Sha256::new();
     let disk_name = format!("disk.{format}");
-    copy_hashing(&source.disk, &tmp.join(&disk_name), &mut hash)?;
-    if let Some(kernel) = &source.kernel {
-        hash.update(b"\0kernel\0");
-        copy_hashing(&kernel.kernel, &tmp.join("kernel"), &mut hash)?;
-        if let Some(initrd) = &kernel.initrd {
-            hash.update(b"\0initrd\0");
-            copy_hashing(initrd, &tmp.join("initrd"), &mut hash)?;
+    let disk = copy_hashing(&source.disk, &tmp.join(&disk_name))?;
+    let id = match &source.kernel {
+        None => content_id(&disk, None),
+        Some(kernel) => {
+            let kernel_digest = copy_hashing(&kernel.kernel, &tmp.join("kernel"))?;
+            let initrd = match &kernel.initrd {
+                Some(initrd) => Some(copy_hashing(initrd, &tmp.join("initrd"))?),
+                None => None,
+            };
+            content_id(
+                &disk,
+                Some((&kernel_digest, initrd.as_ref(), &kernel.cmdline)),
+            )
         }
-        hash.update(b"\0cmdline\0");
-        hash.update(kernel.cmdline.as_bytes());
-    }
-    let id = hex::encode(hash.finalize());
+    };
     let final_dir = dir.join(&id);
     let image = Image {
         id,
@@ -195,43 +328,113 @@ fn stage(dir: &Path, source: &ImageSource, tmp: &Path, format: &str, size: u64) 
     Ok(image)
 }
 
-fn copy_hashing(from: &Path, to: &Path, hash: &mut Sha256) -> Result<()> {
-    let mut input = std::fs::File::open(from).map_err(ComputeError::io(from))?;
+fn copy_hashing(from: &Path, to: &Path) -> Result<PartDigest> {
+    let input = std::fs::File::open(from).map_err(ComputeError::io(from))?;
     let mut output = std::fs::File::create(to).map_err(ComputeError::io(to))?;
-    let mut buf = vec![0u8; IMAGE_COPY_CHUNK_BYTES];
-    loop {
-        let n = input.read(&mut buf).map_err(ComputeError::io(from))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        output.write_all(&buf[..n]).map_err(ComputeError::io(to))?;
+    // A failed write is reported against `to`, a failed read against `from`.
+    let mut write_error = None;
+    let digest = PartDigest::of_reader(input, |chunk| {
+        output.write_all(chunk).map_err(|e| {
+            let kind = e.kind();
+            write_error = Some(e);
+            std::io::Error::from(kind)
+        })
+    });
+    if let Some(e) = write_error {
+        return Err(ComputeError::Io {
+            path: to.to_path_buf(),
+            source: e,
+        });
     }
-    output.sync_all().map_err(ComputeError::io(to))
+    let digest = digest.map_err(ComputeError::io(from))?;
+    output.sync_all().map_err(ComputeError::io(to))?;
+    Ok(digest)
 }
 
 async fn run_tool(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
-    let output = Command::new(program)
+    run_tool_bounded(program, args, Duration::from_millis(TOOL_TIMEOUT_MS)).await
+}
+
+/// Runs a helper to completion within `timeout` (killed otherwise), keeping
+/// at most `TOOL_STDOUT_BYTES_MAX` of its standard output (more is an
+/// error) and the last `TOOL_OUTPUT_BYTES_MAX` of its standard error.
+async fn run_tool_bounded(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let tool = || program.display().to_string();
+    let mut child = Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .output()
-        .await
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|e| ComputeError::Tool {
-            tool: program.display().to_string(),
+            tool: tool(),
             message: e.to_string(),
         })?;
-    if output.status.success() {
-        return Ok(output.stdout);
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(ComputeError::Tool {
+            tool: tool(),
+            message: "no pipes".into(),
+        });
+    };
+    let limit = u64::try_from(TOOL_STDOUT_BYTES_MAX).unwrap_or(u64::MAX);
+    let read_stdout = async {
+        let mut out = Vec::new();
+        let read = stdout.take(limit + 1).read_to_end(&mut out).await;
+        read.map(|_| out)
+    };
+    let read_stderr = async {
+        // Drained in chunks, keeping only the tail.
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > TOOL_OUTPUT_BYTES_MAX {
+                tail.drain(..tail.len() - TOOL_OUTPUT_BYTES_MAX);
+            }
+        }
+        tail
+    };
+    let finished = tokio::time::timeout(timeout, async {
+        let (out, err) = tokio::join!(read_stdout, read_stderr);
+        (out, err)
+    })
+    .await;
+    let Ok((out, err)) = finished else {
+        let _ = child.kill().await;
+        return Err(ComputeError::Tool {
+            tool: tool(),
+            message: format!("did not finish within {} s", timeout.as_secs()),
+        });
+    };
+    let out = out.map_err(|e| ComputeError::Tool {
+        tool: tool(),
+        message: e.to_string(),
+    })?;
+    if out.len() > TOOL_STDOUT_BYTES_MAX {
+        let _ = child.kill().await;
+        return Err(ComputeError::Tool {
+            tool: tool(),
+            message: format!("more than {TOOL_STDOUT_BYTES_MAX} bytes of output"),
+        });
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let start = stderr.len().saturating_sub(TOOL_OUTPUT_BYTES_MAX);
+    let status = child.wait().await.map_err(|e| ComputeError::Tool {
+        tool: tool(),
+        message: e.to_string(),
+    })?;
+    if status.success() {
+        return Ok(out);
+    }
     Err(ComputeError::Tool {
-        tool: program.display().to_string(),
-        message: format!(
-            "{}: {}",
-            output.status,
-            stderr.get(start..).unwrap_or("").trim()
-        ),
+        tool: tool(),
+        message: format!("{status}: {}", String::from_utf8_lossy(&err).trim()),
     })
 }
 
@@ -274,12 +477,32 @@ fn check_self_contained(info: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-async fn qemu_img_info(qemu_img: &Path, disk: &Path) -> Result<serde_json::Value> {
-    let out = run_tool(
-        qemu_img,
-        &["info".as_ref(), "--output=json".as_ref(), disk.as_os_str()],
-    )
-    .await?;
+/// `qemu-img info --output=json DISK`, under `prlimit --as --cpu` when there
+/// is one (the limits OpenStack sets): the image is the tenant's, and a
+/// crafted one could make qemu-img allocate or loop without end.
+async fn qemu_img_info(
+    qemu_img: &Path,
+    prlimit: Option<&Path>,
+    disk: &Path,
+) -> Result<serde_json::Value> {
+    let address_space = format!("--as={QEMU_IMG_INFO_ADDRESS_SPACE_BYTES}");
+    let cpu = format!("--cpu={QEMU_IMG_INFO_CPU_SECONDS}");
+    let info_args: [&std::ffi::OsStr; 3] =
+        ["info".as_ref(), "--output=json".as_ref(), disk.as_os_str()];
+    let timeout = Duration::from_millis(QEMU_IMG_INFO_TIMEOUT_MS);
+    let out = match prlimit {
+        Some(prlimit) => {
+            let mut args: Vec<&std::ffi::OsStr> = vec![
+                address_space.as_ref(),
+                cpu.as_ref(),
+                "--".as_ref(),
+                qemu_img.as_os_str(),
+            ];
+            args.extend(info_args);
+            run_tool_bounded(prlimit, &args, timeout).await?
+        }
+        None => run_tool_bounded(qemu_img, &info_args, timeout).await?,
+    };
     serde_json::from_slice(&out).map_err(|e| ComputeError::Tool {
         tool: "qemu-img info".into(),
         message: format!("unparsable output: {e}"),
@@ -333,16 +556,54 @@ pub struct ConfigDrive<'a> {
 
 /// Finds xorriso, else genisoimage, on `PATH`.
 pub fn find_iso_builder() -> Option<PathBuf> {
+    ["xorriso", "genisoimage"]
+        .into_iter()
+        .find_map(find_on_path)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    for name in ["xorriso", "genisoimage"] {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+impl ConfigDrive<'_> {
+    /// `openstack/latest/meta_data.json` (also served by the metadata service).
+    #[must_use]
+    pub fn meta_data(&self) -> serde_json::Value {
+        let public_keys: serde_json::Map<String, serde_json::Value> = self
+            .ssh_keys
+            .iter()
+            .map(|(n, k)| (n.clone(), json!(k)))
+            .collect();
+        let keys: Vec<_> = self
+            .ssh_keys
+            .iter()
+            .map(|(n, k)| json!({ "name": n, "type": "ssh", "data": k }))
+            .collect();
+        json!({
+            "uuid": self.instance_id,
+            "name": self.hostname,
+            "hostname": self.hostname,
+            "availability_zone": self.availability_zone,
+            "launch_index": 0,
+            "public_keys": public_keys,
+            "keys": keys,
+            "meta": {},
+        })
     }
-    None
+
+    /// `openstack/latest/network_data.json`: a network_data.json without
+    /// networks leaves the NIC down under cloud-init, so DHCP on the one NIC.
+    #[must_use]
+    pub fn network_data(&self) -> serde_json::Value {
+        json!({
+            "links": [{ "id": "eth0", "type": "phy", "ethernet_mac_address": self.mac }],
+            "networks": [{ "id": "net0", "type": "ipv4_dhcp", "link": "eth0" }],
+            "services": [],
+        })
+    }
 }
 
 /// Writes an ISO 9660 volume labelled `config-2` with
@@ -356,32 +617,8 @@ pub async fn build_config_drive(
     let _ = std::fs::remove_dir_all(&staging);
     let latest = staging.join("openstack").join("latest");
     std::fs::create_dir_all(&latest).map_err(ComputeError::io(&latest))?;
-    let public_keys: serde_json::Map<String, serde_json::Value> = drive
-        .ssh_keys
-        .iter()
-        .map(|(n, k)| (n.clone(), json!(k)))
-        .collect();
-    let keys: Vec<_> = drive
-        .ssh_keys
-        .iter()
-        .map(|(n, k)| json!({ "name": n, "type": "ssh", "data": k }))
-        .collect();
-    let meta_data = json!({
-        "uuid": drive.instance_id,
-        "name": drive.hostname,
-        "hostname": drive.hostname,
-        "availability_zone": drive.availability_zone,
-        "launch_index": 0,
-        "public_keys": public_keys,
-        "keys": keys,
-        "meta": {},
-    });
-    // A network_data.json without networks leaves the NIC down under cloud-init.
-    let network_data = json!({
-        "links": [{ "id": "eth0", "type": "phy", "ethernet_mac_address": drive.mac }],
-        "networks": [{ "id": "net0", "type": "ipv4_dhcp", "link": "eth0" }],
-        "services": [],
-    });
+    let meta_data = drive.meta_data();
+    let network_data = drive.network_data();
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = latest.join(name);
         std::fs::write(&path, bytes).map_err(ComputeError::io(&path))
@@ -410,4 +647,94 @@ pub async fn build_config_drive(
     let result = run_tool(iso_builder, &args).await;
     let _ = std::fs::remove_dir_all(&staging);
     result.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_cache_and_the_gateway_compute_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let source = ImageSource {
+            disk: file("disk", &[1u8; 3000]),
+            kernel: Some(DirectKernel {
+                kernel: file("kernel", b"k"),
+                initrd: Some(file("initrd", b"i")),
+                cmdline: "console=ttyS0".into(),
+            }),
+        };
+        let tmp = dir.path().join("tmp-1");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let image = stage(dir.path(), &source, &tmp, "raw", 3000).unwrap();
+        assert_eq!(image.id, crate::api::image_content_id(&source).unwrap());
+        assert_eq!(
+            std::fs::read(tmp.join("disk.raw")).unwrap(),
+            vec![1u8; 3000]
+        );
+    }
+
+    #[tokio::test]
+    async fn qemu_img_info_runs_under_prlimit() {
+        let Some(prlimit) = find_on_path("prlimit") else {
+            eprintln!("SKIPPED: no prlimit");
+            return;
+        };
+        // A stand-in for qemu-img that reports the limits it runs under.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("qemu-img");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"{\\\"format\\\":\\\"raw\\\",\\\"as_kib\\\":$(ulimit -v),\\\"cpu_s\\\":$(ulimit -t)}\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let info = qemu_img_info(&fake, Some(&prlimit), Path::new("/dev/null"))
+            .await
+            .unwrap();
+        assert_eq!(info["as_kib"], QEMU_IMG_INFO_ADDRESS_SPACE_BYTES / 1024);
+        assert_eq!(info["cpu_s"], QEMU_IMG_INFO_CPU_SECONDS);
+    }
+
+    #[tokio::test]
+    async fn helper_commands_are_bounded() {
+        let sh = Path::new("/bin/sh");
+        let endless = run_tool_bounded(
+            sh,
+            &["-c".as_ref(), "yes".as_ref()],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            matches!(&endless, Err(ComputeError::Tool { message, .. }) if message.contains("more than")),
+            "{endless:?}"
+        );
+        let slow = run_tool_bounded(
+            sh,
+            &["-c".as_ref(), "exec sleep 30".as_ref()],
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(
+            matches!(&slow, Err(ComputeError::Tool { message, .. }) if message.contains("did not finish")),
+            "{slow:?}"
+        );
+        let failed = run_tool_bounded(
+            sh,
+            &["-c".as_ref(), "echo why >&2; exit 3".as_ref()],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            matches!(&failed, Err(ComputeError::Tool { message, .. }) if message.ends_with("why")),
+            "{failed:?}"
+        );
+    }
 }

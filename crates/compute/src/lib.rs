@@ -15,6 +15,7 @@
 //! calls it with typed requests and maps `ComputeError` to EC2's error codes.
 //! See `docs/compute.md`.
 
+pub mod api;
 pub mod console;
 pub mod driver;
 pub mod error;
@@ -22,16 +23,21 @@ pub mod host;
 pub mod image;
 pub mod instance_type;
 pub mod limits;
+pub mod metadata;
 pub mod qmp;
 
+pub use api::{
+    HostApi, HostError, HostErrorKind, HostStatus, LocalHost, RunSpec, image_content_id,
+};
 pub use driver::{
-    AccelDecision, AccelMode, Accelerator, DirectKernel, HypervisorDriver, QemuDriver, QemuTools,
-    VmEvent, VmExit, VmHandle, VmSpec,
+    AccelDecision, AccelMode, Accelerator, DirectKernel, GUEST_IPV4, HypervisorDriver,
+    METADATA_IPV4, QemuDriver, QemuTools, VmEvent, VmExit, VmHandle, VmNetwork, VmSpec,
 };
 pub use error::{ComputeError, Result};
 pub use host::{
-    ComputeHost, HostCapacity, HostConfig, InstanceRecord, InstanceState, RecoveryReport,
-    RunRequest,
+    ComputeHost, HostCapacity, HostConfig, InstanceRecord, InstanceState, RebootOutcome,
+    RecoveryReport, RunRequest, is_instance_id, new_instance_id,
 };
 pub use image::{Image, ImageSource};
 pub use instance_type::{INSTANCE_TYPES, InstanceType};
+pub use metadata::{InstanceMetadata, MetadataServer};

@@ -29,6 +29,8 @@ pub const USER_DATA_BYTES_MAX: usize = 16 * 1024;
 /// SSH public keys per instance, and the size of one.
 pub const SSH_KEYS_PER_INSTANCE_MAX: usize = 16;
 pub const SSH_KEY_BYTES_MAX: usize = 16 * 1024;
+/// An availability zone a run names (letters, digits and `-`).
+pub const AVAILABILITY_ZONE_BYTES_MAX: usize = 64;
 /// Hostname length (RFC 1123 label limit for the whole name is 253; one label 63).
 pub const HOSTNAME_BYTES_MAX: usize = 253;
 /// ACPI power-down is given this long before `quit`, then SIGKILL.
@@ -45,3 +47,32 @@ pub const TOOL_OUTPUT_BYTES_MAX: usize = 4096;
 pub const IMAGE_COPY_CHUNK_BYTES: usize = 1024 * 1024;
 /// Images one host caches.
 pub const IMAGES_PER_HOST_MAX: usize = 64;
+/// Wall-clock time a helper command (qemu-img, xorriso) may run.
+pub const TOOL_TIMEOUT_MS: u64 = 600_000;
+/// Standard output of a helper command read at most (qemu-img info's JSON is a few KiB).
+pub const TOOL_STDOUT_BYTES_MAX: usize = 1024 * 1024;
+/// `qemu-img info` on a tenant's image runs under `prlimit` with these, as
+/// OpenStack does: a crafted image must not make it eat the host's memory or CPU.
+pub const QEMU_IMG_INFO_ADDRESS_SPACE_BYTES: u64 = 1024 * 1024 * 1024;
+pub const QEMU_IMG_INFO_CPU_SECONDS: u64 = 30;
+/// And this much wall-clock time.
+pub const QEMU_IMG_INFO_TIMEOUT_MS: u64 = 60_000;
+/// Console bytes handed to one blocking write (reads of `CONSOLE_READ_CHUNK_BYTES` are coalesced up to this).
+pub const CONSOLE_WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
+/// A guest's reboot request (Ctrl-Alt-Del) is given this long before a hard reset.
+pub const REBOOT_WAIT_MS: u64 = 60_000;
+/// Metadata service, per instance: one request head (request line and headers).
+/// hyper's smallest read buffer is 8 KiB.
+pub const METADATA_REQUEST_HEAD_BYTES_MAX: usize = 8192;
+/// Metadata service: connections served at once per instance; more wait in the socket's backlog.
+pub const METADATA_CONNECTIONS_MAX: usize = 8;
+/// Metadata service: how long a client may take to send a request head.
+pub const METADATA_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Metadata service: how long one connection may stay open, keep-alive included.
+pub const METADATA_CONNECTION_TIMEOUT_MS: u64 = 30_000;
+/// Ports tried when choosing an instance's SSH forward.
+pub const SSH_PORT_PROBES_MAX: usize = 256;
+/// QEMU starts tried for one launch when its SSH port was taken meanwhile.
+pub const LAUNCH_ATTEMPTS_MAX: usize = 3;
+/// Instance metadata file (`metadata.json`: keys and user data, base64).
+pub const METADATA_FILE_BYTES_MAX: u64 = 256 * 1024;

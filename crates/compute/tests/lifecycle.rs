@@ -97,6 +97,16 @@ async fn open_host(
     ComputeHost::open(config).await.unwrap()
 }
 
+/// `path` (absolute) as a path relative to the current directory.
+fn relative_to_cwd(path: &Path) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.join(path.strip_prefix("/").unwrap())
+}
+
 async fn register(host: &ComputeHost, guest: &Guest, scratch: &Path) -> String {
     let disk = scratch.join("base.raw");
     std::fs::write(&disk, vec![0u8; 16 * 1024 * 1024]).unwrap();
@@ -130,6 +140,7 @@ fn request(image_id: &str) -> RunRequest {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBogus test".into(),
         )],
         user_data: Some(b"#!/bin/sh\necho hello-from-user-data\n".to_vec()),
+        ..RunRequest::default()
     }
 }
 
@@ -186,21 +197,48 @@ async fn run_console_reboot_stop_start_terminate() {
     let mut reaper = Reaper::default();
 
     let started = std::time::Instant::now();
-    let record = host.run(request(&image)).await.unwrap();
+    // The caller (a gateway) chooses the id and the zone the guest is told.
+    let chosen = RunRequest {
+        instance_id: Some(nuage_compute::new_instance_id()),
+        availability_zone: Some("de-fra-1a".into()),
+        ..request(&image)
+    };
+    let record = host.run(chosen.clone()).await.unwrap();
     assert_eq!(
         record.state,
         InstanceState::Running,
         "{}",
         record.state_description()
     );
+    assert_eq!(Some(&record.id), chosen.instance_id.as_ref());
+    assert_eq!(record.availability_zone, "de-fra-1a");
     let pid = record.pid.unwrap();
     reaper.0.push(pid);
     assert!(process_alive(pid));
+    // A retry is the same instance, not another; one that differs is refused.
+    let again = host.run(chosen.clone()).await.unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.pid),
+        (record.id.as_str(), Some(pid))
+    );
+    assert_eq!(host.list().len(), 1);
+    let other = RunRequest {
+        instance_type: "n1.micro".into(),
+        ..chosen.clone()
+    };
+    assert!(matches!(
+        host.run(other).await,
+        Err(ComputeError::InvalidParameter(_))
+    ));
     let console = wait_console(&host, &record.id, "hello-from-user-data", 1).await;
     eprintln!("boot to user data output: {:?}", started.elapsed());
-    // The config drive carried the instance id and hostname.
+    // The config drive carried the instance id, hostname and zone.
     assert!(console.contains(&record.id), "{console}");
     assert!(console.contains("\"hostname\":\"tiny\""), "{console}");
+    assert!(
+        console.contains("\"availability_zone\":\"de-fra-1a\""),
+        "{console}"
+    );
     wait_console(&host, &record.id, READY, 1).await;
     assert_eq!(host.hypervisor_status(&record.id).await.unwrap(), "running");
 
@@ -409,7 +447,16 @@ async fn guest_poweroff_is_an_instance_initiated_shutdown() {
         vcpus: 1,
         memory_mib: 512,
     };
-    let (host, _) = open_host(state.path(), capacity).await;
+    // A relative state directory (as `nuage serve --data-dir ./data` gives):
+    // the overlay must still find its base image, which qemu-img would look
+    // for relative to the overlay's own directory.
+    // Nested deeper than the test's own directory, so that resolving it
+    // from the overlay's directory cannot land on the same place.
+    let nested = state.path().join("a/b/c/d/e");
+    std::fs::create_dir_all(&nested).unwrap();
+    let relative = relative_to_cwd(&nested);
+    assert!(relative.is_relative());
+    let (host, _) = open_host(&relative, capacity).await;
     let image = register(&host, guest, state.path()).await;
     let mut reaper = Reaper::default();
     let run = RunRequest {
@@ -439,6 +486,10 @@ async fn guest_poweroff_is_an_instance_initiated_shutdown() {
 async fn images_are_cached_by_content_and_checked() {
     let Some(_) = guest() else { return };
     let state = tempfile::tempdir().unwrap();
+    // A registration that never finished (a crash) left its staging directory.
+    let leftover = state.path().join("images").join("tmp-42");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("disk.raw"), b"half").unwrap();
     let (host, _) = open_host(
         state.path(),
         HostCapacity {
@@ -447,6 +498,10 @@ async fn images_are_cached_by_content_and_checked() {
         },
     )
     .await;
+    assert!(
+        !leftover.exists(),
+        "the host's open removes what staging left"
+    );
     let disk = state.path().join("a.raw");
     std::fs::write(&disk, vec![7u8; 1024 * 1024]).unwrap();
     let copy = state.path().join("b.raw");
@@ -523,6 +578,25 @@ async fn images_are_cached_by_content_and_checked() {
         host.run(bad_type).await,
         Err(ComputeError::InvalidInstanceType(_))
     ));
+    // An id not in the host's own format, or a malformed zone, is refused.
+    for (id, zone) in [
+        (Some("i-123"), None),
+        (Some("i-0123456789ABCDEF0"), None),
+        (Some("../../etc/passwd"), None),
+        (None, Some("zone/../x")),
+        (None, Some("")),
+    ] {
+        let bad = RunRequest {
+            instance_id: id.map(str::to_owned),
+            availability_zone: zone.map(str::to_owned),
+            ..request(&a.id)
+        };
+        let refused = host.run(bad).await;
+        assert!(
+            matches!(refused, Err(ComputeError::InvalidParameter(_))),
+            "{id:?} {zone:?}: {refused:?}"
+        );
+    }
     assert!(host.list().is_empty());
 }
 

@@ -2,7 +2,7 @@
 //! HTTP statuses (`<Response><Errors><Error><Code>..`).
 
 use http::StatusCode;
-use nuage_compute::ComputeError;
+use nuage_compute::{ComputeError, HostError, HostErrorKind};
 
 /// An error in EC2's terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,29 +100,77 @@ impl Ec2Error {
 
     /// The compute host's refusals, as EC2 names them.
     pub(crate) fn from_compute(error: ComputeError) -> Self {
-        match error {
+        Self::from_host(error.into())
+    }
+
+    /// A host call's failure, in process or remote, as EC2 names it.
+    pub(crate) fn from_host(error: HostError) -> Self {
+        let HostError { kind, message } = error;
+        match kind {
             // A server error in EC2 (HTTP 500): the request was fine, the
             // host has no room.
-            e @ ComputeError::InsufficientInstanceCapacity { .. } => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InsufficientInstanceCapacity",
-                e.to_string(),
-            ),
-            e @ ComputeError::InstanceLimitExceeded { .. } => {
-                Self::bad_request("InstanceLimitExceeded", e.to_string())
+            HostErrorKind::InsufficientInstanceCapacity => Self::insufficient_capacity(message),
+            HostErrorKind::InstanceLimitExceeded => {
+                Self::bad_request("InstanceLimitExceeded", message)
             }
-            ComputeError::InvalidInstanceType(t) => Self::invalid_parameter(format!(
-                "Invalid value '{t}' for InstanceType (Nuage offers n1.nano, n1.micro, n1.small, n1.medium, n1.large, n1.xlarge)"
+            HostErrorKind::InvalidInstanceType => Self::invalid_parameter(format!(
+                "Invalid value '{message}' for InstanceType (Nuage offers n1.nano, n1.micro, n1.small, n1.medium, n1.large, n1.xlarge)"
             )),
-            ComputeError::InstanceNotFound(id) => Self::instance_not_found(&id),
-            ComputeError::ImageNotFound(id) => Self::image_not_found(&id),
-            ComputeError::InvalidImage(m) => Self::invalid_parameter(format!("invalid image: {m}")),
-            e @ ComputeError::IncorrectInstanceState { .. } => {
-                Self::bad_request("IncorrectInstanceState", e.to_string())
+            HostErrorKind::InstanceNotFound => Self::instance_not_found(&message),
+            HostErrorKind::ImageNotFound => Self::image_not_found(&message),
+            HostErrorKind::InvalidImage => {
+                Self::invalid_parameter(format!("invalid image: {message}"))
             }
-            ComputeError::InvalidParameter(m) => Self::invalid_parameter(m),
-            e => Self::internal(e),
+            HostErrorKind::IncorrectInstanceState => {
+                Self::bad_request("IncorrectInstanceState", message)
+            }
+            HostErrorKind::InvalidParameter => Self::invalid_parameter(message),
+            HostErrorKind::Unreachable => Self::unavailable(message),
+            // Passing conditions of one host, said as they are: callers that
+            // can (scheduling, image caching) move on to another host first.
+            HostErrorKind::Busy => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", message)
+            }
+            HostErrorKind::CacheFull => Self::insufficient_capacity(message),
+            HostErrorKind::Internal | HostErrorKind::Refused => Self::internal(message),
         }
+    }
+
+    pub(crate) fn insufficient_capacity(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InsufficientInstanceCapacity",
+            message,
+        )
+    }
+
+    /// A compute host could not be reached: EC2's `Unavailable` (503), which
+    /// clients retry.
+    /// The detail (addresses, transport errors) is logged here, not sent.
+    pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "compute host unreachable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The compute host this request needs is unreachable just now; try again later",
+        )
+    }
+
+    /// A run was sent to a host and its answer did not come: the instance
+    /// may be starting there. Its record is kept (describe-instances shows
+    /// it); a client's retry with the same `ClientToken` gets it back rather
+    /// than another instance.
+    pub(crate) fn launch_outcome_unknown(id: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(instance = %id, error = %detail, "a run's answer was lost; the instance is kept as pending");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!(
+                "The compute host did not answer the launch of instance {id}: the instance may \
+                 have started; describe-instances shows it. A retry with the same ClientToken \
+                 returns it instead of starting another."
+            ),
+        )
     }
 
     pub(crate) fn from_meta(error: impl std::fmt::Display) -> Self {

@@ -2,10 +2,14 @@
 //! unauthorized caller learns nothing about what exists), then checks that
 //! what it names belongs to the caller's tenant, then acts.
 
+mod schedule;
+
+pub(crate) use schedule::{HostsSeen, PushLocks};
+
 use base64::Engine as _;
 use nuage_compute::{
-    DirectKernel, INSTANCE_TYPES, ImageSource, InstanceRecord, InstanceState, InstanceType,
-    RunRequest,
+    DirectKernel, HostErrorKind, INSTANCE_TYPES, ImageSource, InstanceRecord, InstanceState,
+    InstanceType, RunRequest, new_instance_id,
 };
 use nuage_iam::{AccessRequest, Decision, Identity};
 use sha2::Digest as _;
@@ -14,11 +18,14 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Ec2Error, Ec2Result};
 use crate::limits::{
-    IMAGE_DISK_BYTES_MAX, IMAGE_KERNEL_BYTES_MAX, KERNEL_CMDLINE, NAME_CHARS_MAX,
-    PUBLIC_KEY_BYTES_MAX, RECORDS_PER_TENANT_MAX, RUN_INSTANCES_COUNT_MAX,
+    CLIENT_TOKEN_CHARS_MAX, CLIENT_TOKEN_LIFETIME_S, IMAGE_DISK_BYTES_MAX, IMAGE_KERNEL_BYTES_MAX,
+    KERNEL_CMDLINE, NAME_CHARS_MAX, PUBLIC_KEY_BYTES_MAX, RECORDS_PER_TENANT_MAX,
+    RUN_INSTANCES_COUNT_MAX,
 };
 use crate::params::Params;
-use crate::store::{IMAGES, INSTANCES, ImageRecord, InstanceOwner, KEY_PAIRS, KeyPair};
+use crate::store::{
+    CLIENT_TOKENS, ClientToken, IMAGES, INSTANCES, ImageRecord, InstanceOwner, KEY_PAIRS, KeyPair,
+};
 use crate::xml::Xml;
 use crate::{Ec2Api, ObjectReadError, RequestContext};
 
@@ -29,6 +36,8 @@ pub(crate) struct Call<'a> {
     pub params: &'a Params,
     /// The decision the audit log records: the first, or the first denial.
     pub decided: std::sync::Mutex<Option<(String, Decision)>>,
+    /// What this request learned of the hosts (asked once each).
+    pub seen: HostsSeen,
 }
 
 fn now() -> String {
@@ -59,6 +68,36 @@ fn write_state(x: &mut Xml, name: &str, state: InstanceState) {
         x.text("code", &state_code(state).to_string())
             .text("name", state.as_str());
     });
+}
+
+/// An image object that could not be read (or may not be), in EC2's terms.
+fn read_refusal(name: &str, bucket: &str, key: &str, error: ObjectReadError) -> Ec2Error {
+    match error {
+        ObjectReadError::NotFound(m) => {
+            Ec2Error::invalid_parameter(format!("{name} s3://{bucket}/{key}: {m}"))
+        }
+        ObjectReadError::AccessDenied(m) => Ec2Error::unauthorized(format!(
+            "You are not authorized to read {name} s3://{bucket}/{key}: {m}"
+        )),
+        e @ ObjectReadError::TooLarge(_) => {
+            Ec2Error::invalid_parameter(format!("{name} s3://{bucket}/{key}: {e}"))
+        }
+        ObjectReadError::Failed(m) => {
+            Ec2Error::internal(format!("reading s3://{bucket}/{key}: {m}"))
+        }
+    }
+}
+
+/// A `ClientToken` seen for the first time (its stored name and the
+/// reservation it names), or again (its reservation).
+enum TokenClaim {
+    New(String, String),
+    Repeat(String),
+}
+
+/// The name a `ClientToken` is stored under (any characters may be in it).
+fn token_name(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// `bucket/key` (or `s3://bucket/key`).
@@ -363,16 +402,48 @@ impl Call<'_> {
                 format!("a tenant may register at most {RECORDS_PER_TENANT_MAX} images"),
             ));
         }
-        // Staged in a directory of this request's own, removed whatever happens.
+        // May the caller read the objects at all? Decided before any
+        // bucket's residency policy shapes the answer, so that naming a
+        // bucket one may not read tells nothing about it.
+        for (name, location) in [
+            ("ImageLocation", Some(&disk)),
+            ("KernelId", kernel.as_ref()),
+            ("RamdiskId", ramdisk.as_ref()),
+        ] {
+            if let Some(location) = location {
+                self.authorize_read(name, location).await?;
+            }
+        }
+        // The image is cached on a host its bytes may go to, and that the
+        // tenant may run on: checked before any object is read.
+        let locations: Vec<String> = [Some(&disk), kernel.as_ref(), ramdisk.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|(b, k)| format!("{b}/{k}"))
+            .collect();
+        let hosts = self.tenant_hosts(None).await?;
+        let hosts = self
+            .image_hosts(
+                hosts,
+                &schedule::buckets_of(locations.iter().map(String::as_str)),
+            )
+            .await?;
+        // Staged in a directory of this request's own, removed whatever
+        // happens, while holding one of the gateway's staging slots.
+        let _slot = self.staging_slot().await?;
         let staging = self
             .api
             .settings
             .staging_dir
             .join(format!("register-{}", random_hex17()));
         std::fs::create_dir_all(&staging).map_err(Ec2Error::internal)?;
-        let registered = self
-            .stage_and_register(&staging, &disk, kernel.as_ref(), ramdisk.as_ref())
-            .await;
+        let registered = async {
+            let source = self
+                .stage(&staging, &disk, kernel.as_ref(), ramdisk.as_ref())
+                .await?;
+            self.register_on_a_host(&hosts, &source).await
+        }
+        .await;
         if let Err(e) = std::fs::remove_dir_all(&staging) {
             tracing::warn!(dir = %staging.display(), error = %e, "cannot remove an image staging directory");
         }
@@ -406,31 +477,73 @@ impl Call<'_> {
             .copy_to_file(self.identity, self.context, bucket, key, dest, bytes_max)
             .await
             .map(|_| ())
-            .map_err(|e| match e {
-                ObjectReadError::NotFound(m) => {
-                    Ec2Error::invalid_parameter(format!("{name} s3://{bucket}/{key}: {m}"))
-                }
-                ObjectReadError::AccessDenied(m) => Ec2Error::unauthorized(format!(
-                    "You are not authorized to read {name} s3://{bucket}/{key}: {m}"
-                )),
-                e @ ObjectReadError::TooLarge(_) => {
-                    Ec2Error::invalid_parameter(format!("{name} s3://{bucket}/{key}: {e}"))
-                }
-                ObjectReadError::Failed(m) => {
-                    Ec2Error::internal(format!("reading s3://{bucket}/{key}: {m}"))
-                }
-            })
+            .map_err(|e| read_refusal(name, bucket, key, e))
     }
 
-    /// Reads the objects as the caller and hands them to the host's image
-    /// cache; returns the host's image id.
-    async fn stage_and_register(
+    /// `s3:GetObject` on an image object for the caller, without reading.
+    async fn authorize_read(&self, name: &str, (bucket, key): &(String, String)) -> Ec2Result<()> {
+        self.api
+            .objects
+            .authorize_read(self.identity, self.context, bucket, key)
+            .await
+            .map_err(|e| read_refusal(name, bucket, key, e))
+    }
+
+    /// Hands staged files to the image cache of the first reachable of
+    /// `hosts` (the most free capacity first), which checks them; returns
+    /// the image id (content hash).
+    async fn register_on_a_host(
+        &self,
+        hosts: &[crate::ScheduledHost],
+        source: &ImageSource,
+    ) -> Ec2Result<String> {
+        let mut tried = Vec::new();
+        for (host, status) in self.by_free_capacity(hosts).await {
+            if let Err(e) = status {
+                tracing::warn!(host = %host.id, error = %e, "compute host unreachable; image not cached there");
+                continue;
+            }
+            match host.host.register_image(source, None).await {
+                Ok(id) => return Ok(id),
+                // A problem of that host only: the next may cache it.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        HostErrorKind::Unreachable | HostErrorKind::Busy | HostErrorKind::CacheFull
+                    ) =>
+                {
+                    tracing::warn!(host = %host.id, error = %e, "image not cached on this compute host; trying the next");
+                    if e.kind != HostErrorKind::Unreachable {
+                        tried.push(format!("{}: {}", host.id, e.message));
+                    }
+                }
+                Err(e) => return Err(Ec2Error::from_host(e)),
+            }
+        }
+        if tried.is_empty() {
+            // No host answered: as RunInstances when no host answers.
+            return Err(Ec2Error::unavailable(
+                "no compute host the residency policies allow is reachable to cache the image",
+            ));
+        }
+        Err(Ec2Error::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            format!(
+                "No compute host the residency policies allow could cache the image just now: {}",
+                tried.join("; ")
+            ),
+        ))
+    }
+
+    /// Reads the objects as the caller into `staging`.
+    async fn stage(
         &self,
         staging: &std::path::Path,
         disk: &(String, String),
         kernel: Option<&(String, String)>,
         ramdisk: Option<&(String, String)>,
-    ) -> Ec2Result<String> {
+    ) -> Ec2Result<ImageSource> {
         let disk_path = staging.join("disk");
         self.fetch("ImageLocation", disk, &disk_path, IMAGE_DISK_BYTES_MAX)
             .await?;
@@ -456,16 +569,10 @@ impl Call<'_> {
                 })
             }
         };
-        let image = self
-            .api
-            .host
-            .register_image(&ImageSource {
-                disk: disk_path,
-                kernel: direct,
-            })
-            .await
-            .map_err(Ec2Error::from_compute)?;
-        Ok(image.id)
+        Ok(ImageSource {
+            disk: disk_path,
+            kernel: direct,
+        })
     }
 
     async fn image(&self, id: &str) -> Ec2Result<ImageRecord> {
@@ -534,36 +641,6 @@ impl Call<'_> {
 
     // ---- instances ----
 
-    /// An instance runs only on a host whose site the tenant's residency
-    /// policy allows; this server has one host, so a tenant whose policy
-    /// excludes its site is refused, never placed elsewhere.
-    async fn check_residency(&self) -> Ec2Result<()> {
-        let tenant = self
-            .api
-            .iam
-            .tenant(self.tenant())
-            .await
-            .map_err(Ec2Error::internal)?;
-        let Some(text) = tenant.residency_policy.as_deref() else {
-            return Ok(());
-        };
-        let policy =
-            nuage_placement::ResidencyPolicy::from_json(text).map_err(Ec2Error::internal)?;
-        let site = &self.api.settings.host_site;
-        policy.site_verdict(site).map_err(|why| {
-            Ec2Error::bad_request(
-                "Unsupported",
-                format!(
-                    "The tenant's residency policy ({}) does not allow this region's compute host \
-                     (site {}, {}): {why}. No instance was started anywhere.",
-                    policy.places_text(),
-                    site.id,
-                    site.country
-                ),
-            )
-        })
-    }
-
     async fn run_instances(&self) -> Ec2Result<String> {
         self.authorize("RunInstances", &self.arn("instance", "*"))
             .await?;
@@ -576,28 +653,182 @@ impl Call<'_> {
             self.authorize("RunInstances", &self.arn("key-pair", name))
                 .await?;
         }
-        self.check_residency().await?;
+        // A repeat of a request already made (botocore sends a ClientToken
+        // with every RunInstances and keeps it across its retries): its
+        // reservation, not more instances.
+        let (token, reservation_id) = match self.params.get("ClientToken").filter(|t| !t.is_empty())
+        {
+            None => (None, format!("r-{}", random_hex17())),
+            Some(token) => match self.claim_client_token(token).await? {
+                TokenClaim::Repeat(reservation_id) => {
+                    return self.reservation_response(&reservation_id).await;
+                }
+                TokenClaim::New(name, reservation_id) => (Some(name), reservation_id),
+            },
+        };
+        let outcome = self.run_instances_once(&reservation_id).await;
+        if let Some(name) = token {
+            // The token names the reservation unless nothing of it was kept:
+            // then a retry may try again.
+            let kept = match &outcome {
+                Ok(_) => true,
+                Err((_, lost)) => *lost,
+            };
+            if !kept {
+                self.api
+                    .records
+                    .delete(CLIENT_TOKENS, self.tenant(), &name)
+                    .await?;
+            }
+        }
+        outcome.map_err(|(e, _)| e)
+    }
+
+    /// Records a new `ClientToken` for a reservation about to start, or
+    /// finds the reservation a repeat of it names.
+    async fn claim_client_token(&self, token: &str) -> Ec2Result<TokenClaim> {
+        if token.len() > CLIENT_TOKEN_CHARS_MAX || !token.is_ascii() {
+            return Err(Ec2Error::invalid_parameter(format!(
+                "ClientToken must be at most {CLIENT_TOKEN_CHARS_MAX} ASCII characters"
+            )));
+        }
+        let name = token_name(token);
+        let parameters = self.params.digest_without(&["ClientToken", "Version"]);
+        let now = self.api.clock.now_unix_ns().div_euclid(1_000_000_000);
+        let fresh =
+            |t: &ClientToken| now.saturating_sub(t.created_unix_s) <= CLIENT_TOKEN_LIFETIME_S;
+        let repeat = |existing: ClientToken| {
+            if existing.parameters != parameters {
+                return Err(Ec2Error::bad_request(
+                    "IdempotentParameterMismatch",
+                    "The ClientToken was used before with other parameters",
+                ));
+            }
+            Ok(TokenClaim::Repeat(existing.reservation_id))
+        };
+        let existing: Option<ClientToken> = self
+            .api
+            .records
+            .get(CLIENT_TOKENS, self.tenant(), &name)
+            .await?;
+        match existing {
+            Some(existing) if fresh(&existing) => return repeat(existing),
+            // Expired: the token may name a new reservation.
+            Some(_) => {
+                self.api
+                    .records
+                    .delete(CLIENT_TOKENS, self.tenant(), &name)
+                    .await?;
+            }
+            None => {}
+        }
+        // Bounded per tenant: expired tokens go, then the oldest.
+        let mut all: Vec<ClientToken> = self.api.records.list(CLIENT_TOKENS, self.tenant()).await?;
+        if all.len() >= RECORDS_PER_TENANT_MAX {
+            all.sort_by_key(|t| t.created_unix_s);
+            let excess = all.len() + 1 - RECORDS_PER_TENANT_MAX;
+            for (i, old) in all.iter().enumerate() {
+                if i < excess || !fresh(old) {
+                    self.api
+                        .records
+                        .delete(CLIENT_TOKENS, self.tenant(), &old.name)
+                        .await?;
+                }
+            }
+        }
+        let record = ClientToken {
+            name: name.clone(),
+            reservation_id: format!("r-{}", random_hex17()),
+            parameters: parameters.clone(),
+            created_unix_s: now,
+        };
+        if !self
+            .api
+            .records
+            .create(CLIENT_TOKENS, self.tenant(), &name, &record)
+            .await?
+        {
+            // The same request, concurrently: its reservation.
+            let existing: Option<ClientToken> = self
+                .api
+                .records
+                .get(CLIENT_TOKENS, self.tenant(), &name)
+                .await?;
+            return match existing {
+                Some(existing) => repeat(existing),
+                None => Err(Ec2Error::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    "A request with this ClientToken is being answered; try again",
+                )),
+            };
+        }
+        Ok(TokenClaim::New(name, record.reservation_id))
+    }
+
+    /// A reservation as RunInstances answers it, for a repeated
+    /// `ClientToken`: its instances as they are now.
+    async fn reservation_response(&self, reservation_id: &str) -> Ec2Result<String> {
+        let mut owners: Vec<InstanceOwner> = self
+            .api
+            .records
+            .list::<InstanceOwner>(INSTANCES, self.tenant())
+            .await?
+            .into_iter()
+            .filter(|o| o.reservation_id == reservation_id)
+            .collect();
+        owners.sort_by_key(|o| o.launch_index);
+        let refs: Vec<&InstanceOwner> = owners.iter().collect();
+        let seen = self.seen_all(&refs).await;
+        let images: Vec<ImageRecord> = self.api.records.list(IMAGES, self.tenant()).await?;
+        let mut items = Vec::new();
+        for (owner, seen) in owners.iter().zip(seen) {
+            let record = match seen {
+                schedule::Seen::Found(r) | schedule::Seen::LostLaunch(r) => r,
+                schedule::Seen::Gone => continue,
+                schedule::Seen::Unknown(why) => match Self::last_known(owner, &why) {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            items.push((record, owner.clone()));
+        }
+        let tenant = self.tenant().to_owned();
+        let mut x = Xml::new();
+        x.text("reservationId", reservation_id)
+            .text("ownerId", &tenant)
+            .element("groupSet", |_| {})
+            .set("instancesSet", &items, |x, (record, owner)| {
+                let image = images.iter().find(|i| i.id == owner.image_id);
+                self.write_instance(x, record, owner, image);
+            });
+        Ok(x.into_string())
+    }
+
+    /// RunInstances itself; the error says whether a launch's answer was
+    /// lost (its instance kept).
+    async fn run_instances_once(&self, reservation_id: &str) -> Result<String, (Ec2Error, bool)> {
+        let plain = |e: Ec2Error| (e, false);
+        let image_id = self.params.required("ImageId").map_err(plain)?;
+        // Where it may run, by the tenant's residency policy, before
+        // anything else is looked up: nothing starts outside it.
+        let zone = self
+            .params
+            .get("Placement.AvailabilityZone")
+            .filter(|z| !z.is_empty());
+        let hosts = self.tenant_hosts(zone).await.map_err(plain)?;
         let instance_type = self.params.get("InstanceType").unwrap_or("n1.micro");
-        let min = self.params.count("MinCount", 1)?;
-        let max = self.params.count("MaxCount", min)?;
+        let min = self.params.count("MinCount", 1).map_err(plain)?;
+        let max = self.params.count("MaxCount", min).map_err(plain)?;
         if min == 0 || max < min {
-            return Err(Ec2Error::invalid_parameter(
+            return Err(plain(Ec2Error::invalid_parameter(
                 "MinCount must be at least 1 and at most MaxCount",
-            ));
+            )));
         }
         if max > RUN_INSTANCES_COUNT_MAX {
-            return Err(Ec2Error::invalid_parameter(format!(
+            return Err(plain(Ec2Error::invalid_parameter(format!(
                 "MaxCount may be at most {RUN_INSTANCES_COUNT_MAX} on this server"
-            )));
-        }
-        if let Some(zone) = self.params.get("Placement.AvailabilityZone")
-            && !zone.is_empty()
-            && zone != self.api.settings.availability_zone
-        {
-            return Err(Ec2Error::invalid_parameter(format!(
-                "Invalid availability zone: [{zone}]; this server offers {}",
-                self.api.settings.availability_zone
-            )));
+            ))));
         }
         let user_data = match self.params.get("UserData").filter(|v| !v.is_empty()) {
             None => None,
@@ -605,11 +836,13 @@ impl Call<'_> {
                 base64::engine::general_purpose::STANDARD
                     .decode(text)
                     .map_err(|_| {
-                        Ec2Error::invalid_parameter("Invalid BASE64 encoding of user data")
+                        plain(Ec2Error::invalid_parameter(
+                            "Invalid BASE64 encoding of user data",
+                        ))
                     })?,
             ),
         };
-        let image = self.image(image_id).await?;
+        let image = self.image(image_id).await.map_err(plain)?;
         let key_name = self.params.get("KeyName").filter(|v| !v.is_empty());
         let ssh_keys = match key_name {
             None => Vec::new(),
@@ -618,80 +851,165 @@ impl Call<'_> {
                     .api
                     .records
                     .get(KEY_PAIRS, self.tenant(), name)
-                    .await?
-                    .ok_or_else(|| Ec2Error::key_pair_not_found(name))?;
+                    .await
+                    .map_err(plain)?
+                    .ok_or_else(|| plain(Ec2Error::key_pair_not_found(name)))?;
                 vec![(key.name, key.public_key)]
             }
         };
-        if InstanceType::find(instance_type).is_none() {
-            return Err(Ec2Error::from_compute(
+        let Some(itype) = InstanceType::find(instance_type) else {
+            return Err(plain(Ec2Error::from_compute(
                 nuage_compute::ComputeError::InvalidInstanceType(instance_type.to_owned()),
-            ));
-        }
-        let owned = self.api.records.count(INSTANCES, self.tenant()).await?;
-        if owned + max as usize > RECORDS_PER_TENANT_MAX {
-            return Err(Ec2Error::bad_request(
-                "InstanceLimitExceeded",
-                format!("a tenant may hold at most {RECORDS_PER_TENANT_MAX} instance records"),
-            ));
-        }
-        let reservation_id = format!("r-{}", random_hex17());
-        let mut launched: Vec<(InstanceRecord, InstanceOwner)> = Vec::new();
-        for index in 0..max {
-            let request = RunRequest {
-                instance_type: instance_type.to_owned(),
-                image_id: image.host_image.clone(),
-                hostname: None,
-                ssh_keys: ssh_keys.clone(),
-                user_data: user_data.clone(),
-            };
-            let outcome = match self.api.host.run(request).await {
-                Ok(record) => {
-                    let owner = InstanceOwner {
-                        id: record.id.clone(),
-                        image_id: image.id.clone(),
-                        key_name: key_name.map(str::to_owned),
-                        reservation_id: reservation_id.clone(),
-                        launch_index: index,
-                    };
-                    match self
-                        .api
-                        .records
-                        .create(INSTANCES, self.tenant(), &record.id, &owner)
-                        .await
-                    {
-                        Ok(_) => {
-                            launched.push((record, owner));
-                            Ok(())
-                        }
-                        Err(e) => {
-                            // Nothing runs that no tenant owns.
-                            let _ = self.api.host.terminate(&record.id).await;
-                            Err(e)
-                        }
-                    }
+            )));
+        };
+        // And where its image's bytes may go, once the caller may still
+        // read them (a bucket's policy is told only to whom may read it).
+        for (name, location) in [
+            ("ImageLocation", Some(image.location.as_str())),
+            ("KernelId", image.kernel.as_deref()),
+            ("RamdiskId", image.ramdisk.as_deref()),
+        ] {
+            if let Some(location) = location {
+                let (bucket, key) = object_location(name, location).map_err(plain)?;
+                match self
+                    .api
+                    .objects
+                    .authorize_read(self.identity, self.context, &bucket, &key)
+                    .await
+                {
+                    // A bucket gone since has no policy to tell: the hosts
+                    // that cache the image may still run it.
+                    Ok(()) | Err(ObjectReadError::NotFound(_)) => {}
+                    Err(e) => return Err(plain(read_refusal(name, &bucket, &key, e))),
                 }
-                Err(e) => Err(Ec2Error::from_compute(e)),
-            };
-            if let Err(e) = outcome {
-                if launched.len() >= min as usize {
-                    break;
-                }
-                for (record, _) in &launched {
-                    let _ = self.api.host.terminate(&record.id).await;
-                }
-                return Err(e);
             }
         }
+        let hosts = self
+            .image_hosts(
+                hosts,
+                &schedule::buckets_of(
+                    [
+                        Some(image.location.as_str()),
+                        image.kernel.as_deref(),
+                        image.ramdisk.as_deref(),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                ),
+            )
+            .await
+            .map_err(plain)?;
+        let owned = self
+            .api
+            .records
+            .count(INSTANCES, self.tenant())
+            .await
+            .map_err(plain)?;
+        if owned + max as usize > RECORDS_PER_TENANT_MAX {
+            return Err(plain(Ec2Error::bad_request(
+                "InstanceLimitExceeded",
+                format!("a tenant may hold at most {RECORDS_PER_TENANT_MAX} instance records"),
+            )));
+        }
+        let mut lost = false;
+        let mut launched: Vec<(InstanceRecord, InstanceOwner)> = Vec::new();
+        let mut staged = None;
+        let placed = self
+            .launch(
+                &hosts,
+                (min, max),
+                &itype,
+                &image,
+                (key_name, &ssh_keys),
+                user_data.as_ref(),
+                reservation_id,
+                &mut launched,
+                &mut staged,
+                &mut lost,
+            )
+            .await;
+        if let Some(staged) = staged {
+            staged.remove();
+        }
+        placed.map_err(|e| (e, lost))?;
         let tenant = self.tenant().to_owned();
         let mut x = Xml::new();
-        x.text("reservationId", &reservation_id)
+        x.text("reservationId", reservation_id)
             .text("ownerId", &tenant)
             .element("groupSet", |_| {})
             .set("instancesSet", &launched, |x, (record, owner)| {
                 self.write_instance(x, record, owner, Some(&image));
             });
         Ok(x.into_string())
+    }
+
+    /// Places up to `max` instances; if fewer than `min` could be, those
+    /// started are terminated again and the error returned. `lost` is set
+    /// when a launch's answer did not come (its instance is kept).
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        &self,
+        hosts: &[crate::ScheduledHost],
+        (min, max): (u32, u32),
+        itype: &InstanceType,
+        image: &ImageRecord,
+        (key_name, ssh_keys): (Option<&str>, &Vec<(String, String)>),
+        user_data: Option<&Vec<u8>>,
+        reservation_id: &str,
+        launched: &mut Vec<(InstanceRecord, InstanceOwner)>,
+        staged: &mut Option<schedule::StagedImage>,
+        lost: &mut bool,
+    ) -> Ec2Result<()> {
+        for index in 0..max {
+            let request = RunRequest {
+                instance_type: itype.name.to_owned(),
+                image_id: image.host_image.clone(),
+                hostname: None,
+                ssh_keys: ssh_keys.clone(),
+                user_data: user_data.cloned(),
+                // Set per host by `place`.
+                instance_id: None,
+                availability_zone: None,
+            };
+            // The gateway names the instance, so that its record exists
+            // before the host is asked and a retry reaches the same one.
+            let owner = InstanceOwner {
+                id: new_instance_id(),
+                image_id: image.id.clone(),
+                key_name: key_name.map(str::to_owned),
+                reservation_id: reservation_id.to_owned(),
+                launch_index: index,
+                host: None,
+                last_known: None,
+                launch_sent_unix_s: None,
+            };
+            match self
+                .place(hosts, &request, itype, image, staged, &owner, lost)
+                .await
+            {
+                Ok((record, _, owner)) => launched.push((record, owner)),
+                Err(e) => {
+                    if launched.len() >= min as usize {
+                        // Those that run are answered (a lost one is shown
+                        // by describe, in the same reservation).
+                        break;
+                    }
+                    for (record, owner) in launched.iter() {
+                        if let Some(host) = self.host_of(owner) {
+                            match host.host.terminate(&record.id).await {
+                                Ok(after) => self.remember(owner, &after).await,
+                                Err(e) => {
+                                    tracing::warn!(instance = %record.id, error = %e, "cannot terminate an instance of a failed RunInstances");
+                                }
+                            }
+                        }
+                    }
+                    launched.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn write_instance(
@@ -733,23 +1051,91 @@ impl Call<'_> {
                 x.text("code", code).text("message", reason);
             });
         }
+        // Addresses (docs/compute.md, "Networking"): the guest's own in its
+        // user network, and the host address its SSH forward listens on while
+        // a VM runs. EC2 has no port field: the tag `nuage:ssh-port` carries
+        // it (kept while stopped: a start reuses the port when it can).
+        if let Some(ip) = record.private_ip {
+            x.text("privateIpAddress", &ip.to_string());
+        }
+        if let Some(forward) = record.ssh_forward {
+            if matches!(
+                record.state,
+                InstanceState::Pending | InstanceState::Running | InstanceState::Stopping
+            ) {
+                x.text("ipAddress", &forward.ip().to_string());
+            }
+            x.element("tagSet", |x| {
+                x.element("item", |x| {
+                    x.text("key", "nuage:ssh-port")
+                        .text("value", &forward.port().to_string());
+                });
+            });
+        }
     }
 
-    /// The caller's instance `id` on the host, or `NotFound` (also for an
-    /// instance of another tenant).
-    async fn owned(&self, id: &str) -> Ec2Result<(InstanceOwner, InstanceRecord)> {
-        let owner: InstanceOwner = self
-            .api
-            .records
-            .get(INSTANCES, self.tenant(), id)
-            .await?
-            .ok_or_else(|| Ec2Error::instance_not_found(id))?;
-        let record = self
-            .api
-            .host
-            .describe(id)
-            .map_err(|_| Ec2Error::instance_not_found(id))?;
-        Ok((owner, record))
+    /// The caller's instances `ids` on their hosts (each host asked once,
+    /// all at once), or `NotFound` (also for an instance of another tenant);
+    /// `Unavailable` when a host cannot be reached; `IncorrectInstanceState`
+    /// for a launch whose answer was lost and that its host does not know
+    /// (yet).
+    async fn owned(
+        &self,
+        ids: &[String],
+    ) -> Ec2Result<Vec<(InstanceOwner, InstanceRecord, crate::ScheduledHost)>> {
+        let mut owners = Vec::with_capacity(ids.len());
+        for id in ids {
+            let owner: InstanceOwner = self
+                .api
+                .records
+                .get(INSTANCES, self.tenant(), id)
+                .await?
+                .ok_or_else(|| Ec2Error::instance_not_found(id))?;
+            owners.push(owner);
+        }
+        let refs: Vec<&InstanceOwner> = owners.iter().collect();
+        let seen = self.seen_all(&refs).await;
+        let mut out = Vec::with_capacity(owners.len());
+        for (owner, seen) in owners.into_iter().zip(seen) {
+            let record = match seen {
+                schedule::Seen::Found(record) => record,
+                schedule::Seen::Gone => return Err(Ec2Error::instance_not_found(&owner.id)),
+                schedule::Seen::LostLaunch(_) => {
+                    return Err(Ec2Error::bad_request(
+                        "IncorrectInstanceState",
+                        format!(
+                            "The instance '{}' is pending: the answer to its launch was lost and \
+                             its compute host does not know it yet. Try again in a few minutes.",
+                            owner.id
+                        ),
+                    ));
+                }
+                schedule::Seen::Unknown(why) => {
+                    return Err(Ec2Error::unavailable(format!(
+                        "instance {}: {why}",
+                        owner.id
+                    )));
+                }
+            };
+            let Some(host) = self.host_of(&owner).cloned() else {
+                return Err(Ec2Error::unavailable(format!(
+                    "instance {} is on compute host {:?}, which is not configured",
+                    owner.id, owner.host
+                )));
+            };
+            out.push((owner, record, host));
+        }
+        Ok(out)
+    }
+
+    /// The record to show for an instance whose host cannot answer: the
+    /// last one this gateway saw, with the reason.
+    fn last_known(owner: &InstanceOwner, why: &str) -> Option<InstanceRecord> {
+        let mut record: InstanceRecord = serde_json::from_value(owner.last_known.clone()?).ok()?;
+        record.state_reason = Some(format!(
+            "Server.InternalError: {why}; the state shown is the last known"
+        ));
+        Some(record)
     }
 
     async fn describe_instances(&self) -> Ec2Result<String> {
@@ -782,17 +1168,30 @@ impl Call<'_> {
         let images: Vec<ImageRecord> = self.api.records.list(IMAGES, self.tenant()).await?;
         // Reservations in the order their first instance appears.
         let mut reservations: Vec<(String, Vec<(InstanceRecord, InstanceOwner)>)> = Vec::new();
-        for owner in owners {
-            if !ids.is_empty() && !ids.contains(&owner.id) {
-                continue;
-            }
-            let Ok(record) = self.api.host.describe(&owner.id) else {
-                // The host forgot a long-terminated instance: so do we.
-                self.api
-                    .records
-                    .delete(INSTANCES, self.tenant(), &owner.id)
-                    .await?;
-                continue;
+        let owners: Vec<InstanceOwner> = owners
+            .into_iter()
+            .filter(|o| ids.is_empty() || ids.contains(&o.id))
+            .collect();
+        // Each host is asked once for its records, all at once.
+        let refs: Vec<&InstanceOwner> = owners.iter().collect();
+        let seen = self.seen_all(&refs).await;
+        for (owner, seen) in owners.into_iter().zip(seen) {
+            let record = match seen {
+                schedule::Seen::Found(record) | schedule::Seen::LostLaunch(record) => record,
+                schedule::Seen::Gone => {
+                    // Its host answered and forgot a long-terminated
+                    // instance (or never got a launch long ago): so do we.
+                    self.api
+                        .records
+                        .delete(INSTANCES, self.tenant(), &owner.id)
+                        .await?;
+                    continue;
+                }
+                // Shown as last seen, never deleted: its host may come back.
+                schedule::Seen::Unknown(why) => match Self::last_known(&owner, &why) {
+                    Some(record) => record,
+                    None => continue,
+                },
             };
             let matches = filters.iter().all(|(name, values)| {
                 let value = match name.as_str() {
@@ -834,7 +1233,10 @@ impl Call<'_> {
 
     /// The instance ids a state change names, each authorized and owned,
     /// before any is acted on (EC2 fails the whole call for one bad id).
-    async fn named_instances(&self, action: &str) -> Ec2Result<Vec<InstanceRecord>> {
+    async fn named_instances(
+        &self,
+        action: &str,
+    ) -> Ec2Result<Vec<(InstanceOwner, InstanceRecord, crate::ScheduledHost)>> {
         let ids = self.params.list("InstanceId")?;
         if ids.is_empty() {
             return Err(Ec2Error::missing_parameter("InstanceId"));
@@ -842,9 +1244,15 @@ impl Call<'_> {
         for id in &ids {
             self.authorize(action, &self.arn("instance", id)).await?;
         }
-        let mut records = Vec::with_capacity(ids.len());
-        for id in &ids {
-            records.push(self.owned(id).await?.1);
+        let records = self.owned(&ids).await?;
+        // A start or reboot runs the instance on its host again: the
+        // tenant's residency policy as it is now must allow that host.
+        if matches!(action, "StartInstances" | "RebootInstances") {
+            let placed: Vec<(&str, &crate::ScheduledHost)> = records
+                .iter()
+                .map(|(owner, _, host)| (owner.id.as_str(), host))
+                .collect();
+            self.check_still_allowed(&placed).await?;
         }
         Ok(records)
     }
@@ -852,14 +1260,14 @@ impl Call<'_> {
     async fn change_state(&self, action: &str) -> Ec2Result<String> {
         let before = self.named_instances(action).await?;
         let mut changes = Vec::with_capacity(before.len());
-        for record in before {
-            let host = &self.api.host;
+        for (owner, record, host) in before {
             let after = match action {
-                "StopInstances" => host.stop(&record.id).await,
-                "StartInstances" => host.start(&record.id).await,
-                _ => host.terminate(&record.id).await,
+                "StopInstances" => self.on_host(&host, host.host.stop(&record.id)).await,
+                "StartInstances" => self.on_host(&host, host.host.start(&record.id)).await,
+                _ => self.on_host(&host, host.host.terminate(&record.id)).await,
             }
-            .map_err(Ec2Error::from_compute)?;
+            .map_err(Ec2Error::from_host)?;
+            self.remember(&owner, &after).await;
             changes.push((record.id, record.state, after.state));
         }
         let mut x = Xml::new();
@@ -872,12 +1280,10 @@ impl Call<'_> {
     }
 
     async fn reboot_instances(&self) -> Ec2Result<String> {
-        for record in self.named_instances("RebootInstances").await? {
-            self.api
-                .host
-                .reboot(&record.id)
+        for (_, record, host) in self.named_instances("RebootInstances").await? {
+            self.on_host(&host, host.host.reboot(&record.id))
                 .await
-                .map_err(Ec2Error::from_compute)?;
+                .map_err(Ec2Error::from_host)?;
         }
         Ok(Xml::new().text("return", "true").take_string())
     }
@@ -886,12 +1292,14 @@ impl Call<'_> {
         let id = self.params.required("InstanceId")?;
         self.authorize("GetConsoleOutput", &self.arn("instance", id))
             .await?;
-        self.owned(id).await?;
-        let output = self
-            .api
+        let Some((_, _, host)) = self.owned(&[id.to_owned()]).await?.pop() else {
+            return Err(Ec2Error::instance_not_found(id));
+        };
+        let output = host
             .host
             .console_output(id)
-            .map_err(Ec2Error::from_compute)?;
+            .await
+            .map_err(Ec2Error::from_host)?;
         let mut x = Xml::new();
         x.text("instanceId", id).text("timestamp", &now()).text(
             "output",
@@ -936,19 +1344,21 @@ impl Call<'_> {
     async fn describe_availability_zones(&self) -> Ec2Result<String> {
         self.authorize("DescribeAvailabilityZones", "*").await?;
         let settings = &self.api.settings;
+        let mut zones: Vec<&str> = Vec::new();
+        for host in self.api.hosts.iter() {
+            if !zones.contains(&host.availability_zone.as_str()) {
+                zones.push(&host.availability_zone);
+            }
+        }
         let mut x = Xml::new();
-        x.set(
-            "availabilityZoneInfo",
-            &[settings.availability_zone.as_str()],
-            |x, zone| {
-                x.text("zoneName", zone)
-                    .text("zoneState", "available")
-                    .text("regionName", &settings.region)
-                    .text("zoneId", zone)
-                    .text("zoneType", "availability-zone")
-                    .text("optInStatus", "opt-in-not-required");
-            },
-        );
+        x.set("availabilityZoneInfo", &zones, |x, zone| {
+            x.text("zoneName", zone)
+                .text("zoneState", "available")
+                .text("regionName", &settings.region)
+                .text("zoneId", zone)
+                .text("zoneType", "availability-zone")
+                .text("optInStatus", "opt-in-not-required");
+        });
         Ok(x.into_string())
     }
 }

@@ -1,5 +1,12 @@
-//! The AWS EC2 Query API over one compute host, so that `aws ec2 ...` runs,
+//! The AWS EC2 Query API over compute hosts, so that `aws ec2 ...` runs,
 //! describes, stops, starts and terminates virtual machines on Nuage.
+//!
+//! The hosts are a list of [`ScheduledHost`]s, each in a topology site: one
+//! in this process (`nuage_compute::LocalHost`) or several reached over the
+//! host protocol (`nuage-compute-node`), all behind `nuage_compute::HostApi`.
+//! RunInstances places each instance on a host whose site the tenant's
+//! residency policy and the image's buckets' policies allow ([`schedule`]);
+//! every other action goes to the host the instance's record names.
 //!
 //! One request goes: form parameters ([`params`]) -> SigV4 verification for
 //! service `ec2` and the caller's identity (`Iam::resolve`, session token
@@ -33,7 +40,7 @@ pub use error::{Ec2Error, Ec2Result};
 use bytes::Bytes;
 use nuage_audit::{Actor, ActorKind, RequestAudit};
 use nuage_base::Clock;
-use nuage_compute::ComputeHost;
+use nuage_compute::HostApi;
 use nuage_iam::{Iam, IamError, Identity, PrincipalKind};
 use nuage_meta::DocumentStore;
 use nuage_sigv4::{Credential, SignedRequest};
@@ -82,6 +89,42 @@ pub trait ObjectReader: Send + Sync + 'static {
         dest: &Path,
         bytes_max: u64,
     ) -> Result<u64, ObjectReadError>;
+
+    /// Whether `caller` may read `bucket/key`: the decision
+    /// [`Self::copy_to_file`] makes before it reads (the same refusals, a
+    /// bucket that does not exist is `NotFound` once the caller may read
+    /// it), without reading. Asked before anything about a bucket (its
+    /// residency policy) shapes an answer, so that a caller learns nothing
+    /// of a bucket it may not read.
+    async fn authorize_read(
+        &self,
+        caller: &Identity,
+        context: &RequestContext,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), ObjectReadError>;
+
+    /// The effective residency policy (JSON) of `bucket`: its own, else its
+    /// tenant's where the store places by it; None for none, or for a
+    /// bucket that does not exist. Image bytes copied to a compute host
+    /// stay within it. Callers ask [`Self::authorize_read`] first.
+    async fn residency_policy(&self, bucket: &str) -> Result<Option<String>, ObjectReadError>;
+}
+
+/// A compute host the EC2 API schedules onto.
+#[derive(Clone)]
+pub struct ScheduledHost {
+    /// Its id (the topology's, or `local`).
+    pub id: String,
+    /// Its topology site: an instance runs here only when the tenant's (and
+    /// the image's buckets') residency policies allow it.
+    pub site: nuage_placement::Site,
+    /// The zone its instances show (and their guests are told).
+    pub availability_zone: String,
+    /// The host in this process (`hosts = "local"`): instance records from
+    /// before several hosts, which name no host, are its.
+    pub local: bool,
+    pub host: Arc<dyn HostApi>,
 }
 
 /// How this server's EC2 API is set up.
@@ -89,24 +132,25 @@ pub trait ObjectReader: Send + Sync + 'static {
 pub struct Ec2Settings {
     /// The region in ARNs and `DescribeAvailabilityZones`.
     pub region: String,
-    /// The compute host's availability zone (its `HostConfig`'s).
-    pub availability_zone: String,
-    /// Where image objects are staged before the host caches them.
+    /// Where image objects are staged before a host caches them.
     pub staging_dir: PathBuf,
-    /// The topology site the compute host is in: an instance runs only for
-    /// a tenant whose residency policy allows it.
-    pub host_site: nuage_placement::Site,
 }
 
 /// The EC2 front end.
 #[derive(Clone)]
 pub struct Ec2Api {
-    host: Arc<ComputeHost>,
+    hosts: Arc<Vec<ScheduledHost>>,
     records: store::Records,
     iam: Iam,
     clock: Arc<dyn Clock>,
     objects: Arc<dyn ObjectReader>,
     settings: Arc<Ec2Settings>,
+    /// Image stagings (objects read into `staging_dir`) running at once,
+    /// gateway-wide: at most [`limits::STAGINGS_IN_FLIGHT_MAX`].
+    stagings: Arc<tokio::sync::Semaphore>,
+    /// One push of an image to a host at a time: concurrent runs that
+    /// need the same image on the same host wait for the first push.
+    pushes: handlers::PushLocks,
 }
 
 const SIGNING_SERVICES: &[&str] = &["ec2"];
@@ -126,7 +170,7 @@ fn is_form(headers: &http::HeaderMap) -> bool {
 impl Ec2Api {
     #[must_use]
     pub fn new(
-        host: Arc<ComputeHost>,
+        hosts: Vec<ScheduledHost>,
         docs: Arc<dyn DocumentStore>,
         iam: Iam,
         clock: Arc<dyn Clock>,
@@ -134,12 +178,14 @@ impl Ec2Api {
         settings: Ec2Settings,
     ) -> Self {
         Self {
-            host,
+            hosts: Arc::new(hosts),
             records: store::Records::new(docs),
             iam,
             clock,
             objects,
             settings: Arc::new(settings),
+            stagings: Arc::new(tokio::sync::Semaphore::new(limits::STAGINGS_IN_FLIGHT_MAX)),
+            pushes: handlers::PushLocks::default(),
         }
     }
 
@@ -307,6 +353,7 @@ impl Ec2Api {
             context,
             params: &params,
             decided: std::sync::Mutex::new(None),
+            seen: handlers::HostsSeen::default(),
         };
         let result = call.run(&name).await.map(|inner| (name.clone(), inner));
         if let Err(e) = &result {

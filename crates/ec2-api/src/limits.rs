@@ -26,3 +26,20 @@ pub const IMAGE_KERNEL_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// The kernel command line of images booted from a kernel and ramdisk
 /// (EC2 has no parameter for it): a serial console, reboot on panic.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet loglevel=4";
+/// Image stagings (objects read from buckets into the staging directory,
+/// for RegisterImage or a push to a host) at once on this gateway; more
+/// wait up to [`STAGING_WAIT`], then get `Unavailable`.
+pub const STAGINGS_IN_FLIGHT_MAX: usize = 2;
+/// How long a staging waits for its turn.
+pub const STAGING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// A `ClientToken` (EC2: at most 64 ASCII characters).
+pub const CLIENT_TOKEN_CHARS_MAX: usize = 64;
+/// How long a `ClientToken` names its reservation; an older one may be
+/// used again. Tokens per tenant are bounded by `RECORDS_PER_TENANT_MAX`:
+/// beyond it the oldest is forgotten.
+pub const CLIENT_TOKEN_LIFETIME_S: i64 = 24 * 3600;
+/// How long an instance whose launch got no answer shows `pending` while
+/// its host does not know it (the run may still be on its way); after
+/// that, a host that does not know it never started it, and its record is
+/// dropped.
+pub const LOST_LAUNCH_GRACE_S: i64 = 300;

@@ -66,6 +66,24 @@ impl Params {
         }
     }
 
+    /// A digest (SHA-256, hex) of every parameter but `skip`: two requests
+    /// with the same digest asked for the same thing.
+    pub fn digest_without(&self, skip: &[&str]) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for (name, value) in &self.0 {
+            if skip.contains(&name.as_str()) {
+                continue;
+            }
+            // Lengths first, so no two parameter lists hash alike.
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            hash.update((value.len() as u64).to_le_bytes());
+            hash.update(value.as_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
+
     /// `NAME.1`, `NAME.2`, ... in index order; at most [`LIST_ITEMS_MAX`].
     pub fn list(&self, name: &str) -> Ec2Result<Vec<String>> {
         indexed(&self.0, &format!("{name}."))
@@ -146,5 +164,25 @@ mod tests {
             .join("&");
         assert!(Params::parse(None, body.as_bytes()).is_err());
         assert!(Params::parse(None, b"A=1&A=2").is_err());
+    }
+
+    #[test]
+    fn a_digest_ignores_only_the_skipped_parameters() {
+        let p = |body: &str| Params::parse(None, body.as_bytes()).unwrap();
+        let skip = ["ClientToken"];
+        let a = p("Action=RunInstances&ImageId=ami-1&ClientToken=t1");
+        assert_eq!(
+            a.digest_without(&skip),
+            p("ClientToken=t2&ImageId=ami-1&Action=RunInstances").digest_without(&skip)
+        );
+        assert_ne!(
+            a.digest_without(&skip),
+            p("Action=RunInstances&ImageId=ami-2&ClientToken=t1").digest_without(&skip)
+        );
+        // Names and values cannot run into each other.
+        assert_ne!(
+            p("AB=C").digest_without(&skip),
+            p("A=BC").digest_without(&skip)
+        );
     }
 }

@@ -14,6 +14,7 @@ use crate::limits::{DOCUMENT_SCAN_PAGE, RECORDS_PER_TENANT_MAX};
 pub const KEY_PAIRS: &str = "ec2-key-pairs";
 pub const IMAGES: &str = "ec2-images";
 pub const INSTANCES: &str = "ec2-instances";
+pub const CLIENT_TOKENS: &str = "ec2-client-tokens";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyPair {
@@ -49,6 +50,36 @@ pub struct InstanceOwner {
     pub key_name: Option<String>,
     pub reservation_id: String,
     pub launch_index: u32,
+    /// The compute host it runs on (`ScheduledHost::id`); None in records
+    /// from before several hosts, which are the local host's (and only
+    /// its: a gateway scheduling onto the topology's hosts shows them by
+    /// their last known state and never deletes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The host's record as this gateway last saw it (a `pending` one
+    /// written before the run is sent, then at launch and after each state
+    /// change it made), shown while the host is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known: Option<serde_json::Value>,
+    /// When the run was sent to the host (Unix seconds): while a host that
+    /// does not know the instance may still be receiving it
+    /// (`LOST_LAUNCH_GRACE_S`), it is shown `pending`, not dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_sent_unix_s: Option<i64>,
+}
+
+/// A RunInstances `ClientToken` and the reservation it started, so that a
+/// repeat (a client's retry after a lost answer) returns that reservation
+/// instead of starting more instances. Keyed by the token's SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientToken {
+    /// The record's name: the token's SHA-256 (hex).
+    pub name: String,
+    pub reservation_id: String,
+    /// A digest of the request's other parameters: a repeat with other
+    /// parameters is `IdempotentParameterMismatch`, as in EC2.
+    pub parameters: String,
+    pub created_unix_s: i64,
 }
 
 #[derive(Clone)]
@@ -146,6 +177,26 @@ impl Records {
             Err(nuage_meta::MetaError::PreconditionFailed) => Ok(false),
             Err(e) => Err(Ec2Error::from_meta(e)),
         }
+    }
+
+    /// Writes a record whatever is there.
+    pub async fn put<T: Serialize>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+        value: &T,
+    ) -> Ec2Result<()> {
+        let value = serde_json::to_vec(value).map_err(Ec2Error::internal)?;
+        self.docs
+            .commit_documents(vec![DocumentWrite {
+                namespace: namespace.to_owned(),
+                key: key(tenant, name),
+                expect: Expect::Any,
+                value: Some(value),
+            }])
+            .await
+            .map_err(Ec2Error::from_meta)
     }
 
     pub async fn delete(&self, namespace: &str, tenant: &str, name: &str) -> Ec2Result<()> {

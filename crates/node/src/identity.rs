@@ -23,6 +23,8 @@ pub enum Role {
     Storage,
     /// Serves the S3 API and places chunks on storage nodes.
     Gateway,
+    /// Runs virtual machines for gateways (`nuage serve --role compute`).
+    Compute,
 }
 
 impl Role {
@@ -31,10 +33,11 @@ impl Role {
         match self {
             Self::Storage => "storage",
             Self::Gateway => "gateway",
+            Self::Compute => "compute",
         }
     }
 
-    /// Parses `storage` or `gateway`.
+    /// Parses `storage`, `gateway` or `compute`.
     ///
     /// # Errors
     /// `NodeError::BadIdentity` for anything else.
@@ -42,8 +45,9 @@ impl Role {
         match text {
             "storage" => Ok(Self::Storage),
             "gateway" => Ok(Self::Gateway),
+            "compute" => Ok(Self::Compute),
             other => Err(NodeError::BadIdentity(format!(
-                "role `{other}` is neither `storage` nor `gateway`"
+                "role `{other}` is not `storage`, `gateway` or `compute`"
             ))),
         }
     }
@@ -169,6 +173,8 @@ mod tests {
         let id = NodeIdentity::new("node-1", "fr-par", Role::Storage)?;
         assert_eq!(id.uri(), "nuage://fr-par/storage/node-1");
         assert_eq!(NodeIdentity::parse_uri(&id.uri())?, id);
+        let host = NodeIdentity::new("fr-1", "par1", Role::Compute)?;
+        assert_eq!(NodeIdentity::parse_uri("nuage://par1/compute/fr-1")?, host);
         for bad in [
             "nuage://fr-par/storage",
             "nuage://fr-par/storage/n/x",

@@ -333,6 +333,8 @@ impl Endpoint {
         match role {
             Role::Gateway => true,
             Role::Storage => !matches!(self, Self::DeleteBlob(_) | Self::VerifyBlob(_)),
+            // A compute host holds no blobs and needs none of a node's.
+            Role::Compute => false,
         }
     }
 }

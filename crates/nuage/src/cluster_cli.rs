@@ -81,7 +81,7 @@ enum CertCommand {
         /// The site it is in (a-z, 0-9, inner `-`).
         #[arg(long)]
         site: String,
-        /// `storage` or `gateway`.
+        /// `storage`, `gateway` or `compute`.
         #[arg(long)]
         role: String,
         /// DNS name or IP address it is reached at; repeatable. A storage
@@ -150,9 +150,9 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         } => {
             let role = Role::parse(&role)?;
             let identity = NodeIdentity::new(&node, &site, role)?;
-            if role == Role::Storage && sans.is_empty() {
+            if role != Role::Gateway && sans.is_empty() {
                 bail!(
-                    "a storage node's certificate needs at least one --san (the DNS name or IP address clients dial)"
+                    "a {role} node's certificate needs at least one --san (the DNS name or IP address clients dial)"
                 );
             }
             let ca = CertificateAuthority::load(&ca_dir)

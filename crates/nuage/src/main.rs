@@ -9,6 +9,7 @@ mod bench_cli;
 mod bootstrap;
 mod cluster_cli;
 mod compact_cli;
+mod compute_cli;
 mod config;
 mod credentials;
 mod debug_clock;
@@ -99,7 +100,8 @@ struct ServeArgs {
     #[arg(long)]
     allow_insecure_http: bool,
     /// `storage` runs a storage node from the `[node]` section instead
-    /// (docs/storage-nodes.md).
+    /// (docs/storage-nodes.md); `compute` a compute host from `[compute]`
+    /// (docs/compute.md).
     #[arg(long, value_enum, default_value = "gateway")]
     role: node_cli::ServeRole,
 }
@@ -192,6 +194,14 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Serve(args) if args.role == node_cli::ServeRole::Compute => {
+            if args.tls || !args.domains.is_empty() || args.allow_insecure_http {
+                anyhow::bail!(
+                    "--tls, --domain and --allow-insecure-http are for the gateway; a compute host always serves mutual TLS"
+                );
+            }
+            compute_cli::run(args.config.as_deref(), args.data_dir, args.listen)
         }
         Command::Serve(args) if args.role == node_cli::ServeRole::Storage => {
             if args.tls || !args.domains.is_empty() || args.allow_insecure_http {

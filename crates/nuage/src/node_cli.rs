@@ -19,6 +19,9 @@ pub enum ServeRole {
     Gateway,
     /// A storage node: the node protocol only, configured by `[node]`.
     Storage,
+    /// A compute host: the compute host protocol only, configured by
+    /// `[compute]` (docs/compute.md, "Several hosts").
+    Compute,
 }
 
 /// `[node]`: a storage node's identity, address and TLS material.

@@ -569,11 +569,12 @@ fn run_check_topology(args: &CheckTopologyArgs) -> anyhow::Result<()> {
         None => None,
     };
     println!(
-        "{}: valid topology: {} region(s), {} site(s), {} node(s)",
+        "{}: valid topology: {} region(s), {} site(s), {} node(s), {} compute host(s)",
         args.file.display(),
         topology.regions().len(),
         topology.sites().len(),
-        topology.nodes().len()
+        topology.nodes().len(),
+        topology.compute_hosts().len()
     );
     let mut header = [
         "SITE",
@@ -585,6 +586,7 @@ fn run_check_topology(args: &CheckTopologyArgs) -> anyhow::Result<()> {
         "QUALIFICATIONS",
         "NODES",
         "CAPACITY",
+        "COMPUTE",
     ]
     .map(String::from)
     .to_vec();
@@ -606,6 +608,12 @@ fn run_check_topology(args: &CheckTopologyArgs) -> anyhow::Result<()> {
             join(&site.qualifications),
             nodes.len().to_string(),
             bytes_text(capacity),
+            topology
+                .compute_hosts()
+                .values()
+                .filter(|h| h.site == site.id)
+                .count()
+                .to_string(),
         ];
         if let Some(policy) = &policy {
             row.push(match policy.site_verdict(site) {

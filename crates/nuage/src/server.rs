@@ -245,6 +245,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 Arc::clone(&clock),
                 storage.clone(),
                 &topology,
+                config.cluster.as_ref(),
             )
             .await?,
         ),

@@ -75,6 +75,7 @@ fn synthesize(regions: &[nuage_storage::Region]) -> anyhow::Result<Topology> {
             // Not measured: the single node's room is its disk's.
             capacity_bytes: u64::MAX,
         }],
+        compute_hosts: Vec::new(),
     };
     Topology::new(file).context(
         "cannot synthesize a single-node topology from the configured regions (region names \

@@ -70,6 +70,11 @@ id = "iad1-n1"
 site = "iad1"
 endpoint = "https://iad1-n1.example.net:7443"
 capacity_bytes = 2_000_000_000_000
+
+[[compute_host]]
+id = "par1-c1"
+site = "par1"
+endpoint = "https://par1-c1.example.net:7300"
 "#;
 
 const POLICY: &str = r#"{"allowed_countries":["FR"],"required_qualifications":["secnumcloud"],"allowed_operator_countries":["FR"],"durability":{"replicas":2},"min_sites":2}"#;
@@ -254,7 +259,7 @@ fn check_topology() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("valid topology: 2 region(s), 4 site(s), 4 node(s)"),
+        text.contains("valid topology: 2 region(s), 4 site(s), 4 node(s), 1 compute host(s)"),
         "{text}"
     );
     let par1 = text.lines().find(|l| l.starts_with("par1")).unwrap();
@@ -262,6 +267,8 @@ fn check_topology() {
         par1.contains("FR,EU,EEA") && par1.contains("4.0 TB"),
         "{par1}"
     );
+    // The compute host is counted in its site's row, and only there.
+    assert!(par1.trim_end().ends_with(" 1"), "{par1}");
     let iad1 = text.lines().find(|l| l.starts_with("iad1")).unwrap();
     assert!(iad1.contains(" US ") && !iad1.contains("EU"), "{iad1}");
 

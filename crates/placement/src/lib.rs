@@ -39,6 +39,6 @@ pub use policy::{
     Durability, NotNarrower, PolicyError, PolicyRule, ResidencyPolicy, SiteRejection,
 };
 pub use topology::{
-    Node, NodeEntry, Operator, Region, RegionEntry, Site, SiteEntry, SiteOperator, Topology,
-    TopologyError, TopologyFile,
+    ComputeHostEntry, ComputeHostInfo, Node, NodeEntry, Operator, Region, RegionEntry, Site,
+    SiteEntry, SiteOperator, Topology, TopologyError, TopologyFile,
 };

@@ -11,6 +11,9 @@ use crate::geo::{CountryCode, Jurisdiction, Qualification};
 use crate::limits::{
     TOPOLOGY_FILE_BYTES_MAX, TOPOLOGY_NODES_MAX, TOPOLOGY_REGIONS_MAX, TOPOLOGY_SITES_MAX,
 };
+
+/// Most `[[compute_host]]` tables.
+pub const TOPOLOGY_COMPUTE_HOSTS_MAX: usize = 1024;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +35,13 @@ pub struct TopologyFile {
     /// `[[node]]` tables.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeEntry>,
+    /// `[[compute_host]]` tables.
+    #[serde(
+        default,
+        rename = "compute_host",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub compute_hosts: Vec<ComputeHostEntry>,
 }
 
 /// A `[[region]]` table.
@@ -91,6 +101,35 @@ pub struct NodeEntry {
     pub capacity_bytes: u64,
 }
 
+/// A `[[compute_host]]` table: a machine running `nuage serve --role
+/// compute`, which gateways schedule instances onto.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeHostEntry {
+    /// The host's id (`par1-c1`): its certificate names it.
+    pub id: String,
+    /// The site it is in: its certificate names it too.
+    pub site: String,
+    /// Where its host protocol listens (`https://host:port`).
+    pub endpoint: String,
+    /// The availability zone its instances show; default the site's id.
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+}
+
+/// A validated compute host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeHostInfo {
+    /// Its id.
+    pub id: String,
+    /// Its site.
+    pub site: String,
+    /// Its host protocol's endpoint.
+    pub endpoint: String,
+    /// Its availability zone.
+    pub availability_zone: String,
+}
+
 /// What is wrong with a topology.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopologyError {
@@ -144,6 +183,15 @@ pub enum TopologyError {
         site: String,
         /// The field (`country`, `jurisdictions`, ...).
         field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A `[[compute_host]]` table naming an unknown site or holding a bad
+    /// value.
+    #[error("compute host `{host}`: {why}")]
+    BadComputeHost {
+        /// The host.
+        host: String,
         /// What is wrong.
         why: String,
     },
@@ -220,6 +268,7 @@ pub struct Topology {
     regions: BTreeMap<String, Region>,
     sites: BTreeMap<String, Site>,
     nodes: BTreeMap<String, Node>,
+    compute_hosts: BTreeMap<String, ComputeHostInfo>,
 }
 
 impl Topology {
@@ -247,6 +296,11 @@ impl Topology {
         check_count("region", file.regions.len(), TOPOLOGY_REGIONS_MAX)?;
         check_count("site", file.sites.len(), TOPOLOGY_SITES_MAX)?;
         check_count("node", file.nodes.len(), TOPOLOGY_NODES_MAX)?;
+        check_count(
+            "compute host",
+            file.compute_hosts.len(),
+            TOPOLOGY_COMPUTE_HOSTS_MAX,
+        )?;
         if file.sites.is_empty() {
             return Err(TopologyError::Empty("no [[site]] is declared"));
         }
@@ -292,11 +346,36 @@ impl Topology {
                 return Err(TopologyError::Duplicate { kind: "node", id });
             }
         }
+        let mut compute_hosts = BTreeMap::new();
+        for entry in file.compute_hosts {
+            let host = validate_compute_host(entry, &sites)?;
+            if let Some(other) = endpoints.insert(host.endpoint.clone(), host.id.clone()) {
+                return Err(TopologyError::BadNode {
+                    node: host.id,
+                    field: "endpoint",
+                    why: format!("`{}` is also `{other}`'s", host.endpoint),
+                });
+            }
+            let id = host.id.clone();
+            if nodes.contains_key(&id) || compute_hosts.insert(id.clone(), host).is_some() {
+                return Err(TopologyError::Duplicate {
+                    kind: "compute host",
+                    id,
+                });
+            }
+        }
         Ok(Self {
             regions,
             sites,
             nodes,
+            compute_hosts,
         })
+    }
+
+    /// Every compute host, by id.
+    #[must_use]
+    pub fn compute_hosts(&self) -> &BTreeMap<String, ComputeHostInfo> {
+        &self.compute_hosts
     }
 
     /// Every region, by id.
@@ -468,6 +547,52 @@ fn validate_node(entry: NodeEntry, sites: &BTreeMap<String, Site>) -> Result<Nod
         site: entry.site,
         endpoint: entry.endpoint,
         capacity_bytes: entry.capacity_bytes,
+    })
+}
+
+fn validate_compute_host(
+    entry: ComputeHostEntry,
+    sites: &BTreeMap<String, Site>,
+) -> Result<ComputeHostInfo, TopologyError> {
+    check_id("compute host", &entry.id)?;
+    if !sites.contains_key(&entry.site) {
+        return Err(TopologyError::BadComputeHost {
+            why: if entry.site.is_empty() {
+                "is in no site (set `site`)".to_string()
+            } else {
+                format!("unknown site `{}`", entry.site)
+            },
+            host: entry.id,
+        });
+    }
+    let bad = |field: &'static str, why: String| TopologyError::BadComputeHost {
+        host: entry.id.clone(),
+        why: format!("{field}: {why}"),
+    };
+    check_text(&entry.endpoint).map_err(|why| bad("endpoint", why))?;
+    if entry.endpoint.chars().any(char::is_whitespace) {
+        return Err(bad("endpoint", "contains a space".to_string()));
+    }
+    let availability_zone = match entry.availability_zone {
+        None => entry.site.clone(),
+        Some(zone) => {
+            if zone.is_empty()
+                || zone.len() > ID_CHARS_MAX
+                || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(bad(
+                    "availability_zone",
+                    format!("use 1 to {ID_CHARS_MAX} letters, digits and `-`"),
+                ));
+            }
+            zone
+        }
+    };
+    Ok(ComputeHostInfo {
+        id: entry.id,
+        site: entry.site,
+        endpoint: entry.endpoint,
+        availability_zone,
     })
 }
 
@@ -647,5 +772,55 @@ capacity_bytes = 1_000_000_000
             Topology::from_toml("[[region]]\nid = \"r\"\n"),
             Err(TopologyError::Empty(_))
         ));
+    }
+    #[test]
+    fn compute_hosts_are_in_known_sites_with_unique_ids() {
+        let host = |id: &str, site: &str, endpoint: &str, zone: &str| {
+            format!(
+                "{EXAMPLE}\n[[compute_host]]\nid = \"{id}\"\nsite = \"{site}\"\nendpoint = \"{endpoint}\"\n{zone}"
+            )
+        };
+        let t = Topology::from_toml(&host("par1-c1", "par1", "https://c1:7300", "")).unwrap();
+        let c = &t.compute_hosts()["par1-c1"];
+        assert_eq!(
+            (c.site.as_str(), c.availability_zone.as_str()),
+            ("par1", "par1")
+        );
+        let t = Topology::from_toml(&host(
+            "par1-c1",
+            "par1",
+            "https://c1:7300",
+            "availability_zone = \"eu-west-1a\"",
+        ))
+        .unwrap();
+        assert_eq!(t.compute_hosts()["par1-c1"].availability_zone, "eu-west-1a");
+        let error = Topology::from_toml(&host("c1", "nowhere", "https://c1:7300", "")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "compute host `c1`: unknown site `nowhere`"
+        );
+        let twice = format!(
+            "{}\n[[compute_host]]\nid = \"c1\"\nsite = \"fra1\"\nendpoint = \"https://c2:7300\"\n",
+            host("c1", "par1", "https://c1:7300", "")
+        );
+        let error = Topology::from_toml(&twice).unwrap_err();
+        assert_eq!(error.to_string(), "duplicate compute host id `c1`");
+        let error =
+            Topology::from_toml(&host("par1-n1", "par1", "https://c1:7300", "")).unwrap_err();
+        assert_eq!(error.to_string(), "duplicate compute host id `par1-n1`");
+        let error = Topology::from_toml(&host(
+            "c1",
+            "par1",
+            "https://c1:7300",
+            "availability_zone = \"a b\"",
+        ))
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("compute host `c1`: availability_zone: use 1 to"),
+            "{error}"
+        );
+        assert!(Topology::from_toml(&host("c1", "par1", "https://c1:7300", "cores = 2")).is_err());
     }
 }
