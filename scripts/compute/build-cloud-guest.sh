@@ -31,7 +31,15 @@
 # debootstrap'ed tree is keyed by the package list (its .debs are kept too),
 # the finished image by a hash of this script, so a second run copies files
 # only. Must run as root (debootstrap and chroot need it; mkfs.ext4 -d writes
-# the tree without loop mounts).
+# the tree without loop mounts); the cache directory and every directory above
+# it must then be root's and not writable by group or others (else another
+# user could swap a tree root then chroots into, or the image it packs), or
+# the script refuses to run. A sticky directory (/tmp) is no exception.
+#
+# Package scripts run in the tree must not start daemons on the host (sshd's
+# postinst would): a policy-rc.d that refuses every start is in the tree while
+# they run, and after each step in the tree any process whose root directory
+# lies in it is killed.
 #
 # Needs: debootstrap, chroot, flock, mkfs.ext4 (e2fsprogs), qemu-img, python3,
 # lz4 (for vmlinux; without it only the bzImage is written), and a Debian
@@ -62,7 +70,26 @@ done
 packages=(systemd-sysv udev linux-image-cloud-amd64 initramfs-tools cloud-init
   openssh-server sudo e2fsprogs)
 
+# Root builds in the cache and chroots into what is there: no other user may
+# be able to change it, nor any directory on the way to it.
+check_cache_owner() {
+  local dir owner mode
+  dir="$(realpath -m "$1")"
+  while :; do
+    if [[ -e "$dir" ]]; then
+      owner="$(stat -c %u "$dir")"
+      mode="$(stat -c %a "$dir")"
+      if [[ "$owner" != 0 ]] || (((8#$mode & 8#022) != 0)); then
+        die "$dir (on the way to the cache $1) is owned by uid $owner with mode $mode: as root, the cache and every directory above it must be root's and not writable by group or others (chmod go-w, or choose another NUAGE_GUEST_CACHE)"
+      fi
+    fi
+    [[ "$dir" == / ]] && break
+    dir="$(dirname "$dir")"
+  done
+}
+check_cache_owner "$cache"
 mkdir -p "$cache" "$out"
+chmod go-w "$cache"
 script_hash="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
 packages_hash="$(printf '%s\n' "$suite" "$mirror" "${packages[@]}" | sha256sum | cut -c1-16)"
 rootfs_dir="$cache/cloud-rootfs-$packages_hash"
@@ -86,16 +113,40 @@ exec 9>"$cache/cloud-guest.lock"
 flock 9
 trap 'unmount_under "$rootfs_dir"; unmount_under "$build"' EXIT
 
+# Kills (SIGKILL) every process whose root directory lies in the tree $1: a
+# daemon a package's script started there despite policy-rc.d. A few rounds,
+# in case one forked meanwhile.
+kill_in_tree() {
+  local t p root round
+  t="$(realpath -m "$1")"
+  for round in 1 2 3; do
+    for p in /proc/[0-9]*; do
+      root="$(readlink "$p/root" 2>/dev/null)" || continue
+      if [[ "$root" == "$t" || "$root" == "$t"/* ]]; then
+        log "killing ${p#/proc/} ($(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | cut -c1-80)), left running in the tree"
+        kill -9 "${p#/proc/}" 2>/dev/null || true
+      fi
+    done
+    if ((round < 3)); then sleep 0.2; fi
+  done
+}
+
 # Runs a command in the tree $1 with /proc mounted (apt, update-initramfs and
 # systemctl need it; /dev holds debootstrap's own device nodes, so the host's is
-# not bound in); /proc is unmounted again even on failure.
+# not bound in); /proc is unmounted again even on failure. While it runs,
+# usr/sbin/policy-rc.d refuses every service start (invoke-rc.d and
+# deb-systemd-invoke ask it): a postinst must not start sshd on the host.
 in_chroot() {
   local t="$1" rc=0
   shift
+  printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"
+  chmod 755 "$t/usr/sbin/policy-rc.d"
   mount -t proc proc "$t/proc"
   chroot "$t" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+  kill_in_tree "$t"
   umount "$t/proc" || umount -l "$t/proc"
+  rm -f "$t/usr/sbin/policy-rc.d"
   return "$rc"
 }
 

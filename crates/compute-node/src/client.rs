@@ -3,9 +3,10 @@
 //! The client presents the gateway's certificate and accepts the host only
 //! if its certificate, signed by the cluster CA, names the host id and site
 //! the topology declares, with role `compute`. Every call is bounded by a
-//! timeout (`limits`); a host that cannot be reached, refuses the
-//! handshake or does not answer in time gives `HostErrorKind::Unreachable`,
-//! never a hang. An image push streams the files back to back, never holding
+//! timeout (`limits`); a host that cannot be connected to or refuses the
+//! handshake gives `HostErrorKind::NotSent` (the request never reached it),
+//! one that does not answer in time `HostErrorKind::Unreachable` (it may
+//! have acted), never a hang. An image push streams the files back to back, never holding
 //! more than one chunk.
 
 use std::path::Path;
@@ -78,6 +79,42 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether the host ended the TLS handshake with an alert (it refused the
+/// gateway's certificate): with TLS 1.3 the client may have written its
+/// request before the host checked its certificate, but the host never
+/// reads a request on a connection whose handshake it refused.
+fn handshake_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::AlertDescription as A;
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return matches!(
+                alert,
+                A::HandshakeFailure
+                    | A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::AccessDenied
+                    | A::DecryptError
+                    | A::ProtocolVersion
+                    | A::InsufficientSecurity
+                    | A::CertificateRequired
+                    | A::NoApplicationProtocol
+            );
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl RemoteHost {
     /// Builds the client; connects lazily, on the first call.
     ///
@@ -128,7 +165,21 @@ impl RemoteHost {
         ))
     }
 
-    /// Sends a request and reads a JSON answer, all within `wait`.
+    fn not_sent(&self, why: impl std::fmt::Display) -> HostError {
+        HostError::new(
+            HostErrorKind::NotSent,
+            format!(
+                "compute host {} at {}: not reached: {why}",
+                self.inner.host, self.inner.base
+            ),
+        )
+    }
+
+    /// Sends a request and reads a JSON answer, all within `wait`. A
+    /// failure before the request could be sent (connection refused,
+    /// connect timeout, TLS handshake, the host's identity refused) is
+    /// `NotSent`: nothing was done there; any later one (the answer broke
+    /// off or did not come in time) is `Unreachable`: it may have been.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: Request<RequestBody>,
@@ -144,7 +195,10 @@ impl RemoteHost {
                     .unwrap_or_else(PoisonError::into_inner)
                     .take()
                 {
-                    Some(why) => self.unreachable(format!("refused its identity: {why}")),
+                    Some(why) => self.not_sent(format!("refused its identity: {why}")),
+                    // The connector failed (refused, connect timeout, TLS
+                    // handshake): no byte of the request reached the host.
+                    None if e.is_connect() || handshake_refused(&e) => self.not_sent(chain(&e)),
                     None => self.unreachable(chain(&e)),
                 }
             })?;

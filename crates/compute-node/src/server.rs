@@ -75,6 +75,11 @@ impl ComputeNodeServer {
             std::fs::remove_dir_all(&config.uploads_dir)?;
         }
         std::fs::create_dir_all(&config.uploads_dir)?;
+        // Tenants' images on their way in: the host's user alone reads them.
+        std::fs::set_permissions(
+            &config.uploads_dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -357,7 +362,9 @@ fn status_of(kind: HostErrorKind) -> StatusCode {
         | HostErrorKind::InvalidImage
         | HostErrorKind::InvalidParameter
         | HostErrorKind::Refused => StatusCode::BAD_REQUEST,
-        HostErrorKind::Internal | HostErrorKind::Unreachable => StatusCode::INTERNAL_SERVER_ERROR,
+        HostErrorKind::Internal | HostErrorKind::Unreachable | HostErrorKind::NotSent => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

@@ -34,8 +34,12 @@ struct Guest {
     cmdline: String,
 }
 
-fn guest() -> Option<Guest> {
-    match prepare_guest() {
+/// The tiny guest, built once per test binary: the tests run in parallel,
+/// and two builds into one directory would read each other's half-written
+/// files.
+fn guest() -> Option<&'static Guest> {
+    static GUEST: std::sync::OnceLock<Result<Guest, String>> = std::sync::OnceLock::new();
+    match GUEST.get_or_init(prepare_guest) {
         Ok(guest) => Some(guest),
         Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("the dropped-connection tests cannot run under CI: {reason}")

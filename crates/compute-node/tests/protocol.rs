@@ -193,8 +193,10 @@ async fn only_gateways_are_served_and_refusals_keep_their_kind() {
         ca_pem: ca.cert_pem().to_owned(),
         ..material(&stranger, "gw-1", "par1", Role::Gateway)
     };
+    // The host never read the request: `NotSent`, so that a run may go to
+    // another host.
     let e = client(strangers, &expected).status().await.unwrap_err();
-    assert_eq!(e.kind, HostErrorKind::Unreachable, "{e}");
+    assert_eq!(e.kind, HostErrorKind::NotSent, "{e}");
     assert!(!e.message.contains("refused its identity"), "{e}");
     assert!(e.message.contains("alert"), "{e}");
     // Nor does a client that presents no certificate at all.
@@ -229,8 +231,27 @@ async fn only_gateways_are_served_and_refusals_keep_their_kind() {
         .status()
         .await
         .unwrap_err();
-    assert_eq!(e.kind, HostErrorKind::Unreachable);
+    assert_eq!(e.kind, HostErrorKind::NotSent);
     assert!(e.message.contains("refused its identity"), "{e}");
+    // Nothing listening: not sent either.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    let nobody = RemoteHost::new(RemoteHostConfig {
+        endpoint: closed_address.to_string(),
+        expected: expected.clone(),
+        tls: material(&ca, "gw-1", "par1", Role::Gateway),
+    })
+    .unwrap();
+    let e = nobody
+        .run(nuage_compute::RunRequest {
+            instance_type: "n1.nano".into(),
+            image_id: "0".repeat(64),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, HostErrorKind::NotSent, "{e}");
 
     // Errors keep their kind across the wire.
     let e = gateway.describe("i-0123456789abcdef0").await.unwrap_err();

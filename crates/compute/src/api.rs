@@ -39,6 +39,10 @@ pub enum HostErrorKind {
     Internal,
     /// The host could not be reached or did not answer in time.
     Unreachable,
+    /// The request never reached the host (connection refused, connect
+    /// timeout, TLS handshake failed, the host's identity refused): nothing
+    /// was done there. Wire-only, like `Unreachable`.
+    NotSent,
     /// The host refused the caller (not a gateway) or the request's shape.
     Refused,
     /// The host cannot take this now (e.g. every image push slot is in

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -27,6 +28,7 @@ use crate::console::ConsoleLog;
 use crate::error::{ComputeError, Result};
 use crate::limits::{
     CONSOLE_READ_CHUNK_BYTES, CONSOLE_WRITE_BATCH_BYTES_MAX, KVM_PROBE_TIMEOUT_MS,
+    METADATA_FORWARD_CONNECT_SECONDS, METADATA_FORWARD_IDLE_SECONDS, QEMU_OPEN_FILES_MAX,
     QEMU_SOCKET_WAIT_MS, QUIT_WAIT_MS,
 };
 use crate::qmp::QmpClient;
@@ -355,7 +357,13 @@ impl HypervisorDriver for QemuDriver {
             let _ = std::fs::remove_file(socket);
         }
         let log_path = spec.dir.join(QEMU_LOG);
-        let log = std::fs::File::create(&log_path).map_err(ComputeError::io(&log_path))?;
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(ComputeError::io(&log_path))?;
         let mut child = Command::new(&self.tools.qemu_system)
             .args(self.command_line(spec))
             .stdin(Stdio::null())
@@ -371,6 +379,13 @@ impl HypervisorDriver for QemuDriver {
             .map_err(|e| {
                 ComputeError::Hypervisor(format!("{}: {e}", self.tools.qemu_system.display()))
             })?;
+        // QEMU starts paused (`-S`): the guest opens no connection before
+        // `cont`, so the limit holds from its first metadata forward.
+        if let Err(e) = limit_open_files(child.id()) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
         match connect(&mut child, &spec.dir, console).await {
             Ok((qmp, console_task)) => {
                 let mut vm = QemuVm {
@@ -629,17 +644,51 @@ impl VmHandle for QemuVm {
     }
 }
 
+/// Sets QEMU's `RLIMIT_NOFILE` (soft and hard) to `QEMU_OPEN_FILES_MAX`, or
+/// to the host process's own hard limit if that is lower. Each metadata
+/// forward's `socat` costs QEMU one descriptor (its end of the socket pair)
+/// for as long as it runs, so this bounds how many a guest can make QEMU
+/// fork; QEMU cannot raise a hard limit (without `CAP_SYS_RESOURCE`), and
+/// once at it, a new guest connection to the service is refused.
+fn limit_open_files(pid: Option<u32>) -> Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, prlimit};
+    let pid = pid
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| ComputeError::Hypervisor("qemu exited at once".into()))?;
+    let own = getrlimit(Resource::Nofile).maximum;
+    let max = own.map_or(QEMU_OPEN_FILES_MAX, |own| own.min(QEMU_OPEN_FILES_MAX));
+    let limit = Rlimit {
+        current: Some(max),
+        maximum: Some(max),
+    };
+    prlimit(Some(pid), Resource::Nofile, limit)
+        .map(drop)
+        .map_err(|e| ComputeError::Hypervisor(format!("limiting qemu's open files: {e}")))
+}
+
+/// The `cmd:` of the metadata forward: `-T`, socat exits after that many
+/// idle seconds (a guest cannot keep one open for ever); `-t 10`, after the
+/// guest half-closes, socat waits that long for the answer.
+fn metadata_forward_command(socket: &str) -> String {
+    format!(
+        "socat -T {METADATA_FORWARD_IDLE_SECONDS} -t 10 - \
+         UNIX-CONNECT:{socket},connect-timeout={METADATA_FORWARD_CONNECT_SECONDS}"
+    )
+}
+
 /// `-netdev user,...`: the guest alone on `GUEST_NETWORK` (`restrict=on`: no
 /// way out), plus the metadata and SSH forwards. A `cmd:` guest forward
 /// starts `socat` for each connection the guest opens (a plain `tcp:` one
-/// shares a single stream between connections, which hangs HTTP clients).
-/// `-t 10`: after the guest half-closes, socat waits that long for the answer.
+/// shares a single stream between connections, which hangs HTTP clients);
+/// how many run at once is bounded by QEMU's open files (`limit_open_files`).
 fn netdev(network: &VmNetwork) -> String {
     let mut netdev = format!("user,id=net0,restrict=on,net={GUEST_NETWORK}");
     if let Some(socket) = network.metadata_socket.as_ref().and_then(|s| s.file_name()) {
         netdev.push_str(&format!(
-            ",guestfwd=tcp:{METADATA_IPV4}:80-cmd:socat -t 10 - UNIX-CONNECT:{}",
-            socket.to_string_lossy()
+            ",guestfwd=tcp:{METADATA_IPV4}:80-cmd:{}",
+            // `,,`: a comma inside an option value (QEMU's escape).
+            metadata_forward_command(&socket.to_string_lossy()).replace(',', ",,")
         ));
     }
     if let Some(forward) = network.ssh_forward {
@@ -813,7 +862,8 @@ mod tests {
         assert_eq!(
             netdev(&network),
             "user,id=net0,restrict=on,net=169.254.169.0/24,\
-             guestfwd=tcp:169.254.169.254:80-cmd:socat -t 10 - UNIX-CONNECT:metadata.sock,\
+             guestfwd=tcp:169.254.169.254:80-cmd:socat -T 60 -t 10 - \
+             UNIX-CONNECT:metadata.sock,,connect-timeout=5,\
              hostfwd=tcp:127.0.0.1:22001-:22"
         );
         assert_eq!(

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -304,8 +304,12 @@ impl ComputeHost {
         };
         let instances_dir = config.state_dir.join("instances");
         let images_dir = config.state_dir.join("images");
-        for dir in [&instances_dir, &images_dir] {
+        // Tenants' images, user data and disks: no other local user may
+        // read them (nor list them), whatever the umask.
+        for dir in [&config.state_dir, &instances_dir, &images_dir] {
             std::fs::create_dir_all(dir).map_err(ComputeError::io(dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(ComputeError::io(dir))?;
         }
         let instances_dir = instances_dir
             .canonicalize()
@@ -442,6 +446,17 @@ impl ComputeHost {
                         existing.instance_type, existing.image_id
                     )));
                 }
+                if existing.state == InstanceState::Terminated && existing.launches == 0 {
+                    // The first run failed: the retry fails the same way,
+                    // rather than answer with a dead instance.
+                    return Err(ComputeError::Hypervisor(format!(
+                        "instance {id} failed to start: {}",
+                        existing
+                            .state_reason
+                            .as_deref()
+                            .unwrap_or("no reason recorded")
+                    )));
+                }
                 return Ok(existing.clone());
             }
             let live = instances
@@ -501,12 +516,15 @@ impl ComputeHost {
         }
         .await;
         if let Err(e) = prepared {
-            inner.remove_instance_files(&dir);
-            inner.set_state(
+            // Unless a terminate came meanwhile: it has its own outcome.
+            if inner.set_state_if(
                 &id,
+                InstanceState::Pending,
                 InstanceState::Terminated,
                 Some(format!("Server.InternalError: {e}")),
-            );
+            ) {
+                inner.remove_instance_files(&dir);
+            }
             return Err(e);
         }
         self.describe(&id)
@@ -543,8 +561,10 @@ impl ComputeHost {
             }
         }
         if let Err(e) = Inner::launch(inner, id).await {
-            inner.set_state(
+            // Unless a terminate came meanwhile: `terminated` stays.
+            inner.set_state_if(
                 id,
+                InstanceState::Pending,
                 InstanceState::Stopped,
                 Some(format!("Server.InternalError: {e}")),
             );
@@ -872,7 +892,13 @@ fn write_record(dir: &Path, record: &InstanceRecord) -> Result<()> {
     // before returning: after a power loss the record is the old one or
     // the new one, never a torn file.
     let tmp = dir.join("instance.json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(ComputeError::io(&tmp))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(ComputeError::io(&tmp))?;
     std::io::Write::write_all(&mut file, &bytes).map_err(ComputeError::io(&tmp))?;
     file.sync_all().map_err(ComputeError::io(&tmp))?;
     let path = dir.join(RECORD_FILE);
@@ -937,8 +963,35 @@ impl Inner {
     }
 
     fn set_state(&self, id: &str, state: InstanceState, reason: Option<String>) {
+        self.set_state_where(id, |_| true, state, reason);
+    }
+
+    /// `set_state` if the instance is still in `expected`; whether it was.
+    fn set_state_if(
+        &self,
+        id: &str,
+        expected: InstanceState,
+        state: InstanceState,
+        reason: Option<String>,
+    ) -> bool {
+        self.set_state_where(id, |current| current == expected, state, reason)
+    }
+
+    fn set_state_where(
+        &self,
+        id: &str,
+        applies: impl Fn(InstanceState) -> bool,
+        state: InstanceState,
+        reason: Option<String>,
+    ) -> bool {
         let mut instances = self.lock();
-        if let Some(slot) = instances.get_mut(id) {
+        let Some(slot) = instances.get_mut(id) else {
+            return false;
+        };
+        if !applies(slot.record.state) {
+            return false;
+        }
+        {
             slot.record.state = state;
             slot.record.state_reason = reason;
             slot.record.state_changed_at = now();
@@ -955,6 +1008,7 @@ impl Inner {
                 tracing::error!(instance = id, "compute: cannot persist state: {e}");
             }
         }
+        true
     }
 
     /// Files that exist only while a VM runs: the driver's sockets and
@@ -1135,6 +1189,10 @@ impl Inner {
         let slot = instances
             .get_mut(id)
             .ok_or_else(|| ComputeError::InstanceNotFound(id.into()))?;
+        if slot.record.state != InstanceState::Pending {
+            // Terminated (or stopped) meanwhile: it gets no port back.
+            return Err(incorrect_state(id, slot.record.state, "launch", "pending"));
+        }
         let previous = slot.record.ssh_forward.map(|a| a.port());
         let unavailable = |port: u16| held.contains(&port) || refused.contains(&port);
         let port = choose_ssh_port(
@@ -1572,18 +1630,29 @@ mod tests {
             port
         );
         // Within a range, skipping held and busy ports; none left is capacity.
+        // busy_port + 2 must be free for this check (another process may
+        // hold it): a new busy port until it is, a bounded number of times.
+        let (mut busy, mut busy_port) = (busy, busy_port);
+        for _ in 0..100 {
+            if busy_port < u16::MAX - 2
+                && std::net::TcpListener::bind((localhost, busy_port + 2)).is_ok()
+            {
+                break;
+            }
+            busy = std::net::TcpListener::bind((localhost, 0)).unwrap();
+            busy_port = busy.local_addr().unwrap().port();
+        }
         let range = busy_port..=busy_port.saturating_add(2);
         let held = busy_port.saturating_add(1);
-        let chosen = choose_ssh_port(localhost, Some(&range), None, |p| p == held);
-        if let Ok(chosen) = chosen {
-            // (Another process may hold busy_port + 2: then there is none.)
-            assert_eq!(chosen, busy_port + 2);
-        }
+        let chosen = choose_ssh_port(localhost, Some(&range), None, |p| p == held)
+            .expect("busy_port + 2 is free");
+        assert_eq!(chosen, busy_port + 2);
         let none = choose_ssh_port(localhost, Some(&range), None, |p| p != busy_port);
         assert!(
             matches!(none, Err(ComputeError::InsufficientInstanceCapacity { .. })),
             "{none:?}"
         );
+        drop(busy);
         assert!(is_port_conflict(&ComputeError::Hypervisor(
             "qemu exited: Could not set up host forwarding rule 'tcp:127.0.0.1:22-:22'".into()
         )));

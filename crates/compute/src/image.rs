@@ -10,6 +10,7 @@
 //! it never starts a VM.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,6 +117,9 @@ impl ImageCache {
 
         let tmp_dir = self.dir.join(format!("tmp-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&tmp_dir).map_err(ComputeError::io(&tmp_dir))?;
+        // A tenant's image: the host's user alone reads it (files are 0600).
+        std::fs::set_permissions(&tmp_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(ComputeError::io(&tmp_dir))?;
         // Copying and hashing gigabytes is blocking work: off the runtime.
         let result = {
             let (dir, source, tmp, format) = (
@@ -324,13 +328,25 @@ fn stage(dir: &Path, source: &ImageSource, tmp: &Path, format: &str, size: u64) 
     let record =
         serde_json::to_vec_pretty(&image).map_err(|e| ComputeError::InvalidImage(e.to_string()))?;
     let path = tmp.join("image.json");
-    std::fs::write(&path, record).map_err(ComputeError::io(&path))?;
+    private_file(&path)
+        .and_then(|mut file| file.write_all(&record).map_err(ComputeError::io(&path)))?;
     Ok(image)
+}
+
+/// A new file only the host's user can read or write (mode 0600, whatever the umask).
+fn private_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ComputeError::io(path))
 }
 
 fn copy_hashing(from: &Path, to: &Path) -> Result<PartDigest> {
     let input = std::fs::File::open(from).map_err(ComputeError::io(from))?;
-    let mut output = std::fs::File::create(to).map_err(ComputeError::io(to))?;
+    let mut output = private_file(to)?;
     // A failed write is reported against `to`, a failed read against `from`.
     let mut write_error = None;
     let digest = PartDigest::of_reader(input, |chunk| {
@@ -538,8 +554,8 @@ pub async fn create_overlay(
             size.as_ref(),
         ],
     )
-    .await
-    .map(drop)
+    .await?;
+    make_private(overlay)
 }
 
 /// What goes on the config drive.
@@ -646,14 +662,21 @@ pub async fn build_config_drive(
     ]);
     let result = run_tool(iso_builder, &args).await;
     let _ = std::fs::remove_dir_all(&staging);
-    result.map(drop)
+    result?;
+    // It holds the user data.
+    make_private(output)
+}
+
+/// Mode 0600 on a file a tool created (with the umask's mode).
+fn make_private(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(ComputeError::io(path))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_cache_and_the_gateway_compute_the_same_id() {

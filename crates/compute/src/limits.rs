@@ -74,5 +74,30 @@ pub const METADATA_CONNECTION_TIMEOUT_MS: u64 = 30_000;
 pub const SSH_PORT_PROBES_MAX: usize = 256;
 /// QEMU starts tried for one launch when its SSH port was taken meanwhile.
 pub const LAUNCH_ATTEMPTS_MAX: usize = 3;
-/// Instance metadata file (`metadata.json`: keys and user data, base64).
-pub const METADATA_FILE_BYTES_MAX: u64 = 256 * 1024;
+/// Instance metadata file (`metadata.json`: keys and user data, base64),
+/// derived from what `validate_request` accepts: every key at its largest
+/// (JSON-escaped, up to 6 bytes per byte), the user data in base64, plus
+/// 64 KiB for the rest (ids, hostname, zone, type, MAC, JSON syntax).
+pub const METADATA_FILE_BYTES_MAX: u64 = (SSH_KEYS_PER_INSTANCE_MAX
+    * (6 * SSH_KEY_BYTES_MAX + 6 * 255)
+    + USER_DATA_BYTES_MAX.div_ceil(3) * 4
+    + 64 * 1024) as u64;
+const _: () = assert!(
+    METADATA_FILE_BYTES_MAX
+        >= (SSH_KEYS_PER_INSTANCE_MAX * (6 * SSH_KEY_BYTES_MAX + 6 * 255)
+            + USER_DATA_BYTES_MAX.div_ceil(3) * 4
+            + HOSTNAME_BYTES_MAX
+            + AVAILABILITY_ZONE_BYTES_MAX) as u64
+);
+/// The metadata forward (QEMU starts one `socat` per guest connection to
+/// 169.254.169.254:80): socat exits after this long without traffic either
+/// way (`-T`), so an idle connection does not keep a process forever.
+pub const METADATA_FORWARD_IDLE_SECONDS: u64 = 60;
+/// And gives up connecting to the instance's metadata socket after this (`connect-timeout`).
+pub const METADATA_FORWARD_CONNECT_SECONDS: u64 = 5;
+/// Open files (`RLIMIT_NOFILE`, soft and hard) of each QEMU process. QEMU
+/// holds one end of a socket pair per running `socat`, so a guest has fewer
+/// metadata forwards (socat processes) at once than this: this minus what
+/// QEMU holds itself (29 descriptors measured for a 1-vCPU TCG guest, 33
+/// for a 4-vCPU one; KVM adds some per vCPU and virtqueue).
+pub const QEMU_OPEN_FILES_MAX: u64 = 128;

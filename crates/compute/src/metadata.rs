@@ -11,8 +11,11 @@
 //! the host's user can connect, so no other local user reads a tenant's user
 //! data. The paths are those cloud-init's OpenStack and EC2 data sources read
 //! (`answer`); everything is read-only and answered from memory. Every
-//! connection is bounded: request head size, connections at once, time to
-//! send a head, and lifetime. Dropping the server stops it, closes its
+//! connection is bounded: request head size, connections served at once,
+//! time to send a head, and lifetime. Connections beyond those served wait
+//! in the socket's backlog, each with its own `socat` process on the QEMU
+//! side: those are bounded by the driver (socat's idle timeout, and QEMU's
+//! open files, which cap how many it can start at once). Dropping the server stops it, closes its
 //! connections and removes the socket. This module knows nothing of QEMU or
 //! instance states.
 
@@ -534,5 +537,33 @@ mod tests {
             InstanceMetadata::read(&dir.path().join("none")).unwrap(),
             None
         );
+    }
+
+    /// The largest metadata a run accepts (every key and the user data at
+    /// their bounds, keys of control characters, which JSON escapes to six
+    /// bytes each) is read back: the file's bound is not below it.
+    #[test]
+    fn the_largest_accepted_metadata_is_read_back() {
+        use crate::limits::{SSH_KEY_BYTES_MAX, SSH_KEYS_PER_INSTANCE_MAX, USER_DATA_BYTES_MAX};
+        let dir = tempfile::tempdir().unwrap();
+        let m = InstanceMetadata {
+            ssh_keys: (0..SSH_KEYS_PER_INSTANCE_MAX)
+                .map(|i| {
+                    (
+                        format!("{i:0>255}").replace('0', "\u{1}"),
+                        "\u{1}".repeat(SSH_KEY_BYTES_MAX),
+                    )
+                })
+                .collect(),
+            user_data: Some(vec![0xff; USER_DATA_BYTES_MAX]),
+            hostname: "h".repeat(253),
+            ..metadata()
+        };
+        m.write(dir.path()).unwrap();
+        let size = std::fs::metadata(dir.path().join(METADATA_FILE))
+            .unwrap()
+            .len();
+        assert!(size > 1024 * 1024, "{size}");
+        assert_eq!(InstanceMetadata::read(dir.path()).unwrap(), Some(m));
     }
 }

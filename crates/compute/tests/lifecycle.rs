@@ -618,3 +618,52 @@ async fn auto_does_not_trust_a_paravirtual_kvm() {
         .unwrap();
     assert_eq!(forced.accelerator, Accelerator::Tcg);
 }
+
+/// A run that failed leaves its id `terminated`; retrying that id (a caller
+/// whose answer was lost) gets the failure again, not a dead instance as if
+/// it had started.
+#[tokio::test]
+async fn a_retried_failed_run_fails_again() {
+    let Some(_) = guest() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let (host, _) = open_host(
+        state.path(),
+        HostCapacity {
+            vcpus: 1,
+            memory_mib: 512,
+        },
+    )
+    .await;
+    // A 2 GiB (virtual) disk does not fit n1.nano's 1 GiB root disk.
+    let disk = state.path().join("big.qcow2");
+    let created = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("2G")
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let image = host
+        .register_image(&ImageSource { disk, kernel: None })
+        .await
+        .unwrap();
+    let id = nuage_compute::host::new_instance_id();
+    let same_id = || RunRequest {
+        instance_id: Some(id.clone()),
+        ..request(&image.id)
+    };
+    let first = host.run(same_id()).await;
+    assert!(
+        matches!(&first, Err(ComputeError::InvalidParameter(m)) if m.contains("root disk")),
+        "{first:?}"
+    );
+    let record = host.describe(&id).unwrap();
+    assert_eq!(record.state, InstanceState::Terminated);
+    let second = host.run(same_id()).await;
+    assert!(
+        matches!(&second, Err(ComputeError::Hypervisor(m)) if m.contains("root disk")),
+        "{second:?}"
+    );
+    // Nothing held: the capacity is all free.
+    assert_eq!(host.used().vcpus, 0);
+}

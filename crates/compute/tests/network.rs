@@ -306,7 +306,7 @@ async fn metadata_ssh_graceful_reboot_stop_start_terminate() {
         "a".repeat(64 * 1024)
     );
     let (status, _) = metadata_get(&socket, &huge).await;
-    assert_ne!(status, 200, "an oversized request head was served");
+    assert_eq!(status, 431, "an oversized request head");
 
     // Reboot: Ctrl-Alt-Del, and the guest reboots itself.
     let pid = host.describe(&id).unwrap().pid.unwrap();
@@ -425,8 +425,212 @@ async fn ssh_ports_come_from_the_configured_range_and_are_released() {
     assert_eq!(c.ssh_forward.unwrap().port(), pa);
     host.terminate(&b.id).await.unwrap();
     host.terminate(&c.id).await.unwrap();
+
+    // A stopped instance keeps its port: with A stopped and B running, C
+    // gets none, and A starts again on its own.
+    let a = host.run(request(&image, USER_DATA)).await.unwrap();
+    reaper.0.push(a.pid.unwrap());
+    let pa = a.ssh_forward.unwrap().port();
+    wait_console(&host, &a.id, READY, 1).await;
+    let stopped = host.stop(&a.id).await.unwrap();
+    assert_eq!(stopped.state, InstanceState::Stopped);
+    assert_eq!(stopped.ssh_forward.unwrap().port(), pa);
+    let b = host.run(request(&image, USER_DATA)).await.unwrap();
+    reaper.0.push(b.pid.unwrap());
+    let pb = b.ssh_forward.unwrap().port();
+    assert!(range.contains(&pb) && pb != pa, "{pa} {pb}");
+    let third = host.run(request(&image, USER_DATA)).await;
+    assert!(
+        matches!(&third, Err(ComputeError::InsufficientInstanceCapacity { requested, .. }) if requested.contains("SSH port")),
+        "{third:?}"
+    );
+    let started = host.start(&a.id).await.unwrap();
+    reaper.0.push(started.pid.unwrap());
+    assert_eq!(started.ssh_forward.unwrap().port(), pa);
+    host.terminate(&a.id).await.unwrap();
+    host.terminate(&b.id).await.unwrap();
+}
+
+/// This machine's address on its outbound interface, if it has one (no
+/// packet is sent: a UDP socket's connect only picks the route).
+fn outbound_address() -> Option<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    match socket.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+/// `restrict=on`: the guest reaches neither the host (QEMU's gateway
+/// address, which user networking maps to the host's loopback) nor any
+/// other address, even where the host listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_reaches_neither_the_host_nor_the_outside() {
+    let Some(guest) = guest() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let host = open_host(state.path(), |_| {}).await;
+    let image = register(&host, guest, state.path()).await;
+    let mut reaper = Reaper::default();
+    // A listener the guest would reach without the restriction; it closes
+    // what it accepts, so that a probe that does connect ends at once.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acceptor = tokio::spawn({
+        let accepted = std::sync::Arc::clone(&accepted);
+        async move {
+            while listener.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let mut targets = vec![("gateway", "169.254.169.2".to_string())];
+    if let Some(ip) = outbound_address() {
+        targets.push(("outside", ip.to_string()));
+    } else {
+        eprintln!("no outbound address: checking the gateway only");
+    }
+    let mut script = String::from(
+        "#!/bin/sh
+(
+         i=0
+         while ! ifconfig eth0 | grep -q 'inet addr' && [ $i -lt 1200 ]; do i=$((i + 1)); sleep 0.5; done
+",
+    );
+    for (name, address) in &targets {
+        script.push_str(&format!(
+            "if echo hi | nc -w 5 {address} {port} >/dev/null 2>&1; then r=reached; else r=failed; fi
+             echo \"nuage-guest: probe {name} $r\"
+"
+        ));
+    }
+    script.push_str(
+        ") &
+",
+    );
+    let record = host.run(request(&image, script.as_bytes())).await.unwrap();
+    reaper.0.push(record.pid.unwrap());
+    for (name, _) in &targets {
+        let console =
+            wait_console(&host, &record.id, &format!("nuage-guest: probe {name} "), 1).await;
+        assert!(
+            console.contains(&format!("nuage-guest: probe {name} failed")),
+            "{name}: {console}"
+        );
+    }
+    acceptor.abort();
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the guest connected to the host's listener"
+    );
+    host.terminate(&record.id).await.unwrap();
 }
 
 fn rand_port_offset() -> u16 {
     rand::random::<u16>() % 20_000
+}
+
+/// The `socat` processes QEMU started for instance directory `dir` (they
+/// inherit QEMU's working directory, the instance's; glib may reparent
+/// them, so the parent pid says nothing).
+fn metadata_forwards(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry.file_name().to_string_lossy().parse::<u32>().is_ok()
+                && std::fs::read_to_string(entry.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "socat")
+                && std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir)
+        })
+        .count()
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A guest opening many idle connections to 169.254.169.254:80 makes QEMU
+/// start one socat each, but no more than its open files allow, and each
+/// exits once idle for `METADATA_FORWARD_IDLE_SECONDS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metadata_connections_are_bounded_and_end() {
+    use nuage_compute::limits::{METADATA_FORWARD_IDLE_SECONDS, QEMU_OPEN_FILES_MAX};
+    let Some(guest) = guest() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let host = open_host(state.path(), |_| {}).await;
+    let image = register(&host, guest, state.path()).await;
+    let mut reaper = Reaper::default();
+    // Twice as many connections as QEMU has descriptors, each held open
+    // (and silent) by `sleep`, once the network is up.
+    let connections = 2 * QEMU_OPEN_FILES_MAX;
+    let user_data = format!(
+        "#!/bin/sh\n(\n\
+         i=0\n\
+         while ! ifconfig eth0 | grep -q 'inet addr' && [ $i -lt 1200 ]; do i=$((i + 1)); sleep 0.5; done\n\
+         n=0\n\
+         while [ $n -lt {connections} ]; do sleep 100000 | nc 169.254.169.254 80 >/dev/null 2>&1 & n=$((n + 1)); done\n\
+         echo \"nuage-guest: opened $n idle metadata connections\"\n\
+         ) &\n"
+    );
+    let mut req = request(&image, user_data.as_bytes());
+    req.instance_type = "n1.micro".into();
+    let record = host.run(req).await.unwrap();
+    let id = record.id.clone();
+    let pid = record.pid.unwrap();
+    reaper.0.push(pid);
+    let dir = host.instance_dir(&id);
+    wait_console(&host, &id, "idle metadata connections", 1).await;
+    // QEMU forks socat asynchronously to the guest's nc: watch (bounded)
+    // until the count stops growing for a few seconds.
+    let (mut most, mut same_since, mut qemu_fds) = (0, 0, 0);
+    for _ in 0..600 {
+        let now = metadata_forwards(&dir);
+        assert!(
+            now as u64 <= QEMU_OPEN_FILES_MAX,
+            "{now} socat processes for one VM"
+        );
+        if now > most {
+            (most, same_since, qemu_fds) = (now, 0, open_files(pid));
+        } else {
+            same_since += 1;
+            if same_since >= 30 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "at most {most} socat processes for {connections} guest connections; qemu then held {qemu_fds} descriptors ({} of its own)",
+        qemu_fds.saturating_sub(most)
+    );
+    assert!(
+        most > 8,
+        "the guest's connections never reached socat ({most})"
+    );
+    assert!(
+        (most as u64) < QEMU_OPEN_FILES_MAX,
+        "{most} socat processes for one VM"
+    );
+    // Idle, they end: the service closes those it serves after its head
+    // timeout, socat the others after its idle timeout (bounded wait).
+    let deadline = 3 * METADATA_FORWARD_IDLE_SECONDS * 10;
+    let mut left = most;
+    for _ in 0..deadline {
+        left = metadata_forwards(&dir);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "socat processes still running");
+    // The VM still runs.
+    assert_eq!(host.describe(&id).unwrap().state, InstanceState::Running);
+    assert!(process_alive(pid));
+    host.terminate(&id).await.unwrap();
 }

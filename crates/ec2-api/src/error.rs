@@ -125,7 +125,7 @@ impl Ec2Error {
                 Self::bad_request("IncorrectInstanceState", message)
             }
             HostErrorKind::InvalidParameter => Self::invalid_parameter(message),
-            HostErrorKind::Unreachable => Self::unavailable(message),
+            HostErrorKind::Unreachable | HostErrorKind::NotSent => Self::unavailable(message),
             // Passing conditions of one host, said as they are: callers that
             // can (scheduling, image caching) move on to another host first.
             HostErrorKind::Busy => {

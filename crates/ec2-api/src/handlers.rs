@@ -8,8 +8,8 @@ pub(crate) use schedule::{HostsSeen, PushLocks};
 
 use base64::Engine as _;
 use nuage_compute::{
-    DirectKernel, HostErrorKind, INSTANCE_TYPES, ImageSource, InstanceRecord, InstanceState,
-    InstanceType, RunRequest, new_instance_id,
+    DirectKernel, HostError, HostErrorKind, INSTANCE_TYPES, ImageSource, InstanceRecord,
+    InstanceState, InstanceType, RunRequest, new_instance_id,
 };
 use nuage_iam::{AccessRequest, Decision, Identity};
 use sha2::Digest as _;
@@ -18,14 +18,13 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Ec2Error, Ec2Result};
 use crate::limits::{
-    CLIENT_TOKEN_CHARS_MAX, CLIENT_TOKEN_LIFETIME_S, IMAGE_DISK_BYTES_MAX, IMAGE_KERNEL_BYTES_MAX,
+    CLIENT_TOKEN_POLL, CLIENT_TOKEN_WAIT, IMAGE_DISK_BYTES_MAX, IMAGE_KERNEL_BYTES_MAX,
     KERNEL_CMDLINE, NAME_CHARS_MAX, PUBLIC_KEY_BYTES_MAX, RECORDS_PER_TENANT_MAX,
-    RUN_INSTANCES_COUNT_MAX,
+    RUN_INSTANCES_COUNT_MAX, STATE_CHANGES_IN_FLIGHT_MAX,
 };
 use crate::params::Params;
-use crate::store::{
-    CLIENT_TOKENS, ClientToken, IMAGES, INSTANCES, ImageRecord, InstanceOwner, KEY_PAIRS, KeyPair,
-};
+use crate::store::{IMAGES, INSTANCES, ImageRecord, InstanceOwner, KEY_PAIRS, KeyPair};
+use crate::tokens::{TokenClaim, Tokens};
 use crate::xml::Xml;
 use crate::{Ec2Api, ObjectReadError, RequestContext};
 
@@ -86,18 +85,6 @@ fn read_refusal(name: &str, bucket: &str, key: &str, error: ObjectReadError) -> 
             Ec2Error::internal(format!("reading s3://{bucket}/{key}: {m}"))
         }
     }
-}
-
-/// A `ClientToken` seen for the first time (its stored name and the
-/// reservation it names), or again (its reservation).
-enum TokenClaim {
-    New(String, String),
-    Repeat(String),
-}
-
-/// The name a `ClientToken` is stored under (any characters may be in it).
-fn token_name(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// `bucket/key` (or `s3://bucket/key`).
@@ -509,11 +496,14 @@ impl Call<'_> {
                 Err(e)
                     if matches!(
                         e.kind,
-                        HostErrorKind::Unreachable | HostErrorKind::Busy | HostErrorKind::CacheFull
+                        HostErrorKind::Unreachable
+                            | HostErrorKind::NotSent
+                            | HostErrorKind::Busy
+                            | HostErrorKind::CacheFull
                     ) =>
                 {
                     tracing::warn!(host = %host.id, error = %e, "image not cached on this compute host; trying the next");
-                    if e.kind != HostErrorKind::Unreachable {
+                    if !matches!(e.kind, HostErrorKind::Unreachable | HostErrorKind::NotSent) {
                         tried.push(format!("{}: {}", host.id, e.message));
                     }
                 }
@@ -655,120 +645,64 @@ impl Call<'_> {
         }
         // A repeat of a request already made (botocore sends a ClientToken
         // with every RunInstances and keeps it across its retries): its
-        // reservation, not more instances.
-        let (token, reservation_id) = match self.params.get("ClientToken").filter(|t| !t.is_empty())
+        // reservation, not more instances; while the first request still
+        // runs, the repeat waits for it (tokens.rs).
+        let tokens = self.tokens();
+        let (held, reservation_id) = match self.params.get("ClientToken").filter(|t| !t.is_empty())
         {
             None => (None, format!("r-{}", random_hex17())),
-            Some(token) => match self.claim_client_token(token).await? {
-                TokenClaim::Repeat(reservation_id) => {
-                    return self.reservation_response(&reservation_id).await;
+            Some(token) => {
+                let parameters = self.params.digest_without(&["ClientToken", "Version"]);
+                match tokens.claim(token, &parameters).await? {
+                    TokenClaim::Repeat {
+                        name,
+                        reservation_id,
+                    } => {
+                        return self.reservation_response(&name, &reservation_id).await;
+                    }
+                    TokenClaim::New(held) => {
+                        let reservation_id = held.reservation_id.clone();
+                        (Some(held), reservation_id)
+                    }
                 }
-                TokenClaim::New(name, reservation_id) => (Some(name), reservation_id),
-            },
+            }
         };
         let outcome = self.run_instances_once(&reservation_id).await;
-        if let Some(name) = token {
+        if let Some(held) = held {
             // The token names the reservation unless nothing of it was kept:
             // then a retry may try again.
             let kept = match &outcome {
                 Ok(_) => true,
                 Err((_, lost)) => *lost,
             };
-            if !kept {
-                self.api
-                    .records
-                    .delete(CLIENT_TOKENS, self.tenant(), &name)
-                    .await?;
+            let ended = if kept {
+                tokens.finish(&held).await
+            } else {
+                tokens.release(&held).await
+            };
+            if let Err(e) = ended {
+                tracing::warn!(error = %e.message, "cannot end a ClientToken's claim");
             }
         }
         outcome.map_err(|(e, _)| e)
     }
 
-    /// Records a new `ClientToken` for a reservation about to start, or
-    /// finds the reservation a repeat of it names.
-    async fn claim_client_token(&self, token: &str) -> Ec2Result<TokenClaim> {
-        if token.len() > CLIENT_TOKEN_CHARS_MAX || !token.is_ascii() {
-            return Err(Ec2Error::invalid_parameter(format!(
-                "ClientToken must be at most {CLIENT_TOKEN_CHARS_MAX} ASCII characters"
-            )));
+    fn tokens(&self) -> Tokens<'_> {
+        Tokens {
+            records: &self.api.records,
+            tenant: self.tenant(),
+            clock: self.api.clock.as_ref(),
+            wait: CLIENT_TOKEN_WAIT,
+            poll: CLIENT_TOKEN_POLL,
         }
-        let name = token_name(token);
-        let parameters = self.params.digest_without(&["ClientToken", "Version"]);
-        let now = self.api.clock.now_unix_ns().div_euclid(1_000_000_000);
-        let fresh =
-            |t: &ClientToken| now.saturating_sub(t.created_unix_s) <= CLIENT_TOKEN_LIFETIME_S;
-        let repeat = |existing: ClientToken| {
-            if existing.parameters != parameters {
-                return Err(Ec2Error::bad_request(
-                    "IdempotentParameterMismatch",
-                    "The ClientToken was used before with other parameters",
-                ));
-            }
-            Ok(TokenClaim::Repeat(existing.reservation_id))
-        };
-        let existing: Option<ClientToken> = self
-            .api
-            .records
-            .get(CLIENT_TOKENS, self.tenant(), &name)
-            .await?;
-        match existing {
-            Some(existing) if fresh(&existing) => return repeat(existing),
-            // Expired: the token may name a new reservation.
-            Some(_) => {
-                self.api
-                    .records
-                    .delete(CLIENT_TOKENS, self.tenant(), &name)
-                    .await?;
-            }
-            None => {}
-        }
-        // Bounded per tenant: expired tokens go, then the oldest.
-        let mut all: Vec<ClientToken> = self.api.records.list(CLIENT_TOKENS, self.tenant()).await?;
-        if all.len() >= RECORDS_PER_TENANT_MAX {
-            all.sort_by_key(|t| t.created_unix_s);
-            let excess = all.len() + 1 - RECORDS_PER_TENANT_MAX;
-            for (i, old) in all.iter().enumerate() {
-                if i < excess || !fresh(old) {
-                    self.api
-                        .records
-                        .delete(CLIENT_TOKENS, self.tenant(), &old.name)
-                        .await?;
-                }
-            }
-        }
-        let record = ClientToken {
-            name: name.clone(),
-            reservation_id: format!("r-{}", random_hex17()),
-            parameters: parameters.clone(),
-            created_unix_s: now,
-        };
-        if !self
-            .api
-            .records
-            .create(CLIENT_TOKENS, self.tenant(), &name, &record)
-            .await?
-        {
-            // The same request, concurrently: its reservation.
-            let existing: Option<ClientToken> = self
-                .api
-                .records
-                .get(CLIENT_TOKENS, self.tenant(), &name)
-                .await?;
-            return match existing {
-                Some(existing) => repeat(existing),
-                None => Err(Ec2Error::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "Unavailable",
-                    "A request with this ClientToken is being answered; try again",
-                )),
-            };
-        }
-        Ok(TokenClaim::New(name, record.reservation_id))
     }
 
     /// A reservation as RunInstances answers it, for a repeated
-    /// `ClientToken`: its instances as they are now.
-    async fn reservation_response(&self, reservation_id: &str) -> Ec2Result<String> {
+    /// `ClientToken`: its instances as they are now. When its hosts know
+    /// none of them (every launch was refused or never arrived), the token
+    /// is forgotten and the repeat answered `Unavailable`: botocore retries,
+    /// and the retry runs the request again.
+    async fn reservation_response(&self, token: &str, reservation_id: &str) -> Ec2Result<String> {
         let mut owners: Vec<InstanceOwner> = self
             .api
             .records
@@ -782,16 +716,38 @@ impl Call<'_> {
         let seen = self.seen_all(&refs).await;
         let images: Vec<ImageRecord> = self.api.records.list(IMAGES, self.tenant()).await?;
         let mut items = Vec::new();
+        let mut gone = Vec::new();
         for (owner, seen) in owners.iter().zip(seen) {
             let record = match seen {
                 schedule::Seen::Found(r) | schedule::Seen::LostLaunch(r) => r,
-                schedule::Seen::Gone => continue,
+                schedule::Seen::Gone => {
+                    gone.push(owner.id.clone());
+                    continue;
+                }
                 schedule::Seen::Unknown(why) => match Self::last_known(owner, &why) {
                     Some(r) => r,
                     None => continue,
                 },
             };
             items.push((record, owner.clone()));
+        }
+        if gone.len() == owners.len() {
+            for id in &gone {
+                self.api
+                    .records
+                    .delete(INSTANCES, self.tenant(), id)
+                    .await?;
+            }
+            self.tokens().forget(token, reservation_id).await?;
+            return Err(Ec2Error::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                format!(
+                    "No instance of reservation {reservation_id}, which this ClientToken named, \
+                 was started: its compute hosts do not know them. The token is released; \
+                 try again"
+                ),
+            ));
         }
         let tenant = self.tenant().to_owned();
         let mut x = Xml::new();
@@ -1054,17 +1010,18 @@ impl Call<'_> {
         // Addresses (docs/compute.md, "Networking"): the guest's own in its
         // user network, and the host address its SSH forward listens on while
         // a VM runs. EC2 has no port field: the tag `nuage:ssh-port` carries
-        // it (kept while stopped: a start reuses the port when it can).
+        // it, also only while a VM runs (a stopped instance's port may be
+        // taken by another process meanwhile; a start reuses it when it can).
         if let Some(ip) = record.private_ip {
             x.text("privateIpAddress", &ip.to_string());
         }
-        if let Some(forward) = record.ssh_forward {
-            if matches!(
+        if let Some(forward) = record.ssh_forward
+            && matches!(
                 record.state,
                 InstanceState::Pending | InstanceState::Running | InstanceState::Stopping
-            ) {
-                x.text("ipAddress", &forward.ip().to_string());
-            }
+            )
+        {
+            x.text("ipAddress", &forward.ip().to_string());
             x.element("tagSet", |x| {
                 x.element("item", |x| {
                     x.text("key", "nuage:ssh-port")
@@ -1077,8 +1034,8 @@ impl Call<'_> {
     /// The caller's instances `ids` on their hosts (each host asked once,
     /// all at once), or `NotFound` (also for an instance of another tenant);
     /// `Unavailable` when a host cannot be reached; `IncorrectInstanceState`
-    /// for a launch whose answer was lost and that its host does not know
-    /// (yet).
+    /// for a launch not yet confirmed by its host (which does not know it
+    /// yet).
     async fn owned(
         &self,
         ids: &[String],
@@ -1104,8 +1061,8 @@ impl Call<'_> {
                     return Err(Ec2Error::bad_request(
                         "IncorrectInstanceState",
                         format!(
-                            "The instance '{}' is pending: the answer to its launch was lost and \
-                             its compute host does not know it yet. Try again in a few minutes.",
+                            "The instance '{}' is pending: its launch is not yet confirmed by \
+                             its compute host. Try again in a few minutes.",
                             owner.id
                         ),
                     ));
@@ -1257,18 +1214,32 @@ impl Call<'_> {
         Ok(records)
     }
 
+    /// Stops, starts or terminates the named instances, all at once (at
+    /// most [`STATE_CHANGES_IN_FLIGHT_MAX`] at a time): a stop may wait for
+    /// its guest to power off, and one after another several such waits
+    /// would outlast the client's read timeout. Each is answered with its
+    /// state after the call; when one fails, the others are still acted on
+    /// and the first failure (in the order named) is the answer.
     async fn change_state(&self, action: &str) -> Ec2Result<String> {
+        use futures::StreamExt as _;
         let before = self.named_instances(action).await?;
-        let mut changes = Vec::with_capacity(before.len());
-        for (owner, record, host) in before {
-            let after = match action {
-                "StopInstances" => self.on_host(&host, host.host.stop(&record.id)).await,
-                "StartInstances" => self.on_host(&host, host.host.start(&record.id)).await,
-                _ => self.on_host(&host, host.host.terminate(&record.id)).await,
-            }
-            .map_err(Ec2Error::from_host)?;
-            self.remember(&owner, &after).await;
-            changes.push((record.id, record.state, after.state));
+        let results: Vec<Result<(String, InstanceState, InstanceState), HostError>> =
+            futures::stream::iter(before)
+                .map(|(owner, record, host)| async move {
+                    let after = match action {
+                        "StopInstances" => self.on_host(&host, host.host.stop(&record.id)).await,
+                        "StartInstances" => self.on_host(&host, host.host.start(&record.id)).await,
+                        _ => self.on_host(&host, host.host.terminate(&record.id)).await,
+                    }?;
+                    self.remember(&owner, &after).await;
+                    Ok((record.id, record.state, after.state))
+                })
+                .buffered(STATE_CHANGES_IN_FLIGHT_MAX)
+                .collect()
+                .await;
+        let mut changes = Vec::with_capacity(results.len());
+        for result in results {
+            changes.push(result.map_err(Ec2Error::from_host)?);
         }
         let mut x = Xml::new();
         x.set("instancesSet", &changes, |x, (id, previous, current)| {
@@ -1279,11 +1250,19 @@ impl Call<'_> {
         Ok(x.into_string())
     }
 
+    /// Reboots the named instances, all at once (as [`Self::change_state`]).
     async fn reboot_instances(&self) -> Ec2Result<String> {
-        for (_, record, host) in self.named_instances("RebootInstances").await? {
-            self.on_host(&host, host.host.reboot(&record.id))
-                .await
-                .map_err(Ec2Error::from_host)?;
+        use futures::StreamExt as _;
+        let named = self.named_instances("RebootInstances").await?;
+        let results: Vec<Result<InstanceRecord, HostError>> = futures::stream::iter(named)
+            .map(|(_, record, host)| async move {
+                self.on_host(&host, host.host.reboot(&record.id)).await
+            })
+            .buffered(STATE_CHANGES_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        for result in results {
+            result.map_err(Ec2Error::from_host)?;
         }
         Ok(Xml::new().text("return", "true").take_string())
     }

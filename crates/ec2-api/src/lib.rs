@@ -33,6 +33,7 @@ mod handlers;
 pub mod limits;
 mod params;
 mod store;
+mod tokens;
 mod xml;
 
 pub use error::{Ec2Error, Ec2Result};

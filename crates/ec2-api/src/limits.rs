@@ -38,6 +38,23 @@ pub const CLIENT_TOKEN_CHARS_MAX: usize = 64;
 /// used again. Tokens per tenant are bounded by `RECORDS_PER_TENANT_MAX`:
 /// beyond it the oldest is forgotten.
 pub const CLIENT_TOKEN_LIFETIME_S: i64 = 24 * 3600;
+/// How long a repeat of a `ClientToken` whose first request is still
+/// running waits for it before answering `Unavailable` (which botocore
+/// retries), polling every [`CLIENT_TOKEN_POLL`].
+pub const CLIENT_TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How often a waiting repeat looks at its token.
+pub const CLIENT_TOKEN_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A `ClientToken` whose request has been running longer than any
+/// RunInstances can (a staging wait, a push of the largest image within
+/// the host protocol's 3 h push timeout, runs of up to 16 instances) was
+/// abandoned (its gateway stopped mid-request): it may be claimed again.
+pub const CLIENT_TOKEN_IN_PROGRESS_MAX_S: i64 = 6 * 3600;
+/// Claim attempts of one `ClientToken` lost to concurrent claims before
+/// the request is answered `Unavailable`.
+pub const CLIENT_TOKEN_CLAIM_CONFLICTS_MAX: u32 = 8;
+/// Instances one StopInstances, StartInstances, TerminateInstances or
+/// RebootInstances acts on at once (each may wait for its guest).
+pub const STATE_CHANGES_IN_FLIGHT_MAX: usize = 16;
 /// How long an instance whose launch got no answer shows `pending` while
 /// its host does not know it (the run may still be on its way); after
 /// that, a host that does not know it never started it, and its record is

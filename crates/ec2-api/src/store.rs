@@ -80,6 +80,24 @@ pub struct ClientToken {
     /// parameters is `IdempotentParameterMismatch`, as in EC2.
     pub parameters: String,
     pub created_unix_s: i64,
+    /// `in_progress` from the claim until its request ends with something
+    /// kept (`done`); a repeat waits while it is in progress. Records from
+    /// before states are `done`.
+    #[serde(default)]
+    pub state: TokenState,
+    /// Random, per claim: the request that claimed the token changes or
+    /// deletes it only while it is still its own claim (revisions start
+    /// again at 1 when a deleted token is created again).
+    #[serde(default)]
+    pub claim: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    InProgress,
+    #[default]
+    Done,
 }
 
 #[derive(Clone)]
@@ -197,6 +215,56 @@ impl Records {
             }])
             .await
             .map_err(Ec2Error::from_meta)
+    }
+
+    /// A record and its revision.
+    pub async fn get_revision<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+    ) -> Ec2Result<Option<(T, u64)>> {
+        match self
+            .docs
+            .get_document(namespace, &key(tenant, name))
+            .await
+            .map_err(Ec2Error::from_meta)?
+        {
+            None => Ok(None),
+            Some(doc) => serde_json::from_slice(&doc.value)
+                .map(|v| Some((v, doc.revision)))
+                .map_err(|e| Ec2Error::internal(format!("corrupt {namespace} record: {e}"))),
+        }
+    }
+
+    /// Replaces (`Some`) or deletes (`None`) a record if it is still at
+    /// `revision`; `Ok(false)` when it changed (or went) meanwhile.
+    pub async fn write_if<T: Serialize>(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+        revision: u64,
+        value: Option<&T>,
+    ) -> Ec2Result<bool> {
+        let value = value
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(Ec2Error::internal)?;
+        match self
+            .docs
+            .commit_documents(vec![DocumentWrite {
+                namespace: namespace.to_owned(),
+                key: key(tenant, name),
+                expect: Expect::Revision(revision),
+                value,
+            }])
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(nuage_meta::MetaError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(Ec2Error::from_meta(e)),
+        }
     }
 
     pub async fn delete(&self, namespace: &str, tenant: &str, name: &str) -> Ec2Result<()> {

@@ -19,7 +19,9 @@
 //! the topology's zone; a start or reboot on a host the tenant's narrowed
 //! policy no longer allows is refused; objects changed since RegisterImage
 //! are not pushed; another tenant naming the tenant's bucket learns nothing
-//! of its residency policy.
+//! of its residency policy. A `ClientToken` repeated while its first request
+//! is still pushing the image (the relay holds the host's answer) waits for
+//! it and answers the same single instance, never an empty reservation.
 //!
 //! Under `CI=true` a missing QEMU or a guest that cannot be built fails the
 //! test; elsewhere it prints why and skips.
@@ -195,6 +197,19 @@ struct Relay {
     address: String,
     /// The instance directories present when armed; None: pass everything.
     armed: Arc<Mutex<Option<HashSet<String>>>>,
+    /// Held ([`Relay::hold`]): a directory and its entries then; once one
+    /// more appears, the host's answers wait until [`Relay::release`].
+    held: Held,
+}
+
+type Held = Arc<Mutex<Option<(PathBuf, HashSet<String>)>>>;
+
+/// Whether a hold applies now: an entry appeared since it was set.
+fn holding(held: &Held) -> bool {
+    held.lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|(dir, before)| entries(dir).iter().any(|e| !before.contains(e)))
 }
 
 fn entries(dir: &Path) -> HashSet<String> {
@@ -213,6 +228,8 @@ impl Relay {
         let address = listener.local_addr().unwrap().to_string();
         let armed: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
         let state = Arc::clone(&armed);
+        let held: Held = Arc::new(Mutex::new(None));
+        let hold = Arc::clone(&held);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -227,6 +244,7 @@ impl Relay {
                     let _ = to_server.shutdown(Shutdown::Write);
                 });
                 let (state, watch) = (Arc::clone(&state), watch.clone());
+                let hold = Arc::clone(&hold);
                 std::thread::spawn(move || {
                     let (mut from_server, mut to_client) = (server, client);
                     let mut buf = vec![0u8; 64 * 1024];
@@ -238,6 +256,13 @@ impl Relay {
                         let cut = state.lock().unwrap().as_ref().is_some_and(|before| {
                             entries(&watch).iter().any(|e| !before.contains(e))
                         });
+                        // Held: the answer waits (at most a minute).
+                        for _ in 0..1200 {
+                            if !holding(&hold) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
                         if cut || to_client.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -247,7 +272,20 @@ impl Relay {
                 });
             }
         });
-        Self { address, armed }
+        Self {
+            address,
+            armed,
+            held,
+        }
+    }
+
+    /// Holds the host's answers back once an entry appears under `dir`.
+    fn hold(&self, dir: &Path) {
+        *self.held.lock().unwrap() = Some((dir.to_owned(), entries(dir)));
+    }
+
+    fn release(&self) {
+        *self.held.lock().unwrap() = None;
     }
 
     fn arm(&self, watch: &Path) {
@@ -934,5 +972,135 @@ availability_zone = "de-fra-1a"
             .collect();
         assert_eq!(left, ["instance.json"], "{}", dir.display());
     }
+
+    // A ClientToken repeated while its first request still runs (its image
+    // being pushed: the client's read timeout ran out, and botocore sent
+    // the same token again) waits for it and answers its instance: never
+    // a reservation without instances, never a second instance. A second
+    // image, cached in France, pushed to Germany (the French host full);
+    // the German host's answer to the push is held back by the relay.
+    set_policy(
+        &server,
+        dir,
+        &["--tenant", &tenant],
+        "france-for-image.json",
+        FRANCE_ONLY,
+    );
+    let disk2 = dir.join("disk2.raw");
+    std::fs::write(&disk2, vec![2u8; 1024 * 1024]).unwrap();
+    aws_ok(
+        &server,
+        &home,
+        &[
+            "s3",
+            "cp",
+            disk2.to_str().unwrap(),
+            &format!("s3://{bucket}/tiny/disk2.raw"),
+        ],
+    );
+    let registered = json(
+        &server,
+        &home,
+        &[
+            "ec2",
+            "register-image",
+            "--name",
+            "tiny-2",
+            "--image-location",
+            &format!("{bucket}/tiny/disk2.raw"),
+            "--kernel-id",
+            &format!("{bucket}/tiny/kernel"),
+            "--ramdisk-id",
+            &format!("{bucket}/tiny/initrd.gz"),
+        ],
+    );
+    let image2 = registered["ImageId"].as_str().unwrap().to_owned();
+    assert_eq!((fr.images(), de.images()), (2, 1));
+    // The French host full, the tenant allowed Germany: the run goes there.
+    let filler = run_instance(&server, &home, &image, "echo filler");
+    let filler_id = filler["Instances"][0]["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(fr_dir.join(&filler_id).exists());
+    set_policy(
+        &server,
+        dir,
+        &["--tenant", &tenant],
+        "both-for-run.json",
+        FRANCE_OR_GERMANY,
+    );
+    let de_images = de.data.join("compute/host/images");
+    relay.hold(&de_images);
+    let token_args: Vec<String> = [
+        "--output",
+        "json",
+        "ec2",
+        "run-instances",
+        "--image-id",
+        &image2,
+        "--instance-type",
+        "n1.nano",
+        "--client-token",
+        "concurrent-1",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let run_in_background = || {
+        let args: Vec<&str> = token_args.iter().map(String::as_str).collect();
+        aws(&server, &home, &args)
+    };
+    let images_before = entries(&de_images).len();
+    let (first, repeat) = std::thread::scope(|scope| {
+        let first = scope.spawn(run_in_background);
+        wait_for("the push to the German host to begin", || {
+            entries(&de_images).len() > images_before
+        });
+        let repeat = scope.spawn(run_in_background);
+        // The repeat waits for the first (polling its token); let the
+        // first go on only once it is surely waiting.
+        std::thread::sleep(Duration::from_secs(3));
+        relay.release();
+        (first.join().unwrap(), repeat.join().unwrap())
+    });
+    let answers: Vec<Value> = [first, repeat]
+        .into_iter()
+        .map(|out| {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|a| {
+            let instances = a["Instances"].as_array().unwrap();
+            assert_eq!(instances.len(), 1, "{a}");
+            instances[0]["InstanceId"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "{answers:?}");
+    assert_eq!(answers[0]["ReservationId"], answers[1]["ReservationId"]);
+    assert_eq!(qemu_under(&de_dir).len(), 1, "one instance for one token");
+    assert_eq!(de.images(), 2);
+    json(
+        &server,
+        &home,
+        &[
+            "ec2",
+            "terminate-instances",
+            "--instance-ids",
+            ids[0],
+            &filler_id,
+        ],
+    );
+    wait_for("the token's instance to be terminated", || {
+        instance(&server, &home, ids[0])["State"]["Name"] == "terminated"
+    });
+    assert!(qemu_under(&de_dir).is_empty() && qemu_under(&fr_dir).is_empty());
     drop(fr);
 }

@@ -5,9 +5,10 @@
 //! hosts that already hold the image come first, then the most free
 //! capacity; a refusal confined to one host (no room after all, its
 //! instance limit, its image cache full, busy, unreachable before the run
-//! was sent) moves on to the next; when none can take it the request
-//! fails with `InsufficientInstanceCapacity` (`Unavailable` when no host
-//! answered at all), never on a host outside the policies. A host that
+//! was sent, or a run that never reached it: `NotSent`) moves on to the
+//! next; when none can take it the request fails with
+//! `InsufficientInstanceCapacity` (`Unavailable` when no host answered at
+//! all), never on a host outside the policies. A host that
 //! lacks the image gets it pushed, after the gateway has checked that the
 //! objects still hash to the registered image.
 //!
@@ -133,8 +134,10 @@ impl HostsSeen {
     }
 
     fn mark(&self, host: &str, error: &HostError) {
-        if error.kind == HostErrorKind::Unreachable
-            && let Ok(mut set) = self.unreachable.lock()
+        if matches!(
+            error.kind,
+            HostErrorKind::Unreachable | HostErrorKind::NotSent
+        ) && let Ok(mut set) = self.unreachable.lock()
         {
             set.insert(host.to_owned());
         }
@@ -145,8 +148,9 @@ impl HostsSeen {
 pub(super) enum Seen {
     /// The host's record.
     Found(InstanceRecord),
-    /// A launch whose answer was lost, which its host does not know (yet):
-    /// the record written before the run, still within the grace.
+    /// A launch not yet confirmed by its host, which does not know it
+    /// (yet): the run is on its way or its answer was lost; the record
+    /// written before the run, still within the grace.
     LostLaunch(InstanceRecord),
     /// The host answered and does not know it.
     Gone,
@@ -214,6 +218,7 @@ fn moves_on(kind: HostErrorKind) -> bool {
             | HostErrorKind::CacheFull
             | HostErrorKind::Busy
             | HostErrorKind::Unreachable
+            | HostErrorKind::NotSent
     )
 }
 
@@ -419,7 +424,7 @@ impl Call<'_> {
         for ((host, free), held) in with_room.into_iter().zip(held) {
             match held {
                 Ok(held) => candidates.push((host, free, held)),
-                Err(e) if e.kind == HostErrorKind::Unreachable => {
+                Err(e) if matches!(e.kind, HostErrorKind::Unreachable | HostErrorKind::NotSent) => {
                     self.seen.mark(&host.id, &e);
                     tracing::warn!(host = %host.id, error = %e, "compute host unreachable; not scheduled");
                     tried.push(format!("{} is unreachable", host.id));
@@ -478,7 +483,11 @@ impl Call<'_> {
                     return Err(Ec2Error::launch_outcome_unknown(&owner.id, e));
                 }
                 Err(e) => {
-                    // A definite refusal: nothing runs under this id there.
+                    // A definite refusal, or the run never reached the host
+                    // (`NotSent`): nothing runs under this id there.
+                    if e.kind == HostErrorKind::NotSent {
+                        self.seen.mark(&host.id, &e);
+                    }
                     self.api
                         .records
                         .delete(INSTANCES, self.tenant(), &owner.id)
@@ -757,9 +766,9 @@ fn pending_record(
 }
 
 /// The record to show for an instance its host does not know, when its
-/// launch's answer was lost less than [`LOST_LAUNCH_GRACE_S`] ago: the run
-/// may still be arriving. After that, a host that does not know it never
-/// started it.
+/// run was sent less than [`LOST_LAUNCH_GRACE_S`] ago: the run may still be
+/// on its way (or its request still running), or its answer was lost.
+/// After that, a host that does not know it never started it.
 fn lost_launch(owner: &InstanceOwner, now_unix_s: i64) -> Option<InstanceRecord> {
     let sent = owner.launch_sent_unix_s?;
     if now_unix_s.saturating_sub(sent) > LOST_LAUNCH_GRACE_S {
@@ -770,8 +779,7 @@ fn lost_launch(owner: &InstanceOwner, now_unix_s: i64) -> Option<InstanceRecord>
         return None;
     }
     record.state_reason = Some(
-        "Server.InternalError: the answer to this instance's launch was lost and its compute \
-         host does not know it (yet)"
+        "Server.InternalError: this instance's launch is not yet confirmed by its compute host"
             .to_owned(),
     );
     Some(record)
@@ -882,6 +890,7 @@ mod tests {
             HostErrorKind::CacheFull,
             HostErrorKind::Busy,
             HostErrorKind::Unreachable,
+            HostErrorKind::NotSent,
         ] {
             assert!(moves_on(kind), "{kind:?}");
         }
@@ -929,7 +938,12 @@ mod tests {
         };
         let shown = lost_launch(&owner, 1_000 + LOST_LAUNCH_GRACE_S).unwrap();
         assert_eq!(shown.state, InstanceState::Pending);
-        assert!(shown.state_reason.unwrap().contains("lost"));
+        assert!(
+            shown
+                .state_reason
+                .unwrap()
+                .contains("not yet confirmed by its compute host")
+        );
         assert!(lost_launch(&owner, 1_001 + LOST_LAUNCH_GRACE_S).is_none());
         // A record the host once answered is not a lost launch.
         let mut running = owner.clone();

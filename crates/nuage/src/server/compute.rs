@@ -312,6 +312,12 @@ pub async fn start(
     }
     std::fs::create_dir_all(&staging_dir)
         .with_context(|| format!("cannot create {}", staging_dir.display()))?;
+    // Tenants' image objects while they are registered: the server's user alone reads them.
+    std::fs::set_permissions(
+        &staging_dir,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot restrict {}", staging_dir.display()))?;
     let objects = Arc::new(StorageObjects {
         storage,
         iam: iam.clone(),
