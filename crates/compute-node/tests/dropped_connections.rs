@@ -237,7 +237,7 @@ async fn fixture(guest: &Guest) -> Fixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_connection_closes_still_ends_running_and_recorded() {
     let Some(guest) = guest() else { return };
-    let f = fixture(&guest).await;
+    let f = fixture(guest).await;
     let instances_dir = f.host_dir.join("instances").canonicalize().unwrap();
     let _reaper = Reaper(instances_dir.clone());
 
@@ -332,7 +332,7 @@ async fn wait_running(f: &Fixture, count: usize) -> Vec<nuage_compute::InstanceR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_whose_connection_closes_leaves_no_upload() {
     let Some(guest) = guest() else { return };
-    let f = fixture(&guest).await;
+    let f = fixture(guest).await;
 
     // A push that declares 1 GiB, sends 1 MiB, and goes away.
     let mut tls = raw_gateway_connection(&f.gateway_tls, f.server.local_addr()).await;
