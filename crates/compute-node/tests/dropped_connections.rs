@@ -10,11 +10,10 @@
 //! tests; elsewhere they print why and skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nuage_compute::driver::process_alive;
 use nuage_compute::{
     AccelMode, ComputeHost, DirectKernel, HostApi, HostCapacity, HostConfig, ImageSource,
     InstanceState, LocalHost, RunSpec,
@@ -25,99 +24,17 @@ use nuage_compute_node::{
 use nuage_node::pki::CertificateAuthority;
 use nuage_node::tls::TlsMaterial;
 use nuage_node::{NodeIdentity, Role};
+use nuage_testsupport::guest::{QemuReaper, TinyGuest, qemu_under, tiny_guest};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::AsyncWriteExt as _;
 
-struct Guest {
-    dir: PathBuf,
-    cmdline: String,
-}
-
-/// The tiny guest, built once per test binary: the tests run in parallel,
-/// and two builds into one directory would read each other's half-written
-/// files.
-fn guest() -> Option<&'static Guest> {
-    static GUEST: std::sync::OnceLock<Result<Guest, String>> = std::sync::OnceLock::new();
-    match GUEST.get_or_init(prepare_guest) {
-        Ok(guest) => Some(guest),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the dropped-connection tests cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-fn prepare_guest() -> Result<Guest, String> {
-    for tool in ["qemu-system-x86_64", "qemu-img", "xorriso"] {
-        let ok = std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err(format!(
-                "{tool} is not installed (scripts/install-test-deps.sh)"
-            ));
-        }
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compute-node-tiny-guest");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compute/build-tiny-guest.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "build-tiny-guest.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let env = std::fs::read_to_string(dir.join("guest.env")).map_err(|e| e.to_string())?;
-    let cmdline = env
-        .lines()
-        .find_map(|l| l.strip_prefix("CMDLINE="))
-        .ok_or("guest.env has no CMDLINE")?
-        .to_string();
-    Ok(Guest { dir, cmdline })
-}
-
-/// Kills, on drop, QEMU processes under `dir` a failed test would leave.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in qemus_under(&self.0) {
-            if process_alive(pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
-/// The QEMU processes whose command line names a path under `dir`.
-fn qemus_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
+/// The tiny guest, built once per test binary.
+fn guest() -> Option<&'static TinyGuest> {
+    tiny_guest(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compute-node-tiny-guest"),
+        &["xorriso"],
+    )
 }
 
 fn material(ca: &CertificateAuthority, node: &str, role: Role) -> TlsMaterial {
@@ -170,7 +87,7 @@ struct Fixture {
     image_id: String,
 }
 
-async fn fixture(guest: &Guest) -> Fixture {
+async fn fixture(guest: &TinyGuest) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::generate("test").unwrap();
     let host_dir = dir.path().join("host");
@@ -187,18 +104,13 @@ async fn fixture(guest: &Guest) -> Fixture {
     let host = Arc::new(LocalHost::new(Arc::new(host), &host_dir));
     let disk = dir.path().join("base.raw");
     std::fs::write(&disk, vec![0u8; 16 * 1024 * 1024]).unwrap();
-    let kernel = if guest.dir.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
     let image_id = host
         .register_image(
             &ImageSource {
                 disk,
                 kernel: Some(DirectKernel {
-                    kernel: guest.dir.join(kernel),
-                    initrd: Some(guest.dir.join("initrd.gz")),
+                    kernel: guest.kernel(),
+                    initrd: Some(guest.initrd()),
                     cmdline: guest.cmdline.clone(),
                 }),
             },
@@ -239,7 +151,7 @@ async fn a_run_whose_connection_closes_still_ends_running_and_recorded() {
     let Some(guest) = guest() else { return };
     let f = fixture(guest).await;
     let instances_dir = f.host_dir.join("instances").canonicalize().unwrap();
-    let _reaper = Reaper(instances_dir.clone());
+    let _reaper = QemuReaper::under(&[&instances_dir]);
 
     // The request, written whole; then the socket closes at once.
     drop(send_run(&f).await);
@@ -279,7 +191,7 @@ async fn a_run_whose_connection_closes_still_ends_running_and_recorded() {
         .map(|r| r.pid.expect("a running instance records its QEMU"))
         .collect();
     recorded.sort_unstable();
-    let mut found = qemus_under(&instances_dir);
+    let mut found = qemu_under(&instances_dir);
     found.sort_unstable();
     assert_eq!(found, recorded);
 
@@ -288,7 +200,7 @@ async fn a_run_whose_connection_closes_still_ends_running_and_recorded() {
         let gone = f.gateway.terminate(&record.id).await.unwrap();
         assert_eq!(gone.state, InstanceState::Terminated);
     }
-    assert_eq!(qemus_under(&instances_dir), Vec::<u32>::new());
+    assert_eq!(qemu_under(&instances_dir), Vec::<u32>::new());
     assert_eq!(f.gateway.status().await.unwrap().used_vcpus, 0);
     f.server.shutdown().await;
 }

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use nuage_compute::driver::{decide_accelerator, process_alive};
@@ -15,76 +14,14 @@ use nuage_compute::{
     AccelMode, Accelerator, ComputeError, ComputeHost, DirectKernel, HostCapacity, HostConfig,
     ImageSource, InstanceState, RunRequest,
 };
+use nuage_testsupport::guest::{QemuReaper, TinyGuest, tiny_guest};
 
-struct Guest {
-    dir: PathBuf,
-    cmdline: String,
-}
-
-fn guest() -> Option<&'static Guest> {
-    static GUEST: OnceLock<Result<Guest, String>> = OnceLock::new();
-    let result = GUEST.get_or_init(prepare_guest);
-    match result {
-        Ok(guest) => Some(guest),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("compute tests cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-fn prepare_guest() -> Result<Guest, String> {
-    for tool in ["qemu-system-x86_64", "qemu-img"] {
-        let ok = std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err(format!(
-                "{tool} is not installed (scripts/install-test-deps.sh)"
-            ));
-        }
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compute/build-tiny-guest.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "build-tiny-guest.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let env = std::fs::read_to_string(dir.join("guest.env")).map_err(|e| e.to_string())?;
-    let cmdline = env
-        .lines()
-        .find_map(|l| l.strip_prefix("CMDLINE="))
-        .ok_or("guest.env has no CMDLINE")?
-        .to_string();
-    Ok(Guest { dir, cmdline })
-}
-
-/// Kills, on drop, VM processes a failed test would otherwise leave running.
-#[derive(Default)]
-struct Reaper(Vec<u32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if process_alive(pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
+/// The tiny guest, built once per test binary.
+fn guest() -> Option<&'static TinyGuest> {
+    tiny_guest(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest"),
+        &[],
+    )
 }
 
 async fn open_host(
@@ -107,20 +44,15 @@ fn relative_to_cwd(path: &Path) -> std::path::PathBuf {
     relative.join(path.strip_prefix("/").unwrap())
 }
 
-async fn register(host: &ComputeHost, guest: &Guest, scratch: &Path) -> String {
+async fn register(host: &ComputeHost, guest: &TinyGuest, scratch: &Path) -> String {
     let disk = scratch.join("base.raw");
     std::fs::write(&disk, vec![0u8; 16 * 1024 * 1024]).unwrap();
-    let kernel = if guest.dir.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
     let image = host
         .register_image(&ImageSource {
             disk,
             kernel: Some(DirectKernel {
-                kernel: guest.dir.join(kernel),
-                initrd: Some(guest.dir.join("initrd.gz")),
+                kernel: guest.kernel(),
+                initrd: Some(guest.initrd()),
                 cmdline: guest.cmdline.clone(),
             }),
         })
@@ -194,7 +126,7 @@ async fn run_console_reboot_stop_start_terminate() {
     .await;
     assert_eq!(host.accelerator().accelerator, Accelerator::Tcg);
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
 
     let started = std::time::Instant::now();
     // The caller (a gateway) chooses the id and the zone the guest is told.
@@ -213,7 +145,7 @@ async fn run_console_reboot_stop_start_terminate() {
     assert_eq!(Some(&record.id), chosen.instance_id.as_ref());
     assert_eq!(record.availability_zone, "de-fra-1a");
     let pid = record.pid.unwrap();
-    reaper.0.push(pid);
+    reaper.push(pid);
     assert!(process_alive(pid));
     // A retry is the same instance, not another; one that differs is refused.
     let again = host.run(chosen.clone()).await.unwrap();
@@ -281,7 +213,7 @@ async fn run_console_reboot_stop_start_terminate() {
     let running = host.start(&record.id).await.unwrap();
     assert_eq!(running.state, InstanceState::Running);
     let pid = running.pid.unwrap();
-    reaper.0.push(pid);
+    reaper.push(pid);
     wait_console(&host, &record.id, "hello-from-user-data", 3).await;
     assert_eq!(running.launches, 2);
 
@@ -322,11 +254,11 @@ async fn over_capacity_is_refused_and_sigkill_is_reported() {
     )
     .await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
 
     let first = host.run(request(&image)).await.unwrap();
     let pid = first.pid.unwrap();
-    reaper.0.push(pid);
+    reaper.push(pid);
     let refused = host.run(request(&image)).await;
     assert!(
         matches!(
@@ -379,16 +311,16 @@ async fn host_restart_kills_untracked_qemu_and_reports() {
         vcpus: 2,
         memory_mib: 1024,
     };
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
 
     let (host, _) = open_host(state.path(), capacity).await;
     let image = register(&host, guest, state.path()).await;
     let record = host.run(request(&image)).await.unwrap();
     let pid = record.pid.unwrap();
-    reaper.0.push(pid);
+    reaper.push(pid);
     let doomed = host.run(request(&image)).await.unwrap();
     let doomed_pid = doomed.pid.unwrap();
-    reaper.0.push(doomed_pid);
+    reaper.push(doomed_pid);
     wait_console(&host, &record.id, "hello-from-user-data", 1).await;
     // The host process "crashes": it forgets its VMs, which keep running.
     drop(host);
@@ -433,7 +365,7 @@ async fn host_restart_kills_untracked_qemu_and_reports() {
 
     // The instance can be started again by the new host.
     let running = host.start(&record.id).await.unwrap();
-    reaper.0.push(running.pid.unwrap());
+    reaper.push(running.pid.unwrap());
     wait_console(&host, &record.id, "hello-from-user-data", 2).await;
     host.terminate(&record.id).await.unwrap();
     assert!(!process_alive(running.pid.unwrap()));
@@ -458,13 +390,13 @@ async fn guest_poweroff_is_an_instance_initiated_shutdown() {
     assert!(relative.is_relative());
     let (host, _) = open_host(&relative, capacity).await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
     let run = RunRequest {
         user_data: Some(b"#!/bin/sh\necho going-down\npoweroff -f\n".to_vec()),
         ..request(&image)
     };
     let record = host.run(run).await.unwrap();
-    reaper.0.push(record.pid.unwrap());
+    reaper.push(record.pid.unwrap());
     let stopped = wait_state(&host, &record.id, InstanceState::Stopped).await;
     assert_eq!(
         stopped.state_description(),

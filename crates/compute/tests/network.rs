@@ -12,7 +12,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use nuage_compute::driver::process_alive;
@@ -20,81 +19,16 @@ use nuage_compute::{
     AccelMode, ComputeError, ComputeHost, DirectKernel, GUEST_IPV4, HostCapacity, HostConfig,
     ImageSource, InstanceRecord, InstanceState, RebootOutcome, RunRequest,
 };
+use nuage_testsupport::guest::{QemuReaper, TinyGuest, tiny_guest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-struct Guest {
-    dir: PathBuf,
-    cmdline: String,
-}
-
-fn guest() -> Option<&'static Guest> {
-    static GUEST: OnceLock<Result<Guest, String>> = OnceLock::new();
-    match GUEST.get_or_init(prepare_guest) {
-        Ok(guest) => Some(guest),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("compute tests cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-fn prepare_guest() -> Result<Guest, String> {
-    for tool in ["qemu-system-x86_64", "qemu-img", "socat"] {
-        let ok = std::process::Command::new(tool)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-            || std::process::Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err(format!(
-                "{tool} is not installed (scripts/install-test-deps.sh)"
-            ));
-        }
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest-network");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compute/build-tiny-guest.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "build-tiny-guest.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let env = std::fs::read_to_string(dir.join("guest.env")).map_err(|e| e.to_string())?;
-    let cmdline = env
-        .lines()
-        .find_map(|l| l.strip_prefix("CMDLINE="))
-        .ok_or("guest.env has no CMDLINE")?
-        .to_string();
-    Ok(Guest { dir, cmdline })
-}
-
-/// Kills, on drop, VM processes a failed test would otherwise leave running.
-#[derive(Default)]
-struct Reaper(Vec<u32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if process_alive(pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
+/// The tiny guest, built once per test binary.
+fn guest() -> Option<&'static TinyGuest> {
+    tiny_guest(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-guest-network"),
+        &["socat"],
+    )
 }
 
 async fn open_host(state: &Path, configure: impl FnOnce(&mut HostConfig)) -> ComputeHost {
@@ -111,19 +45,14 @@ async fn open_host(state: &Path, configure: impl FnOnce(&mut HostConfig)) -> Com
     ComputeHost::open(config).await.unwrap().0
 }
 
-async fn register(host: &ComputeHost, guest: &Guest, scratch: &Path) -> String {
+async fn register(host: &ComputeHost, guest: &TinyGuest, scratch: &Path) -> String {
     let disk = scratch.join("base.raw");
     std::fs::write(&disk, vec![0u8; 1024 * 1024]).unwrap();
-    let kernel = if guest.dir.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
     host.register_image(&ImageSource {
         disk,
         kernel: Some(DirectKernel {
-            kernel: guest.dir.join(kernel),
-            initrd: Some(guest.dir.join("initrd.gz")),
+            kernel: guest.kernel(),
+            initrd: Some(guest.initrd()),
             cmdline: guest.cmdline.clone(),
         }),
     })
@@ -246,12 +175,12 @@ async fn metadata_ssh_graceful_reboot_stop_start_terminate() {
     })
     .await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
 
     let started = std::time::Instant::now();
     let record = host.run(request(&image, USER_DATA)).await.unwrap();
     let id = record.id.clone();
-    reaper.0.push(record.pid.unwrap());
+    reaper.push(record.pid.unwrap());
     assert_eq!(record.private_ip, Some(GUEST_IPV4));
     let forward = record.ssh_forward.expect("an SSH forward");
     assert_eq!(forward.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -331,7 +260,7 @@ async fn metadata_ssh_graceful_reboot_stop_start_terminate() {
 
     // Start: the same port (free meanwhile), the metadata service again.
     let running = host.start(&id).await.unwrap();
-    reaper.0.push(running.pid.unwrap());
+    reaper.push(running.pid.unwrap());
     assert_eq!(running.ssh_forward, Some(forward));
     wait_console(&host, &id, &format!("metadata instance-id {id}"), 3).await;
     wait_console(&host, &id, PORT_22, 3).await;
@@ -360,11 +289,11 @@ async fn reboot_falls_back_to_a_reset_when_the_guest_ignores_it() {
     let state = tempfile::tempdir().unwrap();
     let host = open_host(state.path(), |c| c.reboot_wait = Duration::from_secs(3)).await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
     let user_data = b"#!/bin/sh\ntouch /tmp/ignore-ctrl-alt-del\n";
     let record = host.run(request(&image, user_data)).await.unwrap();
     let id = record.id.clone();
-    reaper.0.push(record.pid.unwrap());
+    reaper.push(record.pid.unwrap());
     wait_console(&host, &id, READY, 1).await;
 
     host.reboot(&id).await.unwrap();
@@ -393,12 +322,12 @@ async fn ssh_ports_come_from_the_configured_range_and_are_released() {
     let range = base..=base + 1;
     let host = open_host(state.path(), |c| c.ssh_port_range = Some(range.clone())).await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
 
     let a = host.run(request(&image, USER_DATA)).await.unwrap();
-    reaper.0.push(a.pid.unwrap());
+    reaper.push(a.pid.unwrap());
     let b = host.run(request(&image, USER_DATA)).await.unwrap();
-    reaper.0.push(b.pid.unwrap());
+    reaper.push(b.pid.unwrap());
     let (pa, pb) = (a.ssh_forward.unwrap().port(), b.ssh_forward.unwrap().port());
     assert!(
         range.contains(&pa) && range.contains(&pb) && pa != pb,
@@ -421,7 +350,7 @@ async fn ssh_ports_come_from_the_configured_range_and_are_released() {
     // Terminating one releases its port for the next.
     host.terminate(&a.id).await.unwrap();
     let c = host.run(request(&image, USER_DATA)).await.unwrap();
-    reaper.0.push(c.pid.unwrap());
+    reaper.push(c.pid.unwrap());
     assert_eq!(c.ssh_forward.unwrap().port(), pa);
     host.terminate(&b.id).await.unwrap();
     host.terminate(&c.id).await.unwrap();
@@ -429,14 +358,14 @@ async fn ssh_ports_come_from_the_configured_range_and_are_released() {
     // A stopped instance keeps its port: with A stopped and B running, C
     // gets none, and A starts again on its own.
     let a = host.run(request(&image, USER_DATA)).await.unwrap();
-    reaper.0.push(a.pid.unwrap());
+    reaper.push(a.pid.unwrap());
     let pa = a.ssh_forward.unwrap().port();
     wait_console(&host, &a.id, READY, 1).await;
     let stopped = host.stop(&a.id).await.unwrap();
     assert_eq!(stopped.state, InstanceState::Stopped);
     assert_eq!(stopped.ssh_forward.unwrap().port(), pa);
     let b = host.run(request(&image, USER_DATA)).await.unwrap();
-    reaper.0.push(b.pid.unwrap());
+    reaper.push(b.pid.unwrap());
     let pb = b.ssh_forward.unwrap().port();
     assert!(range.contains(&pb) && pb != pa, "{pa} {pb}");
     let third = host.run(request(&image, USER_DATA)).await;
@@ -445,7 +374,7 @@ async fn ssh_ports_come_from_the_configured_range_and_are_released() {
         "{third:?}"
     );
     let started = host.start(&a.id).await.unwrap();
-    reaper.0.push(started.pid.unwrap());
+    reaper.push(started.pid.unwrap());
     assert_eq!(started.ssh_forward.unwrap().port(), pa);
     host.terminate(&a.id).await.unwrap();
     host.terminate(&b.id).await.unwrap();
@@ -471,7 +400,7 @@ async fn the_guest_reaches_neither_the_host_nor_the_outside() {
     let state = tempfile::tempdir().unwrap();
     let host = open_host(state.path(), |_| {}).await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
     // A listener the guest would reach without the restriction; it closes
     // what it accepts, so that a probe that does connect ends at once.
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
@@ -510,7 +439,7 @@ async fn the_guest_reaches_neither_the_host_nor_the_outside() {
 ",
     );
     let record = host.run(request(&image, script.as_bytes())).await.unwrap();
-    reaper.0.push(record.pid.unwrap());
+    reaper.push(record.pid.unwrap());
     for (name, _) in &targets {
         let console =
             wait_console(&host, &record.id, &format!("nuage-guest: probe {name} "), 1).await;
@@ -565,7 +494,7 @@ async fn idle_metadata_connections_are_bounded_and_end() {
     let state = tempfile::tempdir().unwrap();
     let host = open_host(state.path(), |_| {}).await;
     let image = register(&host, guest, state.path()).await;
-    let mut reaper = Reaper::default();
+    let mut reaper = QemuReaper::default();
     // Twice as many connections as QEMU has descriptors, each held open
     // (and silent) by `sleep`, once the network is up.
     let connections = 2 * QEMU_OPEN_FILES_MAX;
@@ -583,7 +512,7 @@ async fn idle_metadata_connections_are_bounded_and_end() {
     let record = host.run(req).await.unwrap();
     let id = record.id.clone();
     let pid = record.pid.unwrap();
-    reaper.0.push(pid);
+    reaper.push(pid);
     let dir = host.instance_dir(&id);
     wait_console(&host, &id, "idle metadata connections", 1).await;
     // QEMU forks socat asynchronously to the guest's nc: watch (bounded)

@@ -9,207 +9,54 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::audit::{pull_verified, search, tenant_with_administrator, user_with_key};
-use common::{Server, aws_as, aws_ok};
+use common::ec2::{
+    console_as, instance_as, json_as, put_tiny_image, refused_as, register_image,
+    start_with_config, wait_for,
+};
+use common::{Server, aws_ok};
+use nuage_testsupport::guest::{QemuReaper, TinyGuest, qemu_under, tiny_guest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn guest_dir() -> Option<PathBuf> {
-    let prepared = (|| -> Result<PathBuf, String> {
-        for tool in ["qemu-system-x86_64", "qemu-img"] {
-            let ok = std::process::Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                return Err(format!(
-                    "{tool} is not installed (scripts/install-test-deps.sh)"
-                ));
-            }
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ec2-tiny-guest");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compute/build-tiny-guest.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "build-tiny-guest.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(dir)
-    })();
-    match prepared {
-        Ok(dir) => Some(dir),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the compute test cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-/// `aws --output json ARGS` with these credentials, which must succeed.
-#[track_caller]
-fn json_as(server: &Server, home: &Path, creds: (&str, &str), args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let out = aws_as(server, home, creds, &all);
-    assert!(
-        out.status.success(),
-        "aws {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `aws ARGS` with these credentials, which must fail with `code`; its stderr.
-#[track_caller]
-fn refused_as(server: &Server, home: &Path, creds: (&str, &str), args: &[&str], code: &str) {
-    let out = aws_as(server, home, creds, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "aws {args:?} should have failed with {code}"
-    );
-    assert!(
-        stderr.contains(&format!("({code})")),
-        "aws {args:?}: expected {code}, got: {stderr}"
-    );
+/// The tiny guest, built once per test binary.
+fn guest() -> Option<&'static TinyGuest> {
+    tiny_guest(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ec2-tiny-guest"),
+        &[],
+    )
 }
 
 fn state_of(server: &Server, home: &Path, creds: (&str, &str), id: &str) -> String {
-    let v = json_as(
-        server,
-        home,
-        creds,
-        &["ec2", "describe-instances", "--instance-ids", id],
-    );
-    v["Reservations"][0]["Instances"][0]["State"]["Name"]
+    instance_as(server, home, creds, id)["State"]["Name"]
         .as_str()
         .unwrap()
         .to_owned()
 }
 
-/// The console text (the CLI may or may not decode EC2's base64 itself).
-fn console(server: &Server, home: &Path, creds: (&str, &str), id: &str) -> String {
-    let v = json_as(
-        server,
-        home,
-        creds,
-        &["ec2", "get-console-output", "--instance-id", id],
-    );
-    let output = v["Output"].as_str().unwrap_or("").to_owned();
-    match base64::engine::general_purpose::STANDARD.decode(output.trim()) {
-        Ok(bytes) if !output.contains(' ') => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => output,
-    }
-}
-
-/// Waits (bounded, on a condition) until `check` holds.
-#[track_caller]
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if check() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// QEMU processes whose command line names `dir`.
-fn qemu_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Kills, on drop, QEMU processes a failed test would otherwise leave.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in qemu_under(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
 #[test]
 fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
-    let Some(guest) = guest_dir() else { return };
+    let Some(guest) = guest() else { return };
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let config = data.path().join("nuage.toml");
     // Two vCPUs: an n1.xlarge (4) never fits.
-    std::fs::write(
-        &config,
+    let (server, compute_dir) = start_with_config(
+        data.path(),
         "[compute]\naccelerator = \"tcg\"\nvcpus = 2\nmemory_mib = 1024\nstop_wait_seconds = 20\n",
-    )
-    .unwrap();
-    let server_dir = data.path().join("server");
-    let server = Server::start_in(&server_dir, &["--config", config.to_str().unwrap()]);
-    let compute_dir = server_dir.join("compute");
-    let _reaper = Reaper(compute_dir.clone());
+    );
+    let _reaper = QemuReaper::under(&[&compute_dir]);
     assert!(
         server.banner.contains("EC2 API enabled"),
         "{}",
         server.banner
     );
-    let admin = (
-        server.credentials.access_key_id.as_str(),
-        server.credentials.secret_access_key.as_str(),
-    );
+    let admin = common::ec2::admin(&server);
 
     // The image's parts in the tenant's bucket.
     let bucket = common::bucket_name("ec2-images");
-    aws_ok(&server, home, &["s3", "mb", &format!("s3://{bucket}")]);
     let disk = data.path().join("disk.raw");
-    std::fs::write(&disk, vec![0u8; 1024 * 1024]).unwrap();
-    let kernel = if guest.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
-    for (file, key) in [
-        (disk.clone(), "tiny/disk.raw"),
-        (guest.join(kernel), "tiny/kernel"),
-        (guest.join("initrd.gz"), "tiny/initrd.gz"),
-    ] {
-        aws_ok(
-            &server,
-            home,
-            &[
-                "s3",
-                "cp",
-                file.to_str().unwrap(),
-                &format!("s3://{bucket}/{key}"),
-            ],
-        );
-    }
+    put_tiny_image(&server, home, &bucket, &disk, guest);
 
     // A key pair and the image.
     let public_key = data.path().join("key.pub");
@@ -254,22 +101,12 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
         imported["KeyFingerprint"]
     );
 
-    let registered = json_as(
+    let registered = register_image(
         &server,
         home,
-        admin,
-        &[
-            "ec2",
-            "register-image",
-            "--name",
-            "tiny",
-            "--image-location",
-            &format!("{bucket}/tiny/disk.raw"),
-            "--kernel-id",
-            &format!("{bucket}/tiny/kernel"),
-            "--ramdisk-id",
-            &format!("{bucket}/tiny/initrd.gz"),
-        ],
+        "tiny",
+        &bucket,
+        ["tiny/disk.raw", "tiny/kernel", "tiny/initrd.gz"],
     );
     let image_id = registered["ImageId"].as_str().unwrap().to_owned();
     assert!(image_id.starts_with("ami-"), "{registered}");
@@ -423,7 +260,7 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
     );
     assert_eq!(stopped["Reservations"], serde_json::json!([]), "{stopped}");
     wait_for("the user data's output on the console", || {
-        console(&server, home, admin, &id).contains("hello-from-user-data")
+        console_as(&server, home, admin, &id).contains("hello-from-user-data")
     });
     assert_eq!(
         qemu_under(&compute_dir).len(),
@@ -590,7 +427,7 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
         &["ec2", "reboot-instances", "--instance-ids", &id],
     );
     wait_for("the user data's output after the reboot", || {
-        console(&server, home, admin, &id)
+        console_as(&server, home, admin, &id)
             .matches("hello-from-user-data")
             .count()
             >= 2
@@ -624,7 +461,7 @@ fn ec2_api_runs_the_tiny_guest_through_the_aws_cli() {
         state_of(&server, home, admin, &id) == "running"
     });
     wait_for("a third boot's user data output", || {
-        console(&server, home, admin, &id)
+        console_as(&server, home, admin, &id)
             .matches("hello-from-user-data")
             .count()
             >= 3
@@ -721,10 +558,7 @@ fn ec2_requests_without_compute_are_refused_in_ec2_terms() {
     let server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let admin = (
-        server.credentials.access_key_id.as_str(),
-        server.credentials.secret_access_key.as_str(),
-    );
+    let admin = common::ec2::admin(&server);
     refused_as(
         &server,
         home,

@@ -14,7 +14,11 @@
 
 mod common;
 
-use common::{Server, aws_as, aws_ok};
+use common::aws_ok;
+use common::ec2::{
+    console_as, copy_to_bucket, instance_as, json_as, register_image, start_with_config, wait_for,
+};
+use nuage_testsupport::guest::{QemuReaper, kernel_in, qemu_under, skip_unless_ci};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,13 +29,6 @@ use std::time::{Duration, Instant};
 const SSH_READY_WAIT: Duration = Duration::from_secs(600);
 /// The cloud-config the instance gets as user data: a file to look for.
 const USER_DATA: &str = "#cloud-config\nwrite_files:\n  - path: /etc/nuage-user-data\n    content: \"written-by-cloud-init\\n\"\n";
-
-fn skip_or_fail(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the cloud-init test cannot run under CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
 
 fn tool_answers(tool: &str, args: &[&str]) -> bool {
     Command::new(tool)
@@ -87,90 +84,8 @@ fn cloud_guest_dir() -> Option<PathBuf> {
     match prepared {
         Ok(dir) => Some(dir),
         Err(reason) => {
-            skip_or_fail(&reason);
+            skip_unless_ci(&reason);
             None
-        }
-    }
-}
-
-/// `aws --output json ARGS`, which must succeed.
-#[track_caller]
-fn json_as(server: &Server, home: &Path, creds: (&str, &str), args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let out = aws_as(server, home, creds, &all);
-    assert!(
-        out.status.success(),
-        "aws {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn describe(server: &Server, home: &Path, creds: (&str, &str), id: &str) -> Value {
-    let v = json_as(
-        server,
-        home,
-        creds,
-        &["ec2", "describe-instances", "--instance-ids", id],
-    );
-    v["Reservations"][0]["Instances"][0].clone()
-}
-
-/// The console text (the CLI may or may not decode EC2's base64 itself).
-fn console(server: &Server, home: &Path, creds: (&str, &str), id: &str) -> String {
-    use base64::Engine as _;
-    let v = json_as(
-        server,
-        home,
-        creds,
-        &["ec2", "get-console-output", "--instance-id", id],
-    );
-    let output = v["Output"].as_str().unwrap_or("").to_owned();
-    match base64::engine::general_purpose::STANDARD.decode(output.trim()) {
-        Ok(bytes) if !output.contains(' ') => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => output,
-    }
-}
-
-/// Waits (bounded, on a condition) until `check` holds.
-#[track_caller]
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// QEMU processes whose command line names `dir`.
-fn qemu_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Kills, on drop, QEMU processes a failed test would otherwise leave.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in qemu_under(&self.0) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
@@ -255,47 +170,28 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    let config = data.path().join("nuage.toml");
-    std::fs::write(
-        &config,
+    let (server, compute_dir) = start_with_config(
+        data.path(),
         "[compute]\naccelerator = \"tcg\"\nvcpus = 2\nmemory_mib = 2048\nstop_wait_seconds = 20\n",
-    )
-    .unwrap();
-    let server_dir = data.path().join("server");
-    let server = Server::start_in(&server_dir, &["--config", config.to_str().unwrap()]);
-    let compute_dir = server_dir.join("compute");
-    let _reaper = Reaper(compute_dir.clone());
-    let admin = (
-        server.credentials.access_key_id.as_str(),
-        server.credentials.secret_access_key.as_str(),
     );
+    let _reaper = QemuReaper::under(&[&compute_dir]);
+    let admin = common::ec2::admin(&server);
 
     // The image's parts in the tenant's bucket: the compressed qcow2 disk,
     // the kernel (the uncompressed vmlinux when it could be extracted: PVH
     // boots it faster under TCG) and the initramfs.
     let bucket = common::bucket_name("cloud-images");
     aws_ok(&server, home, &["s3", "mb", &format!("s3://{bucket}")]);
-    let kernel = if guest.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
-    for (file, key) in [
-        ("disk.qcow2", "debian/disk.qcow2"),
-        (kernel, "debian/kernel"),
-        ("initrd.img", "debian/initrd.img"),
-    ] {
-        aws_ok(
-            &server,
-            home,
-            &[
-                "s3",
-                "cp",
-                guest.join(file).to_str().unwrap(),
-                &format!("s3://{bucket}/{key}"),
-            ],
-        );
-    }
+    copy_to_bucket(
+        &server,
+        home,
+        &bucket,
+        &[
+            (&guest.join("disk.qcow2"), "debian/disk.qcow2"),
+            (&guest.join(kernel_in(&guest)), "debian/kernel"),
+            (&guest.join("initrd.img"), "debian/initrd.img"),
+        ],
+    );
 
     // Two fresh keys: the first is imported, the second never is.
     let key = data.path().join("id_imported");
@@ -315,22 +211,12 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
             &format!("fileb://{}.pub", key.display()),
         ],
     );
-    let registered = json_as(
+    let registered = register_image(
         &server,
         home,
-        admin,
-        &[
-            "ec2",
-            "register-image",
-            "--name",
-            "debian-bookworm-cloud",
-            "--image-location",
-            &format!("{bucket}/debian/disk.qcow2"),
-            "--kernel-id",
-            &format!("{bucket}/debian/kernel"),
-            "--ramdisk-id",
-            &format!("{bucket}/debian/initrd.img"),
-        ],
+        "debian-bookworm-cloud",
+        &bucket,
+        ["debian/disk.qcow2", "debian/kernel", "debian/initrd.img"],
     );
     let image_id = registered["ImageId"].as_str().unwrap().to_owned();
 
@@ -359,9 +245,9 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
         .to_owned();
     let launched = Instant::now();
     wait_for("the instance to be running", || {
-        describe(&server, home, admin, &id)["State"]["Name"] == "running"
+        instance_as(&server, home, admin, &id)["State"]["Name"] == "running"
     });
-    let instance = describe(&server, home, admin, &id);
+    let instance = instance_as(&server, home, admin, &id);
     let (ip, port) = ssh_address(&instance);
     eprintln!("{id} running, SSH at {ip} port {port}");
 
@@ -378,7 +264,7 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
         assert!(
             Instant::now() < deadline,
             "no SSH into {id} within {SSH_READY_WAIT:?}; last ssh error: {last}\nconsole:\n{}",
-            console(&server, home, admin, &id)
+            console_as(&server, home, admin, &id)
         );
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -437,7 +323,7 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
     assert!(stderr.contains("Permission denied"), "{stderr}");
 
     // The console shows cloud-init's run on the config drive.
-    let text = console(&server, home, admin, &id);
+    let text = console_as(&server, home, admin, &id);
     assert!(text.contains("Cloud-init v."), "{text}");
 
     // Terminate: no QEMU is left.
@@ -447,7 +333,7 @@ fn a_debian_cloud_init_guest_takes_the_key_pair_and_answers_ssh() {
         &["ec2", "terminate-instances", "--instance-ids", &id],
     );
     wait_for("the instance to be terminated", || {
-        describe(&server, home, admin, &id)["State"]["Name"] == "terminated"
+        instance_as(&server, home, admin, &id)["State"]["Name"] == "terminated"
     });
     wait_for("no QEMU left", || qemu_under(&compute_dir).is_empty());
     eprintln!("test done in {:?}", started.elapsed());

@@ -29,9 +29,13 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::audit::{tenant_of, tenant_with_administrator};
+use common::ec2::{
+    check_refused, console, copy_to_bucket, instance, json, put_tiny_image, refused,
+    register_image, wait_for,
+};
 use common::{Server, aws, aws_as, aws_ok};
+use nuage_testsupport::guest::{QemuReaper, TinyGuest, qemu_under, tiny_guest};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -47,45 +51,12 @@ const FRANCE_ONLY: &str = r#"{"allowed_countries":["FR"],"durability":{"replicas
 const FRANCE_OR_GERMANY: &str = r#"{"allowed_countries":["FR","DE"],"durability":{"replicas":2}}"#;
 const GERMANY_ONLY: &str = r#"{"allowed_countries":["DE"],"durability":{"replicas":1}}"#;
 
-fn guest_dir() -> Option<PathBuf> {
-    let prepared = (|| -> Result<PathBuf, String> {
-        for tool in ["qemu-system-x86_64", "qemu-img"] {
-            let ok = Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                return Err(format!(
-                    "{tool} is not installed (scripts/install-test-deps.sh)"
-                ));
-            }
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ec2-hosts-tiny-guest");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compute/build-tiny-guest.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("{}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "build-tiny-guest.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(dir)
-    })();
-    match prepared {
-        Ok(dir) => Some(dir),
-        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the compute hosts test cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
+/// The tiny guest, built once per test binary.
+fn guest() -> Option<&'static TinyGuest> {
+    tiny_guest(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ec2-hosts-tiny-guest"),
+        &[],
+    )
 }
 
 fn nuage() -> Command {
@@ -297,101 +268,6 @@ impl Relay {
     }
 }
 
-/// QEMU processes whose command line names `dir`.
-fn qemu_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Kills, on drop, QEMU processes a failed test would otherwise leave.
-struct Reaper(Vec<PathBuf>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            for pid in qemu_under(dir) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-#[track_caller]
-fn json(server: &Server, home: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let out = aws(server, home, &all);
-    assert!(
-        out.status.success(),
-        "aws {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `aws ARGS`, which must fail with `code`; its stderr.
-#[track_caller]
-fn refused(server: &Server, home: &Path, args: &[&str], code: &str) -> String {
-    check_refused(aws(server, home, args), args, code)
-}
-
-#[track_caller]
-fn check_refused(out: std::process::Output, args: &[&str], code: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "aws {args:?} should have failed");
-    assert!(
-        stderr.contains(&format!("({code})")),
-        "aws {args:?}: expected {code}, got: {stderr}"
-    );
-    stderr
-}
-
-fn instance(server: &Server, home: &Path, id: &str) -> Value {
-    let v = json(
-        server,
-        home,
-        &["ec2", "describe-instances", "--instance-ids", id],
-    );
-    v["Reservations"][0]["Instances"][0].clone()
-}
-
-fn console(server: &Server, home: &Path, id: &str) -> String {
-    let v = json(
-        server,
-        home,
-        &["ec2", "get-console-output", "--instance-id", id],
-    );
-    let output = v["Output"].as_str().unwrap_or("").to_owned();
-    match base64::engine::general_purpose::STANDARD.decode(output.trim()) {
-        Ok(bytes) if !output.contains(' ') => String::from_utf8_lossy(&bytes).into_owned(),
-        _ => output,
-    }
-}
-
-#[track_caller]
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// `nuage residency set|clear` for the tenant (or one of its buckets).
 fn residency(server: &Server, args: &[&str]) {
     run_ok(
@@ -433,7 +309,7 @@ fn run_instance(server: &Server, home: &Path, image: &str, user_data: &str) -> V
 #[test]
 #[allow(clippy::too_many_lines)]
 fn instances_run_only_on_hosts_their_residency_allows() {
-    let Some(guest) = guest_dir() else { return };
+    let Some(guest) = guest() else { return };
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let home = dir.join("home");
@@ -483,7 +359,7 @@ fn instances_run_only_on_hosts_their_residency_allows() {
         "127.0.0.1:0",
     );
     let (fr_dir, de_dir) = (fr.instances_dir(), de.instances_dir());
-    let _reaper = Reaper(vec![fr_dir.clone(), de_dir.clone()]);
+    let _reaper = QemuReaper::under(&[&fr_dir, &de_dir]);
     // The gateway reaches the German host through a relay that can lose
     // answers.
     let relay = Relay::start(de.address.clone(), de_dir.clone());
@@ -587,45 +463,14 @@ availability_zone = "de-fra-1a"
         FRANCE_ONLY,
     );
     let bucket = common::bucket_name("ec2-hosts");
-    aws_ok(&server, &home, &["s3", "mb", &format!("s3://{bucket}")]);
     let disk = dir.join("disk.raw");
-    std::fs::write(&disk, vec![0u8; 1024 * 1024]).unwrap();
-    let kernel = if guest.join("vmlinux").exists() {
-        "vmlinux"
-    } else {
-        "vmlinuz"
-    };
-    for (file, key) in [
-        (disk.clone(), "tiny/disk.raw"),
-        (guest.join(kernel), "tiny/kernel"),
-        (guest.join("initrd.gz"), "tiny/initrd.gz"),
-    ] {
-        aws_ok(
-            &server,
-            &home,
-            &[
-                "s3",
-                "cp",
-                file.to_str().unwrap(),
-                &format!("s3://{bucket}/{key}"),
-            ],
-        );
-    }
-    let registered = json(
+    put_tiny_image(&server, &home, &bucket, &disk, guest);
+    let registered = register_image(
         &server,
         &home,
-        &[
-            "ec2",
-            "register-image",
-            "--name",
-            "tiny",
-            "--image-location",
-            &format!("{bucket}/tiny/disk.raw"),
-            "--kernel-id",
-            &format!("{bucket}/tiny/kernel"),
-            "--ramdisk-id",
-            &format!("{bucket}/tiny/initrd.gz"),
-        ],
+        "tiny",
+        &bucket,
+        ["tiny/disk.raw", "tiny/kernel", "tiny/initrd.gz"],
     );
     let image = registered["ImageId"].as_str().unwrap().to_owned();
     // Cached on the one host the tenant may use.
@@ -988,31 +833,13 @@ availability_zone = "de-fra-1a"
     );
     let disk2 = dir.join("disk2.raw");
     std::fs::write(&disk2, vec![2u8; 1024 * 1024]).unwrap();
-    aws_ok(
+    copy_to_bucket(&server, &home, &bucket, &[(&disk2, "tiny/disk2.raw")]);
+    let registered = register_image(
         &server,
         &home,
-        &[
-            "s3",
-            "cp",
-            disk2.to_str().unwrap(),
-            &format!("s3://{bucket}/tiny/disk2.raw"),
-        ],
-    );
-    let registered = json(
-        &server,
-        &home,
-        &[
-            "ec2",
-            "register-image",
-            "--name",
-            "tiny-2",
-            "--image-location",
-            &format!("{bucket}/tiny/disk2.raw"),
-            "--kernel-id",
-            &format!("{bucket}/tiny/kernel"),
-            "--ramdisk-id",
-            &format!("{bucket}/tiny/initrd.gz"),
-        ],
+        "tiny-2",
+        &bucket,
+        ["tiny/disk2.raw", "tiny/kernel", "tiny/initrd.gz"],
     );
     let image2 = registered["ImageId"].as_str().unwrap().to_owned();
     assert_eq!((fr.images(), de.images()), (2, 1));

@@ -11,10 +11,15 @@
 //! `nodes` (feature `nodes`): in-process storage nodes over mutual TLS in
 //! sites of France, Germany and the US, for the replicated store's tests.
 //!
+//! `guest` (feature `compute`): the tiny guest the compute tests boot under
+//! QEMU, their skip-unless-CI rule and the reaping of leftover QEMU processes.
+//!
 //! Test code only: this crate panics with a clear message where a test
 //! should fail.
 
 pub mod data;
+#[cfg(feature = "compute")]
+pub mod guest;
 #[cfg(feature = "nodes")]
 pub mod nodes;
 pub mod postgres;

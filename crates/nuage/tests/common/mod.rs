@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod audit;
+pub mod ec2;
 pub mod kms;
 pub mod xks;
 
