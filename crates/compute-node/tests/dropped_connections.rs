@@ -101,7 +101,7 @@ async fn fixture(guest: &TinyGuest) -> Fixture {
     config.accel = AccelMode::Tcg;
     config.stop_wait = Duration::from_secs(5);
     let (host, _) = ComputeHost::open(config).await.unwrap();
-    let host = Arc::new(LocalHost::new(Arc::new(host), &host_dir));
+    let host = Arc::new(LocalHost::new(Arc::new(host)));
     let disk = dir.path().join("base.raw");
     std::fs::write(&disk, vec![0u8; 16 * 1024 * 1024]).unwrap();
     let image_id = host

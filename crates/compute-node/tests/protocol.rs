@@ -127,7 +127,7 @@ async fn only_gateways_are_served_and_refusals_keep_their_kind() {
     );
     config.accel = nuage_compute::AccelMode::Tcg;
     let (host, _) = nuage_compute::ComputeHost::open(config).await.unwrap();
-    let host = Arc::new(nuage_compute::LocalHost::new(Arc::new(host), &host_dir));
+    let host = Arc::new(nuage_compute::LocalHost::new(Arc::new(host)));
     let local = Arc::clone(&host);
 
     // A host must present a compute host's certificate.

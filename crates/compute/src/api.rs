@@ -13,7 +13,7 @@
 //! This module never starts a VM itself and does no I/O but reading image
 //! files to hash them: everything goes through `ComputeHost`'s public API.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ComputeError;
 use crate::host::{ComputeHost, InstanceRecord, RunRequest};
-use crate::image::{ImageCache, ImageSource, PartDigest, content_id};
+use crate::image::{ImageSource, PartDigest, content_id};
 
 /// What kind of failure a host call met: the variants of [`ComputeError`]
 /// that callers tell apart, plus what only a remote host can cause.
@@ -215,18 +215,12 @@ pub trait HostApi: Send + Sync + 'static {
 /// A [`ComputeHost`] in this process.
 pub struct LocalHost {
     host: Arc<ComputeHost>,
-    /// The host's image cache, read only to answer `has_image`.
-    images: ImageCache,
 }
 
 impl LocalHost {
-    /// `state_dir` is the host's (`HostConfig::state_dir`).
     #[must_use]
-    pub fn new(host: Arc<ComputeHost>, state_dir: &Path) -> Self {
-        Self {
-            host,
-            images: ImageCache::new(state_dir.join("images"), PathBuf::new()),
-        }
+    pub fn new(host: Arc<ComputeHost>) -> Self {
+        Self { host }
     }
 
     #[must_use]
@@ -251,7 +245,7 @@ impl HostApi for LocalHost {
     }
 
     async fn has_image(&self, image_id: &str) -> Result<bool, HostError> {
-        match self.images.get(image_id) {
+        match self.host.image(image_id) {
             Ok(_) => Ok(true),
             Err(ComputeError::ImageNotFound(_)) => Ok(false),
             Err(e) => Err(e.into()),
@@ -332,6 +326,7 @@ pub fn image_content_id(source: &ImageSource) -> std::io::Result<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn errors_keep_their_kind_and_the_names_callers_quote() {

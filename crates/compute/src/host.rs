@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -45,6 +45,7 @@ use crate::limits::{
     SSH_PORT_PROBES_MAX, STOP_POWERDOWN_WAIT_MS, TERMINATED_RECORDS_MAX, USER_DATA_BYTES_MAX,
 };
 use crate::metadata::{InstanceMetadata, METADATA_FILE, METADATA_SOCKET, MetadataServer};
+use crate::state_file;
 
 /// What a host may hand out. An accounting figure, not a count of cores:
 /// the operator decides how much to overcommit.
@@ -375,6 +376,11 @@ impl ComputeHost {
             .map_err(|e| ComputeError::InvalidImage(format!("registering the image failed: {e}")))?
     }
 
+    /// A cached image, by id (`ImageNotFound` if this host has none).
+    pub fn image(&self, id: &str) -> Result<Image> {
+        self.inner.images.get(id)
+    }
+
     /// Runs an instance: returns once its VM runs (state `running`), or with
     /// the error that kept it from running (the instance is then terminated).
     ///
@@ -384,9 +390,7 @@ impl ComputeHost {
     /// running whose pid nothing recorded.
     pub async fn run(&self, request: RunRequest) -> Result<InstanceRecord> {
         let host = self.handle();
-        tokio::spawn(async move { host.run_to_end(request).await })
-            .await
-            .map_err(|e| ComputeError::Hypervisor(format!("the run task failed: {e}")))?
+        detached("run", async move { host.run_to_end(request).await }).await
     }
 
     /// Another handle on the same host, for a detached task.
@@ -534,9 +538,7 @@ impl ComputeHost {
     /// while stopped). On a task of its own, as `run`.
     pub async fn start(&self, id: &str) -> Result<InstanceRecord> {
         let (host, id) = (self.handle(), id.to_owned());
-        tokio::spawn(async move { host.start_to_end(&id).await })
-            .await
-            .map_err(|e| ComputeError::Hypervisor(format!("the start task failed: {e}")))?
+        detached("start", async move { host.start_to_end(&id).await }).await
     }
 
     async fn start_to_end(&self, id: &str) -> Result<InstanceRecord> {
@@ -579,9 +581,7 @@ impl ComputeHost {
     /// instance `stopping` or `shutting-down`, or its VM without a supervisor.
     pub async fn stop(&self, id: &str) -> Result<InstanceRecord> {
         let (host, id) = (self.handle(), id.to_owned());
-        tokio::spawn(async move { host.stop_to_end(&id).await })
-            .await
-            .map_err(|e| ComputeError::Hypervisor(format!("the stop task failed: {e}")))?
+        detached("stop", async move { host.stop_to_end(&id).await }).await
     }
 
     async fn stop_to_end(&self, id: &str) -> Result<InstanceRecord> {
@@ -618,9 +618,7 @@ impl ComputeHost {
     /// in `InstanceRecord::last_reboot`.
     pub async fn reboot(&self, id: &str) -> Result<InstanceRecord> {
         let (host, id) = (self.handle(), id.to_owned());
-        tokio::spawn(async move { host.reboot_to_end(&id).await })
-            .await
-            .map_err(|e| ComputeError::Hypervisor(format!("the reboot task failed: {e}")))?
+        detached("reboot", async move { host.reboot_to_end(&id).await }).await
     }
 
     async fn reboot_to_end(&self, id: &str) -> Result<InstanceRecord> {
@@ -651,9 +649,7 @@ impl ComputeHost {
     /// `terminated`) for describe.
     pub async fn terminate(&self, id: &str) -> Result<InstanceRecord> {
         let (host, id) = (self.handle(), id.to_owned());
-        tokio::spawn(async move { host.terminate_to_end(&id).await })
-            .await
-            .map_err(|e| ComputeError::Hypervisor(format!("the terminate task failed: {e}")))?
+        detached("terminate", async move { host.terminate_to_end(&id).await }).await
     }
 
     async fn terminate_to_end(&self, id: &str) -> Result<InstanceRecord> {
@@ -883,50 +879,32 @@ fn mac_for(id: &str) -> String {
     )
 }
 
+/// Runs a lifecycle call's work on a task of its own, so that a caller that
+/// goes away cannot cancel it halfway (see `ComputeHost::run`).
+async fn detached<T: Send + 'static>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ComputeError::Hypervisor(format!("the {what} task failed: {e}")))?
+}
+
 fn write_record(dir: &Path, record: &InstanceRecord) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(|e| ComputeError::CorruptState {
         path: dir.join(RECORD_FILE),
         message: e.to_string(),
     })?;
-    // Durable before it replaces the old record, and the rename durable
-    // before returning: after a power loss the record is the old one or
-    // the new one, never a torn file.
-    let tmp = dir.join("instance.json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(ComputeError::io(&tmp))?;
-    std::io::Write::write_all(&mut file, &bytes).map_err(ComputeError::io(&tmp))?;
-    file.sync_all().map_err(ComputeError::io(&tmp))?;
-    let path = dir.join(RECORD_FILE);
-    std::fs::rename(&tmp, &path).map_err(ComputeError::io(&path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(ComputeError::io(dir))
+    state_file::write_atomic(dir, RECORD_FILE, &bytes)
 }
 
 fn read_record(dir: &Path) -> Result<Option<InstanceRecord>> {
-    let path = dir.join(RECORD_FILE);
-    let bytes = match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ComputeError::Io { path, source: e }),
-        Ok(meta) if meta.len() > INSTANCE_RECORD_BYTES_MAX => {
-            return Err(ComputeError::CorruptState {
-                path,
-                message: "record too large".into(),
-            });
-        }
-        Ok(_) => std::fs::read(&path).map_err(ComputeError::io(&path))?,
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ComputeError::CorruptState {
-            path,
-            message: e.to_string(),
-        })
+    state_file::read_json(
+        dir,
+        RECORD_FILE,
+        INSTANCE_RECORD_BYTES_MAX,
+        "record too large",
+    )
 }
 
 fn read_pidfile(path: &Path) -> Option<u32> {

@@ -25,6 +25,7 @@ pub mod instance_type;
 pub mod limits;
 pub mod metadata;
 pub mod qmp;
+mod state_file;
 
 pub use api::{
     HostApi, HostError, HostErrorKind, HostStatus, LocalHost, RunSpec, image_content_id,

@@ -20,7 +20,7 @@
 //! instance states.
 
 use std::convert::Infallible;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,45 +129,22 @@ impl InstanceMetadata {
     /// Writes `metadata.json` (mode 0600: it holds the user data) through a
     /// temporary file and a rename.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(METADATA_FILE);
         let bytes = serde_json::to_vec(self).map_err(|e| ComputeError::CorruptState {
-            path: path.clone(),
+            path: dir.join(METADATA_FILE),
             message: e.to_string(),
         })?;
-        let tmp = dir.join("metadata.json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(ComputeError::io(&tmp))?;
-        std::io::Write::write_all(&mut file, &bytes).map_err(ComputeError::io(&tmp))?;
-        file.sync_all().map_err(ComputeError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(ComputeError::io(&path))
+        crate::state_file::write_atomic(dir, METADATA_FILE, &bytes)
     }
 
     /// Reads `metadata.json`; `None` if the instance has none (created
     /// before the metadata service existed).
     pub fn read(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(METADATA_FILE);
-        let bytes = match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(ComputeError::Io { path, source: e }),
-            Ok(meta) if meta.len() > METADATA_FILE_BYTES_MAX => {
-                return Err(ComputeError::CorruptState {
-                    path,
-                    message: "metadata file too large".into(),
-                });
-            }
-            Ok(_) => std::fs::read(&path).map_err(ComputeError::io(&path))?,
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ComputeError::CorruptState {
-                path,
-                message: e.to_string(),
-            })
+        crate::state_file::read_json(
+            dir,
+            METADATA_FILE,
+            METADATA_FILE_BYTES_MAX,
+            "metadata file too large",
+        )
     }
 
     /// The answer to one request: status, content type, body. `path` is

@@ -102,23 +102,10 @@ pub fn run(
             decision.accelerator,
             decision.reason
         );
-        shutdown_signal().await;
+        crate::server::shutdown_signal().await;
         server.shutdown().await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -109,25 +109,10 @@ pub fn run(
         let server = NodeServer::start(config).await?;
         // Tests and scripts read the bound address (port 0) from here.
         println!("nuage storage node listening on {}", server.local_addr());
-        shutdown_signal().await;
+        crate::server::shutdown_signal().await;
         server.shutdown().await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -753,7 +753,9 @@ fn add_request_id_to_error(response: &mut http::Response<s3s::Body>, id: &str) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM: every long-running `nuage` process
+/// (server, storage node, compute host, witness, XKS proxy) stops on it.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -209,7 +209,7 @@ async fn serve(dir: &Path, listen: &str) -> anyhow::Result<()> {
     println!("{LISTENING_BANNER}http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
     let connections = Arc::new(tokio::sync::Semaphore::new(WITNESS_CONNECTIONS_MAX));
-    let shutdown = shutdown_signal();
+    let shutdown = crate::server::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -293,17 +293,5 @@ async fn handle(
             tracing::error!(%error, "add-checkpoint task failed");
             text(500, plain, "internal error\n".into())
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -292,21 +292,9 @@ async fn serve(dir: &Path) -> anyhow::Result<()> {
         proxy.uri_path()
     );
     std::io::stdout().flush()?;
-    proxy.serve(shutdown_signal()).await?;
+    proxy.serve(crate::server::shutdown_signal()).await?;
     eprintln!("nuage xks-proxy: stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 async fn key(command: KeyCommand) -> anyhow::Result<()> {

@@ -244,10 +244,7 @@ pub async fn open_host(
     for (id, description) in &report.changed {
         tracing::warn!(instance = %id, state = %description, "instance changed while the server was down");
     }
-    Ok(Arc::new(nuage_compute::LocalHost::new(
-        Arc::new(host),
-        &host_dir,
-    )))
+    Ok(Arc::new(nuage_compute::LocalHost::new(Arc::new(host))))
 }
 
 /// The cluster TLS material for calling compute hosts: `[compute]`'s
